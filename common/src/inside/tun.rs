@@ -1,0 +1,88 @@
+//! The real [`Inside`]: a Linux TUN device through tun-rs.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::Inside;
+
+/// How to create the TUN device.
+#[derive(Debug, Clone)]
+pub struct TunSettings {
+    /// Interface name, e.g. `twoway0`.
+    pub name: String,
+    /// IPv4 address and prefix length.
+    pub ipv4: (Ipv4Addr, u8),
+    /// Optional IPv6 address and prefix length.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// MTU of the device.
+    pub mtu: u16,
+}
+
+/// A TUN device; dropping it removes the interface, its addresses and routes.
+pub struct TunInside {
+    device: tun_rs::AsyncDevice,
+    name: String,
+}
+
+/// A TUN device could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create TUN device {name:?}: {source}")]
+pub struct TunError {
+    /// The requested interface name.
+    pub name: String,
+    /// The OS error (permission denied without CAP_NET_ADMIN, no /dev/net/tun, busy name).
+    #[source]
+    pub source: io::Error,
+}
+
+impl TunError {
+    /// Whether the failure is a missing privilege or device (exit code 5).
+    pub fn is_privilege(&self) -> bool {
+        matches!(
+            self.source.kind(),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
+        ) || self.source.raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+impl std::fmt::Debug for TunInside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunInside")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TunInside {
+    /// Creates and brings up the device with its addresses and MTU.
+    pub fn create(settings: &TunSettings) -> Result<Self, TunError> {
+        let mut builder = tun_rs::DeviceBuilder::new()
+            .name(&settings.name)
+            .ipv4(settings.ipv4.0, settings.ipv4.1, None)
+            .mtu(settings.mtu);
+        if let Some((addr, prefix)) = settings.ipv6 {
+            builder = builder.ipv6(addr, prefix);
+        }
+        let device = builder.build_async().map_err(|source| TunError {
+            name: settings.name.clone(),
+            source,
+        })?;
+        let name = device.name().unwrap_or_else(|_| settings.name.clone());
+        Ok(Self { device, name })
+    }
+
+    /// The interface name the kernel gave the device.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Inside for TunInside {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.device.recv(buf).await
+    }
+
+    async fn send(&self, packet: &[u8]) -> io::Result<()> {
+        self.device.send(packet).await.map(drop)
+    }
+}

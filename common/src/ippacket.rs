@@ -1,0 +1,136 @@
+//! Just enough IP header parsing for the data path: version, source and
+//! destination of an IPv4 or IPv6 packet, validated against the buffer length.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Source and destination of one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+}
+
+/// Why a buffer is not an IP packet we can route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// Shorter than the fixed header of its version.
+    #[error("packet too short")]
+    Truncated,
+    /// Neither IPv4 nor IPv6.
+    #[error("not an IPv4 or IPv6 packet")]
+    BadVersion,
+    /// An IPv4 header length that does not fit.
+    #[error("bad IPv4 header length")]
+    BadHeaderLength,
+}
+
+/// Reads source and destination from an IP packet.
+pub fn addresses(packet: &[u8]) -> Result<Addresses, PacketError> {
+    let first = *packet.first().ok_or(PacketError::Truncated)?;
+    match first >> 4 {
+        4 => {
+            if packet.len() < 20 {
+                return Err(PacketError::Truncated);
+            }
+            let ihl = usize::from(first & 0x0f) * 4;
+            if ihl < 20 || ihl > packet.len() {
+                return Err(PacketError::BadHeaderLength);
+            }
+            let src: [u8; 4] = packet[12..16]
+                .try_into()
+                .map_err(|_| PacketError::Truncated)?;
+            let dst: [u8; 4] = packet[16..20]
+                .try_into()
+                .map_err(|_| PacketError::Truncated)?;
+            Ok(Addresses {
+                src: IpAddr::V4(Ipv4Addr::from(src)),
+                dst: IpAddr::V4(Ipv4Addr::from(dst)),
+            })
+        }
+        6 => {
+            if packet.len() < 40 {
+                return Err(PacketError::Truncated);
+            }
+            let src: [u8; 16] = packet[8..24]
+                .try_into()
+                .map_err(|_| PacketError::Truncated)?;
+            let dst: [u8; 16] = packet[24..40]
+                .try_into()
+                .map_err(|_| PacketError::Truncated)?;
+            Ok(Addresses {
+                src: IpAddr::V6(Ipv6Addr::from(src)),
+                dst: IpAddr::V6(Ipv6Addr::from(dst)),
+            })
+        }
+        _ => Err(PacketError::BadVersion),
+    }
+}
+
+/// Test helpers that build minimal packets.
+pub mod build {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// A minimal IPv4 header (protocol 253, "experimental") plus `payload`.
+    pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let total = 20 + payload.len();
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 253;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// A minimal IPv6 header (next header 253) plus `payload`.
+    pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p[6] = 253;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.octets());
+        p[24..40].copy_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_v4_and_v6() {
+        let p = build::ipv4(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            b"x",
+        );
+        let a = addresses(&p).unwrap();
+        assert_eq!(a.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(a.dst, "10.0.0.2".parse::<IpAddr>().unwrap());
+        let p6 = build::ipv6("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), b"");
+        assert_eq!(
+            addresses(&p6).unwrap().dst,
+            "fd00::2".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert_eq!(addresses(&[]), Err(PacketError::Truncated));
+        assert_eq!(addresses(&[0x45; 19]), Err(PacketError::Truncated));
+        assert_eq!(addresses(&[0x70; 40]), Err(PacketError::BadVersion));
+        let mut p = build::ipv4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, b"");
+        p[0] = 0x44; // IHL 16 bytes: too small
+        assert_eq!(addresses(&p), Err(PacketError::BadHeaderLength));
+        p[0] = 0x4f; // IHL 60 bytes: longer than the packet
+        assert_eq!(addresses(&p), Err(PacketError::BadHeaderLength));
+        assert_eq!(addresses(&[0x60; 39]), Err(PacketError::Truncated));
+    }
+}

@@ -1,0 +1,16 @@
+//! twoway-common: what the client and the server share: the wire protocol
+//! (framing and control messages), TLS setup, identity extraction, the inside
+//! (TUN) device abstraction, the outside stream and the relay between them.
+
+pub mod atomic_file;
+pub mod config_file;
+pub mod control;
+pub mod frame;
+pub mod identity;
+pub mod inside;
+pub mod ippacket;
+pub mod logging;
+pub mod message;
+pub mod outside;
+pub mod relay;
+pub mod tls;

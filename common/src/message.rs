@@ -1,0 +1,208 @@
+//! Typed control messages carried in Hello, Assign, Refuse and Bye frames, as
+//! JSON objects (rare, small, and easy to extend without breaking old peers).
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks; ALPN carries it as `twoway/1`.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest control message accepted, far below the frame limit.
+pub const MAX_CONTROL_LEN: usize = 16 * 1024;
+
+/// First message of the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the client speaks.
+    pub version: u16,
+    /// Optional features the client supports (e.g. "offload"); unknown ones are ignored.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Software name and version, for logs.
+    #[serde(default)]
+    pub software: String,
+}
+
+/// What the server gives the client for this session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The client's IPv4 address with the tunnel network's prefix length.
+    pub address: IpNetwork,
+    /// The client's IPv6 address with prefix, when the server has `network6`.
+    #[serde(default)]
+    pub address6: Option<IpNetwork>,
+    /// The server's own tunnel addresses (IPv4, then IPv6 if any).
+    pub gateways: Vec<IpAddr>,
+    /// Networks to route into the tunnel.
+    #[serde(default)]
+    pub routes: Vec<IpNetwork>,
+    /// DNS resolvers to use.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub search: Vec<String>,
+    /// Tunnel MTU.
+    pub mtu: u16,
+    /// Seconds between keepalive pings when idle.
+    pub keepalive_secs: u32,
+    /// Seconds without any frame after which the peer is considered dead.
+    pub timeout_secs: u32,
+    /// Optional features the server enabled for this session.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+/// Why the server refuses a session; drives the client's exit code and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefuseCode {
+    /// The client speaks a protocol version the server does not.
+    VersionUnsupported,
+    /// The certificate is valid but the identity is not allowed by policy.
+    IdentityNotAllowed,
+    /// The certificate lacks the field the server takes the identity from.
+    NoIdentity,
+    /// No address is free in the pool.
+    PoolExhausted,
+    /// The identity is already connected and policy refuses a second session.
+    Duplicate,
+    /// The server is at its session limit or shutting down.
+    Busy,
+    /// Something else went wrong on the server.
+    Internal,
+    /// A code this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl RefuseCode {
+    /// Whether retrying later cannot help (authentication and authorisation refusals).
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Self::IdentityNotAllowed | Self::NoIdentity)
+    }
+}
+
+/// A refused session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Machine-readable reason.
+    pub code: RefuseCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ByeReason {
+    /// The sender is stopping (server shutdown, client `down`).
+    Shutdown,
+    /// An operator kicked the session.
+    Kicked,
+    /// The client's certificate was revoked.
+    Revoked,
+    /// The policy no longer allows this identity, or its assignment changed.
+    PolicyChanged,
+    /// A newer session of the same identity replaced this one.
+    Replaced,
+    /// The peer sent something invalid.
+    ProtocolError,
+    /// A reason this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The last message of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bye {
+    /// Machine-readable reason.
+    pub reason: ByeReason,
+    /// Human-readable explanation.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl Bye {
+    /// A Bye with a reason and message.
+    pub fn new(reason: ByeReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A control message that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Larger than [`MAX_CONTROL_LEN`].
+    #[error("control message of {0} bytes exceeds {MAX_CONTROL_LEN}")]
+    TooLarge(usize),
+    /// Not valid JSON of the expected shape.
+    #[error("malformed control message: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Serialises a control message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(msg).unwrap_or_default()
+}
+
+/// Parses a control message, refusing oversize input before parsing.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, MessageError> {
+    if payload.len() > MAX_CONTROL_LEN {
+        return Err(MessageError::TooLarge(payload.len()));
+    }
+    Ok(serde_json::from_slice(payload)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_round_trip() {
+        let a = Assignment {
+            address: "10.77.0.10/24".parse().unwrap(),
+            address6: Some("fd77::a/64".parse().unwrap()),
+            gateways: vec!["10.77.0.1".parse().unwrap()],
+            routes: vec!["10.99.0.0/24".parse().unwrap()],
+            dns: vec!["10.99.0.53".parse().unwrap()],
+            search: vec!["corp.example".into()],
+            mtu: 1400,
+            keepalive_secs: 10,
+            timeout_secs: 60,
+            features: vec![],
+        };
+        assert_eq!(decode::<Assignment>(&encode(&a)).unwrap(), a);
+    }
+
+    #[test]
+    fn unknown_codes_and_fields_from_newer_peers_are_tolerated() {
+        let r: Refusal = decode(br#"{"code":"quota-exceeded","message":"x","extra":1}"#).unwrap();
+        assert_eq!(r.code, RefuseCode::Unknown);
+        let b: Bye = decode(br#"{"reason":"revoked"}"#).unwrap();
+        assert_eq!(b.reason, ByeReason::Revoked);
+    }
+
+    #[test]
+    fn malformed_and_oversize_are_errors() {
+        assert!(matches!(
+            decode::<Hello>(b"{not json"),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Hello>(br#"{"version":"one"}"#),
+            Err(MessageError::Malformed(_))
+        ));
+        let big = vec![b' '; MAX_CONTROL_LEN + 1];
+        assert!(matches!(
+            decode::<Hello>(&big),
+            Err(MessageError::TooLarge(_))
+        ));
+    }
+}

@@ -1,0 +1,282 @@
+//! The relay: moves packets between an inside (TUN) and an outside (framed
+//! TLS stream) and counts them. It knows no configuration: what may enter the
+//! inside is decided by the filter its caller passes in.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use crate::frame::{self, FrameType};
+use crate::inside::Inside;
+use crate::message::{self, Bye, ByeReason};
+use crate::outside::{Outside, OutsideError, READ_CHUNK};
+
+/// Coalesce queued frames into one write up to this many bytes.
+pub const WRITE_BATCH: usize = 64 * 1024;
+/// How long a closing side waits for its Bye to be written.
+const BYE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a parsable IP packet.
+    Malformed,
+    /// Source address not assigned to the sender.
+    Spoofed,
+    /// Client-to-client traffic that policy does not allow.
+    ClientToClient,
+    /// Destination is no known session, or an address family the tunnel does not carry.
+    NoRoute,
+    /// The session's queue was full (slow peer).
+    QueueFull,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 5] = [
+        Self::Malformed,
+        Self::Spoofed,
+        Self::ClientToClient,
+        Self::NoRoute,
+        Self::QueueFull,
+    ];
+
+    /// Name used in status output and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Spoofed => "spoofed",
+            Self::ClientToClient => "client_to_client",
+            Self::NoRoute => "no_route",
+            Self::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// Traffic counters of one session (or one device), shared with status readers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes received from the outside and delivered inside.
+    pub rx_bytes: AtomicU64,
+    /// Packets received from the outside and delivered inside.
+    pub rx_packets: AtomicU64,
+    /// Bytes of packets sent to the outside.
+    pub tx_bytes: AtomicU64,
+    /// Packets sent to the outside.
+    pub tx_packets: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Counts a dropped packet.
+    pub fn drop_packet(&self, reason: DropReason) {
+        self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Packets dropped for `reason` so far.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Keepalive timing of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// A Ping is sent this often.
+    pub interval: Duration,
+    /// The peer is dead when nothing arrived for this long.
+    pub timeout: Duration,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The peer said Bye.
+    PeerBye(Bye),
+    /// We said Bye (stop requested or the peer broke the protocol).
+    SentBye(Bye),
+    /// The outside failed, closed or timed out.
+    Lost(OutsideError),
+}
+
+enum Control {
+    Pong(Bytes),
+    Bye(Bye),
+}
+
+/// Relays until the peer leaves, the connection fails, or `stop` yields the
+/// Bye to send. Packets to send arrive on `outbound`; packets received pass
+/// `filter` before they reach `inside`.
+pub async fn relay<S, I, F, Stop>(
+    outside: Outside<S>,
+    inside: &I,
+    outbound: &mut mpsc::Receiver<Bytes>,
+    filter: F,
+    counters: &Counters,
+    keepalive: Keepalive,
+    stop: Stop,
+) -> RelayEnd
+where
+    S: AsyncRead + AsyncWrite + Send,
+    I: Inside,
+    F: FnMut(&[u8]) -> Result<(), DropReason>,
+    Stop: Future<Output = Bye>,
+{
+    let (reader, writer) = tokio::io::split(outside.stream);
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let read = read_loop(
+        reader,
+        outside.rbuf,
+        inside,
+        filter,
+        counters,
+        &control_tx,
+        keepalive,
+    );
+    let write = write_loop(writer, outbound, control_rx, counters, keepalive);
+    tokio::pin!(read, write, stop);
+    let bye = tokio::select! {
+        end = &mut read => match end {
+            Ok(bye) => return RelayEnd::PeerBye(bye),
+            Err(e) if e.is_protocol_violation() => Bye::new(ByeReason::ProtocolError, e.to_string()),
+            Err(e) => return RelayEnd::Lost(e),
+        },
+        end = &mut write => return RelayEnd::Lost(end.err().unwrap_or(OutsideError::Closed)),
+        bye = &mut stop => bye,
+    };
+    // Hand the Bye to the writer and give it a moment to reach the peer.
+    let _ = control_tx.send(Control::Bye(bye.clone())).await;
+    let _ = tokio::time::timeout(BYE_GRACE, &mut write).await;
+    RelayEnd::SentBye(bye)
+}
+
+async fn read_loop<S, I, F>(
+    mut reader: ReadHalf<S>,
+    mut rbuf: BytesMut,
+    inside: &I,
+    mut filter: F,
+    counters: &Counters,
+    control: &mpsc::Sender<Control>,
+    keepalive: Keepalive,
+) -> Result<Bye, OutsideError>
+where
+    S: AsyncRead,
+    I: Inside,
+    F: FnMut(&[u8]) -> Result<(), DropReason>,
+{
+    loop {
+        while let Some(frame) = frame::decode(&mut rbuf)? {
+            match frame.kind {
+                FrameType::Data => match filter(&frame.payload) {
+                    Ok(()) => {
+                        inside.send(&frame.payload).await?;
+                        Counters::add(&counters.rx_packets, 1);
+                        Counters::add(&counters.rx_bytes, frame.payload.len() as u64);
+                    }
+                    Err(reason) => counters.drop_packet(reason),
+                },
+                FrameType::Ping => {
+                    // A full control queue means Pongs are already pending.
+                    let _ = control.try_send(Control::Pong(frame.payload));
+                }
+                FrameType::Pong => {}
+                FrameType::Bye => {
+                    return message::decode(&frame.payload).map_err(|source| {
+                        OutsideError::Message {
+                            kind: FrameType::Bye,
+                            source,
+                        }
+                    })
+                }
+                other => return Err(OutsideError::Unexpected(other)),
+            }
+        }
+        if rbuf.capacity() - rbuf.len() < frame::MAX_PAYLOAD {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let read = tokio::time::timeout(keepalive.timeout, reader.read_buf(&mut rbuf));
+        match read.await {
+            Err(_) => return Err(OutsideError::Timeout(keepalive.timeout)),
+            Ok(Ok(0)) => return Err(OutsideError::Closed),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+async fn write_loop<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
+    outbound: &mut mpsc::Receiver<Bytes>,
+    mut control: mpsc::Receiver<Control>,
+    counters: &Counters,
+    keepalive: Keepalive,
+) -> Result<(), OutsideError> {
+    let mut wbuf = BytesMut::with_capacity(WRITE_BATCH + frame::MAX_PAYLOAD);
+    let mut ping = tokio::time::interval(keepalive.interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    loop {
+        tokio::select! {
+            biased;
+            msg = control.recv() => match msg {
+                Some(Control::Pong(payload)) => frame::encode(FrameType::Pong, &payload, &mut wbuf),
+                Some(Control::Bye(bye)) => {
+                    frame::encode(FrameType::Bye, &message::encode(&bye), &mut wbuf);
+                    writer.write_all(&wbuf).await?;
+                    writer.flush().await?;
+                    writer.shutdown().await?;
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            packet = outbound.recv() => {
+                let Some(packet) = packet else { return Ok(()) };
+                encode_data(&packet, &mut wbuf, counters);
+                // Gather whatever else is ready into the same write.
+                while wbuf.len() < WRITE_BATCH {
+                    match outbound.try_recv() {
+                        Ok(packet) => encode_data(&packet, &mut wbuf, counters),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = ping.tick() => frame::encode(FrameType::Ping, &[], &mut wbuf),
+        }
+        writer.write_all(&wbuf).await?;
+        writer.flush().await?;
+        wbuf.clear();
+    }
+}
+
+fn encode_data(packet: &[u8], wbuf: &mut BytesMut, counters: &Counters) {
+    frame::encode(FrameType::Data, packet, wbuf);
+    Counters::add(&counters.tx_packets, 1);
+    Counters::add(&counters.tx_bytes, packet.len() as u64);
+}
+
+/// Reads packets from `inside` and queues them for the outside until the
+/// queue closes or the device fails. Used by the client; the server's device
+/// reader dispatches to many sessions instead.
+pub async fn inside_to_queue<I: Inside>(
+    inside: &I,
+    queue: mpsc::Sender<Bytes>,
+    max_packet: usize,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    loop {
+        buf.resize(max_packet, 0);
+        let n = inside.recv(&mut buf).await?;
+        buf.truncate(n);
+        if queue.send(buf.split().freeze()).await.is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! TLS 1.3 setup for both sides: PEM loading, the server's client-certificate
+//! verifier with the CRL, and the client's server verifier. aws-lc-rs only.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::aws_lc_rs;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// ALPN protocol name; the suffix is the protocol version.
+pub const ALPN: &[u8] = b"twoway/1";
+
+/// A TLS setup problem, naming the file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing of the expected kind.
+    #[error("{path}: {what}: {source}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What we looked for in it.
+        what: &'static str,
+        /// What went wrong.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the material (e.g. key does not match certificate).
+    #[error("{context}: {source}")]
+    Rustls {
+        /// What we were doing.
+        context: String,
+        /// The rustls error.
+        source: rustls::Error,
+    },
+    /// The verifier could not be built (e.g. an unusable CA or CRL).
+    #[error("{context}: {source}")]
+    Verifier {
+        /// What we were doing.
+        context: String,
+        /// The builder error.
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// A server name that is neither a DNS name nor an IP address.
+    #[error("server_name {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
+}
+
+/// The crypto provider used everywhere: aws-lc-rs (fast AES-GCM, hybrid post-quantum key exchange).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(aws_lc_rs::default_provider())
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_err = |source| TlsError::Pem {
+        path: path.to_owned(),
+        what: "certificates",
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err)?;
+    if certs.is_empty() {
+        return Err(pem_err(rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(certs)
+}
+
+/// Reads the private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Pem {
+        path: path.to_owned(),
+        what: "private key",
+        source,
+    })
+}
+
+/// Reads every CRL in a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem_err = |source| TlsError::Pem {
+        path: path.to_owned(),
+        what: "certificate revocation list",
+        source,
+    };
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(pem_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err)?;
+    if crls.is_empty() {
+        return Err(pem_err(rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(crls)
+}
+
+fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert).map_err(|source| TlsError::Rustls {
+            context: format!("{}: CA certificate not usable", ca.display()),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Files the server's TLS setup is made of.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    /// CA that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// The CA's certificate revocation list.
+    pub crl: PathBuf,
+}
+
+/// Builds the server config: TLS 1.3 only, a client certificate that chains
+/// to the CA, is valid now and not on the CRL, ALPN `twoway/1`, and no
+/// session resumption (a resumed session would skip the certificate and CRL checks).
+pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(&files.ca)?),
+        provider.clone(),
+    )
+    .with_crls(load_crls(&files.crl)?)
+    .build()
+    .map_err(|source| TlsError::Verifier {
+        context: format!(
+            "client verifier from {} and {}",
+            files.ca.display(),
+            files.crl.display()
+        ),
+        source,
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Rustls {
+            context: "TLS 1.3 setup".into(),
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|source| TlsError::Rustls {
+            context: format!(
+                "{} and {} do not form a usable certificate and key",
+                files.cert.display(),
+                files.key.display()
+            ),
+            source,
+        })?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// Builds the client config: TLS 1.3 only, the server verified against the
+/// CA, our certificate presented, ALPN `twoway/1`.
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Rustls {
+            context: "TLS 1.3 setup".into(),
+            source,
+        })?
+        .with_root_certificates(root_store(ca)?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|source| TlsError::Rustls {
+            context: format!(
+                "{} and {} do not form a usable certificate and key",
+                cert.display(),
+                key.display()
+            ),
+            source,
+        })?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Parses the name the server certificate is checked against.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.to_owned()))
+}
+
+/// Whether a TLS error means the peer refused our credentials, or we refused
+/// theirs: retrying cannot help (client exit code 3).
+pub fn is_auth_failure(err: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    match err {
+        rustls::Error::AlertReceived(alert) => matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateRequired
+                | A::DecryptError
+                | A::HandshakeFailure
+        ),
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => true,
+        _ => false,
+    }
+}
+
+/// Finds a rustls error inside an I/O error, as tokio-rustls reports them.
+pub fn rustls_error(err: &std::io::Error) -> Option<&rustls::Error> {
+    err.get_ref()?.downcast_ref::<rustls::Error>()
+}

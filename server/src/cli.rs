@@ -1,0 +1,232 @@
+//! The `twoway-server` command line and what each command does.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use twoway_common::control::{self, Request};
+use twoway_common::logging::LogFormat;
+
+use crate::config::{ServerConfig, DEFAULT_CONFIG};
+use crate::pki;
+
+/// twoway VPN server: mutual-TLS tunnels with identity-based addresses.
+#[derive(Debug, Parser)]
+#[command(name = "twoway-server", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown in --help.
+pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; \
+5 missing privilege (no CAP_NET_ADMIN or /dev/net/tun).";
+
+/// Server commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server in the foreground (SIGHUP reloads, SIGTERM stops).
+    Run {
+        /// Server configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate configuration, policy and certificates; exit 2 naming every problem.
+    Check {
+        /// Server configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show connected clients.
+    Status {
+        /// One JSON object for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Server configuration file (to find the control socket).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Close every session of an identity.
+    Kick {
+        /// The identity to disconnect.
+        identity: String,
+        /// Server configuration file (to find the control socket).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Re-read policy, CRL and certificate without dropping unaffected clients.
+    Reload {
+        /// Server configuration file (to find the control socket).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// The built-in certificate authority.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+/// PKI commands.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a CA, a server certificate, an empty CRL and example server.toml and policy.toml.
+    Init {
+        /// Folder for the PKI (created; must not hold a CA already).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Server DNS name (clients check it).
+        #[arg(long)]
+        name: String,
+        /// Server IP address to put in the certificate (repeatable); the first one goes into client configs.
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// Port the server will listen on.
+        #[arg(long, default_value_t = pki::DEFAULT_PORT)]
+        port: u16,
+        /// Validity of the server certificate in days.
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS_SERVER)]
+        days: u32,
+    },
+    /// Issue a client certificate and a ready client config IDENTITY.toml.
+    Issue {
+        /// PKI folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The client's identity (certificate CN).
+        identity: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS_CLIENT)]
+        days: u32,
+        /// Write the client files here instead of the PKI folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke an identity's certificate (then `twoway-server reload`).
+    Revoke {
+        /// PKI folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity to revoke.
+        identity: String,
+    },
+    /// List issued certificates.
+    List {
+        /// PKI folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn socket_of(config: &Path) -> anyhow::Result<PathBuf> {
+    Ok(ServerConfig::load(config)?.control.socket)
+}
+
+/// Sends one control request to the running server.
+pub async fn control_request(config: &Path, req: Request) -> anyhow::Result<serde_json::Value> {
+    Ok(control::request(&socket_of(config)?, &req, CONTROL_TIMEOUT).await?)
+}
+
+/// Prints server status, as a table or JSON.
+pub fn print_status(answer: &serde_json::Value, json: bool) {
+    if json {
+        let mut obj = answer.clone();
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("ok");
+        }
+        println!("{obj}");
+        return;
+    }
+    let sessions = answer["sessions"].as_array().cloned().unwrap_or_default();
+    println!("{} session(s)", sessions.len());
+    if !sessions.is_empty() {
+        println!(
+            "{:<24} {:<16} {:<22} {:<21} {:>12} {:>12}",
+            "IDENTITY", "ADDRESS", "REMOTE", "SINCE", "RX BYTES", "TX BYTES"
+        );
+    }
+    for s in sessions {
+        println!(
+            "{:<24} {:<16} {:<22} {:<21} {:>12} {:>12}",
+            s["identity"].as_str().unwrap_or(""),
+            s["address"].as_str().unwrap_or(""),
+            s["remote"].as_str().unwrap_or(""),
+            s["since"].as_str().unwrap_or(""),
+            s["rx_bytes"],
+            s["tx_bytes"]
+        );
+    }
+}
+
+/// Runs a PKI command.
+pub fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
+    match cmd {
+        PkiCommand::Init {
+            dir,
+            name,
+            ips,
+            port,
+            days,
+        } => {
+            let written = pki::init(&pki::InitOptions {
+                dir,
+                name,
+                ips,
+                port,
+                days,
+            })?;
+            for f in written {
+                println!("wrote {}", f.display());
+            }
+        }
+        PkiCommand::Issue {
+            dir,
+            identity,
+            days,
+            out,
+        } => {
+            let written = pki::issue(&pki::IssueOptions {
+                dir,
+                identity,
+                days,
+                out,
+            })?;
+            for f in written {
+                println!("wrote {}", f.display());
+            }
+        }
+        PkiCommand::Revoke { dir, identity } => {
+            pki::revoke(&dir, &identity)?;
+            println!("revoked {identity}; run `twoway-server reload` to cut its live sessions");
+        }
+        PkiCommand::List { dir, json } => {
+            let records = pki::list(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string(&records)?);
+            } else {
+                println!(
+                    "{:<32} {:<34} {:<22} REVOKED",
+                    "IDENTITY", "SERIAL", "NOT AFTER"
+                );
+                for r in records {
+                    println!(
+                        "{:<32} {:<34} {:<22} {}",
+                        r.identity,
+                        r.serial,
+                        r.not_after,
+                        if r.revoked { "yes" } else { "no" }
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! twoway-server: the VPN server library behind the `twoway-server` binary.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod filter;
+pub mod leases;
+pub mod pki;
+pub mod policy;
+pub mod pool;
+pub mod registry;
+pub mod revocation;
+pub mod router;
+pub mod run;
+pub mod server;
+pub mod session;

@@ -1,0 +1,395 @@
+//! The policy (policy.toml): which identity gets which static address,
+//! routes and DNS. Parsing and validation are pure; `grant` answers one identity.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use twoway_common::config_file::{self, ConfigError, ConfigErrors};
+
+use crate::config::TunnelSection;
+
+fn default_true() -> bool {
+    true
+}
+
+/// policy.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Whether clients may reach each other's tunnel addresses (default: no).
+    #[serde(default)]
+    pub client_to_client: bool,
+    /// Whether identities without a `[[client]]` entry may connect (default: yes).
+    #[serde(default = "default_true")]
+    pub allow_unlisted: bool,
+    /// What every client gets.
+    #[serde(default)]
+    pub defaults: Access,
+    /// Named groups of access.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<Group>,
+    /// Per-identity entries.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientEntry>,
+}
+
+/// Routes, DNS and search domains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Networks routed into the tunnel.
+    #[serde(default)]
+    pub routes: Vec<IpNetwork>,
+    /// DNS resolvers.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+/// `[[group]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Name referenced by clients.
+    pub name: String,
+    /// Networks (in addition to the defaults) routed into the tunnel.
+    #[serde(default)]
+    pub routes: Vec<IpNetwork>,
+    /// DNS resolvers.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+/// `[[client]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Identity as read from the certificate.
+    pub identity: String,
+    /// Static IPv4 address inside the tunnel network.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
+    /// Static IPv6 address inside network6.
+    #[serde(default)]
+    pub address6: Option<Ipv6Addr>,
+    /// Groups the client belongs to.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Networks (in addition to defaults and groups) routed into the tunnel.
+    #[serde(default)]
+    pub routes: Vec<IpNetwork>,
+    /// DNS resolvers.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+impl Group {
+    /// The group's routes, DNS and search domains.
+    pub fn access(&self) -> Access {
+        Access {
+            routes: self.routes.clone(),
+            dns: self.dns.clone(),
+            search: self.search.clone(),
+        }
+    }
+}
+
+impl ClientEntry {
+    /// The client's own routes, DNS and search domains.
+    pub fn access(&self) -> Access {
+        Access {
+            routes: self.routes.clone(),
+            dns: self.dns.clone(),
+            search: self.search.clone(),
+        }
+    }
+}
+
+/// What policy grants one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Static IPv4 address, or `None` for one from the pool.
+    pub address: Option<Ipv4Addr>,
+    /// Static IPv6 address.
+    pub address6: Option<Ipv6Addr>,
+    /// Union of default, group and client routes.
+    pub access: Access,
+    /// Whether the client may reach other clients.
+    pub client_to_client: bool,
+}
+
+impl Policy {
+    /// Reads and validates a policy file against the tunnel addressing.
+    pub fn load(path: &Path, tunnel: &TunnelSection) -> Result<Self, ConfigErrors> {
+        let policy: Policy = config_file::load(path)?;
+        let problems = policy.validate(path, tunnel);
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Every problem: static addresses outside the network, on the server's
+    /// own address or duplicated, unknown groups, routes with host bits.
+    pub fn validate(&self, path: &Path, tunnel: &TunnelSection) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let net = tunnel.network;
+        let mut routes_ok = |key: String, access: &Access| {
+            for r in &access.routes {
+                if r.ip() != r.network() {
+                    errors.push(ConfigError::invalid(
+                        path,
+                        &key,
+                        format!(
+                            "route {r} has host bits set; use {}/{}",
+                            r.network(),
+                            r.prefix()
+                        ),
+                    ));
+                }
+            }
+        };
+        routes_ok("defaults.routes".into(), &self.defaults);
+        for (i, g) in self.groups.iter().enumerate() {
+            routes_ok(format!("group[{i}].routes"), &g.access());
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            routes_ok(format!("client[{i}].routes"), &c.access());
+        }
+        let mut group_names = BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if !group_names.insert(g.name.as_str()) {
+                errors.push(ConfigError::invalid(
+                    path,
+                    format!("group[{i}].name"),
+                    format!("group {:?} is defined twice", g.name),
+                ));
+            }
+        }
+        let mut identities = BTreeSet::new();
+        let mut addresses: HashMap<IpAddr, &str> = HashMap::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = |k: &str| format!("client[{i}].{k}");
+            if !identities.insert(c.identity.as_str()) {
+                errors.push(ConfigError::invalid(
+                    path,
+                    key("identity"),
+                    format!("identity {:?} has two entries", c.identity),
+                ));
+            }
+            for g in &c.groups {
+                if !group_names.contains(g.as_str()) {
+                    errors.push(ConfigError::invalid(
+                        path,
+                        key("groups"),
+                        format!("unknown group {g:?}"),
+                    ));
+                }
+            }
+            if let Some(a) = c.address {
+                if !net.contains(a) || a == net.network() || a == net.broadcast() {
+                    errors.push(ConfigError::invalid(
+                        path,
+                        key("address"),
+                        format!("{a} is not a host address of the tunnel network {net}"),
+                    ));
+                } else if a == tunnel.server_address() {
+                    errors.push(ConfigError::invalid(
+                        path,
+                        key("address"),
+                        format!("{a} is the server's own tunnel address"),
+                    ));
+                }
+            }
+            if let Some(a6) = c.address6 {
+                match (tunnel.network6, tunnel.server_address6()) {
+                    (Some(n6), Some(s6)) if n6.contains(a6) && a6 != s6 && a6 != n6.network() => {}
+                    (Some(n6), _) => errors.push(ConfigError::invalid(
+                        path,
+                        key("address6"),
+                        format!("{a6} is not a client address in network6 {n6}"),
+                    )),
+                    (None, _) => errors.push(ConfigError::invalid(
+                        path,
+                        key("address6"),
+                        "the server has no tunnel.network6",
+                    )),
+                }
+            }
+            for a in c
+                .address
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(c.address6.map(IpAddr::V6))
+            {
+                if let Some(other) = addresses.insert(a, &c.identity) {
+                    errors.push(ConfigError::invalid(
+                        path,
+                        key("address"),
+                        format!("{a} is also given to {other:?}"),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
+    /// Static IPv4 addresses, which the pool must never hand out.
+    pub fn static_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.clients.iter().filter_map(|c| c.address)
+    }
+
+    /// What `identity` gets, or `None` if it may not connect.
+    pub fn grant(&self, identity: &str) -> Option<Grant> {
+        let entry = self.clients.iter().find(|c| c.identity == identity);
+        if entry.is_none() && !self.allow_unlisted {
+            return None;
+        }
+        let mut access = self.defaults.clone();
+        if let Some(c) = entry {
+            for g in self.groups.iter().filter(|g| c.groups.contains(&g.name)) {
+                merge(&mut access, &g.access());
+            }
+            merge(&mut access, &c.access());
+        }
+        Some(Grant {
+            address: entry.and_then(|c| c.address),
+            address6: entry.and_then(|c| c.address6),
+            access,
+            client_to_client: self.client_to_client,
+        })
+    }
+}
+
+fn merge(into: &mut Access, from: &Access) {
+    fn union<T: PartialEq + Clone>(into: &mut Vec<T>, from: &[T]) {
+        for x in from {
+            if !into.contains(x) {
+                into.push(x.clone());
+            }
+        }
+    }
+    union(&mut into.routes, &from.routes);
+    union(&mut into.dns, &from.dns);
+    union(&mut into.search, &from.search);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel() -> TunnelSection {
+        TunnelSection::default()
+    }
+
+    fn check(text: &str) -> Result<Policy, String> {
+        let path = Path::new("/etc/twoway/policy.toml");
+        let p: Policy = config_file::parse(path, text).map_err(|e| e.to_string())?;
+        let errors = p.validate(path, &tunnel());
+        if errors.is_empty() {
+            Ok(p)
+        } else {
+            Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+[defaults]
+routes = ["10.99.0.0/24"]
+dns = ["10.99.0.53"]
+
+[[group]]
+name = "eng"
+routes = ["10.100.0.0/16"]
+
+[[client]]
+identity = "alice"
+address = "10.77.0.10"
+groups = ["eng"]
+"#;
+
+    #[test]
+    fn design_example_grants_union_of_defaults_and_groups() {
+        let p = check(EXAMPLE).unwrap();
+        let g = p.grant("alice").unwrap();
+        assert_eq!(g.address, Some("10.77.0.10".parse().unwrap()));
+        let routes: Vec<String> = g.access.routes.iter().map(ToString::to_string).collect();
+        assert_eq!(routes, ["10.99.0.0/24", "10.100.0.0/16"]);
+        assert_eq!(g.access.dns, ["10.99.0.53".parse::<IpAddr>().unwrap()]);
+        assert!(!g.client_to_client);
+        let bob = p.grant("bob").unwrap();
+        assert_eq!(bob.address, None);
+        assert_eq!(bob.access.routes.len(), 1);
+    }
+
+    #[test]
+    fn unlisted_identities_can_be_refused() {
+        let p = check(&format!("allow_unlisted = false\n{EXAMPLE}")).unwrap();
+        assert!(p.grant("alice").is_some());
+        assert!(p.grant("mallory").is_none());
+    }
+
+    #[test]
+    fn address_outside_network_or_servers_own_is_refused() {
+        let e = check("[[client]]\nidentity = \"a\"\naddress = \"10.78.0.10\"\n").unwrap_err();
+        assert!(
+            e.contains("key `client[0].address`") && e.contains("not a host address"),
+            "{e}"
+        );
+        let e = check("[[client]]\nidentity = \"a\"\naddress = \"10.77.0.1\"\n").unwrap_err();
+        assert!(e.contains("server's own"), "{e}");
+        let e = check("[[client]]\nidentity = \"a\"\naddress = \"10.77.0.255\"\n").unwrap_err();
+        assert!(e.contains("not a host address"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_and_unknown_groups_are_all_reported() {
+        let e = check(
+            r#"
+[[client]]
+identity = "a"
+address = "10.77.0.10"
+groups = ["nope"]
+[[client]]
+identity = "b"
+address = "10.77.0.10"
+[[client]]
+identity = "a"
+"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown group \"nope\""), "{e}");
+        assert!(e.contains("also given to \"a\""), "{e}");
+        assert!(e.contains("has two entries"), "{e}");
+    }
+
+    #[test]
+    fn route_with_host_bits_and_unknown_key_are_refused() {
+        let e = check("[defaults]\nroutes = [\"10.99.0.5/24\"]\n").unwrap_err();
+        assert!(e.contains("host bits"), "{e}");
+        let e = check("[defaults]\nrouts = []\n").unwrap_err();
+        assert!(e.contains("routs"), "{e}");
+    }
+
+    #[test]
+    fn address6_needs_network6() {
+        let e = check("[[client]]\nidentity = \"a\"\naddress6 = \"fd77::10\"\n").unwrap_err();
+        assert!(e.contains("no tunnel.network6"), "{e}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The live sessions: who is connected, from where, since when, with which
+//! counters, and how to stop each one. Read by status, used by kick and reload.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use twoway_common::control::rfc3339;
+use twoway_common::message::Bye;
+use twoway_common::relay::Counters;
+
+/// One live session as the registry keeps it.
+#[derive(Debug)]
+pub struct Entry {
+    /// The client's identity.
+    pub identity: String,
+    /// Its tunnel addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Its public address and port.
+    pub remote: SocketAddr,
+    /// When the session was assigned.
+    pub since: SystemTime,
+    /// Serial number of its certificate (hex), to match against a new CRL.
+    pub serial: String,
+    /// Its traffic counters.
+    pub counters: Arc<Counters>,
+    /// Where a Bye is sent to end it.
+    pub stop: mpsc::Sender<Bye>,
+}
+
+/// One session in status output.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionStatus {
+    /// Session number, unique while the server runs.
+    pub id: u64,
+    /// The client's identity.
+    pub identity: String,
+    /// Its IPv4 tunnel address.
+    pub address: String,
+    /// Its IPv6 tunnel address, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
+    /// Its public address and port.
+    pub remote: String,
+    /// RFC 3339 time the session started.
+    pub since: String,
+    /// Bytes received from the client.
+    pub rx_bytes: u64,
+    /// Bytes sent to the client.
+    pub tx_bytes: u64,
+}
+
+/// The live sessions.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<BTreeMap<u64, Entry>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh session number.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a session.
+    pub fn insert(&self, id: u64, entry: Entry) {
+        self.lock().insert(id, entry);
+    }
+
+    /// Removes a session.
+    pub fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether session `id` is still live.
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    /// Asks every session matching `pred` to end with `bye`; returns their ids.
+    pub fn stop_where(&self, pred: impl Fn(&Entry) -> bool, bye: &Bye) -> Vec<u64> {
+        let sessions = self.lock();
+        sessions
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .map(|(id, e)| {
+                let _ = e.stop.try_send(bye.clone());
+                *id
+            })
+            .collect()
+    }
+
+    /// The sessions for status output, oldest first.
+    pub fn snapshot(&self) -> Vec<SessionStatus> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| SessionStatus {
+                id: *id,
+                identity: e.identity.clone(),
+                address: e
+                    .addresses
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                address6: e.addresses.get(1).map(ToString::to_string),
+                remote: e.remote.to_string(),
+                since: rfc3339(e.since),
+                rx_bytes: e.counters.rx_bytes.load(Ordering::Relaxed),
+                tx_bytes: e.counters.tx_bytes.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,125 @@
+//! The server's inside: one reader of the TUN device hands each packet to the
+//! session that owns its destination, through that session's bounded queue,
+//! so a slow client never stalls the others.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::RwLock;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use twoway_common::inside::Inside;
+use twoway_common::ippacket;
+use twoway_common::relay::{Counters, DropReason};
+
+struct Route {
+    session: u64,
+    queue: mpsc::Sender<Bytes>,
+}
+
+/// Tunnel address → session queue.
+#[derive(Default)]
+pub struct Router {
+    routes: RwLock<HashMap<IpAddr, Route>>,
+    /// Packets read from the device and what became of them.
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// Sends packets for `address` to `session`'s queue (replacing an older owner).
+    pub fn insert(&self, address: IpAddr, session: u64, queue: mpsc::Sender<Bytes>) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes.insert(address, Route { session, queue });
+    }
+
+    /// Removes every address still owned by `session`.
+    pub fn remove_session(&self, session: u64) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes.retain(|_, r| r.session != session);
+    }
+
+    /// Whether a session currently owns `address`.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes.contains_key(&address)
+    }
+
+    /// Queues one packet read from the device for its session, or drops it.
+    pub fn dispatch(&self, packet: Bytes) {
+        let dst = match ippacket::addresses(&packet) {
+            Ok(a) => a.dst,
+            Err(_) => return self.counters.drop_packet(DropReason::Malformed),
+        };
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let Some(route) = routes.get(&dst) else {
+            return self.counters.drop_packet(DropReason::NoRoute);
+        };
+        if route.queue.try_send(packet).is_err() {
+            self.counters.drop_packet(DropReason::QueueFull);
+        }
+    }
+
+    /// Reads the device until it fails, dispatching every packet.
+    pub async fn read_inside<I: Inside>(
+        &self,
+        inside: &I,
+        max_packet: usize,
+    ) -> std::io::Result<()> {
+        let mut buf = BytesMut::new();
+        loop {
+            buf.resize(max_packet, 0);
+            let n = inside.recv(&mut buf).await?;
+            buf.truncate(n);
+            self.dispatch(buf.split().freeze());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twoway_common::ippacket::build;
+
+    fn packet_to(dst: &str) -> Bytes {
+        Bytes::from(build::ipv4(
+            "10.99.0.5".parse().unwrap(),
+            dst.parse().unwrap(),
+            b"x",
+        ))
+    }
+
+    #[test]
+    fn packets_go_to_the_owner_and_full_queues_drop() {
+        let router = Router::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        router.insert("10.77.0.10".parse().unwrap(), 7, tx);
+        router.dispatch(packet_to("10.77.0.10"));
+        router.dispatch(packet_to("10.77.0.10"));
+        router.dispatch(packet_to("10.77.0.11"));
+        router.dispatch(Bytes::from_static(b"junk"));
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(router.counters.dropped(DropReason::QueueFull), 1);
+        assert_eq!(router.counters.dropped(DropReason::NoRoute), 1);
+        assert_eq!(router.counters.dropped(DropReason::Malformed), 1);
+    }
+
+    #[test]
+    fn removing_a_session_keeps_a_newer_owner() {
+        let router = Router::default();
+        let addr: IpAddr = "10.77.0.10".parse().unwrap();
+        let (old, _rx1) = mpsc::channel(1);
+        let (new, _rx2) = mpsc::channel(1);
+        router.insert(addr, 1, old);
+        router.insert(addr, 2, new);
+        router.remove_session(1);
+        assert!(router.contains(addr));
+        router.remove_session(2);
+        assert!(!router.contains(addr));
+    }
+}

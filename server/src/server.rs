@@ -1,0 +1,461 @@
+//! The server: shared state (TLS config, policy, pool, router, registry) and
+//! the accept loop. `serve` takes its listener, inside device and shutdown
+//! token as parameters, so tests run it over loopback with a memory device.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::IpNetwork;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, info_span, warn, Instrument};
+use twoway_common::config_file::ConfigErrors;
+use twoway_common::inside::Inside;
+use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
+use twoway_common::relay::{Counters, RelayEnd};
+use twoway_common::tls::{self, TlsError};
+
+use crate::config::ServerConfig;
+use crate::filter::SourceFilter;
+use crate::leases::LeaseStore;
+use crate::policy::{Grant, Policy};
+use crate::pool::Pool;
+use crate::registry::{Entry, Registry, SessionStatus};
+use crate::router::Router;
+use crate::session::{Connected, Identified, SessionError};
+
+/// How long shutdown waits for sessions to say Bye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a new session waits for the old session of the same identity to end.
+const REPLACE_WAIT: Duration = Duration::from_secs(3);
+
+/// Everything the sessions share.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    tls: RwLock<Arc<rustls::ServerConfig>>,
+    policy: RwLock<Arc<Policy>>,
+    pool: Mutex<Pool>,
+    leases: LeaseStore,
+    /// Address → session queue, fed by the inside reader.
+    pub router: Router,
+    /// Live sessions.
+    pub registry: Registry,
+    handshakes: Semaphore,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration or policy problems.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// Certificates, key or CRL unusable.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// The lease file could not be read.
+    #[error("lease file {path}: {source}")]
+    Leases {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn pool_for(config: &ServerConfig, policy: &Policy) -> Pool {
+    let t = &config.tunnel;
+    let reserved = [
+        t.network.network(),
+        t.network.broadcast(),
+        t.server_address(),
+    ]
+    .into_iter()
+    .chain(policy.static_addresses());
+    Pool::new(t.pool, reserved)
+}
+
+impl Server {
+    /// Loads TLS material, policy and leases for `config`.
+    pub fn new(config: ServerConfig) -> Result<Self, StartError> {
+        let tls = tls::server_config(&config.tls_files())?;
+        let policy = Policy::load(&config.policy, &config.tunnel)?;
+        let mut pool = pool_for(&config, &policy);
+        let leases = LeaseStore::new(&config.state.dir);
+        let loaded = leases
+            .load(unix_now())
+            .map_err(|source| StartError::Leases {
+                path: leases.path().display().to_string(),
+                source,
+            })?;
+        if let Some((aside, why)) = &loaded.set_aside {
+            tracing::error!(file = %leases.path().display(), moved_to = %aside.display(), reason = %why,
+                "lease file is corrupt; set it aside and starting with no leases");
+        }
+        let dropped = pool.adopt(loaded.leases);
+        if !dropped.is_empty() {
+            warn!(identities = ?dropped, "dropped leases that no longer fit the pool or policy");
+        }
+        Ok(Self {
+            handshakes: Semaphore::new(config.limits.max_handshakes),
+            config,
+            tls: RwLock::new(tls),
+            policy: RwLock::new(Arc::new(policy)),
+            pool: Mutex::new(pool),
+            leases,
+            router: Router::default(),
+            registry: Registry::default(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.tls.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Accepts clients on `listener` and relays their packets through `inside`
+    /// until `shutdown` is cancelled; then every session gets a Bye.
+    pub async fn serve<I: Inside>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        inside: Arc<I>,
+        shutdown: CancellationToken,
+    ) {
+        let tracker = TaskTracker::new();
+        let reader = {
+            let server = self.clone();
+            let inside = inside.clone();
+            let max_packet = usize::from(self.config.tunnel.mtu) + 64;
+            tokio::spawn(async move {
+                if let Err(e) = server.router.read_inside(&*inside, max_packet).await {
+                    tracing::error!(error = %e, "reading the tunnel device failed");
+                }
+            })
+        };
+        loop {
+            let (tcp, remote) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let server = self.clone();
+            let inside = inside.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(
+                async move { server.connection(tcp, remote, &*inside, shutdown).await }
+                    .instrument(info_span!("conn", peer = %remote)),
+            );
+        }
+        drop(listener);
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some sessions did not close in time");
+        }
+        reader.abort();
+    }
+
+    async fn connection<I: Inside>(
+        self: &Arc<Self>,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        inside: &I,
+        shutdown: CancellationToken,
+    ) {
+        let limit = Duration::from_secs(self.config.limits.handshake_timeout_secs.into());
+        let connected = {
+            let Ok(_permit) = self.handshakes.try_acquire() else {
+                warn!("too many handshakes in progress; closing connection");
+                return;
+            };
+            Connected::accept(tcp, remote, self.acceptor(), limit).await
+        };
+        let identified = match connected {
+            Ok(c) => c.identify(self.config.identity.source).await,
+            Err(e) => Err(e),
+        };
+        let identified = match identified {
+            Ok(i) => i,
+            Err(e) => return log_refusal(&e),
+        };
+        let span = info_span!("session", identity = %identified.identity, peer = %remote);
+        self.session(identified, inside, shutdown)
+            .instrument(span)
+            .await;
+    }
+
+    async fn session<I: Inside>(
+        self: &Arc<Self>,
+        client: Identified,
+        inside: &I,
+        shutdown: CancellationToken,
+    ) {
+        let Some(grant) = self.policy().grant(&client.identity) else {
+            let message = format!("identity {:?} is not allowed by policy", client.identity);
+            let e = client.refuse(RefuseCode::IdentityNotAllowed, message).await;
+            return log_refusal(&e);
+        };
+        if self.registry.len() >= self.config.limits.max_sessions {
+            let e = client
+                .refuse(RefuseCode::Busy, "server is at its session limit".into())
+                .await;
+            return log_refusal(&e);
+        }
+        self.replace_older_sessions(&client.identity).await;
+        let assignment = match self.assignment(&client.identity, &grant) {
+            Ok(a) => a,
+            Err((code, message)) => return log_refusal(&client.refuse(code, message).await),
+        };
+        let id = self.registry.next_id();
+        let (queue_tx, mut queue_rx) = mpsc::channel(self.config.limits.session_queue);
+        let (stop_tx, mut stop_rx) = mpsc::channel(1);
+        let counters = Arc::new(Counters::default());
+        let addresses: Vec<IpAddr> = [
+            Some(assignment.address.ip()),
+            assignment.address6.map(|a| a.ip()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for a in &addresses {
+            self.router.insert(*a, id, queue_tx.clone());
+        }
+        self.registry.insert(
+            id,
+            Entry {
+                identity: client.identity.clone(),
+                addresses: addresses.clone(),
+                remote: client.remote,
+                since: SystemTime::now(),
+                serial: client.serial.clone(),
+                counters: counters.clone(),
+                stop: stop_tx,
+            },
+        );
+        let filter = self.filter(&assignment, &grant);
+        let keepalive = self.config.keepalive.keepalive();
+        let end = match client.assign(assignment).await {
+            Ok(session) => {
+                info!(address = %session.assignment.address.ip(), "session up");
+                let stop = async {
+                    tokio::select! {
+                        bye = stop_rx.recv() => bye.unwrap_or_else(|| Bye::new(ByeReason::Shutdown, "server is stopping")),
+                        _ = shutdown.cancelled() => Bye::new(ByeReason::Shutdown, "server is stopping"),
+                    }
+                };
+                Some(
+                    session
+                        .relay(
+                            inside,
+                            &mut queue_rx,
+                            |p| filter.check(p),
+                            &counters,
+                            keepalive,
+                            stop,
+                        )
+                        .await,
+                )
+            }
+            Err(e) => {
+                warn!(error = %e, "could not send the assignment");
+                None
+            }
+        };
+        self.router.remove_session(id);
+        self.registry.remove(id);
+        match end {
+            Some(RelayEnd::PeerBye(bye)) => {
+                info!(reason = ?bye.reason, message = %bye.message, "client said bye")
+            }
+            Some(RelayEnd::SentBye(bye)) => {
+                info!(reason = ?bye.reason, message = %bye.message, "session closed by server")
+            }
+            Some(RelayEnd::Lost(e)) => info!(error = %e, "session lost"),
+            None => {}
+        }
+    }
+
+    /// Closes older sessions of `identity` (a reconnecting laptop replaces its
+    /// stale session) and waits until their addresses are free.
+    async fn replace_older_sessions(&self, identity: &str) {
+        let bye = Bye::new(
+            ByeReason::Replaced,
+            "a newer session of this identity connected",
+        );
+        let old = self.registry.stop_where(|e| e.identity == identity, &bye);
+        if old.is_empty() {
+            return;
+        }
+        info!(sessions = ?old, "replacing older session(s) of the same identity");
+        let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+        while old.iter().any(|id| self.registry.contains(*id))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn assignment(
+        &self,
+        identity: &str,
+        grant: &Grant,
+    ) -> Result<Assignment, (RefuseCode, String)> {
+        let t = &self.config.tunnel;
+        let address = match grant.address {
+            Some(a) => a,
+            None => {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                let a = pool
+                    .assign(identity, unix_now(), |a| {
+                        self.router.contains(IpAddr::V4(a))
+                    })
+                    .map_err(|e| (RefuseCode::PoolExhausted, e.to_string()))?;
+                if let Err(e) = self.leases.save(pool.leases()) {
+                    tracing::error!(file = %self.leases.path().display(), error = %e,
+                        "cannot save leases; this address may not survive a restart");
+                }
+                a
+            }
+        };
+        let address6 = match (t.network6, grant.address6) {
+            (Some(n6), Some(a6)) => Some((n6, a6)),
+            // Without a static one, the IPv6 address mirrors the IPv4 host part.
+            (Some(n6), None) => {
+                let host = u32::from(address) & !u32::from(t.network.mask());
+                Some((
+                    n6,
+                    std::net::Ipv6Addr::from(u128::from(n6.network()) | u128::from(host)),
+                ))
+            }
+            _ => None,
+        };
+        let mut gateways = vec![IpAddr::V4(t.server_address())];
+        gateways.extend(t.server_address6().map(IpAddr::V6));
+        Ok(Assignment {
+            address: IpNetwork::new(IpAddr::V4(address), t.network.prefix())
+                .map_err(|e| (RefuseCode::Internal, e.to_string()))?,
+            address6: address6
+                .map(|(n6, a6)| IpNetwork::new(IpAddr::V6(a6), n6.prefix()))
+                .transpose()
+                .map_err(|e| (RefuseCode::Internal, e.to_string()))?,
+            gateways,
+            routes: grant.access.routes.clone(),
+            dns: grant.access.dns.clone(),
+            search: grant.access.search.clone(),
+            mtu: t.mtu,
+            keepalive_secs: self.config.keepalive.interval_secs,
+            timeout_secs: self.config.keepalive.timeout_secs,
+            features: vec![],
+        })
+    }
+
+    fn filter(&self, assignment: &Assignment, grant: &Grant) -> SourceFilter {
+        let t = &self.config.tunnel;
+        SourceFilter {
+            address: match assignment.address.ip() {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(_) => t.server_address(),
+            },
+            address6: assignment.address6.and_then(|a| match a.ip() {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            }),
+            network: t.network,
+            network6: t.network6,
+            gateways: assignment.gateways.clone(),
+            client_to_client: grant.client_to_client,
+        }
+    }
+
+    /// Live sessions for status output.
+    pub fn sessions(&self) -> Vec<SessionStatus> {
+        self.registry.snapshot()
+    }
+
+    /// Ends every session of `identity` with a Bye; returns how many.
+    pub fn kick(&self, identity: &str) -> usize {
+        let bye = Bye::new(ByeReason::Kicked, "kicked by the operator");
+        self.registry
+            .stop_where(|e| e.identity == identity, &bye)
+            .len()
+    }
+
+    /// Re-reads policy, CRL and server certificate and swaps them in as a
+    /// whole; a broken file changes nothing. Sessions the new state no longer
+    /// allows are closed; the others keep running untouched.
+    pub fn reload(&self) -> Result<Vec<u64>, StartError> {
+        let tls = tls::server_config(&self.config.tls_files())?;
+        let policy = Policy::load(&self.config.policy, &self.config.tunnel)?;
+        let revoked = crate::revocation::revoked_serials(&self.config.tls.crl).unwrap_or_default();
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = pool_for(&self.config, &policy);
+            let leases = pool.leases().clone();
+            *pool = fresh;
+            pool.adopt(leases);
+        }
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy.clone());
+        let mut closed = self.registry.stop_where(
+            |e| revoked.contains(&e.serial),
+            &Bye::new(ByeReason::Revoked, "certificate revoked"),
+        );
+        closed.extend(self.registry.stop_where(
+            |e| {
+                match policy.grant(&e.identity) {
+                    None => true,
+                    Some(g) => g
+                        .address
+                        .is_some_and(|a| e.addresses.first() != Some(&IpAddr::V4(a))),
+                }
+            },
+            &Bye::new(
+                ByeReason::PolicyChanged,
+                "policy changed for this identity; reconnect",
+            ),
+        ));
+        info!(
+            closed = closed.len(),
+            "reloaded policy, certificate and CRL"
+        );
+        Ok(closed)
+    }
+}
+
+fn log_refusal(e: &SessionError) {
+    match e {
+        SessionError::Refused { .. } => warn!(error = %e, "client refused"),
+        _ => info!(error = %e, reason = e.label(), "connection closed before a session"),
+    }
+}

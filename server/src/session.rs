@@ -1,0 +1,235 @@
+//! One client connection, typed by how far it got: `Connected` (TLS done,
+//! hello read) → `Identified` (identity from the certificate) → `Assigned`
+//! (addresses sent). Only an `Assigned` session can relay packets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use twoway_common::frame::FrameType;
+use twoway_common::identity::{self, IdentitySource};
+use twoway_common::inside::Inside;
+use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
+use twoway_common::outside::{Outside, OutsideError};
+use twoway_common::relay::{self, Counters, DropReason, Keepalive, RelayEnd};
+use twoway_common::tls::ALPN;
+
+type Stream = TlsStream<TcpStream>;
+
+/// Why a connection did not become a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// TLS failed: no or a bad client certificate, wrong version, garbage.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The handshake and hello did not finish in time.
+    #[error("handshake not finished within {0:?}")]
+    Timeout(Duration),
+    /// The client did not negotiate the twoway ALPN protocol.
+    #[error("client did not negotiate ALPN twoway/1")]
+    Alpn,
+    /// The hello could not be read.
+    #[error("hello: {0}")]
+    Hello(OutsideError),
+    /// We refused the client (and told it why).
+    #[error("refused ({code:?}): {message}")]
+    Refused {
+        /// The refusal code sent.
+        code: RefuseCode,
+        /// The explanation sent.
+        message: String,
+    },
+    /// Sending the assignment failed.
+    #[error("sending assignment: {0}")]
+    Assign(OutsideError),
+}
+
+impl SessionError {
+    /// Short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Handshake(_) => "tls",
+            Self::Timeout(_) => "timeout",
+            Self::Alpn => "alpn",
+            Self::Hello(_) => "hello",
+            Self::Refused { .. } => "refused",
+            Self::Assign(_) => "assign",
+        }
+    }
+}
+
+/// TLS is established with a verified client certificate and the hello is read.
+#[derive(Debug)]
+pub struct Connected {
+    outside: Outside<Stream>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    leaf: Vec<u8>,
+    /// What the client said in its hello.
+    pub hello: Hello,
+}
+
+impl Connected {
+    /// Runs the TLS handshake (client certificate verified against CA and CRL
+    /// by the acceptor's config) and reads the hello, all within `limit`.
+    pub async fn accept(
+        tcp: TcpStream,
+        remote: SocketAddr,
+        acceptor: TlsAcceptor,
+        limit: Duration,
+    ) -> Result<Self, SessionError> {
+        let _ = tcp.set_nodelay(true);
+        tokio::time::timeout(limit, async {
+            let tls = acceptor
+                .accept(tcp)
+                .await
+                .map_err(SessionError::Handshake)?;
+            let (_, conn) = tls.get_ref();
+            if conn.alpn_protocol() != Some(ALPN) {
+                return Err(SessionError::Alpn);
+            }
+            // The verifier refuses a handshake without a certificate, so a leaf exists.
+            let leaf = conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec())
+                .ok_or(SessionError::Alpn)?;
+            let mut outside = Outside::new(tls);
+            let hello: Hello = outside
+                .read_message(FrameType::Hello, limit)
+                .await
+                .map_err(SessionError::Hello)?;
+            let mut connected = Self {
+                outside,
+                remote,
+                leaf,
+                hello,
+            };
+            if connected.hello.version != PROTOCOL_VERSION {
+                let message = format!(
+                    "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                    connected.hello.version
+                );
+                return Err(refuse(
+                    &mut connected.outside,
+                    RefuseCode::VersionUnsupported,
+                    message,
+                )
+                .await);
+            }
+            Ok(connected)
+        })
+        .await
+        .map_err(|_| SessionError::Timeout(limit))?
+    }
+
+    /// Serial number of the client certificate, lowercase hex.
+    pub fn serial(&self) -> String {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        X509Certificate::from_der(&self.leaf)
+            .map(|(_, c)| c.raw_serial_as_string().replace(':', ""))
+            .unwrap_or_default()
+    }
+
+    /// Reads the identity from the certificate, refusing the client if the
+    /// configured field is missing.
+    pub async fn identify(mut self, source: IdentitySource) -> Result<Identified, SessionError> {
+        match identity::extract(source, &self.leaf) {
+            Ok(identity) => Ok(Identified {
+                serial: self.serial(),
+                outside: self.outside,
+                remote: self.remote,
+                identity,
+            }),
+            Err(e) => Err(refuse(&mut self.outside, RefuseCode::NoIdentity, e.to_string()).await),
+        }
+    }
+}
+
+/// The identity is known; policy decides what it gets.
+#[derive(Debug)]
+pub struct Identified {
+    outside: Outside<Stream>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The identity read from the certificate.
+    pub identity: String,
+    /// Serial number of the certificate (hex).
+    pub serial: String,
+}
+
+impl Identified {
+    /// Tells the client why it is refused and closes.
+    pub async fn refuse(mut self, code: RefuseCode, message: String) -> SessionError {
+        refuse(&mut self.outside, code, message).await
+    }
+
+    /// Sends the assignment; the session may relay from now on.
+    pub async fn assign(mut self, assignment: Assignment) -> Result<Assigned, SessionError> {
+        self.outside
+            .write_message(FrameType::Assign, &assignment)
+            .await
+            .map_err(SessionError::Assign)?;
+        Ok(Assigned {
+            outside: self.outside,
+            remote: self.remote,
+            identity: self.identity,
+            assignment,
+        })
+    }
+}
+
+/// The client has its addresses; packets may flow.
+#[derive(Debug)]
+pub struct Assigned {
+    outside: Outside<Stream>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The identity.
+    pub identity: String,
+    /// What the client was given.
+    pub assignment: Assignment,
+}
+
+impl Assigned {
+    /// Relays until the session ends (see [`relay::relay`]).
+    pub async fn relay<I: Inside>(
+        self,
+        inside: &I,
+        outbound: &mut mpsc::Receiver<Bytes>,
+        filter: impl FnMut(&[u8]) -> Result<(), DropReason>,
+        counters: &Counters,
+        keepalive: Keepalive,
+        stop: impl std::future::Future<Output = Bye>,
+    ) -> RelayEnd {
+        relay::relay(
+            self.outside,
+            inside,
+            outbound,
+            filter,
+            counters,
+            keepalive,
+            stop,
+        )
+        .await
+    }
+}
+
+async fn refuse(outside: &mut Outside<Stream>, code: RefuseCode, message: String) -> SessionError {
+    let refusal = Refusal {
+        code,
+        message: message.clone(),
+    };
+    if outside
+        .write_message(FrameType::Refuse, &refusal)
+        .await
+        .is_ok()
+    {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut outside.stream).await;
+    }
+    SessionError::Refused { code, message }
+}
