@@ -410,6 +410,12 @@ impl Vpn {
             &step,
             format_args!("routes do not list {CORP_NET}\n{out}"),
         );
+        // Called after a ping went through, so both counters have moved.
+        self.check(
+            counters_moved(&v),
+            &step,
+            format_args!("rx_bytes/tx_bytes are not both > 0 after a ping\n{out}"),
+        );
     }
 
     fn server_status(&self, step: &str) -> (Vec<Value>, CmdOutput) {
@@ -433,6 +439,63 @@ impl Vpn {
 
     fn session<'a>(sessions: &'a [Value], identity: &str) -> Option<&'a Value> {
         sessions.iter().find(|s| s["identity"] == identity)
+    }
+
+    /// A client of a foreign CA: `pki init` with the same server name in
+    /// another folder, `pki issue NAME` there. Its config trusts the REAL CA,
+    /// so the server certificate verifies and only the client's is at issue.
+    fn foreign_client(&self, name: &str) -> PathBuf {
+        let foreign = self.tmp("foreign");
+        self.pki_init(
+            &foreign,
+            "pki init (a foreign CA with the same server name)",
+        );
+        self.pki_issue(&foreign, name);
+        let config = foreign.join(format!("{name}.toml"));
+        let real_ca = self.pki.join("ca.pem");
+        self.configure_client(&config, name, SERVER_ADDR, Some(&real_ca));
+        config
+    }
+
+    /// `openssl s_client -connect SERVER -servername vpn.test ARGS` in cli1.
+    fn openssl(&self, args: &[&str]) -> CmdOutput {
+        let mut full = vec![
+            "openssl",
+            "s_client",
+            "-connect",
+            SERVER_ADDR,
+            "-servername",
+            SERVER_NAME,
+        ];
+        full.extend_from_slice(args);
+        self.lab
+            .exec_timeout(&self.lab.cli1, &full, Duration::from_secs(20))
+    }
+
+    /// An `openssl s_client -quiet` run ended because the server closed the
+    /// connection, and printed no application data.
+    fn expect_closed_without_data(&self, out: &CmdOutput, what: &str) {
+        self.check(
+            !out.timed_out(),
+            &format!("the server closes a connection: {what}"),
+            format_args!("the connection stayed open for 20 s\n{out}"),
+        );
+        self.check(
+            out.stdout.trim().is_empty(),
+            &format!("no application data for: {what}"),
+            out,
+        );
+    }
+
+    /// `twoway-server status --json` lists exactly one session, of `identity`.
+    fn expect_only_session(&self, identity: &str) {
+        let step = format!("`twoway-server status --json` lists only {identity}");
+        let (sessions, out) = self.server_status(&step);
+        self.check(
+            sessions.len() == 1 && Vpn::session(&sessions, identity).is_some(),
+            &step,
+            &out,
+        );
     }
 
     /// `twoway down`, then nothing of the tunnel may remain in `ns`.
@@ -475,8 +538,22 @@ impl Vpn {
     }
 }
 
+/// `rx_bytes` and `tx_bytes` are both numbers above zero.
+fn counters_moved(v: &Value) -> bool {
+    ["rx_bytes", "tx_bytes"]
+        .iter()
+        .all(|k| v[k].as_u64().is_some_and(|n| n > 0))
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// A path from a config file, resolved against the file's folder.
+fn toml_path(config: &Path, key: &str) -> PathBuf {
+    let value =
+        toml_str(config, key).unwrap_or_else(|| panic!("{} has no `{key}`", config.display()));
+    config.parent().expect("config folder").join(value)
 }
 
 fn toml_str(path: &Path, key: &str) -> Option<String> {
@@ -531,6 +608,11 @@ fn tunnel_lifecycle_two_clients_and_restart() {
                 "{who}'s address is {}, expected {addr}\n{out}",
                 s["address"]
             ),
+        );
+        vpn.check(
+            counters_moved(s),
+            step,
+            format_args!("{who}'s rx_bytes/tx_bytes are not both > 0 after pings\n{out}"),
         );
         vpn.check(
             s["remote"].as_str().is_some_and(|r| r.contains(from)),
@@ -610,11 +692,72 @@ fn tunnel_lifecycle_two_clients_and_restart() {
     vpn.stop_server();
 }
 
-/// A client certificate from another CA is refused with exit code 3; TLS 1.2
-/// and anonymous TLS 1.3 clients get no session; the server carries on.
+/// `openssl s_client` as a misbehaving client: TLS 1.2 gets no handshake;
+/// TLS 1.3 without a client certificate, or with one from a foreign CA, gets
+/// no application data and is closed. The server then still serves alice.
 #[test]
-fn refuses_foreign_certificates_and_old_tls() {
-    if !require_root_or_skip("refuses_foreign_certificates_and_old_tls") {
+fn refuses_old_tls_and_unauthenticated_clients() {
+    if !require_root_or_skip("refuses_old_tls_and_unauthenticated_clients") {
+        return;
+    }
+    let mut vpn = Vpn::new();
+    vpn.start_server();
+    let cli1 = vpn.lab.cli1.clone();
+    let real_ca = vpn.pki.join("ca.pem");
+    let ca = path_str(&real_ca);
+
+    let out = vpn.openssl(&["-tls1_2", "-CAfile", ca]);
+    vpn.check(
+        !out.timed_out() && !out.success() && !out.stdout.contains("New, TLSv1.2"),
+        "a TLS 1.2 handshake (openssl s_client -tls1_2) fails",
+        &out,
+    );
+
+    // -quiet prints only application data on stdout and waits for the
+    // server to close the connection.
+    let out = vpn.openssl(&["-quiet", "-tls1_3", "-CAfile", ca]);
+    vpn.expect_closed_without_data(&out, "TLS 1.3 without a client certificate");
+
+    let mallory = vpn.foreign_client("mallory");
+    let (cert, key) = (
+        toml_path(&mallory, "tls.cert"),
+        toml_path(&mallory, "tls.key"),
+    );
+    let out = vpn.openssl(&[
+        "-quiet",
+        "-tls1_3",
+        "-CAfile",
+        ca,
+        "-cert",
+        path_str(&cert),
+        "-key",
+        path_str(&key),
+    ]);
+    vpn.expect_closed_without_data(&out, "TLS 1.3 with a client certificate from a foreign CA");
+
+    // The server carries on and serves a real client.
+    if let Some(status) = vpn.server.as_ref().and_then(|s| vpn.lab.exited(s)) {
+        vpn.fail(
+            "the server survives refused clients",
+            format_args!("it exited: {status}"),
+        );
+    }
+    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.expect_ping(
+        &cli1,
+        LAN_HOST,
+        "alice pings the lan host after the refused clients",
+    );
+    vpn.expect_only_session("alice");
+    vpn.take_down(&cli1, "alice");
+    vpn.stop_server();
+}
+
+/// `twoway up` with a client certificate from another CA (same server name)
+/// exits 3 and leaves nothing behind; alice's session is undisturbed.
+#[test]
+fn refuses_foreign_client_certificate() {
+    if !require_root_or_skip("refuses_foreign_client_certificate") {
         return;
     }
     let mut vpn = Vpn::new();
@@ -626,19 +769,10 @@ fn refuses_foreign_certificates_and_old_tls() {
         LAN_HOST,
         "alice (cli1) pings the lan host through the tunnel",
     );
-    let processes_before = vpn.lab.pids(&cli1);
+    let mut before = vpn.lab.pids(&cli1);
+    before.sort_unstable();
 
-    // mallory: same server name, foreign CA. Her config trusts the REAL CA so
-    // that the server certificate verifies and only her own certificate is at issue.
-    let foreign = vpn.tmp("foreign");
-    vpn.pki_init(
-        &foreign,
-        "pki init (a foreign CA with the same server name)",
-    );
-    vpn.pki_issue(&foreign, "mallory");
-    let mallory = foreign.join("mallory.toml");
-    let real_ca = vpn.pki.join("ca.pem");
-    vpn.configure_client(&mallory, "mallory", SERVER_ADDR, Some(&real_ca));
+    let mallory = vpn.foreign_client("mallory");
     let out = vpn.up(&cli1, &mallory);
     vpn.check(
         out.code() == Some(3),
@@ -647,87 +781,25 @@ fn refuses_foreign_certificates_and_old_tls() {
     );
     let mut after = vpn.lab.pids(&cli1);
     after.sort_unstable();
-    let mut before = processes_before.clone();
-    before.sort_unstable();
     vpn.check(
         after == before,
         "a refused client leaves no process behind",
         format_args!("processes in cli1 before: {before:?}, after: {after:?}"),
     );
 
-    // openssl: TLS 1.2 must not complete a handshake.
-    let ca = path_str(&real_ca);
-    let out = vpn.lab.exec_timeout(
-        &cli1,
-        &[
-            "openssl",
-            "s_client",
-            "-connect",
-            SERVER_ADDR,
-            "-servername",
-            SERVER_NAME,
-            "-tls1_2",
-            "-CAfile",
-            ca,
-        ],
-        Duration::from_secs(20),
-    );
-    vpn.check(
-        !out.timed_out() && !out.success() && !out.stdout.contains("New, TLSv1.2"),
-        "a TLS 1.2 handshake (openssl s_client -tls1_2) fails",
-        &out,
-    );
-
-    // openssl: TLS 1.3 without a client certificate gets nothing and is closed.
-    // -quiet prints only application data on stdout and waits for the server
-    // to close the connection.
-    let out = vpn.lab.exec_timeout(
-        &cli1,
-        &[
-            "openssl",
-            "s_client",
-            "-quiet",
-            "-connect",
-            SERVER_ADDR,
-            "-servername",
-            SERVER_NAME,
-            "-tls1_3",
-            "-CAfile",
-            ca,
-        ],
-        Duration::from_secs(20),
-    );
-    vpn.check(
-        !out.timed_out(),
-        "the server closes a TLS 1.3 connection without a client certificate",
-        format_args!("the connection stayed open for 20 s\n{out}"),
-    );
-    vpn.check(
-        out.stdout.trim().is_empty(),
-        "a TLS 1.3 client without a certificate receives no application data",
-        &out,
-    );
-
-    // The server carries on: still running, alice still pings, only alice listed.
     if let Some(status) = vpn.server.as_ref().and_then(|s| vpn.lab.exited(s)) {
         vpn.fail(
-            "the server survives refused clients",
+            "the server survives a refused client",
             format_args!("it exited: {status}"),
         );
     }
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
-        "alice still pings the lan host after the refused clients",
+        "alice still pings the lan host after mallory was refused",
     );
-    let step = "`twoway-server status --json` lists only alice";
-    let (sessions, out) = vpn.server_status(step);
-    vpn.check(
-        sessions.len() == 1 && Vpn::session(&sessions, "alice").is_some(),
-        step,
-        &out,
-    );
-
+    vpn.expect_client_status_up(&cli1, "alice", ALICE_ADDR.parse().unwrap());
+    vpn.expect_only_session("alice");
     vpn.take_down(&cli1, "alice");
     vpn.stop_server();
 }

@@ -1,0 +1,188 @@
+//! The client configuration file (IDENTITY.toml, as `pki issue` writes it).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use twoway_common::config_file::{self, ConfigError, ConfigErrors};
+
+/// Where `down` and `status` look when no --config is given.
+pub const DEFAULT_CONFIG: &str = "/etc/twoway/client.toml";
+
+fn default_connect_timeout() -> u32 {
+    10
+}
+fn default_socket() -> PathBuf {
+    "/run/twoway/client.sock".into()
+}
+
+/// IDENTITY.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Server address, `host:port`.
+    pub server: String,
+    /// Name the server certificate must carry.
+    pub server_name: String,
+    /// Seconds to wait for the TCP connection, TLS handshake and assignment.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u32,
+    /// Certificates and key.
+    pub tls: TlsSection,
+    /// The local TUN device.
+    #[serde(default)]
+    pub tunnel: TunnelSection,
+    /// The control socket for `status` and `down`.
+    #[serde(default)]
+    pub control: ControlSection,
+    /// The file this was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA that the server certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate.
+    pub cert: PathBuf,
+    /// Client private key.
+    pub key: PathBuf,
+}
+
+/// `[tunnel]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelSection {
+    /// Interface name; default `tw-` and the config file's name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Unix socket path (mode 0600).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Reads, validates and resolves a client config.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let mut c: ClientConfig = config_file::load(path)?;
+        c.path = path.to_owned();
+        let problems = c.validate();
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let base = c.path.clone();
+        for p in [&mut c.tls.ca, &mut c.tls.cert, &mut c.tls.key, &mut c.control.socket] {
+            *p = config_file::resolve(&base, p);
+        }
+        Ok(c)
+    }
+
+    fn validate(&self) -> Vec<ConfigError> {
+        let p = &self.path;
+        let mut errors = Vec::new();
+        if split_host_port(&self.server).is_none() {
+            errors.push(ConfigError::invalid(p, "server", format!("{:?} is not host:port", self.server)));
+        }
+        if twoway_common::tls::server_name(&self.server_name).is_err() {
+            errors.push(ConfigError::invalid(p, "server_name", "not a valid DNS name or IP address"));
+        }
+        if self.connect_timeout_secs == 0 {
+            errors.push(ConfigError::invalid(p, "connect_timeout_secs", "must be at least 1"));
+        }
+        if let Some(name) = &self.tunnel.name {
+            if name.is_empty() || name.len() > 15 {
+                errors.push(ConfigError::invalid(p, "tunnel.name", "must be 1 to 15 characters"));
+            }
+        }
+        errors
+    }
+
+    /// The TUN interface name.
+    pub fn device_name(&self) -> String {
+        if let Some(n) = &self.tunnel.name {
+            return n.clone();
+        }
+        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let clean: String = stem.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        let mut name = format!("tw-{clean}");
+        name.truncate(15);
+        name
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6).
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClientConfig, String> {
+        let path = Path::new("/etc/twoway/alice.toml");
+        let mut c: ClientConfig = config_file::parse(path, text).map_err(|e| e.to_string())?;
+        c.path = path.to_owned();
+        let e = c.validate();
+        if e.is_empty() {
+            Ok(c)
+        } else {
+            Err(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        }
+    }
+
+    const GOOD: &str = r#"
+server = "vpn.example.com:4433"
+server_name = "vpn.example.com"
+[tls]
+ca = "ca.pem"
+cert = "alice.pem"
+key = "alice.key"
+[control]
+socket = "/run/twoway/alice.sock"
+"#;
+
+    #[test]
+    fn design_example_parses_and_names_the_device() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.device_name(), "tw-alice");
+        assert_eq!(c.connect_timeout_secs, 10);
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        let e = parse(&GOOD.replace("vpn.example.com:4433", "vpn.example.com")).unwrap_err();
+        assert!(e.contains("key `server`"), "{e}");
+        let e = parse(&GOOD.replace("[control]", "[control]\nsockett = 1")).unwrap_err();
+        assert!(e.contains("sockett"), "{e}");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("198.18.1.2:4433"), Some(("198.18.1.2", 4433)));
+        assert_eq!(split_host_port("[fd00::1]:443"), Some(("fd00::1", 443)));
+        assert_eq!(split_host_port("host:99999"), None);
+        assert_eq!(split_host_port(":4433"), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! Reaching the server: TCP, the TLS 1.3 handshake with both certificates,
+//! the hello, and the server's answer (an assignment or a refusal).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use twoway_common::frame::FrameType;
+use twoway_common::message::{self, Assignment, Hello, RefuseCode, Refusal, PROTOCOL_VERSION};
+use twoway_common::outside::{Outside, OutsideError};
+use twoway_common::tls;
+
+use crate::config::{split_host_port, ClientConfig};
+use crate::error::ClientError;
+
+/// An established session, ready to relay.
+#[derive(Debug)]
+pub struct Connection {
+    /// The framed TLS stream.
+    pub outside: Outside<TlsStream<TcpStream>>,
+    /// What the server assigned.
+    pub assignment: Assignment,
+}
+
+/// Connects, authenticates and waits for the assignment.
+pub async fn connect(
+    config: &ClientConfig,
+    tls_config: Arc<rustls::ClientConfig>,
+) -> Result<Connection, ClientError> {
+    let limit = Duration::from_secs(config.connect_timeout_secs.into());
+    tokio::time::timeout(limit, handshake(config, tls_config, limit))
+        .await
+        .map_err(|_| ClientError::Unreachable(format!("{}: no answer within {limit:?}", config.server)))?
+}
+
+async fn handshake(
+    config: &ClientConfig,
+    tls_config: Arc<rustls::ClientConfig>,
+    limit: Duration,
+) -> Result<Connection, ClientError> {
+    let (host, port) = split_host_port(&config.server)
+        .ok_or_else(|| ClientError::Config(format!("server {:?} is not host:port", config.server)))?;
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
+    let _ = tcp.set_nodelay(true);
+    let name = tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
+    let stream = TlsConnector::from(tls_config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls_failure(&e, &config.server))?;
+    let mut outside = Outside::new(stream);
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        features: vec![],
+        software: format!("twoway {}", env!("CARGO_PKG_VERSION")),
+    };
+    // If the server refused our certificate, the write may fail before the
+    // alert is read; the read below reports the real reason.
+    let _ = outside.write_message(FrameType::Hello, &hello).await;
+    let frame = outside.read_frame(limit).await.map_err(|e| match e {
+        OutsideError::Io(io) => tls_failure(&io, &config.server),
+        OutsideError::Closed => ClientError::Unreachable(format!("{} closed the connection before answering", config.server)),
+        other => ClientError::Internal(format!("{}: {other}", config.server)),
+    })?;
+    match frame.kind {
+        FrameType::Assign => {
+            let assignment = message::decode(&frame.payload)
+                .map_err(|e| ClientError::Internal(format!("bad assignment from server: {e}")))?;
+            Ok(Connection { outside, assignment })
+        }
+        FrameType::Refuse => {
+            let r: Refusal = message::decode(&frame.payload)
+                .map_err(|e| ClientError::Internal(format!("bad refusal from server: {e}")))?;
+            Err(refused(r))
+        }
+        other => Err(ClientError::Internal(format!("server sent {other:?} instead of an assignment"))),
+    }
+}
+
+fn refused(r: Refusal) -> ClientError {
+    let text = format!("server refused the session ({:?}): {}", r.code, r.message);
+    match r.code {
+        c if c.is_permanent() => ClientError::Auth(text),
+        RefuseCode::PoolExhausted | RefuseCode::Busy | RefuseCode::Duplicate => ClientError::Unreachable(text),
+        _ => ClientError::Internal(text),
+    }
+}
+
+fn tls_failure(e: &std::io::Error, server: &str) -> ClientError {
+    match tls::rustls_error(e) {
+        Some(r) if tls::is_auth_failure(r) => ClientError::Auth(format!("{server}: {r}")),
+        Some(r) => ClientError::Unreachable(format!("{server}: TLS failed: {r}")),
+        None => ClientError::Unreachable(format!("{server}: {e}")),
+    }
+}

@@ -1,0 +1,107 @@
+//! The client's state as `twoway status` shows it.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+use twoway_common::control::rfc3339;
+use twoway_common::message::Assignment;
+use twoway_common::relay::Counters;
+
+/// Where the client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// First connection in progress.
+    Connecting,
+    /// Tunnel up.
+    Up,
+    /// Connection lost; the device and routes stay while we reconnect.
+    Reconnecting,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Up => "up",
+            Self::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    assignment: Option<Assignment>,
+    device: Option<String>,
+    since: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+/// Shared status, updated by the session loop, read by the control socket.
+#[derive(Debug, Clone)]
+pub struct Status {
+    server: String,
+    inner: Arc<Mutex<Inner>>,
+    /// Traffic counters across reconnects.
+    pub counters: Arc<Counters>,
+}
+
+impl Status {
+    /// A new status for `server`, connecting.
+    pub fn new(server: &str) -> Self {
+        Self {
+            server: server.to_owned(),
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Connecting,
+                assignment: None,
+                device: None,
+                since: None,
+                last_error: None,
+            })),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tunnel is up with `assignment` on `device`.
+    pub fn up(&self, assignment: &Assignment, device: &str) {
+        let mut s = self.lock();
+        s.state = State::Up;
+        s.assignment = Some(assignment.clone());
+        s.device = Some(device.to_owned());
+        s.since = Some(SystemTime::now());
+        s.last_error = None;
+    }
+
+    /// The connection was lost for `why`.
+    pub fn reconnecting(&self, why: String) {
+        let mut s = self.lock();
+        s.state = State::Reconnecting;
+        s.last_error = Some(why);
+    }
+
+    /// The JSON object of `status --json`.
+    pub fn to_json(&self) -> Value {
+        let s = self.lock();
+        let a = s.assignment.as_ref();
+        json!({
+            "state": s.state.as_str(),
+            "server": self.server,
+            "device": s.device,
+            "address": a.map(|a| a.address.ip().to_string()),
+            "address6": a.and_then(|a| a.address6).map(|n| n.ip().to_string()),
+            "routes": a.map(|a| a.routes.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            "dns": a.map(|a| a.dns.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            "mtu": a.map(|a| a.mtu),
+            "since": s.since.map(rfc3339),
+            "rx_bytes": self.counters.rx_bytes.load(Ordering::Relaxed),
+            "tx_bytes": self.counters.tx_bytes.load(Ordering::Relaxed),
+            "last_error": s.last_error,
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! `twoway up`: connect, configure the TUN device and routes, relay, and
+//! reconnect with backoff when the connection is lost; the device and routes
+//! stay in place meanwhile so nothing leaks outside the tunnel.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use twoway_common::control::{self, Request};
+use twoway_common::inside::tun::{TunInside, TunSettings};
+use twoway_common::ippacket;
+use twoway_common::message::{Assignment, Bye, ByeReason};
+use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd};
+
+use crate::config::ClientConfig;
+use crate::connect::{connect, Connection};
+use crate::error::ClientError;
+use crate::netconf::Routes;
+use crate::status::Status;
+
+/// First reconnect delay; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Packets queued from the device towards the server.
+const OUTBOUND_QUEUE: usize = 512;
+
+/// The configured device: TUN, routes and the task reading the device.
+struct Tunnel {
+    tun: Arc<TunInside>,
+    _routes: Routes,
+    reader: JoinHandle<()>,
+    assignment: Assignment,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Tunnel {
+    fn open(name: &str, a: &Assignment, queue: mpsc::Sender<Bytes>) -> Result<Self, ClientError> {
+        let ipv4 = match a.address.ip() {
+            IpAddr::V4(ip) => (ip, a.address.prefix()),
+            IpAddr::V6(_) => return Err(ClientError::Internal("server assigned an IPv6 address as IPv4".into())),
+        };
+        let ipv6 = a.address6.and_then(|n| match n.ip() {
+            IpAddr::V6(ip) => Some((ip, n.prefix())),
+            IpAddr::V4(_) => None,
+        });
+        let tun = TunInside::create(&TunSettings { name: name.to_owned(), ipv4, ipv6, mtu: a.mtu }).map_err(|e| {
+            if e.is_privilege() {
+                ClientError::Privilege(e.to_string())
+            } else {
+                ClientError::Internal(e.to_string())
+            }
+        })?;
+        let tun = Arc::new(tun);
+        let routes = Routes::install(tun.name(), &a.routes).map_err(ClientError::Internal)?;
+        let reader = {
+            let tun = tun.clone();
+            let max = usize::from(a.mtu) + 64;
+            tokio::spawn(async move {
+                if let Err(e) = relay::inside_to_queue(&*tun, queue, max).await {
+                    warn!(error = %e, "reading the tunnel device failed");
+                }
+            })
+        };
+        info!(device = tun.name(), address = %a.address, routes = ?a.routes, "tunnel up");
+        Ok(Self { tun, _routes: routes, reader, assignment: a.clone() })
+    }
+}
+
+/// Called once the tunnel is up the first time (for `--detach`).
+pub type OnReady = Box<dyn FnOnce() + Send>;
+
+/// Runs the client until `down`, a signal, or a final error.
+pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), ClientError> {
+    let tls = twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let status = Status::new(&config.server);
+    let stop = CancellationToken::new();
+    let socket = control::bind(&config.control.socket)
+        .await
+        .map_err(|e| ClientError::Config(format!("control socket {}: {e}", config.control.socket.display())))?;
+    let _socket_file = RemoveOnDrop(config.control.socket.clone());
+    tokio::spawn(control::serve(socket, control_handler(status.clone(), stop.clone()), stop.clone()));
+    tokio::spawn(signals(stop.clone()));
+
+    let first = tokio::select! {
+        c = connect(&config, tls.clone()) => c?,
+        _ = stop.cancelled() => return Ok(()),
+    };
+    let (queue_tx, mut queue_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let mut tunnel = Tunnel::open(&config.device_name(), &first.assignment, queue_tx.clone())?;
+    status.up(&tunnel.assignment, tunnel.tun.name());
+    if let Some(ready) = on_ready {
+        ready();
+    }
+    let mut conn = Some(first);
+    loop {
+        let Connection { outside, assignment } = match conn.take() {
+            Some(c) => c,
+            None => match reconnect(&config, &tls, &stop).await? {
+                Some(c) => c,
+                None => return Ok(()),
+            },
+        };
+        if assignment != tunnel.assignment {
+            info!("the server changed this client's assignment; reconfiguring the device");
+            drop(tunnel);
+            tunnel = Tunnel::open(&config.device_name(), &assignment, queue_tx.clone())?;
+        }
+        status.up(&tunnel.assignment, tunnel.tun.name());
+        let keepalive = Keepalive {
+            interval: Duration::from_secs(assignment.keepalive_secs.max(1).into()),
+            timeout: Duration::from_secs(assignment.timeout_secs.max(2).into()),
+        };
+        let own: Vec<IpAddr> = [Some(assignment.address.ip()), assignment.address6.map(|a| a.ip())]
+            .into_iter()
+            .flatten()
+            .collect();
+        let filter = |p: &[u8]| match ippacket::addresses(p) {
+            Ok(a) if own.contains(&a.dst) => Ok(()),
+            Ok(_) => Err(DropReason::NoRoute),
+            Err(_) => Err(DropReason::Malformed),
+        };
+        let stopping = async {
+            stop.cancelled().await;
+            Bye::new(ByeReason::Shutdown, "client going down")
+        };
+        let end = relay::relay(outside, &*tunnel.tun, &mut queue_rx, filter, &status.counters, keepalive, stopping).await;
+        match end {
+            RelayEnd::SentBye(bye) if bye.reason == ByeReason::Shutdown => return Ok(()),
+            RelayEnd::SentBye(bye) => status.reconnecting(format!("we closed the session: {}", bye.message)),
+            RelayEnd::PeerBye(bye) => match bye.reason {
+                ByeReason::Revoked => return Err(ClientError::Auth(format!("server: {}", bye.message))),
+                // Another device with this certificate took over: leaving avoids a kick loop.
+                ByeReason::Replaced | ByeReason::Kicked => {
+                    warn!(reason = ?bye.reason, message = %bye.message, "server ended the session; not reconnecting");
+                    return Ok(());
+                }
+                _ => status.reconnecting(format!("server said bye ({:?}): {}", bye.reason, bye.message)),
+            },
+            RelayEnd::Lost(e) => status.reconnecting(e.to_string()),
+        }
+        warn!("connection to the server lost; reconnecting (device and routes stay in place)");
+    }
+}
+
+/// Tries to connect again with jittered exponential backoff. `None` when stopped.
+async fn reconnect(
+    config: &ClientConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    stop: &CancellationToken,
+) -> Result<Option<Connection>, ClientError> {
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let wait = jitter(delay);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return Ok(None),
+        }
+        let attempt = tokio::select! {
+            c = connect(config, tls.clone()) => c,
+            _ = stop.cancelled() => return Ok(None),
+        };
+        match attempt {
+            Ok(c) => {
+                info!("reconnected");
+                return Ok(Some(c));
+            }
+            Err(e) if e.is_retryable() => warn!(error = %e, retry_in = ?delay, "reconnect failed"),
+            Err(e) => return Err(e),
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// `delay` scaled by a factor in [0.5, 1.0), so clients cut off together do not return together.
+fn jitter(delay: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let factor = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    delay.mul_f64(factor)
+}
+
+fn control_handler(
+    status: Status,
+    stop: CancellationToken,
+) -> impl Fn(Request) -> std::future::Ready<serde_json::Value> + Clone + Send + 'static {
+    move |req| {
+        std::future::ready(match req {
+            Request::Status => {
+                let mut v = status.to_json();
+                v["ok"] = json!(true);
+                v
+            }
+            Request::Down => {
+                info!("down requested");
+                stop.cancel();
+                json!({ "ok": true })
+            }
+            other => control::failure(format!("{other:?} is a server command")),
+        })
+    }
+}
+
+async fn signals(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            // A detached client outlives its terminal.
+            _ = hup.recv() => continue,
+        }
+    }
+    info!("signal received; taking the tunnel down");
+    stop.cancel();
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
