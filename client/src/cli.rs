@@ -71,7 +71,8 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
     let config = ClientConfig::load(config_path)?;
     let log = log_file(&config);
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ClientError::Config(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ClientError::Config(format!("{}: {e}", dir.display())))?;
     }
     let log_handle = std::fs::OpenOptions::new()
         .create(true)
@@ -98,7 +99,11 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
         let _ = BufReader::new(out).read_line(&mut line);
     }
     if line.trim() == "ready" {
-        println!("twoway: tunnel up (pid {}, log {})", child.id(), log.display());
+        println!(
+            "twoway: tunnel up (pid {}, log {})",
+            child.id(),
+            log.display()
+        );
         return Ok(0);
     }
     let code = child.wait().map(|s| s.code().unwrap_or(1)).unwrap_or(1);
@@ -122,7 +127,9 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if socket.exists() {
-        return Err(ClientError::Internal(format!("client did not stop within {DOWN_WAIT:?}")));
+        return Err(ClientError::Internal(format!(
+            "client did not stop within {DOWN_WAIT:?}"
+        )));
     }
     println!("twoway: tunnel down");
     Ok(())
@@ -142,7 +149,12 @@ pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
     } else {
         for (k, v) in answer.as_object().into_iter().flatten() {
             if !v.is_null() {
-                println!("{k:>10}: {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+                println!(
+                    "{k:>10}: {}",
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                );
             }
         }
     }

@@ -87,7 +87,12 @@ impl ClientConfig {
             return Err(ConfigErrors(problems));
         }
         let base = c.path.clone();
-        for p in [&mut c.tls.ca, &mut c.tls.cert, &mut c.tls.key, &mut c.control.socket] {
+        for p in [
+            &mut c.tls.ca,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+            &mut c.control.socket,
+        ] {
             *p = config_file::resolve(&base, p);
         }
         Ok(c)
@@ -97,17 +102,33 @@ impl ClientConfig {
         let p = &self.path;
         let mut errors = Vec::new();
         if split_host_port(&self.server).is_none() {
-            errors.push(ConfigError::invalid(p, "server", format!("{:?} is not host:port", self.server)));
+            errors.push(ConfigError::invalid(
+                p,
+                "server",
+                format!("{:?} is not host:port", self.server),
+            ));
         }
         if twoway_common::tls::server_name(&self.server_name).is_err() {
-            errors.push(ConfigError::invalid(p, "server_name", "not a valid DNS name or IP address"));
+            errors.push(ConfigError::invalid(
+                p,
+                "server_name",
+                "not a valid DNS name or IP address",
+            ));
         }
         if self.connect_timeout_secs == 0 {
-            errors.push(ConfigError::invalid(p, "connect_timeout_secs", "must be at least 1"));
+            errors.push(ConfigError::invalid(
+                p,
+                "connect_timeout_secs",
+                "must be at least 1",
+            ));
         }
         if let Some(name) = &self.tunnel.name {
             if name.is_empty() || name.len() > 15 {
-                errors.push(ConfigError::invalid(p, "tunnel.name", "must be 1 to 15 characters"));
+                errors.push(ConfigError::invalid(
+                    p,
+                    "tunnel.name",
+                    "must be 1 to 15 characters",
+                ));
             }
         }
         errors
@@ -118,8 +139,15 @@ impl ClientConfig {
         if let Some(n) = &self.tunnel.name {
             return n.clone();
         }
-        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let clean: String = stem.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let clean: String = stem
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
         let mut name = format!("tw-{clean}");
         name.truncate(15);
         name
@@ -129,7 +157,10 @@ impl ClientConfig {
 /// Splits `host:port` (`[v6]:port` for IPv6).
 pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let (host, port) = s.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return None;
     }
@@ -148,7 +179,11 @@ mod tests {
         if e.is_empty() {
             Ok(c)
         } else {
-            Err(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+            Err(e
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"))
         }
     }
 
@@ -180,7 +215,10 @@ socket = "/run/twoway/alice.sock"
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("198.18.1.2:4433"), Some(("198.18.1.2", 4433)));
+        assert_eq!(
+            split_host_port("198.18.1.2:4433"),
+            Some(("198.18.1.2", 4433))
+        );
         assert_eq!(split_host_port("[fd00::1]:443"), Some(("fd00::1", 443)));
         assert_eq!(split_host_port("host:99999"), None);
         assert_eq!(split_host_port(":4433"), None);

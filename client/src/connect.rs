@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use twoway_common::frame::FrameType;
-use twoway_common::message::{self, Assignment, Hello, RefuseCode, Refusal, PROTOCOL_VERSION};
+use twoway_common::message::{self, Assignment, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::tls;
 
@@ -32,7 +32,9 @@ pub async fn connect(
     let limit = Duration::from_secs(config.connect_timeout_secs.into());
     tokio::time::timeout(limit, handshake(config, tls_config, limit))
         .await
-        .map_err(|_| ClientError::Unreachable(format!("{}: no answer within {limit:?}", config.server)))?
+        .map_err(|_| {
+            ClientError::Unreachable(format!("{}: no answer within {limit:?}", config.server))
+        })?
 }
 
 async fn handshake(
@@ -40,13 +42,15 @@ async fn handshake(
     tls_config: Arc<rustls::ClientConfig>,
     limit: Duration,
 ) -> Result<Connection, ClientError> {
-    let (host, port) = split_host_port(&config.server)
-        .ok_or_else(|| ClientError::Config(format!("server {:?} is not host:port", config.server)))?;
+    let (host, port) = split_host_port(&config.server).ok_or_else(|| {
+        ClientError::Config(format!("server {:?} is not host:port", config.server))
+    })?;
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
     let _ = tcp.set_nodelay(true);
-    let name = tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
+    let name =
+        tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
     let stream = TlsConnector::from(tls_config)
         .connect(name, tcp)
         .await
@@ -62,21 +66,29 @@ async fn handshake(
     let _ = outside.write_message(FrameType::Hello, &hello).await;
     let frame = outside.read_frame(limit).await.map_err(|e| match e {
         OutsideError::Io(io) => tls_failure(&io, &config.server),
-        OutsideError::Closed => ClientError::Unreachable(format!("{} closed the connection before answering", config.server)),
+        OutsideError::Closed => ClientError::Unreachable(format!(
+            "{} closed the connection before answering",
+            config.server
+        )),
         other => ClientError::Internal(format!("{}: {other}", config.server)),
     })?;
     match frame.kind {
         FrameType::Assign => {
             let assignment = message::decode(&frame.payload)
                 .map_err(|e| ClientError::Internal(format!("bad assignment from server: {e}")))?;
-            Ok(Connection { outside, assignment })
+            Ok(Connection {
+                outside,
+                assignment,
+            })
         }
         FrameType::Refuse => {
             let r: Refusal = message::decode(&frame.payload)
                 .map_err(|e| ClientError::Internal(format!("bad refusal from server: {e}")))?;
             Err(refused(r))
         }
-        other => Err(ClientError::Internal(format!("server sent {other:?} instead of an assignment"))),
+        other => Err(ClientError::Internal(format!(
+            "server sent {other:?} instead of an assignment"
+        ))),
     }
 }
 
@@ -84,7 +96,9 @@ fn refused(r: Refusal) -> ClientError {
     let text = format!("server refused the session ({:?}): {}", r.code, r.message);
     match r.code {
         c if c.is_permanent() => ClientError::Auth(text),
-        RefuseCode::PoolExhausted | RefuseCode::Busy | RefuseCode::Duplicate => ClientError::Unreachable(text),
+        RefuseCode::PoolExhausted | RefuseCode::Busy | RefuseCode::Duplicate => {
+            ClientError::Unreachable(text)
+        }
         _ => ClientError::Internal(text),
     }
 }

@@ -16,7 +16,8 @@ pub const EXIT_UNREACHABLE: u8 = 4;
 pub const EXIT_PRIVILEGE: u8 = 5;
 
 /// Text for --help.
-pub const EXIT_CODES_HELP: &str = "Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; \
+pub const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; \
 3 authentication refused (certificate not accepted, revoked, identity not allowed); \
 4 server unreachable or timed out; 5 missing privilege (no CAP_NET_ADMIN or /dev/net/tun).";
 

@@ -12,7 +12,12 @@ use twoway_client::error::ClientError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     twoway_common::logging::init(cli.log_format);
-    if let Command::Up { config, detach: true, .. } = &cli.command {
+    if let Command::Up {
+        config,
+        detach: true,
+        ..
+    } = &cli.command
+    {
         return match cli::detach(config) {
             Ok(code) => ExitCode::from(code),
             Err(e) => fail(&e),
@@ -24,7 +29,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up { config, notify_ready, .. } => {
+            Command::Up {
+                config,
+                notify_ready,
+                ..
+            } => {
                 let config = ClientConfig::load(&config)?;
                 let on_ready: Option<twoway_client::up::OnReady> = notify_ready.then(|| {
                     Box::new(|| {

@@ -49,13 +49,23 @@ impl Tunnel {
     fn open(name: &str, a: &Assignment, queue: mpsc::Sender<Bytes>) -> Result<Self, ClientError> {
         let ipv4 = match a.address.ip() {
             IpAddr::V4(ip) => (ip, a.address.prefix()),
-            IpAddr::V6(_) => return Err(ClientError::Internal("server assigned an IPv6 address as IPv4".into())),
+            IpAddr::V6(_) => {
+                return Err(ClientError::Internal(
+                    "server assigned an IPv6 address as IPv4".into(),
+                ))
+            }
         };
         let ipv6 = a.address6.and_then(|n| match n.ip() {
             IpAddr::V6(ip) => Some((ip, n.prefix())),
             IpAddr::V4(_) => None,
         });
-        let tun = TunInside::create(&TunSettings { name: name.to_owned(), ipv4, ipv6, mtu: a.mtu }).map_err(|e| {
+        let tun = TunInside::create(&TunSettings {
+            name: name.to_owned(),
+            ipv4,
+            ipv6,
+            mtu: a.mtu,
+        })
+        .map_err(|e| {
             if e.is_privilege() {
                 ClientError::Privilege(e.to_string())
             } else {
@@ -74,7 +84,12 @@ impl Tunnel {
             })
         };
         info!(device = tun.name(), address = %a.address, routes = ?a.routes, "tunnel up");
-        Ok(Self { tun, _routes: routes, reader, assignment: a.clone() })
+        Ok(Self {
+            tun,
+            _routes: routes,
+            reader,
+            assignment: a.clone(),
+        })
     }
 }
 
@@ -87,11 +102,18 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let status = Status::new(&config.server);
     let stop = CancellationToken::new();
-    let socket = control::bind(&config.control.socket)
-        .await
-        .map_err(|e| ClientError::Config(format!("control socket {}: {e}", config.control.socket.display())))?;
+    let socket = control::bind(&config.control.socket).await.map_err(|e| {
+        ClientError::Config(format!(
+            "control socket {}: {e}",
+            config.control.socket.display()
+        ))
+    })?;
     let _socket_file = RemoveOnDrop(config.control.socket.clone());
-    tokio::spawn(control::serve(socket, control_handler(status.clone(), stop.clone()), stop.clone()));
+    tokio::spawn(control::serve(
+        socket,
+        control_handler(status.clone(), stop.clone()),
+        stop.clone(),
+    ));
     tokio::spawn(signals(stop.clone()));
 
     let first = tokio::select! {
@@ -106,7 +128,10 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     }
     let mut conn = Some(first);
     loop {
-        let Connection { outside, assignment } = match conn.take() {
+        let Connection {
+            outside,
+            assignment,
+        } = match conn.take() {
             Some(c) => c,
             None => match reconnect(&config, &tls, &stop).await? {
                 Some(c) => c,
@@ -123,10 +148,13 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             interval: Duration::from_secs(assignment.keepalive_secs.max(1).into()),
             timeout: Duration::from_secs(assignment.timeout_secs.max(2).into()),
         };
-        let own: Vec<IpAddr> = [Some(assignment.address.ip()), assignment.address6.map(|a| a.ip())]
-            .into_iter()
-            .flatten()
-            .collect();
+        let own: Vec<IpAddr> = [
+            Some(assignment.address.ip()),
+            assignment.address6.map(|a| a.ip()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let filter = |p: &[u8]| match ippacket::addresses(p) {
             Ok(a) if own.contains(&a.dst) => Ok(()),
             Ok(_) => Err(DropReason::NoRoute),
@@ -136,18 +164,34 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             stop.cancelled().await;
             Bye::new(ByeReason::Shutdown, "client going down")
         };
-        let end = relay::relay(outside, &*tunnel.tun, &mut queue_rx, filter, &status.counters, keepalive, stopping).await;
+        let end = relay::relay(
+            outside,
+            &*tunnel.tun,
+            &mut queue_rx,
+            filter,
+            &status.counters,
+            keepalive,
+            stopping,
+        )
+        .await;
         match end {
             RelayEnd::SentBye(bye) if bye.reason == ByeReason::Shutdown => return Ok(()),
-            RelayEnd::SentBye(bye) => status.reconnecting(format!("we closed the session: {}", bye.message)),
+            RelayEnd::SentBye(bye) => {
+                status.reconnecting(format!("we closed the session: {}", bye.message))
+            }
             RelayEnd::PeerBye(bye) => match bye.reason {
-                ByeReason::Revoked => return Err(ClientError::Auth(format!("server: {}", bye.message))),
+                ByeReason::Revoked => {
+                    return Err(ClientError::Auth(format!("server: {}", bye.message)))
+                }
                 // Another device with this certificate took over: leaving avoids a kick loop.
                 ByeReason::Replaced | ByeReason::Kicked => {
                     warn!(reason = ?bye.reason, message = %bye.message, "server ended the session; not reconnecting");
                     return Ok(());
                 }
-                _ => status.reconnecting(format!("server said bye ({:?}): {}", bye.reason, bye.message)),
+                _ => status.reconnecting(format!(
+                    "server said bye ({:?}): {}",
+                    bye.reason, bye.message
+                )),
             },
             RelayEnd::Lost(e) => status.reconnecting(e.to_string()),
         }
@@ -186,7 +230,10 @@ async fn reconnect(
 
 /// `delay` scaled by a factor in [0.5, 1.0), so clients cut off together do not return together.
 fn jitter(delay: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let factor = 0.5 + f64::from(nanos % 1000) / 2000.0;
     delay.mul_f64(factor)
 }

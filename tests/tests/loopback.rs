@@ -1,0 +1,367 @@
+//! End-to-end over loopback without root: a real server (TLS, policy, pool,
+//! router) and real client connections, with in-memory TUN devices.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use twoway_client::config::ClientConfig;
+use twoway_client::connect::connect;
+use twoway_client::error::ClientError;
+use twoway_common::frame::{self, FrameType};
+use twoway_common::inside::memory::{self, MemoryPeer};
+use twoway_common::ippacket::build;
+use twoway_common::message::{self, Bye, ByeReason, Hello, PROTOCOL_VERSION};
+use twoway_common::relay::{self, Counters, Keepalive, RelayEnd};
+use twoway_server::config::ServerConfig;
+use twoway_server::pki;
+use twoway_server::server::Server;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    pki: std::path::PathBuf,
+    server: Arc<Server>,
+    port: u16,
+    server_inside: MemoryPeer,
+    shutdown: CancellationToken,
+}
+
+fn issue(dir: &Path, identity: &str) {
+    pki::issue(&pki::IssueOptions {
+        dir: dir.to_owned(),
+        identity: identity.into(),
+        days: 30,
+        out: None,
+    })
+    .unwrap();
+}
+
+async fn start(policy: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    pki::init(&pki::InitOptions {
+        dir: pki_dir.clone(),
+        name: "vpn.test".into(),
+        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        port: 4433,
+        days: 30,
+    })
+    .unwrap();
+    std::fs::write(pki_dir.join("policy.toml"), policy).unwrap();
+    let text = std::fs::read_to_string(pki_dir.join("server.toml"))
+        .unwrap()
+        .replace(
+            "/run/twoway/server.sock",
+            &dir.path().join("server.sock").display().to_string(),
+        )
+        .replace(
+            "/var/lib/twoway",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace("10.77.0.0/24", "198.18.77.0/24")
+        .replace("10.77.0.128/25", "198.18.77.128/25");
+    std::fs::write(pki_dir.join("server.toml"), text).unwrap();
+    let config = ServerConfig::load(&pki_dir.join("server.toml")).unwrap();
+    let server = Arc::new(Server::new(config).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (inside, server_inside) = memory::pair(64);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        server
+            .clone()
+            .serve(listener, Arc::new(inside), shutdown.clone()),
+    );
+    Setup {
+        _dir: dir,
+        pki: pki_dir,
+        server,
+        port,
+        server_inside,
+        shutdown,
+    }
+}
+
+fn client_config(s: &Setup, identity: &str) -> ClientConfig {
+    let mut c = ClientConfig::load(&s.pki.join(format!("{identity}.toml"))).unwrap();
+    c.server = format!("127.0.0.1:{}", s.port);
+    c
+}
+
+fn tls(c: &ClientConfig) -> Arc<rustls::ClientConfig> {
+    twoway_common::tls::client_config(&c.tls.ca, &c.tls.cert, &c.tls.key).unwrap()
+}
+
+/// A connected client relaying through an in-memory device.
+struct TestClient {
+    device: MemoryPeer,
+    address: Ipv4Addr,
+    stop: CancellationToken,
+    end: tokio::task::JoinHandle<RelayEnd>,
+}
+
+async fn client(s: &Setup, identity: &str) -> TestClient {
+    let c = client_config(s, identity);
+    let conn = connect(&c, tls(&c)).await.unwrap();
+    let address = match conn.assignment.address.ip() {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => panic!("v6 address"),
+    };
+    let (inside, device) = memory::pair(64);
+    let stop = CancellationToken::new();
+    let stop2 = stop.clone();
+    let end = tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::channel(64);
+        let inside = Arc::new(inside);
+        let reader = {
+            let inside = inside.clone();
+            tokio::spawn(async move { relay::inside_to_queue(&*inside, tx, 2000).await })
+        };
+        let keepalive = Keepalive {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+        };
+        let counters = Counters::default();
+        let stopping = async move {
+            stop2.cancelled().await;
+            Bye::new(ByeReason::Shutdown, "test done")
+        };
+        let end = relay::relay(
+            conn.outside,
+            &*inside,
+            &mut rx,
+            |_| Ok(()),
+            &counters,
+            keepalive,
+            stopping,
+        )
+        .await;
+        reader.abort();
+        end
+    });
+    TestClient {
+        device,
+        address,
+        stop,
+        end,
+    }
+}
+
+async fn recv(rx: &mut mpsc::Receiver<Bytes>) -> Option<Bytes> {
+    tokio::time::timeout(WAIT, rx.recv()).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn packets_cross_both_ways_with_static_and_pool_addresses() {
+    let mut s = start("[defaults]\nroutes = [\"198.19.0.0/24\"]\n[[client]]\nidentity = \"alice\"\naddress = \"198.18.77.10\"\n").await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "bob");
+    let mut alice = client(&s, "alice").await;
+    let bob = client(&s, "bob").await;
+    assert_eq!(alice.address, Ipv4Addr::new(198, 18, 77, 10));
+    assert!(
+        s.server.config().tunnel.pool.contains(bob.address),
+        "bob {} not from the pool",
+        bob.address
+    );
+
+    // Client → corporate network: arrives on the server's device.
+    let up = build::ipv4(alice.address, Ipv4Addr::new(198, 19, 0, 2), b"hello corp");
+    alice
+        .device
+        .inject
+        .send(Bytes::from(up.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut s.server_inside.written).await.as_deref(),
+        Some(&up[..])
+    );
+
+    // Corporate network → client: the router picks alice's session.
+    let down = build::ipv4(Ipv4Addr::new(198, 19, 0, 2), alice.address, b"hello alice");
+    s.server_inside
+        .inject
+        .send(Bytes::from(down.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut alice.device.written).await.as_deref(),
+        Some(&down[..])
+    );
+
+    // A forged source and a packet to another client never reach the device.
+    let forged = build::ipv4(
+        Ipv4Addr::new(198, 18, 77, 99),
+        Ipv4Addr::new(198, 19, 0, 2),
+        b"forged",
+    );
+    let to_bob = build::ipv4(alice.address, bob.address, b"psst");
+    alice.device.inject.send(Bytes::from(forged)).await.unwrap();
+    alice.device.inject.send(Bytes::from(to_bob)).await.unwrap();
+    let marker = build::ipv4(alice.address, Ipv4Addr::new(198, 19, 0, 2), b"marker");
+    alice
+        .device
+        .inject
+        .send(Bytes::from(marker.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut s.server_inside.written).await.as_deref(),
+        Some(&marker[..])
+    );
+
+    let status = s.server.sessions();
+    assert_eq!(status.len(), 2);
+    assert!(status
+        .iter()
+        .any(|x| x.identity == "alice" && x.address == "198.18.77.10"));
+
+    // A server stop says Bye to every client.
+    s.shutdown.cancel();
+    match tokio::time::timeout(WAIT, alice.end)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        RelayEnd::PeerBye(b) => assert_eq!(b.reason, ByeReason::Shutdown),
+        other => panic!("expected a Bye, got {other:?}"),
+    }
+    bob.stop.cancel();
+}
+
+#[tokio::test]
+async fn pool_address_is_kept_across_reconnect_and_restart() {
+    let s = start("").await;
+    issue(&s.pki, "bob");
+    let first = client(&s, "bob").await;
+    first.stop.cancel();
+    let _ = first.end.await;
+    let second = client(&s, "bob").await;
+    assert_eq!(second.address, first.address);
+    second.stop.cancel();
+    let _ = second.end.await;
+    // A new server on the same state folder hands out the same address.
+    s.shutdown.cancel();
+    let restarted = Arc::new(Server::new(s.server.config().clone()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = client_config(&s, "bob");
+    c.server = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (inside, _device) = memory::pair(8);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(restarted.serve(listener, Arc::new(inside), shutdown.clone()));
+    let conn = connect(&c, tls(&c)).await.unwrap();
+    assert_eq!(conn.assignment.address.ip(), IpAddr::V4(first.address));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
+    let s = start("allow_unlisted = false\n[[client]]\nidentity = \"alice\"\n").await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "carol");
+    // carol's certificate is valid, but policy does not list her.
+    let c = client_config(&s, "carol");
+    let err = connect(&c, tls(&c)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+
+    // mallory's certificate comes from another CA.
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = other.path().join("pki");
+    pki::init(&pki::InitOptions {
+        dir: other_pki.clone(),
+        name: "vpn.test".into(),
+        ips: vec![],
+        port: 4433,
+        days: 30,
+    })
+    .unwrap();
+    issue(&other_pki, "mallory");
+    let mut m = ClientConfig::load(&other_pki.join("mallory.toml")).unwrap();
+    m.server = format!("127.0.0.1:{}", s.port);
+    m.tls.ca = s.pki.join("ca.pem");
+    let err = connect(&m, tls(&m)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 3);
+
+    // After both refusals the server still serves.
+    let alice = client(&s, "alice").await;
+    alice.stop.cancel();
+}
+
+#[tokio::test]
+async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
+    let s = start("").await;
+    issue(&s.pki, "alice");
+    let alice = client(&s, "alice").await;
+    pki::revoke(&s.pki, "alice").unwrap();
+    assert_eq!(s.server.reload().unwrap().len(), 1);
+    match tokio::time::timeout(WAIT, alice.end)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        RelayEnd::PeerBye(b) => assert_eq!(b.reason, ByeReason::Revoked),
+        other => panic!("expected a Bye, got {other:?}"),
+    }
+    let c = client_config(&s, "alice");
+    let err = connect(&c, tls(&c)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn garbage_in_a_session_closes_only_that_session() {
+    let s = start("").await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "bob");
+    let bob = client(&s, "bob").await;
+
+    // alice authenticates properly, then sends an unknown frame type.
+    let c = client_config(&s, "alice");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let name = twoway_common::tls::server_name("vpn.test").unwrap();
+    let mut tls_stream = tokio_rustls::TlsConnector::from(tls(&c))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        features: vec![],
+        software: "test".into(),
+    };
+    frame::encode(FrameType::Hello, &message::encode(&hello), &mut out);
+    tls_stream.write_all(&out).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls_stream.read(&mut buf).await.unwrap();
+    assert!(n > 4 && buf[0] == FrameType::Assign as u8);
+    tls_stream
+        .write_all(&[0x7f, 0, 0, 3, 1, 2, 3])
+        .await
+        .unwrap();
+    // The server answers with a Bye (protocol error) and closes.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls_stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let mut rbuf = BytesMut::from(&rest[..]);
+    let bye = frame::decode(&mut rbuf).unwrap().unwrap();
+    assert_eq!(bye.kind, FrameType::Bye);
+    let bye: Bye = message::decode(&bye.payload).unwrap();
+    assert_eq!(bye.reason, ByeReason::ProtocolError);
+
+    // bob's session is untouched.
+    assert!(s.server.sessions().iter().any(|x| x.identity == "bob"));
+    assert!(!bob.end.is_finished());
+    bob.stop.cancel();
+}
