@@ -34,6 +34,9 @@ pub struct ClientConfig {
     /// The control socket for `status` and `down`.
     #[serde(default)]
     pub control: ControlSection,
+    /// Commands run after the tunnel is up and before it goes down.
+    #[serde(default)]
+    pub hooks: HooksSection,
     /// The file this was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -58,6 +61,18 @@ pub struct TunnelSection {
     /// Interface name; default `tw-` and the config file's name.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// `[hooks]`: shell commands; the assignment is in `TWOWAY_*` variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// Run after the tunnel is up (and after each reconfiguration).
+    #[serde(default)]
+    pub up: Option<String>,
+    /// Run before the tunnel goes down.
+    #[serde(default)]
+    pub down: Option<String>,
 }
 
 /// `[control]`.

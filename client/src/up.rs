@@ -21,6 +21,7 @@ use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd};
 use crate::config::ClientConfig;
 use crate::connect::{connect, Connection};
 use crate::error::ClientError;
+use crate::hooks;
 use crate::netconf::Routes;
 use crate::status::Status;
 
@@ -37,16 +38,25 @@ struct Tunnel {
     _routes: Routes,
     reader: JoinHandle<()>,
     assignment: Assignment,
+    down_hook: Option<(String, Vec<(String, String)>)>,
 }
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
+        if let Some((cmd, env)) = self.down_hook.take() {
+            hooks::run("down", &cmd, &env);
+        }
         self.reader.abort();
     }
 }
 
 impl Tunnel {
-    fn open(name: &str, a: &Assignment, queue: mpsc::Sender<Bytes>) -> Result<Self, ClientError> {
+    fn open(
+        config: &ClientConfig,
+        a: &Assignment,
+        queue: mpsc::Sender<Bytes>,
+    ) -> Result<Self, ClientError> {
+        let name = config.device_name();
         let ipv4 = match a.address.ip() {
             IpAddr::V4(ip) => (ip, a.address.prefix()),
             IpAddr::V6(_) => {
@@ -60,7 +70,7 @@ impl Tunnel {
             IpAddr::V4(_) => None,
         });
         let tun = TunInside::create(&TunSettings {
-            name: name.to_owned(),
+            name,
             ipv4,
             ipv6,
             mtu: a.mtu,
@@ -84,11 +94,17 @@ impl Tunnel {
             })
         };
         info!(device = tun.name(), address = %a.address, routes = ?a.routes, "tunnel up");
+        let env = hooks::environment(a, tun.name(), &config.server);
+        if let Some(cmd) = &config.hooks.up {
+            hooks::run("up", cmd, &env);
+        }
+        let down_hook = config.hooks.down.clone().map(|cmd| (cmd, env));
         Ok(Self {
             tun,
             _routes: routes,
             reader,
             assignment: a.clone(),
+            down_hook,
         })
     }
 }
@@ -121,7 +137,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         _ = stop.cancelled() => return Ok(()),
     };
     let (queue_tx, mut queue_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let mut tunnel = Tunnel::open(&config.device_name(), &first.assignment, queue_tx.clone())?;
+    let mut tunnel = Tunnel::open(&config, &first.assignment, queue_tx.clone())?;
     status.up(&tunnel.assignment, tunnel.tun.name());
     if let Some(ready) = on_ready {
         ready();
@@ -141,7 +157,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         if assignment != tunnel.assignment {
             info!("the server changed this client's assignment; reconfiguring the device");
             drop(tunnel);
-            tunnel = Tunnel::open(&config.device_name(), &assignment, queue_tx.clone())?;
+            tunnel = Tunnel::open(&config, &assignment, queue_tx.clone())?;
         }
         status.up(&tunnel.assignment, tunnel.tun.name());
         let keepalive = Keepalive {

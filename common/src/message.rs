@@ -79,6 +79,20 @@ pub enum RefuseCode {
 }
 
 impl RefuseCode {
+    /// The wire name, e.g. `identity-not-allowed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersionUnsupported => "version-unsupported",
+            Self::IdentityNotAllowed => "identity-not-allowed",
+            Self::NoIdentity => "no-identity",
+            Self::PoolExhausted => "pool-exhausted",
+            Self::Duplicate => "duplicate",
+            Self::Busy => "busy",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
     /// Whether retrying later cannot help (authentication and authorisation refusals).
     pub fn is_permanent(self) -> bool {
         matches!(self, Self::IdentityNotAllowed | Self::NoIdentity)

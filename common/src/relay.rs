@@ -77,6 +77,11 @@ impl Counters {
         self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` dropped packets.
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Packets dropped for `reason` so far.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].load(Ordering::Relaxed)

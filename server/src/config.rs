@@ -100,6 +100,13 @@ pub struct ServerConfig {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Prometheus endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// When started as root without systemd: the user to switch to once the
+    /// device and sockets are set up.
+    #[serde(default)]
+    pub user: Option<String>,
     /// The file this was read from (relative paths are resolved against it).
     #[serde(skip)]
     pub path: PathBuf,
@@ -252,6 +259,15 @@ impl KeepaliveSection {
             timeout: Duration::from_secs(self.timeout_secs.into()),
         }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address for `GET /metrics`, e.g. `127.0.0.1:9477`; off when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[limits]`.

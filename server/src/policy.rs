@@ -25,6 +25,12 @@ pub struct Policy {
     /// Whether identities without a `[[client]]` entry may connect (default: yes).
     #[serde(default = "default_true")]
     pub allow_unlisted: bool,
+    /// What happens when an identity that is connected connects again.
+    #[serde(default)]
+    pub duplicate: Duplicate,
+    /// With `duplicate = "allow"`: sessions one identity may hold at once.
+    #[serde(default = "default_max_per_identity")]
+    pub max_per_identity: usize,
     /// What every client gets.
     #[serde(default)]
     pub defaults: Access,
@@ -34,6 +40,24 @@ pub struct Policy {
     /// Per-identity entries.
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientEntry>,
+}
+
+fn default_max_per_identity() -> usize {
+    2
+}
+
+/// Handling of a second connection by a connected identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duplicate {
+    /// The new session replaces the old one, whose client is told not to
+    /// reconnect (no kick loop between two devices sharing a certificate).
+    #[default]
+    Replace,
+    /// The new session is refused while the old one lives.
+    Refuse,
+    /// Up to `max_per_identity` sessions; the extra ones get pool addresses.
+    Allow,
 }
 
 /// Routes, DNS and search domains.
@@ -167,6 +191,13 @@ impl Policy {
         }
         for (i, c) in self.clients.iter().enumerate() {
             routes_ok(format!("client[{i}].routes"), &c.access());
+        }
+        if self.duplicate == Duplicate::Allow && self.max_per_identity < 1 {
+            errors.push(ConfigError::invalid(
+                path,
+                "max_per_identity",
+                "must be at least 1",
+            ));
         }
         let mut group_names = BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
@@ -385,6 +416,14 @@ identity = "a"
         assert!(e.contains("host bits"), "{e}");
         let e = check("[defaults]\nrouts = []\n").unwrap_err();
         assert!(e.contains("routs"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_setting_defaults_to_replace() {
+        assert_eq!(check("").unwrap().duplicate, Duplicate::Replace);
+        let p = check("duplicate = \"allow\"\nmax_per_identity = 3\n").unwrap();
+        assert_eq!((p.duplicate, p.max_per_identity), (Duplicate::Allow, 3));
+        assert!(check("duplicate = \"sometimes\"\n").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use twoway_common::control::rfc3339;
 use twoway_common::message::Bye;
-use twoway_common::relay::Counters;
+use twoway_common::relay::{Counters, DropReason};
 
 /// One live session as the registry keeps it.
 #[derive(Debug)]
@@ -54,6 +54,28 @@ pub struct SessionStatus {
     pub tx_bytes: u64,
 }
 
+/// Traffic totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes from clients delivered inside.
+    pub rx_bytes: u64,
+    /// Bytes sent to clients.
+    pub tx_bytes: u64,
+    /// Dropped packets, indexed by `DropReason as usize`.
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Traffic {
+    /// Adds one set of counters.
+    pub fn add(&mut self, c: &Counters) {
+        self.rx_bytes += c.rx_bytes.load(Ordering::Relaxed);
+        self.tx_bytes += c.tx_bytes.load(Ordering::Relaxed);
+        for r in DropReason::ALL {
+            self.dropped[r as usize] += c.dropped(r);
+        }
+    }
+}
+
 /// The live sessions.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -91,6 +113,14 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Live sessions of `identity`.
+    pub fn count_identity(&self, identity: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.identity == identity)
+            .count()
+    }
+
     /// Whether session `id` is still live.
     pub fn contains(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
@@ -107,6 +137,13 @@ impl Registry {
                 *id
             })
             .collect()
+    }
+
+    /// Adds the live sessions' counters to `into`.
+    pub fn add_traffic(&self, into: &mut Traffic) {
+        for e in self.lock().values() {
+            into.add(&e.counters);
+        }
     }
 
     /// The sessions for status output, oldest first.

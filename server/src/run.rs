@@ -45,7 +45,24 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 config.control.socket.display()
             )
         })?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (key `metrics.listen`)"))?,
+        ),
+        None => None,
+    };
+    if let Some(user) = &config.user {
+        crate::privilege::drop_to(user, &config.state.dir)?;
+    }
     let shutdown = CancellationToken::new();
+    if let Some(listener) = metrics {
+        let server = server.clone();
+        let cancel = shutdown.clone();
+        tokio::spawn(async move { crate::metrics::serve(listener, &server, cancel).await });
+    }
+    tokio::spawn(systemd_status(server.clone(), shutdown.clone()));
     info!(listen = %config.listen, device = tun.name(), network = %t.network, "twoway server ready");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
 
@@ -93,10 +110,10 @@ fn answer(server: &Server, req: Request) -> serde_json::Value {
 }
 
 fn dropped(server: &Server) -> serde_json::Value {
-    let c = &server.router.counters;
+    let t = server.traffic();
     let map: serde_json::Map<String, serde_json::Value> = twoway_common::relay::DropReason::ALL
         .iter()
-        .map(|r| (r.as_str().to_owned(), json!(c.dropped(*r))))
+        .map(|r| (r.as_str().to_owned(), json!(t.dropped[*r as usize])))
         .collect();
     serde_json::Value::Object(map)
 }
@@ -126,6 +143,27 @@ async fn signals(server: Arc<Server>, shutdown: CancellationToken) {
     info!("stopping: saying bye to every client");
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
+}
+
+/// Keeps systemd's STATUS= line current and pets the watchdog if one is set.
+async fn systemd_status(server: Arc<Server>, shutdown: CancellationToken) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let period = watchdog.map_or(std::time::Duration::from_secs(5), |d| d / 2);
+    let mut last = usize::MAX;
+    loop {
+        let n = server.registry.len();
+        if n != last {
+            notify_systemd(&[sd_notify::NotifyState::Status(&format!("{n} session(s)"))]);
+            last = n;
+        }
+        if watchdog.is_some() {
+            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period.min(std::time::Duration::from_secs(5))) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 fn notify_systemd(state: &[sd_notify::NotifyState]) {

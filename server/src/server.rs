@@ -22,11 +22,12 @@ use twoway_common::tls::{self, TlsError};
 use crate::config::ServerConfig;
 use crate::filter::SourceFilter;
 use crate::leases::LeaseStore;
-use crate::policy::{Grant, Policy};
+use crate::policy::{Duplicate, Grant, Policy};
 use crate::pool::Pool;
-use crate::registry::{Entry, Registry, SessionStatus};
+use crate::registry::{Entry, Registry, SessionStatus, Traffic};
 use crate::router::Router;
 use crate::session::{Connected, Identified, SessionError};
+use crate::stats::Stats;
 
 /// How long shutdown waits for sessions to say Bye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -45,6 +46,8 @@ pub struct Server {
     pub router: Router,
     /// Live sessions.
     pub registry: Registry,
+    /// Connection outcomes and ended sessions' traffic.
+    pub stats: Stats,
     handshakes: Semaphore,
 }
 
@@ -116,6 +119,7 @@ impl Server {
             leases,
             router: Router::default(),
             registry: Registry::default(),
+            stats: Stats::default(),
         })
     }
 
@@ -207,7 +211,7 @@ impl Server {
         };
         let identified = match identified {
             Ok(i) => i,
-            Err(e) => return log_refusal(&e),
+            Err(e) => return log_refusal(&self.stats, &e),
         };
         let span = info_span!("session", identity = %identified.identity, peer = %remote);
         self.session(identified, inside, shutdown)
@@ -224,18 +228,51 @@ impl Server {
         let Some(grant) = self.policy().grant(&client.identity) else {
             let message = format!("identity {:?} is not allowed by policy", client.identity);
             let e = client.refuse(RefuseCode::IdentityNotAllowed, message).await;
-            return log_refusal(&e);
+            return log_refusal(&self.stats, &e);
         };
         if self.registry.len() >= self.config.limits.max_sessions {
             let e = client
                 .refuse(RefuseCode::Busy, "server is at its session limit".into())
                 .await;
-            return log_refusal(&e);
+            return log_refusal(&self.stats, &e);
         }
-        self.replace_older_sessions(&client.identity).await;
-        let assignment = match self.assignment(&client.identity, &grant) {
+        let policy = self.policy();
+        let live = self.registry.count_identity(&client.identity);
+        let mut lease_key = client.identity.clone();
+        let mut grant = grant;
+        if live > 0 {
+            match policy.duplicate {
+                Duplicate::Replace => self.replace_older_sessions(&client.identity).await,
+                Duplicate::Refuse => {
+                    let message = format!("identity {:?} is already connected", client.identity);
+                    return log_refusal(
+                        &self.stats,
+                        &client.refuse(RefuseCode::Duplicate, message).await,
+                    );
+                }
+                Duplicate::Allow if live >= policy.max_per_identity => {
+                    let message = format!(
+                        "identity {:?} already has {live} session(s), the most policy allows",
+                        client.identity
+                    );
+                    return log_refusal(
+                        &self.stats,
+                        &client.refuse(RefuseCode::Duplicate, message).await,
+                    );
+                }
+                Duplicate::Allow => {
+                    // Extra devices get their own pool address, remembered per device slot.
+                    lease_key = format!("{}#{}", client.identity, live + 1);
+                    grant.address = None;
+                    grant.address6 = None;
+                }
+            }
+        }
+        let assignment = match self.assignment(&lease_key, &grant) {
             Ok(a) => a,
-            Err((code, message)) => return log_refusal(&client.refuse(code, message).await),
+            Err((code, message)) => {
+                return log_refusal(&self.stats, &client.refuse(code, message).await)
+            }
         };
         let id = self.registry.next_id();
         let (queue_tx, mut queue_rx) = mpsc::channel(self.config.limits.session_queue);
@@ -267,6 +304,9 @@ impl Server {
         let keepalive = self.config.keepalive.keepalive();
         let end = match client.assign(assignment).await {
             Ok(session) => {
+                self.stats
+                    .sessions_started
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 info!(address = %session.assignment.address.ip(), "session up");
                 let stop = async {
                     tokio::select! {
@@ -294,6 +334,7 @@ impl Server {
         };
         self.router.remove_session(id);
         self.registry.remove(id);
+        self.stats.session_ended(&counters);
         match end {
             Some(RelayEnd::PeerBye(bye)) => {
                 info!(reason = ?bye.reason, message = %bye.message, "client said bye")
@@ -403,6 +444,15 @@ impl Server {
         self.registry.snapshot()
     }
 
+    /// Traffic and drops of all sessions, live and ended, and of the device reader.
+    pub fn traffic(&self) -> Traffic {
+        let mut t = Traffic::default();
+        t.add(&self.stats.closed);
+        t.add(&self.router.counters);
+        self.registry.add_traffic(&mut t);
+        t
+    }
+
     /// Ends every session of `identity` with a Bye; returns how many.
     pub fn kick(&self, identity: &str) -> usize {
         let bye = Bye::new(ByeReason::Kicked, "kicked by the operator");
@@ -453,7 +503,11 @@ impl Server {
     }
 }
 
-fn log_refusal(e: &SessionError) {
+fn log_refusal(stats: &Stats, e: &SessionError) {
+    match e {
+        SessionError::Refused { code, .. } => stats.refused(&format!("refused-{}", code.as_str())),
+        other => stats.refused(other.label()),
+    }
     match e {
         SessionError::Refused { .. } => warn!(error = %e, "client refused"),
         _ => info!(error = %e, reason = e.label(), "connection closed before a session"),

@@ -1,0 +1,118 @@
+//! Up and down hooks: commands run after the tunnel is up and before it goes
+//! down, with the assignment in environment variables. A failing hook is
+//! logged, never fatal.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use twoway_common::message::Assignment;
+
+/// Longest a hook may run before it is killed.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The environment a hook sees, as (name, value) pairs. Pure.
+pub fn environment(a: &Assignment, device: &str, server: &str) -> Vec<(String, String)> {
+    let join = |v: Vec<String>| v.join(" ");
+    vec![
+        ("TWOWAY_DEVICE".into(), device.to_owned()),
+        ("TWOWAY_SERVER".into(), server.to_owned()),
+        ("TWOWAY_ADDRESS".into(), a.address.to_string()),
+        (
+            "TWOWAY_ADDRESS6".into(),
+            a.address6.map(|n| n.to_string()).unwrap_or_default(),
+        ),
+        (
+            "TWOWAY_GATEWAYS".into(),
+            join(a.gateways.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "TWOWAY_ROUTES".into(),
+            join(a.routes.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "TWOWAY_DNS".into(),
+            join(a.dns.iter().map(ToString::to_string).collect()),
+        ),
+        ("TWOWAY_SEARCH".into(), a.search.join(" ")),
+        ("TWOWAY_MTU".into(), a.mtu.to_string()),
+    ]
+}
+
+/// Runs `command` with `sh -c`, waiting at most [`HOOK_TIMEOUT`].
+pub fn run(kind: &str, command: &str, env: &[(String, String)]) {
+    let spawned = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("TWOWAY_HOOK", kind)
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(hook = kind, error = %e, "hook could not start"),
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return tracing::info!(hook = kind, "hook ran"),
+            Ok(Some(status)) => return tracing::warn!(hook = kind, %status, "hook failed"),
+            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return tracing::warn!(hook = kind, "hook timed out and was killed");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return tracing::warn!(hook = kind, error = %e, "hook wait failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_carries_the_assignment() {
+        let a = Assignment {
+            address: "10.77.0.10/24".parse().unwrap(),
+            address6: None,
+            gateways: vec!["10.77.0.1".parse().unwrap()],
+            routes: vec![
+                "10.99.0.0/24".parse().unwrap(),
+                "10.100.0.0/16".parse().unwrap(),
+            ],
+            dns: vec!["10.99.0.53".parse().unwrap()],
+            search: vec!["corp.example".into()],
+            mtu: 1400,
+            keepalive_secs: 10,
+            timeout_secs: 60,
+            features: vec![],
+        };
+        let env = environment(&a, "tw-alice", "vpn:4433");
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        };
+        assert_eq!(get("TWOWAY_ADDRESS"), "10.77.0.10/24");
+        assert_eq!(get("TWOWAY_ROUTES"), "10.99.0.0/24 10.100.0.0/16");
+        assert_eq!(get("TWOWAY_DNS"), "10.99.0.53");
+        assert_eq!(get("TWOWAY_ADDRESS6"), "");
+        assert_eq!(get("TWOWAY_DEVICE"), "tw-alice");
+    }
+
+    #[test]
+    fn hook_sees_its_environment_and_failure_is_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let env = vec![("TWOWAY_DEVICE".to_string(), "tw-x".to_string())];
+        run(
+            "up",
+            &format!("echo \"$TWOWAY_HOOK $TWOWAY_DEVICE\" > {}", out.display()),
+            &env,
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "up tw-x\n");
+        run("down", "exit 3", &env);
+    }
+}

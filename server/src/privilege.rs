@@ -1,0 +1,31 @@
+//! Dropping root after setup: once the TUN device, the listening socket and
+//! the control socket exist, the server needs no privilege at all.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use nix::unistd::{chown, setgid, setgroups, setuid, Gid, Uid, User};
+
+/// Switches the whole process to `name` (user and primary group), after
+/// giving it the state folder. Every capability is lost with root.
+pub fn drop_to(name: &str, state_dir: &Path) -> anyhow::Result<()> {
+    if !Uid::effective().is_root() {
+        bail!("`user = {name:?}` needs the server to start as root (under systemd, use User= instead)");
+    }
+    let user = User::from_name(name)
+        .with_context(|| format!("looking up user {name:?}"))?
+        .with_context(|| format!("no such user {name:?} (key `user`)"))?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    chown(state_dir, Some(user.uid), Some(user.gid))
+        .with_context(|| format!("giving {} to {name}", state_dir.display()))?;
+    setgroups(&[user.gid]).context("setgroups")?;
+    setgid(user.gid).context("setgid")?;
+    // glibc applies setuid to every thread of the process.
+    setuid(user.uid).context("setuid")?;
+    if Uid::effective().is_root() || Gid::effective().as_raw() != user.gid.as_raw() {
+        bail!("privilege drop to {name:?} did not take effect");
+    }
+    tracing::info!(user = name, "dropped root privileges");
+    Ok(())
+}
