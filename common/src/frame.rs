@@ -155,3 +155,62 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TYPES: [FrameType; 7] = [
+        FrameType::Hello,
+        FrameType::Assign,
+        FrameType::Refuse,
+        FrameType::Ping,
+        FrameType::Pong,
+        FrameType::Bye,
+        FrameType::Data,
+    ];
+
+    proptest! {
+        /// Any sequence of frames survives encoding and decoding, however the
+        /// bytes are cut into reads.
+        #[test]
+        fn frames_round_trip_across_any_split(
+            frames in proptest::collection::vec((0usize..7, proptest::collection::vec(any::<u8>(), 0..3000)), 0..8),
+            cut in 0usize..20_000,
+        ) {
+            let mut wire = BytesMut::new();
+            for (t, p) in &frames {
+                encode(TYPES[*t], p, &mut wire);
+            }
+            let cut = cut.min(wire.len());
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            buf.extend_from_slice(&wire[cut..]);
+            while let Some(f) = decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(got.len(), frames.len());
+            for (f, (t, p)) in got.iter().zip(&frames) {
+                prop_assert_eq!(f.kind, TYPES[*t]);
+                prop_assert_eq!(&f.payload[..], &p[..]);
+            }
+        }
+
+        /// Arbitrary bytes never panic the decoder: they decode, wait, or fail.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            loop {
+                match decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+}

@@ -134,3 +134,17 @@ mod tests {
         assert_eq!(addresses(&[0x60; 39]), Err(PacketError::Truncated));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes give addresses or an error, never a panic or an out-of-bounds read.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = addresses(&bytes);
+        }
+    }
+}

@@ -220,3 +220,27 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes are an error or a message, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = decode::<Hello>(&bytes);
+            let _ = decode::<Assignment>(&bytes);
+            let _ = decode::<Refusal>(&bytes);
+            let _ = decode::<Bye>(&bytes);
+        }
+
+        /// Arbitrary text in a Bye survives the round trip.
+        #[test]
+        fn bye_round_trips(message in ".{0,200}") {
+            let bye = Bye::new(ByeReason::Kicked, message);
+            prop_assert_eq!(decode::<Bye>(&encode(&bye)).unwrap(), bye);
+        }
+    }
+}

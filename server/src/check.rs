@@ -22,5 +22,26 @@ pub fn check(config_path: &Path) -> Vec<String> {
     if let Err(e) = tls::server_config(&config.tls_files()) {
         problems.push(format!("{e} (keys `tls.*` in {})", config_path.display()));
     }
+    for (key, path) in [("tls.cert", &config.tls.cert), ("tls.ca", &config.tls.ca)] {
+        if let Some(p) = validity_problem(path) {
+            problems.push(format!("{}: key `{key}`: {p}", path.display()));
+        }
+    }
     problems
+}
+
+/// Whether the first certificate in `path` is outside its validity period now.
+fn validity_problem(path: &Path) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let certs = tls::load_certs(path).ok()?;
+    let (_, cert) = X509Certificate::from_der(certs.first()?).ok()?;
+    let v = cert.validity();
+    if v.is_valid() {
+        None
+    } else {
+        Some(format!(
+            "certificate is not valid now (valid from {} to {})",
+            v.not_before, v.not_after
+        ))
+    }
 }

@@ -68,6 +68,15 @@ fn default_max_sessions() -> usize {
 fn default_session_queue() -> usize {
     256
 }
+fn default_source_rate() -> u32 {
+    20
+}
+fn default_source_burst() -> u32 {
+    50
+}
+fn default_source_handshakes() -> u32 {
+    32
+}
 
 /// server.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +295,15 @@ pub struct LimitsSection {
     /// Packets queued towards one client before its packets are dropped.
     #[serde(default = "default_session_queue")]
     pub session_queue: usize,
+    /// New connections per second from one source address, sustained.
+    #[serde(default = "default_source_rate")]
+    pub connections_per_source_per_sec: u32,
+    /// New connections from one source address allowed in a burst.
+    #[serde(default = "default_source_burst")]
+    pub connection_burst_per_source: u32,
+    /// Handshakes in progress at once from one source address.
+    #[serde(default = "default_source_handshakes")]
+    pub handshakes_per_source: u32,
 }
 
 impl Default for LimitsSection {
@@ -295,6 +313,9 @@ impl Default for LimitsSection {
             max_handshakes: default_max_handshakes(),
             max_sessions: default_max_sessions(),
             session_queue: default_session_queue(),
+            connections_per_source_per_sec: default_source_rate(),
+            connection_burst_per_source: default_source_burst(),
+            handshakes_per_source: default_source_handshakes(),
         }
     }
 }
@@ -390,6 +411,18 @@ impl ServerConfig {
             ("limits.max_handshakes", l.max_handshakes),
             ("limits.max_sessions", l.max_sessions),
             ("limits.session_queue", l.session_queue),
+            (
+                "limits.connections_per_source_per_sec",
+                l.connections_per_source_per_sec as usize,
+            ),
+            (
+                "limits.connection_burst_per_source",
+                l.connection_burst_per_source as usize,
+            ),
+            (
+                "limits.handshakes_per_source",
+                l.handshakes_per_source as usize,
+            ),
         ] {
             if value == 0 {
                 errors.push(ConfigError::invalid(p, key, "must be at least 1"));

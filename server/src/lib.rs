@@ -1,5 +1,6 @@
 //! twoway-server: the VPN server library behind the `twoway-server` binary.
 
+pub mod admission;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -19,6 +19,7 @@ use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
 use twoway_common::relay::{Counters, RelayEnd};
 use twoway_common::tls::{self, TlsError};
 
+use crate::admission::{Admission, Limits as AdmissionLimits};
 use crate::config::ServerConfig;
 use crate::filter::SourceFilter;
 use crate::leases::LeaseStore;
@@ -49,6 +50,7 @@ pub struct Server {
     /// Connection outcomes and ended sessions' traffic.
     pub stats: Stats,
     handshakes: Semaphore,
+    admission: Admission,
 }
 
 /// Why the server could not start.
@@ -110,8 +112,15 @@ impl Server {
         if !dropped.is_empty() {
             warn!(identities = ?dropped, "dropped leases that no longer fit the pool or policy");
         }
+        let l = &config.limits;
+        let admission = Admission::new(AdmissionLimits {
+            rate: f64::from(l.connections_per_source_per_sec),
+            burst: f64::from(l.connection_burst_per_source),
+            in_flight: l.handshakes_per_source,
+        });
         Ok(Self {
             handshakes: Semaphore::new(config.limits.max_handshakes),
+            admission,
             config,
             tls: RwLock::new(tls),
             policy: RwLock::new(Arc::new(policy)),
@@ -199,7 +208,15 @@ impl Server {
     ) {
         let limit = Duration::from_secs(self.config.limits.handshake_timeout_secs.into());
         let connected = {
+            let _ticket = match self.admission.admit(remote.ip(), std::time::Instant::now()) {
+                Ok(t) => t,
+                Err(reject) => {
+                    self.stats.refused(reject.label());
+                    return tracing::debug!(reason = reject.label(), "connection not admitted");
+                }
+            };
             let Ok(_permit) = self.handshakes.try_acquire() else {
+                self.stats.refused("too-many-handshakes");
                 warn!("too many handshakes in progress; closing connection");
                 return;
             };

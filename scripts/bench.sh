@@ -1,0 +1,662 @@
+#!/usr/bin/env bash
+# Measure twoway side by side with the plain routed network and OpenVPN over
+# TCP, in one run on one machine, in network namespaces (scripts/lab.sh):
+#
+#   PREFIX-cli 198.18.1.1 ── 198.18.1.2 PREFIX-srv 198.19.0.1 ── 198.19.0.2 PREFIX-lan
+#   (iperf3/ping clients)    (VPN servers, forwarding)          (iperf3 server)
+#
+#   sudo scripts/bench.sh [--reps N] [--secs S] [--out DIR] [--systems LIST]
+#                         [--quick] [--no-build] [--cpu-rate RATE] [--prefix P]
+#
+# For each system (plain: a temporary route in cli via srv, no VPN; twoway;
+# openvpn-tcp: OpenVPN 2.6 over TCP with mutual certificates, Debian's
+# defaults, no tcp-nodelay) and each repetition (interleaved: rep 1 runs every
+# system, then rep 2 ...; every VPN is started afresh for each repetition):
+#   - ping cli -> lan while idle (avg, p99)
+#   - iperf3 TCP 1 stream up (cli -> lan), with the CPU time (utime+stime) of
+#     the VPN's server and client processes read from /proc before and after,
+#     divided by the GB received (or a separate rate-limited run: --cpu-rate)
+#   - iperf3 TCP 4 streams up, 1 stream down (-R)
+#   - ping cli -> lan while a 1-stream upload runs (avg, p99)
+# and reports the medians: a Markdown table on stdout and in
+# DIR/bench-STAMP.md (copy: DIR/bench.md), every raw value in
+# DIR/bench-STAMP.json (copy: DIR/bench.json), and the logs and iperf3 JSON
+# in DIR/bench-STAMP-logs/. DIR defaults to target/bench.
+#
+# Options:
+#   --reps N         repetitions (default 3)
+#   --secs S         seconds per iperf3 run (default 10, at least 2)
+#   --systems LIST   comma-separated subset of plain,twoway,openvpn-tcp (default: all)
+#   --quick          a smoke run: 1 repetition, 3 s
+#   --no-build       use the binaries in target/release as they are
+#   --bin-dir DIR    use DIR/twoway-server and DIR/twoway (implies --no-build;
+#                    also TWOWAY_BIN_DIR)
+#   --cpu-rate RATE  measure CPU/GB in its own 1-stream run limited to RATE
+#                    (iperf3 -b, e.g. 200M, as in ../shared/ANCHORS.md) instead
+#                    of during the unlimited 1-stream upload
+#   --prefix P       namespace prefix (default twb)
+#   --out DIR        where to write the results (default target/bench)
+#
+# It installs what it lacks (iperf3, openvpn, openssl, iputils-ping) with
+# apt-get. Every address is in 198.18.0.0/15; nothing outside the namespaces
+# and a temporary folder is touched, and everything is removed on exit, also
+# on failure or Ctrl-C. Exit status: 0 all measured; 1 a setup step failed;
+# 2 usage; 3 the run finished but some measurements failed (listed in the
+# output).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+helper=$here/bench/report.py
+all_systems=plain,twoway,openvpn-tcp
+
+reps=3
+secs=10
+out=
+systems=$all_systems
+build=1
+bin_dir=${TWOWAY_BIN_DIR:-}
+cpu_rate=
+prefix=twb
+
+usage() {
+    sed -n '/^#   sudo/,/^#   --out/p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+die() {
+    printf 'bench: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+log() {
+    printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2
+}
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --reps) reps=${2:-}; shift 2 || usage ;;
+        --secs) secs=${2:-}; shift 2 || usage ;;
+        --out) out=${2:-}; shift 2 || usage ;;
+        --systems) systems=${2:-}; shift 2 || usage ;;
+        --quick) reps=1; secs=3; shift ;;
+        --no-build) build=; shift ;;
+        --bin-dir) bin_dir=${2:-}; shift 2 || usage ;;
+        --cpu-rate) cpu_rate=${2:-}; shift 2 || usage ;;
+        --prefix) prefix=${2:-}; shift 2 || usage ;;
+        -h | --help) usage ;;
+        *) echo "bench: unknown argument '$1'" >&2; usage ;;
+    esac
+done
+[[ $reps =~ ^[1-9][0-9]*$ ]] || { echo "bench: --reps wants a positive integer" >&2; exit 2; }
+[[ $secs =~ ^[0-9]+$ && $secs -ge 2 ]] || { echo "bench: --secs wants an integer >= 2" >&2; exit 2; }
+[[ -z $cpu_rate || $cpu_rate =~ ^[0-9]+[KMG]?$ ]] || { echo "bench: --cpu-rate wants e.g. 200M" >&2; exit 2; }
+[[ $prefix =~ ^[A-Za-z0-9_.-]{1,8}$ ]] || { echo "bench: bad --prefix '$prefix'" >&2; exit 2; }
+IFS=, read -r -a sys_list <<<"$systems"
+[[ ${#sys_list[@]} -gt 0 ]] || { echo "bench: --systems is empty" >&2; exit 2; }
+declare -A seen=()
+for s in "${sys_list[@]}"; do
+    [[ ,$all_systems, == *,"$s",* ]] || { echo "bench: unknown system '$s' (known: $all_systems)" >&2; exit 2; }
+    [[ -z ${seen[$s]:-} ]] || { echo "bench: system '$s' given twice" >&2; exit 2; }
+    seen[$s]=1
+done
+want() { [[ -n ${seen[$1]:-} ]]; }
+[[ -n $bin_dir ]] && build=
+out=${out:-$root/target/bench}
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "bench: needs root (network namespaces, TUN devices); try: sudo $0 $*" >&2
+    exit 1
+fi
+
+cli=$prefix-cli
+srv=$prefix-srv
+lan=$prefix-lan
+lan_host=198.19.0.2
+corp_net=198.19.0.0/24
+srv_addr=198.18.1.2
+iperf_port=5201
+tw_port=4433
+ovpn_port=1194
+# Pings per ping measurement, at 0.1 s: 20, or more for longer runs.
+ping_count=$((secs > 4 ? (secs - 2) * 10 : 20))
+# The upload that loads the link while pinging outlasts the pings.
+load_secs=$((ping_count / 10 + 2))
+((load_secs < secs)) && load_secs=$secs
+started=$(date +%s)
+stamp=$(date +%Y%m%d-%H%M%S)
+
+# --------------------------------------------------------------------------
+# State for the cleanup, which runs on every exit.
+tmp=
+lab_up=
+iperf_pid=
+plain_route=
+tw_server_pid=
+tw_client_up=
+ovpn_server_pid=
+ovpn_client_pid=
+failures=0
+
+# Stops one process we started: TERM, up to 5 s, then KILL.
+stop_pid() {
+    local pid=$1 _
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# PIDs of the processes in namespace $1 whose command name is $2.
+ns_pids_named() {
+    local pid
+    for pid in $(ip netns pids "$1" 2>/dev/null); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] && echo "$pid"
+    done
+    return 0
+}
+
+stop_twoway() {
+    local pid
+    if [[ -n $tw_client_up ]]; then
+        if ! timeout -k 2 20 ip netns exec "$cli" "$twoway" down --config "$tw_dir/pki/bench.toml" \
+            >>"$tmp/logs/twoway-down.log" 2>&1; then
+            echo "bench: 'twoway down' failed (see twoway-down.log); stopping the client by PID" >&2
+        fi
+        for pid in $(ns_pids_named "$cli" twoway); do stop_pid "$pid"; done
+        tw_client_up=
+    fi
+    stop_pid "$tw_server_pid"
+    tw_server_pid=
+}
+
+stop_openvpn() {
+    stop_pid "$ovpn_client_pid"
+    ovpn_client_pid=
+    stop_pid "$ovpn_server_pid"
+    ovpn_server_pid=
+}
+
+stop_plain() {
+    if [[ -n $plain_route ]]; then
+        ip -n "$cli" route del "$corp_net" via "$srv_addr" 2>/dev/null || true
+        plain_route=
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    [[ -n $tmp ]] && stop_twoway
+    stop_openvpn
+    stop_plain
+    stop_pid "$iperf_pid"
+    if [[ -n $tmp && -d $tmp/logs ]]; then
+        mkdir -p "$out/bench-$stamp-logs" && cp -r "$tmp/logs/." "$out/bench-$stamp-logs/" &&
+            [[ -n ${SUDO_UID:-} ]] && chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out"
+    fi
+    # lab.sh down also stops whatever still runs inside the namespaces.
+    [[ -n $lab_up ]] && "$here/lab.sh" down "$prefix" >/dev/null
+    [[ -n $tmp ]] && rm -rf "$tmp"
+    if [[ $rc -ne 0 && $rc -ne 3 ]]; then
+        echo "bench: stopped (exit $rc); namespaces, processes and the temporary folder are removed" >&2
+        [[ -d $out/bench-$stamp-logs ]] && echo "bench: logs kept in $out/bench-$stamp-logs" >&2
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Polls "$@" every 0.1 s for up to $1 seconds.
+wait_until() {
+    local secs=$1 i
+    shift
+    for ((i = 0; i < secs * 10; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+listening() { # NS PORT
+    [[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2" 2>/dev/null) ]]
+}
+pings() { # reachable through whatever route cli has now
+    ip netns exec "$cli" ping -n -c 1 -W 1 "$lan_host" >/dev/null 2>&1
+}
+# The device cli uses to reach the lan host (empty if none).
+route_dev() {
+    ip -n "$cli" route get "$lan_host" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n 1
+}
+
+# --------------------------------------------------------------------------
+log "checking tools"
+declare -A pkg_of=([iperf3]=iperf3 [openssl]=openssl [ping]=iputils-ping [python3]=python3
+    [ss]=iproute2 [ip]=iproute2 [timeout]=coreutils)
+want openvpn-tcp && pkg_of[openvpn]=openvpn
+missing=()
+for cmd in "${!pkg_of[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+    log "installing ${missing[*]} (apt-get update, then install)"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed"
+fi
+[[ -r $helper ]] || die "helper $helper is missing"
+
+if want twoway; then
+    if [[ -n $bin_dir ]]; then
+        bin_dir=$(cd "$bin_dir" && pwd) || die "--bin-dir: no such folder"
+        log "using the twoway binaries in $bin_dir"
+    elif [[ -n $build ]]; then
+        log "building the release binaries (cargo build --release --bins)"
+        if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
+            # As the user who ran sudo, with their toolchain, so target/ stays theirs.
+            sudo -u "$SUDO_USER" -H bash -lc "cd '$root' && cargo build --release --bins" >&2 ||
+                die "cargo build --release --bins failed"
+        else
+            (cd "$root" && cargo build --release --bins) >&2 || die "cargo build --release --bins failed"
+        fi
+    fi
+    bin_dir=${bin_dir:-${CARGO_TARGET_DIR:-$root/target}/release}
+    server=$bin_dir/twoway-server
+    twoway=$bin_dir/twoway
+    [[ -x $server && -x $twoway ]] ||
+        die "twoway binaries not found in $bin_dir (build them, or drop --no-build)"
+fi
+
+mkdir -p "$out" || die "cannot create the output folder $out"
+out=$(cd "$out" && pwd)
+tmp=$(mktemp -d /tmp/twoway-bench.XXXXXX) || die "mktemp failed"
+chmod 755 "$tmp"
+mkdir -p "$tmp/logs/iperf3" "$tmp/logs/ping"
+records=$tmp/records.tsv
+meta=$tmp/meta.tsv
+: >"$records"
+: >"$meta"
+
+record() { # REP SYSTEM KEY VALUE
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$records"
+}
+# A failed measurement: recorded, reported at the end, and the run goes on.
+fail_step() { # REP SYSTEM MESSAGE
+    failures=$((failures + 1))
+    printf 'bench: rep %s, %s: FAILED: %s\n' "$1" "$2" "$3" >&2
+    record "$1" "$2" error "$3"
+}
+setmeta() {
+    printf '%s\t%s\n' "$1" "$(printf '%s' "$2" | tr '\t\n' '  ')" >>"$meta"
+}
+
+# --------------------------------------------------------------------------
+log "creating the lab (scripts/lab.sh up $prefix)"
+for ns in "$cli" "$srv" "$lan"; do
+    if ip netns list | awk '{print $1}' | grep -qxF -- "$ns"; then
+        die "namespace $ns already exists (another bench running, or left over: scripts/lab.sh down $prefix)"
+    fi
+done
+lab_up=1
+"$here/lab.sh" up "$prefix" >"$tmp/logs/lab.log" 2>&1 || { cat "$tmp/logs/lab.log" >&2; die "scripts/lab.sh up $prefix failed"; }
+pings && die "cli reaches $lan_host without a tunnel or route; the lab is wrong"
+
+start_iperf_server() {
+    ip netns exec "$lan" iperf3 -s -B "$lan_host" -p "$iperf_port" >>"$tmp/logs/iperf3-server.log" 2>&1 &
+    iperf_pid=$!
+    wait_until 10 listening "$lan" "$iperf_port" || die "the iperf3 server in $lan does not listen after 10 s"
+}
+restart_iperf_server() {
+    stop_pid "$iperf_pid"
+    iperf_pid=
+    start_iperf_server
+}
+start_iperf_server
+
+# --------------------------------------------------------------------------
+# One-time preparation of each VPN: certificates and configuration.
+tw_dir=$tmp/twoway
+if want twoway; then
+    log "twoway: PKI and configuration in $tw_dir"
+    mkdir -p "$tw_dir"
+    pki=$tw_dir/pki
+    "$server" pki init --dir "$pki" --name vpn.bench --ip "$srv_addr" >"$tmp/logs/twoway-pki.log" 2>&1 ||
+        { cat "$tmp/logs/twoway-pki.log" >&2; die "twoway-server pki init failed"; }
+    sed -i \
+        -e "s|^listen *=.*|listen = \"0.0.0.0:$tw_port\"|" \
+        -e "s|^socket *=.*|socket = \"$tw_dir/server.sock\"|" \
+        -e "s|^dir *=.*|dir = \"$tw_dir/state\"|" \
+        -e "s|^network *=.*|network = \"198.18.77.0/24\"|" \
+        -e "s|^pool *=.*|pool = \"198.18.77.128/25\"|" \
+        -e "/^network6 *=/d" \
+        "$pki/server.toml"
+    for line in "listen = \"0.0.0.0:$tw_port\"" "socket = \"$tw_dir/server.sock\"" "dir = \"$tw_dir/state\"" \
+        'network = "198.18.77.0/24"' 'pool = "198.18.77.128/25"'; do
+        grep -qxF "$line" "$pki/server.toml" || die "could not set '$line' in twoway's server.toml"
+    done
+    printf '[defaults]\nroutes = ["%s"]\n' "$corp_net" >"$pki/policy.toml"
+    "$server" check --config "$pki/server.toml" >>"$tmp/logs/twoway-pki.log" 2>&1 ||
+        { cat "$tmp/logs/twoway-pki.log" >&2; die "twoway-server check rejects the bench configuration"; }
+    "$server" pki issue --dir "$pki" bench >>"$tmp/logs/twoway-pki.log" 2>&1 ||
+        { cat "$tmp/logs/twoway-pki.log" >&2; die "twoway-server pki issue failed"; }
+    sed -i \
+        -e "s|^socket *=.*|socket = \"$tw_dir/bench.sock\"|" \
+        -e "s|^server *=.*|server = \"$srv_addr:$tw_port\"|" \
+        "$pki/bench.toml"
+    grep -qxF "socket = \"$tw_dir/bench.sock\"" "$pki/bench.toml" || die "could not set the socket in bench.toml"
+    grep -qxF "server = \"$srv_addr:$tw_port\"" "$pki/bench.toml" || die "could not set the server in bench.toml"
+    cp "$pki/server.toml" "$pki/policy.toml" "$pki/bench.toml" "$tmp/logs/" 2>/dev/null || true
+fi
+
+ovpn_dir=$tmp/openvpn
+# Debian's defaults plus what mutual certificates over TCP need; no tcp-nodelay.
+ovpn_common="dev tun
+topology subnet
+dh none
+tls-version-min 1.3
+data-ciphers AES-256-GCM
+keepalive 10 120
+verb 3"
+if want openvpn-tcp; then
+    log "openvpn: PKI (openssl, ECDSA P-256) and configuration in $ovpn_dir"
+    mkdir -p "$ovpn_dir"
+    (
+        set -e
+        cd "$ovpn_dir"
+        exec >"$tmp/logs/openvpn-pki.log" 2>&1
+        openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+        openssl req -x509 -new -key ca.key -sha256 -days 2 -subj /CN=bench-ca -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        for who in server client; do
+            eku=serverAuth
+            [[ $who == client ]] && eku=clientAuth
+            openssl ecparam -name prime256v1 -genkey -noout -out "$who.key"
+            openssl req -new -key "$who.key" -subj "/CN=bench-$who" -out "$who.csr"
+            printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n' "$eku" >"$who.ext"
+            openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
+                -extfile "$who.ext" -out "$who.pem"
+        done
+        chmod 600 ./*.key
+    ) || { cat "$tmp/logs/openvpn-pki.log" >&2; die "generating OpenVPN's certificates with openssl failed"; }
+    cat >"$ovpn_dir/server.conf" <<EOT
+proto tcp-server
+local $srv_addr
+port $ovpn_port
+server 198.18.88.0 255.255.255.0
+push "route ${corp_net%/*} 255.255.255.0"
+ca $ovpn_dir/ca.pem
+cert $ovpn_dir/server.pem
+key $ovpn_dir/server.key
+remote-cert-tls client
+$ovpn_common
+EOT
+    cat >"$ovpn_dir/client.conf" <<EOT
+client
+proto tcp-client
+remote $srv_addr $ovpn_port
+nobind
+connect-retry 1
+ca $ovpn_dir/ca.pem
+cert $ovpn_dir/client.pem
+key $ovpn_dir/client.key
+remote-cert-tls server
+verify-x509-name bench-server name
+$ovpn_common
+EOT
+    cp "$ovpn_dir/server.conf" "$ovpn_dir/client.conf" "$tmp/logs/"
+fi
+
+# --------------------------------------------------------------------------
+# Per system: start (fresh for each repetition), the PIDs whose CPU time
+# counts, stop. A start failure returns 1 with a message on stdout.
+start_plain() {
+    ip -n "$cli" route add "$corp_net" via "$srv_addr" 2>&1 || { echo "ip route add $corp_net failed"; return 1; }
+    plain_route=1
+    wait_until 5 pings || { echo "no ping reply from $lan_host over the plain route"; return 1; }
+}
+pids_plain() { :; }
+
+start_twoway() {
+    local rep=$1 pid
+    ip netns exec "$srv" "$server" run --config "$tw_dir/pki/server.toml" \
+        >>"$tmp/logs/twoway-server-rep$rep.log" 2>&1 &
+    tw_server_pid=$!
+    if ! wait_until 10 listening "$srv" "$tw_port"; then
+        kill -0 "$tw_server_pid" 2>/dev/null && echo "twoway-server does not listen on :$tw_port after 10 s" ||
+            echo "twoway-server exited at start (see twoway-server-rep$rep.log)"
+        return 1
+    fi
+    tw_client_up=1
+    if ! timeout -k 2 40 ip netns exec "$cli" "$twoway" up --config "$tw_dir/pki/bench.toml" --detach \
+        >"$tmp/logs/twoway-up-rep$rep.log" 2>&1; then
+        echo "twoway up --detach failed (exit ${PIPESTATUS[0]}): $(tail -n 3 "$tmp/logs/twoway-up-rep$rep.log" | tr '\n' ' ')"
+        return 1
+    fi
+    pid=$(ns_pids_named "$cli" twoway)
+    [[ -n $pid ]] || { echo "no twoway client process in $cli after 'twoway up --detach'"; return 1; }
+    [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
+        { echo "cli has no route to $lan_host through the tunnel (route: '$(route_dev)')"; return 1; }
+    wait_until 10 pings || { echo "tunnel up (dev $(route_dev)) but no ping reply from $lan_host through it in 10 s"; return 1; }
+}
+pids_twoway() {
+    echo "$tw_server_pid"
+    ns_pids_named "$cli" twoway
+}
+
+start_openvpn-tcp() {
+    local rep=$1
+    ip netns exec "$srv" openvpn --config "$ovpn_dir/server.conf" --log "$tmp/logs/openvpn-server-rep$rep.log" \
+        >/dev/null 2>&1 &
+    ovpn_server_pid=$!
+    if ! wait_until 10 listening "$srv" "$ovpn_port"; then
+        echo "the OpenVPN server does not listen on :$ovpn_port after 10 s (see openvpn-server-rep$rep.log)"
+        return 1
+    fi
+    ip netns exec "$cli" openvpn --config "$ovpn_dir/client.conf" --log "$tmp/logs/openvpn-client-rep$rep.log" \
+        >/dev/null 2>&1 &
+    ovpn_client_pid=$!
+    ovpn_ready() {
+        kill -0 "$ovpn_client_pid" 2>/dev/null || return 2
+        grep -q 'Initialization Sequence Completed' "$tmp/logs/openvpn-client-rep$rep.log" 2>/dev/null
+    }
+    if ! wait_until 30 ovpn_ready; then
+        echo "the OpenVPN client did not complete its start in 30 s: $(tail -n 2 "$tmp/logs/openvpn-client-rep$rep.log" 2>/dev/null | tr '\n' ' ')"
+        return 1
+    fi
+    [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
+        { echo "cli has no route to $lan_host through OpenVPN (route: '$(route_dev)')"; return 1; }
+    wait_until 10 pings || { echo "OpenVPN up but no ping reply from $lan_host in 10 s"; return 1; }
+}
+pids_openvpn-tcp() {
+    echo "$ovpn_server_pid"
+    echo "$ovpn_client_pid"
+}
+
+stop_system() {
+    case $1 in
+        plain) stop_plain ;;
+        twoway) stop_twoway ;;
+        openvpn-tcp) stop_openvpn ;;
+    esac
+}
+
+# --------------------------------------------------------------------------
+# Measurements. Each records its values or a failure and returns 0/1.
+# iperf3 NAME REP SYS ARGS...: runs the client in cli, leaves
+# "MBIT BYTES RETRANS" in $iperf_result.
+iperf_result=
+run_iperf() {
+    local name=$1 rep=$2 sys=$3 t=$secs file rc=0 parsed
+    shift 3
+    [[ " $* " == *" -t "* ]] && t=$(sed 's/.* -t \([0-9]*\).*/\1/' <<<" $* ")
+    file=$tmp/logs/iperf3/rep$rep-$sys-$name.json
+    timeout -k 5 $((t + 30)) ip netns exec "$cli" \
+        iperf3 -c "$lan_host" -p "$iperf_port" --connect-timeout 5000 -J -t "$secs" "$@" >"$file" 2>&1 || rc=$?
+    if ! parsed=$(python3 "$helper" iperf "$file" 2>&1) || [[ $rc -ne 0 ]]; then
+        fail_step "$rep" "$sys" "iperf3 $name ($*): exit $rc: ${parsed:-no output}"
+        restart_iperf_server # a client killed midway can leave the server busy
+        return 1
+    fi
+    iperf_result=$parsed
+}
+
+measure_ping() { # KIND REP SYS
+    local kind=$1 rep=$2 sys=$3 file parsed avg p99 sent received
+    file=$tmp/logs/ping/rep$rep-$sys-$kind.txt
+    timeout -k 2 $((ping_count / 10 + 10)) ip netns exec "$cli" \
+        ping -n -c "$ping_count" -i 0.1 -W 1 "$lan_host" >"$file" 2>&1 || true
+    if ! parsed=$(python3 "$helper" ping "$file" 2>&1); then
+        fail_step "$rep" "$sys" "ping $kind: $parsed"
+        return 1
+    fi
+    read -r avg p99 sent received <<<"$parsed"
+    record "$rep" "$sys" "ping_${kind}_avg" "$avg"
+    record "$rep" "$sys" "ping_${kind}_p99" "$p99"
+    record "$rep" "$sys" "ping_${kind}_lost" "$((sent - received))"
+    [[ $sent -eq $received ]] || echo "bench: rep $rep, $sys: ping $kind lost $((sent - received)) of $sent" >&2
+}
+
+cpu_ticks() { # PIDS...
+    python3 "$helper" cpu "$@"
+}
+
+measure_system() { # SYS REP
+    local sys=$1 rep=$2 msg pids=() t0= t1= mbps bytes retrans cpu_args=() load_pid rc
+    log "rep $rep/$reps: $sys: starting"
+    if ! msg=$("start_$sys" "$rep"); then
+        fail_step "$rep" "$sys" "start: $msg"
+        return 0
+    fi
+    record "$rep" "$sys" route_dev "$(route_dev)" # a string: kept in the raw data only
+    mapfile -t pids < <("pids_$sys")
+    log "rep $rep/$reps: $sys: up (route dev $(route_dev)${pids[*]:+, VPN PIDs ${pids[*]}}); measuring"
+
+    measure_ping idle "$rep" "$sys" || true
+
+    # 1 stream up; the CPU time of the VPN processes is read around it
+    # (or around a separate rate-limited run with --cpu-rate).
+    [[ ${#pids[@]} -gt 0 && -z $cpu_rate ]] && { t0=$(cpu_ticks "${pids[@]}") || t0=; }
+    if run_iperf up1 "$rep" "$sys"; then
+        read -r mbps bytes retrans <<<"$iperf_result"
+        record "$rep" "$sys" up1_mbps "$mbps"
+        record "$rep" "$sys" up1_bytes "$bytes"
+        record "$rep" "$sys" up1_retransmits "$retrans"
+        if [[ -n $t0 ]]; then
+            if t1=$(cpu_ticks "${pids[@]}"); then
+                cpu_args=("$t0" "$t1" "$bytes")
+            else
+                fail_step "$rep" "$sys" "CPU: a VPN process ended during the upload: $t1"
+            fi
+        fi
+    fi
+    if [[ ${#pids[@]} -gt 0 && -n $cpu_rate ]]; then
+        sleep 1
+        t0=$(cpu_ticks "${pids[@]}") || t0=
+        if [[ -n $t0 ]] && run_iperf "cpu-$cpu_rate" "$rep" "$sys" -b "$cpu_rate"; then
+            read -r mbps bytes retrans <<<"$iperf_result"
+            if t1=$(cpu_ticks "${pids[@]}"); then
+                cpu_args=("$t0" "$t1" "$bytes")
+            else
+                fail_step "$rep" "$sys" "CPU: a VPN process ended during the rate-limited upload: $t1"
+            fi
+        fi
+    fi
+    if [[ ${#cpu_args[@]} -eq 3 ]]; then
+        read -r cpu_s per_gb < <(awk -v a="${cpu_args[0]}" -v b="${cpu_args[1]}" -v n="${cpu_args[2]}" -v hz="$clk_tck" \
+            'BEGIN { s = (b - a) / hz; printf "%.3f %.3f\n", s, s / (n / 1e9) }')
+        record "$rep" "$sys" cpu_s "$cpu_s"
+        record "$rep" "$sys" cpu_bytes "${cpu_args[2]}"
+        record "$rep" "$sys" cpu_s_per_gb "$per_gb"
+    elif [[ ${#pids[@]} -gt 0 ]]; then
+        fail_step "$rep" "$sys" "CPU s/GB: not measured (the upload or reading /proc failed)"
+    fi
+
+    sleep 1
+    if run_iperf up4 "$rep" "$sys" -P 4; then
+        read -r mbps bytes retrans <<<"$iperf_result"
+        record "$rep" "$sys" up4_mbps "$mbps"
+        record "$rep" "$sys" up4_retransmits "$retrans"
+    fi
+    sleep 1
+    if run_iperf down1 "$rep" "$sys" -R; then
+        read -r mbps bytes retrans <<<"$iperf_result"
+        record "$rep" "$sys" down1_mbps "$mbps"
+        record "$rep" "$sys" down1_retransmits "$retrans"
+    fi
+
+    # Ping while a 1-stream upload runs (started 1 s ahead of the pings).
+    sleep 1
+    run_iperf load "$rep" "$sys" -t "$load_secs" >/dev/null 2>&1 &
+    load_pid=$!
+    sleep 1
+    measure_ping load "$rep" "$sys" || true
+    rc=0
+    wait "$load_pid" || rc=$?
+    [[ $rc -eq 0 ]] || fail_step "$rep" "$sys" "the iperf3 upload under the loaded ping failed (see logs/iperf3/rep$rep-$sys-load.json)"
+    if [[ $rc -eq 0 ]] && mbps=$(python3 "$helper" iperf "$tmp/logs/iperf3/rep$rep-$sys-load.json" 2>/dev/null); then
+        record "$rep" "$sys" load_mbps "${mbps%% *}"
+    fi
+
+    if [[ $sys != plain ]] && ! kill -0 "${pids[@]}" 2>/dev/null; then
+        fail_step "$rep" "$sys" "a VPN process (PIDs ${pids[*]}) was gone at the end of the measurements"
+    fi
+    stop_system "$sys"
+    log "rep $rep/$reps: $sys: done"
+}
+
+# --------------------------------------------------------------------------
+clk_tck=$(getconf CLK_TCK)
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+setmeta nproc "$(nproc)"
+setmeta cpu_model "${cpu_model:-unknown}"
+setmeta kernel "$(uname -r)"
+setmeta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+setmeta hostname "$(hostname)"
+setmeta systems "$systems"
+setmeta reps "$reps"
+setmeta secs "$secs"
+setmeta ping_count "$ping_count"
+setmeta load_secs "$load_secs"
+setmeta iperf3 "$(iperf3 --version 2>/dev/null | head -n 1 | awk '{print $1" "$2}')"
+if [[ -n $cpu_rate ]]; then
+    setmeta cpu_basis "during a separate 1-stream upload limited to ${cpu_rate}bit/s"
+else
+    setmeta cpu_basis "during the unlimited 1-stream upload"
+fi
+rev=$(git -c safe.directory="$root" -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git -c safe.directory="$root" -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]] && rev="$rev+uncommitted"
+setmeta twoway_rev "$rev"
+if want openvpn-tcp; then
+    setmeta openvpn_version "$(openvpn --version 2>/dev/null | head -n 1 | awk '{print $1" "$2}')"
+    setmeta openvpn_options "proto tcp-server/tcp-client, $(tr '\n' ',' <<<"$ovpn_common" | sed 's/,$//; s/,/, /g'), push route, remote-cert-tls, ECDSA P-256 certificates; no tcp-nodelay, no sndbuf/rcvbuf/txqueuelen/mssfix changes"
+fi
+
+printf '## Machine\n\n%s CPUs, %s, kernel %s, %s\n\n' "$(nproc)" "${cpu_model:-unknown}" "$(uname -r)" "$(date -u '+%Y-%m-%d %H:%M UTC')"
+log "measuring ${sys_list[*]}: $reps repetition(s), $secs s per iperf3 run"
+for ((rep = 1; rep <= reps; rep++)); do
+    for sys in "${sys_list[@]}"; do
+        measure_system "$sys" "$rep"
+        sleep 1
+    done
+done
+
+log "writing the results to $out"
+python3 "$helper" report --records "$records" --meta "$meta" \
+    --md "$out/bench-$stamp.md" --json "$out/bench-$stamp.json" ||
+    die "building the report failed (records in $tmp/records.tsv)"
+cp "$records" "$tmp/logs/records.tsv"
+cp "$out/bench-$stamp.md" "$out/bench.md"
+cp "$out/bench-$stamp.json" "$out/bench.json"
+elapsed=$(($(date +%s) - started))
+echo
+echo "Written: $out/bench-$stamp.md, $out/bench-$stamp.json (copies: bench.md, bench.json), logs in $out/bench-$stamp-logs/"
+echo "Took $((elapsed / 60)) min $((elapsed % 60)) s."
+if [[ $failures -gt 0 ]]; then
+    echo "bench: $failures measurement step(s) failed; see 'Failed steps' above" >&2
+    exit 3
+fi
