@@ -205,12 +205,7 @@ mod properties {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
             let mut buf = BytesMut::from(&bytes[..]);
-            loop {
-                match decode(&mut buf) {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = decode(&mut buf) {}
         }
     }
 }
