@@ -196,6 +196,7 @@ cleanup() {
     stop_plain
     stop_pid "$iperf_pid"
     if [[ -n $tmp && -d $tmp/logs ]]; then
+        cp "$tmp"/twoway/*.log "$tmp/logs/" 2>/dev/null
         mkdir -p "$out/bench-$stamp-logs" && cp -r "$tmp/logs/." "$out/bench-$stamp-logs/" &&
             [[ -n ${SUDO_UID:-} ]] && chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out"
     fi
@@ -211,17 +212,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Polls "$@" every 0.1 s for up to $1 seconds.
+# Polls "$@" every 0.1 s for up to $1 seconds; gives up at once if "$@"
+# returns 2 (what it waits for can no longer happen).
 wait_until() {
-    local secs=$1 i
+    local secs=$1 i rc
     shift
     for ((i = 0; i < secs * 10; i++)); do
-        "$@" && return 0
+        if "$@"; then return 0; else rc=$?; fi
+        [[ $rc -eq 2 ]] && return 2
         sleep 0.1
     done
     return 1
 }
-listening() { # NS PORT
+listening() { # NS PORT [PID that must stay alive]
+    [[ -z ${3:-} ]] || kill -0 "$3" 2>/dev/null || return 2
     [[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2" 2>/dev/null) ]]
 }
 pings() { # reachable through whatever route cli has now
@@ -413,35 +417,41 @@ fi
 
 # --------------------------------------------------------------------------
 # Per system: start (fresh for each repetition), the PIDs whose CPU time
-# counts, stop. A start failure returns 1 with a message on stdout.
+# counts, stop. A start failure returns 1 with a message in $start_msg.
+start_msg=
+nope() { start_msg=$*; return 1; }
 start_plain() {
-    ip -n "$cli" route add "$corp_net" via "$srv_addr" 2>&1 || { echo "ip route add $corp_net failed"; return 1; }
+    ip -n "$cli" route add "$corp_net" via "$srv_addr" >>"$tmp/logs/plain.log" 2>&1 ||
+        { nope "ip route add $corp_net via $srv_addr in $cli failed"; return 1; }
     plain_route=1
-    wait_until 5 pings || { echo "no ping reply from $lan_host over the plain route"; return 1; }
+    wait_until 5 pings || { nope "no ping reply from $lan_host over the plain route"; return 1; }
 }
 pids_plain() { :; }
 
 start_twoway() {
-    local rep=$1 pid
+    local rep=$1 rc=0
     ip netns exec "$srv" "$server" run --config "$tw_dir/pki/server.toml" \
         >>"$tmp/logs/twoway-server-rep$rep.log" 2>&1 &
     tw_server_pid=$!
-    if ! wait_until 10 listening "$srv" "$tw_port"; then
-        kill -0 "$tw_server_pid" 2>/dev/null && echo "twoway-server does not listen on :$tw_port after 10 s" ||
-            echo "twoway-server exited at start (see twoway-server-rep$rep.log)"
+    wait_until 10 listening "$srv" "$tw_port" "$tw_server_pid" || rc=$?
+    if [[ $rc -eq 2 ]]; then
+        nope "twoway-server exited at start: $(tail -n 2 "$tmp/logs/twoway-server-rep$rep.log" | tr '\n' ' ')"
+        return 1
+    elif [[ $rc -ne 0 ]]; then
+        nope "twoway-server does not listen on :$tw_port after 10 s"
         return 1
     fi
     tw_client_up=1
-    if ! timeout -k 2 40 ip netns exec "$cli" "$twoway" up --config "$tw_dir/pki/bench.toml" --detach \
-        >"$tmp/logs/twoway-up-rep$rep.log" 2>&1; then
-        echo "twoway up --detach failed (exit ${PIPESTATUS[0]}): $(tail -n 3 "$tmp/logs/twoway-up-rep$rep.log" | tr '\n' ' ')"
+    timeout -k 2 40 ip netns exec "$cli" "$twoway" up --config "$tw_dir/pki/bench.toml" --detach \
+        >"$tmp/logs/twoway-up-rep$rep.log" 2>&1 || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        nope "twoway up --detach failed (exit $rc): $(tail -n 3 "$tmp/logs/twoway-up-rep$rep.log" | tr '\n' ' ')"
         return 1
     fi
-    pid=$(ns_pids_named "$cli" twoway)
-    [[ -n $pid ]] || { echo "no twoway client process in $cli after 'twoway up --detach'"; return 1; }
+    [[ -n $(ns_pids_named "$cli" twoway) ]] || { nope "no twoway client process in $cli after 'twoway up --detach'"; return 1; }
     [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
-        { echo "cli has no route to $lan_host through the tunnel (route: '$(route_dev)')"; return 1; }
-    wait_until 10 pings || { echo "tunnel up (dev $(route_dev)) but no ping reply from $lan_host through it in 10 s"; return 1; }
+        { nope "cli has no route to $lan_host through the tunnel (route: '$(route_dev)')"; return 1; }
+    wait_until 10 pings || { nope "tunnel up (dev $(route_dev)) but no ping reply from $lan_host through it in 10 s"; return 1; }
 }
 pids_twoway() {
     echo "$tw_server_pid"
@@ -453,24 +463,24 @@ start_openvpn-tcp() {
     ip netns exec "$srv" openvpn --config "$ovpn_dir/server.conf" --log "$tmp/logs/openvpn-server-rep$rep.log" \
         >/dev/null 2>&1 &
     ovpn_server_pid=$!
-    if ! wait_until 10 listening "$srv" "$ovpn_port"; then
-        echo "the OpenVPN server does not listen on :$ovpn_port after 10 s (see openvpn-server-rep$rep.log)"
+    if ! wait_until 10 listening "$srv" "$ovpn_port" "$ovpn_server_pid"; then
+        nope "the OpenVPN server does not listen on :$ovpn_port (see openvpn-server-rep$rep.log): $(tail -n 2 "$tmp/logs/openvpn-server-rep$rep.log" 2>/dev/null | tr '\n' ' ')"
         return 1
     fi
     ip netns exec "$cli" openvpn --config "$ovpn_dir/client.conf" --log "$tmp/logs/openvpn-client-rep$rep.log" \
         >/dev/null 2>&1 &
     ovpn_client_pid=$!
-    ovpn_ready() {
-        kill -0 "$ovpn_client_pid" 2>/dev/null || return 2
-        grep -q 'Initialization Sequence Completed' "$tmp/logs/openvpn-client-rep$rep.log" 2>/dev/null
-    }
-    if ! wait_until 30 ovpn_ready; then
-        echo "the OpenVPN client did not complete its start in 30 s: $(tail -n 2 "$tmp/logs/openvpn-client-rep$rep.log" 2>/dev/null | tr '\n' ' ')"
+    if ! wait_until 30 ovpn_ready "$tmp/logs/openvpn-client-rep$rep.log"; then
+        nope "the OpenVPN client did not complete its start in 30 s (or exited): $(tail -n 2 "$tmp/logs/openvpn-client-rep$rep.log" 2>/dev/null | tr '\n' ' ')"
         return 1
     fi
     [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
-        { echo "cli has no route to $lan_host through OpenVPN (route: '$(route_dev)')"; return 1; }
-    wait_until 10 pings || { echo "OpenVPN up but no ping reply from $lan_host in 10 s"; return 1; }
+        { nope "cli has no route to $lan_host through OpenVPN (route: '$(route_dev)')"; return 1; }
+    wait_until 10 pings || { nope "OpenVPN up but no ping reply from $lan_host in 10 s"; return 1; }
+}
+ovpn_ready() { # CLIENT_LOG
+    kill -0 "$ovpn_client_pid" 2>/dev/null || return 2
+    grep -q 'Initialization Sequence Completed' "$1" 2>/dev/null
 }
 pids_openvpn-tcp() {
     echo "$ovpn_server_pid"
@@ -487,16 +497,21 @@ stop_system() {
 
 # --------------------------------------------------------------------------
 # Measurements. Each records its values or a failure and returns 0/1.
-# iperf3 NAME REP SYS ARGS...: runs the client in cli, leaves
-# "MBIT BYTES RETRANS" in $iperf_result.
+# iperf_client FILE SECONDS ARGS...: one iperf3 client run in cli, JSON to FILE.
+iperf_client() {
+    local file=$1 t=$2
+    shift 2
+    timeout -k 5 $((t + 30)) ip netns exec "$cli" \
+        iperf3 -c "$lan_host" -p "$iperf_port" --connect-timeout 5000 -J -t "$t" "$@" >"$file" 2>&1
+}
+# run_iperf NAME REP SYS ARGS...: a measured run of $secs seconds; leaves
+# "MBIT BYTES RETRANS" in $iperf_result, or records the failure.
 iperf_result=
 run_iperf() {
-    local name=$1 rep=$2 sys=$3 t=$secs file rc=0 parsed
+    local name=$1 rep=$2 sys=$3 file rc=0 parsed
     shift 3
-    [[ " $* " == *" -t "* ]] && t=$(sed 's/.* -t \([0-9]*\).*/\1/' <<<" $* ")
     file=$tmp/logs/iperf3/rep$rep-$sys-$name.json
-    timeout -k 5 $((t + 30)) ip netns exec "$cli" \
-        iperf3 -c "$lan_host" -p "$iperf_port" --connect-timeout 5000 -J -t "$secs" "$@" >"$file" 2>&1 || rc=$?
+    iperf_client "$file" "$secs" "$@" || rc=$?
     if ! parsed=$(python3 "$helper" iperf "$file" 2>&1) || [[ $rc -ne 0 ]]; then
         fail_step "$rep" "$sys" "iperf3 $name ($*): exit $rc: ${parsed:-no output}"
         restart_iperf_server # a client killed midway can leave the server busy
@@ -526,10 +541,12 @@ cpu_ticks() { # PIDS...
 }
 
 measure_system() { # SYS REP
-    local sys=$1 rep=$2 msg pids=() t0= t1= mbps bytes retrans cpu_args=() load_pid rc
+    local sys=$1 rep=$2 pids=() t0='' t1='' mbps bytes retrans cpu_args=() load_pid load_file rc parsed=''
     log "rep $rep/$reps: $sys: starting"
-    if ! msg=$("start_$sys" "$rep"); then
-        fail_step "$rep" "$sys" "start: $msg"
+    start_msg=
+    if ! "start_$sys" "$rep"; then
+        fail_step "$rep" "$sys" "start: ${start_msg:-failed}"
+        stop_system "$sys"
         return 0
     fi
     record "$rep" "$sys" route_dev "$(route_dev)" # a string: kept in the raw data only
@@ -591,15 +608,18 @@ measure_system() { # SYS REP
 
     # Ping while a 1-stream upload runs (started 1 s ahead of the pings).
     sleep 1
-    run_iperf load "$rep" "$sys" -t "$load_secs" >/dev/null 2>&1 &
+    load_file=$tmp/logs/iperf3/rep$rep-$sys-load.json
+    iperf_client "$load_file" "$load_secs" &
     load_pid=$!
     sleep 1
     measure_ping load "$rep" "$sys" || true
     rc=0
     wait "$load_pid" || rc=$?
-    [[ $rc -eq 0 ]] || fail_step "$rep" "$sys" "the iperf3 upload under the loaded ping failed (see logs/iperf3/rep$rep-$sys-load.json)"
-    if [[ $rc -eq 0 ]] && mbps=$(python3 "$helper" iperf "$tmp/logs/iperf3/rep$rep-$sys-load.json" 2>/dev/null); then
-        record "$rep" "$sys" load_mbps "${mbps%% *}"
+    if [[ $rc -eq 0 ]] && parsed=$(python3 "$helper" iperf "$load_file" 2>&1); then
+        record "$rep" "$sys" load_mbps "${parsed%% *}"
+    else
+        fail_step "$rep" "$sys" "the iperf3 upload during the loaded ping failed (exit $rc): ${parsed:-}"
+        restart_iperf_server
     fi
 
     if [[ $sys != plain ]] && ! kill -0 "${pids[@]}" 2>/dev/null; then

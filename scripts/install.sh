@@ -65,6 +65,7 @@ while [[ $# -gt 0 ]]; do
         exit 0
         ;;
     *)
+        echo "install.sh: unknown option '$1'" >&2
         usage >&2
         exit 2
         ;;
@@ -113,6 +114,12 @@ do_uninstall() {
         done
         systemctl disable twoway-server.service 2>/dev/null || true
     fi
+    # `enable` links of units that were not loaded (e.g. a stopped twoway@NAME).
+    if [[ -d $unitdir ]]; then
+        find "$unitdir" -mindepth 2 -maxdepth 2 -type l -path '*.wants/*' \
+            \( -name twoway-server.service -o -name 'twoway@*.service' \) \
+            -print -delete | sed 's/^/removed link /'
+    fi
     for b in "${binaries[@]}"; do
         if [[ -e $bindir/$b ]]; then
             rm -f -- "$bindir/$b"
@@ -141,6 +148,10 @@ do_uninstall() {
 ensure_user() {
     if [[ ! -e $prefix/etc/passwd ]]; then
         echo "note: $prefix/etc/passwd does not exist; not creating the '$user' user"
+        return
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "note: not root; not creating the '$user' user and group"
         return
     fi
     local -a at=()
@@ -233,12 +244,14 @@ do_install() {
     fi
     command -v ip >/dev/null || echo "warning: 'ip' (iproute2) not found; the client needs it: apt-get install iproute2"
 
+    local init="twoway-server pki init --dir /etc/twoway --name vpn.example.com --ip 203.0.113.10"
+    [[ -e $confdir/ca.pem ]] && init="(done: $confdir/ca.pem exists)"
     cat <<EOF
 
 Next steps (docs: $docdir/OPERATIONS.md):
 
 On the server:
-  1. twoway-server pki init --dir /etc/twoway --name vpn.example.com --ip 203.0.113.10
+  1. $init
   2. chgrp $user /etc/twoway/server.key && chmod 0640 /etc/twoway/server.key
   3. review /etc/twoway/server.toml and /etc/twoway/policy.toml (routes behind the server)
   4. twoway-server check --config /etc/twoway/server.toml

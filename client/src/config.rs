@@ -55,12 +55,28 @@ pub struct TlsSection {
 }
 
 /// `[tunnel]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelSection {
     /// Interface name; default `tw-` and the config file's name.
     #[serde(default)]
     pub name: Option<String>,
+    /// Linux TUN offload (GSO/GRO), used when the server supports it too.
+    #[serde(default = "default_true")]
+    pub offload: bool,
+}
+
+impl Default for TunnelSection {
+    fn default() -> Self {
+        Self {
+            name: None,
+            offload: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[hooks]`: shell commands; the assignment is in `TWOWAY_*` variables.

@@ -8,7 +8,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use twoway_common::frame::FrameType;
-use twoway_common::message::{self, Assignment, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
+use twoway_common::message::{
+    self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, PROTOCOL_VERSION,
+};
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::tls;
 
@@ -58,7 +60,11 @@ async fn handshake(
     let mut outside = Outside::new(stream);
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        features: vec![],
+        features: if config.tunnel.offload && cfg!(target_os = "linux") {
+            vec![FEATURE_OFFLOAD.to_owned()]
+        } else {
+            vec![]
+        },
         software: format!("twoway {}", env!("CARGO_PKG_VERSION")),
     };
     // If the server refused our certificate, the write may fail before the

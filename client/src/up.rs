@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use twoway_common::control::{self, Request};
 use twoway_common::inside::tun::{TunInside, TunSettings};
 use twoway_common::ippacket;
-use twoway_common::message::{Assignment, Bye, ByeReason};
+use twoway_common::message::{Assignment, Bye, ByeReason, FEATURE_OFFLOAD};
 use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd};
 
 use crate::config::ClientConfig;
@@ -74,6 +74,7 @@ impl Tunnel {
             ipv4,
             ipv6,
             mtu: a.mtu,
+            offload: config.tunnel.offload,
         })
         .map_err(|e| {
             if e.is_privilege() {
@@ -86,7 +87,7 @@ impl Tunnel {
         let routes = Routes::install(tun.name(), &a.routes).map_err(ClientError::Internal)?;
         let reader = {
             let tun = tun.clone();
-            let max = usize::from(a.mtu) + 64;
+            let max = twoway_common::inside::max_read(&*tun, a.mtu);
             tokio::spawn(async move {
                 if let Err(e) = relay::inside_to_queue(&*tun, queue, max).await {
                     warn!(error = %e, "reading the tunnel device failed");
@@ -160,9 +161,12 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             tunnel = Tunnel::open(&config, &assignment, queue_tx.clone())?;
         }
         status.up(&tunnel.assignment, tunnel.tun.name());
-        let keepalive = Keepalive {
-            interval: Duration::from_secs(assignment.keepalive_secs.max(1).into()),
-            timeout: Duration::from_secs(assignment.timeout_secs.max(2).into()),
+        let session = relay::Session {
+            keepalive: Keepalive {
+                interval: Duration::from_secs(assignment.keepalive_secs.max(1).into()),
+                timeout: Duration::from_secs(assignment.timeout_secs.max(2).into()),
+            },
+            offload: assignment.features.iter().any(|f| f == FEATURE_OFFLOAD),
         };
         let own: Vec<IpAddr> = [
             Some(assignment.address.ip()),
@@ -186,7 +190,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             &mut queue_rx,
             filter,
             &status.counters,
-            keepalive,
+            session,
             stopping,
         )
         .await;

@@ -26,6 +26,9 @@ pub enum FrameType {
     Bye = 0x06,
     /// Either side: one IP packet.
     Data = 0x10,
+    /// Either side, when both negotiated offload: a 10-byte offload header
+    /// and one IP packet of up to 64 KiB that the receiving kernel segments.
+    DataOffload = 0x11,
 }
 
 impl FrameType {
@@ -39,6 +42,7 @@ impl FrameType {
             0x05 => Self::Pong,
             0x06 => Self::Bye,
             0x10 => Self::Data,
+            0x11 => Self::DataOffload,
             _ => return None,
         })
     }
@@ -67,10 +71,17 @@ pub enum FrameError {
 /// Appends one frame to `out`. Panics if `payload` is larger than [`MAX_PAYLOAD`]
 /// (a caller bug: packets are bounded by the MTU long before that).
 pub fn encode(kind: FrameType, payload: &[u8], out: &mut BytesMut) {
-    assert!(payload.len() <= MAX_PAYLOAD, "frame payload too large");
-    out.reserve(HEADER_LEN + payload.len());
-    out.put_u32(((kind as u32) << 24) | payload.len() as u32);
-    out.put_slice(payload);
+    encode_parts(kind, &[], payload, out);
+}
+
+/// Appends one frame whose payload is `head` followed by `body`.
+pub fn encode_parts(kind: FrameType, head: &[u8], body: &[u8], out: &mut BytesMut) {
+    let len = head.len() + body.len();
+    assert!(len <= MAX_PAYLOAD, "frame payload too large");
+    out.reserve(HEADER_LEN + len);
+    out.put_u32(((kind as u32) << 24) | len as u32);
+    out.put_slice(head);
+    out.put_slice(body);
 }
 
 /// Takes the next complete frame off the front of `buf`, or returns `None` if
@@ -161,7 +172,8 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    const TYPES: [FrameType; 7] = [
+    const TYPES: [FrameType; 8] = [
+        FrameType::DataOffload,
         FrameType::Hello,
         FrameType::Assign,
         FrameType::Refuse,
@@ -176,7 +188,7 @@ mod properties {
         /// bytes are cut into reads.
         #[test]
         fn frames_round_trip_across_any_split(
-            frames in proptest::collection::vec((0usize..7, proptest::collection::vec(any::<u8>(), 0..3000)), 0..8),
+            frames in proptest::collection::vec((0usize..8, proptest::collection::vec(any::<u8>(), 0..3000)), 0..8),
             cut in 0usize..20_000,
         ) {
             let mut wire = BytesMut::new();

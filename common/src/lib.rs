@@ -11,6 +11,7 @@ pub mod inside;
 pub mod ippacket;
 pub mod logging;
 pub mod message;
+pub mod offload;
 pub mod outside;
 pub mod relay;
 pub mod tls;

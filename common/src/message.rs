@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks; ALPN carries it as `twoway/1`.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// Feature name: both ends carry offloaded (GSO) packets whole.
+pub const FEATURE_OFFLOAD: &str = "offload";
 /// Largest control message accepted, far below the frame limit.
 pub const MAX_CONTROL_LEN: usize = 16 * 1024;
 

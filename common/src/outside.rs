@@ -38,6 +38,9 @@ pub enum OutsideError {
         /// What is wrong with it.
         source: MessageError,
     },
+    /// An offload header the kernel must not see.
+    #[error("{0}")]
+    BadOffload(crate::offload::HeaderError),
     /// A valid frame that is not allowed at this point of the session.
     #[error("unexpected {0:?} frame")]
     Unexpected(FrameType),
@@ -48,7 +51,7 @@ impl OutsideError {
     pub fn is_protocol_violation(&self) -> bool {
         matches!(
             self,
-            Self::Frame(_) | Self::Message { .. } | Self::Unexpected(_)
+            Self::Frame(_) | Self::Message { .. } | Self::Unexpected(_) | Self::BadOffload(_)
         )
     }
 }

@@ -11,8 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::mpsc;
 
 use crate::frame::{self, FrameType};
-use crate::inside::Inside;
+use crate::inside::{Inside, RecvBuffer};
 use crate::message::{self, Bye, ByeReason};
+use crate::offload;
 use crate::outside::{Outside, OutsideError, READ_CHUNK};
 
 /// Coalesce queued frames into one write up to this many bytes.
@@ -117,16 +118,26 @@ enum Control {
     Bye(Bye),
 }
 
+/// What the two ends agreed on for this session.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    /// Keepalive timing.
+    pub keepalive: Keepalive,
+    /// Both ends carry offloaded packets whole (Data frames with an offload header).
+    pub offload: bool,
+}
+
 /// Relays until the peer leaves, the connection fails, or `stop` yields the
-/// Bye to send. Packets to send arrive on `outbound`; packets received pass
-/// `filter` before they reach `inside`.
+/// Bye to send. Packets to send arrive on `outbound` as the device gave them;
+/// packets received pass `filter` (which sees the IP packet) before they
+/// reach `inside`.
 pub async fn relay<S, I, F, Stop>(
     outside: Outside<S>,
     inside: &I,
     outbound: &mut mpsc::Receiver<Bytes>,
     filter: F,
     counters: &Counters,
-    keepalive: Keepalive,
+    session: Session,
     stop: Stop,
 ) -> RelayEnd
 where
@@ -144,9 +155,20 @@ where
         filter,
         counters,
         &control_tx,
-        keepalive,
+        session,
     );
-    let write = write_loop(writer, outbound, control_rx, counters, keepalive);
+    let mode = Mode {
+        device_offload: inside.offload(),
+        session_offload: session.offload,
+    };
+    let write = write_loop(
+        writer,
+        outbound,
+        control_rx,
+        counters,
+        session.keepalive,
+        mode,
+    );
     tokio::pin!(read, write, stop);
     let bye = tokio::select! {
         end = &mut read => match end {
@@ -170,7 +192,7 @@ async fn read_loop<S, I, F>(
     mut filter: F,
     counters: &Counters,
     control: &mpsc::Sender<Control>,
-    keepalive: Keepalive,
+    session: Session,
 ) -> Result<Bye, OutsideError>
 where
     S: AsyncRead,
@@ -182,12 +204,32 @@ where
             match frame.kind {
                 FrameType::Data => match filter(&frame.payload) {
                     Ok(()) => {
-                        inside.send(&frame.payload).await?;
+                        if inside.offload() {
+                            inside.send_parts(&offload::PLAIN, &frame.payload).await?;
+                        } else {
+                            inside.send(&frame.payload).await?;
+                        }
                         Counters::add(&counters.rx_packets, 1);
                         Counters::add(&counters.rx_bytes, frame.payload.len() as u64);
                     }
                     Err(reason) => counters.drop_packet(reason),
                 },
+                FrameType::DataOffload if session.offload && inside.offload() => {
+                    if frame.payload.len() < offload::HEADER_LEN {
+                        return Err(OutsideError::BadOffload(offload::HeaderError("truncated")));
+                    }
+                    let (head, packet) = frame.payload.split_at(offload::HEADER_LEN);
+                    let header = offload::Header::read(head);
+                    header.validate(packet).map_err(OutsideError::BadOffload)?;
+                    match filter(packet) {
+                        Ok(()) => {
+                            inside.send_parts(&header.to_device(), packet).await?;
+                            Counters::add(&counters.rx_packets, 1);
+                            Counters::add(&counters.rx_bytes, packet.len() as u64);
+                        }
+                        Err(reason) => counters.drop_packet(reason),
+                    }
+                }
                 FrameType::Ping => {
                     // A full control queue means Pongs are already pending.
                     let _ = control.try_send(Control::Pong(frame.payload));
@@ -207,14 +249,22 @@ where
         if rbuf.capacity() - rbuf.len() < frame::MAX_PAYLOAD {
             rbuf.reserve(READ_CHUNK);
         }
-        let read = tokio::time::timeout(keepalive.timeout, reader.read_buf(&mut rbuf));
+        let limit = session.keepalive.timeout;
+        let read = tokio::time::timeout(limit, reader.read_buf(&mut rbuf));
         match read.await {
-            Err(_) => return Err(OutsideError::Timeout(keepalive.timeout)),
+            Err(_) => return Err(OutsideError::Timeout(limit)),
             Ok(Ok(0)) => return Err(OutsideError::Closed),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),
         }
     }
+}
+
+/// How packets from the device become frames.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    device_offload: bool,
+    session_offload: bool,
 }
 
 async fn write_loop<S: AsyncWrite>(
@@ -223,6 +273,7 @@ async fn write_loop<S: AsyncWrite>(
     mut control: mpsc::Receiver<Control>,
     counters: &Counters,
     keepalive: Keepalive,
+    mode: Mode,
 ) -> Result<(), OutsideError> {
     let mut wbuf = BytesMut::with_capacity(WRITE_BATCH + frame::MAX_PAYLOAD);
     let mut ping = tokio::time::interval(keepalive.interval);
@@ -244,11 +295,11 @@ async fn write_loop<S: AsyncWrite>(
             },
             packet = outbound.recv() => {
                 let Some(packet) = packet else { return Ok(()) };
-                encode_data(&packet, &mut wbuf, counters);
+                encode_data(&packet, &mut wbuf, counters, mode);
                 // Gather whatever else is ready into the same write.
                 while wbuf.len() < WRITE_BATCH {
                     match outbound.try_recv() {
-                        Ok(packet) => encode_data(&packet, &mut wbuf, counters),
+                        Ok(packet) => encode_data(&packet, &mut wbuf, counters, mode),
                         Err(_) => break,
                     }
                 }
@@ -261,10 +312,32 @@ async fn write_loop<S: AsyncWrite>(
     }
 }
 
-fn encode_data(packet: &[u8], wbuf: &mut BytesMut, counters: &Counters) {
-    frame::encode(FrameType::Data, packet, wbuf);
-    Counters::add(&counters.tx_packets, 1);
-    Counters::add(&counters.tx_bytes, packet.len() as u64);
+fn encode_data(raw: &[u8], wbuf: &mut BytesMut, counters: &Counters, mode: Mode) {
+    let count = |n: usize| {
+        Counters::add(&counters.tx_packets, 1);
+        Counters::add(&counters.tx_bytes, n as u64);
+    };
+    if !mode.device_offload {
+        frame::encode(FrameType::Data, raw, wbuf);
+        return count(raw.len());
+    }
+    if raw.len() <= offload::HEADER_LEN {
+        return counters.drop_packet(DropReason::Malformed);
+    }
+    let (head, packet) = raw.split_at(offload::HEADER_LEN);
+    let header = offload::Header::from_device(head);
+    if mode.session_offload {
+        frame::encode_parts(FrameType::DataOffload, &header.to_wire(), packet, wbuf);
+        return count(packet.len());
+    }
+    // The peer takes only plain packets: cut the large one here.
+    let split = offload::split(&header, packet, |segment| {
+        frame::encode(FrameType::Data, segment, wbuf);
+        count(segment.len());
+    });
+    if split.is_err() {
+        counters.drop_packet(DropReason::Malformed);
+    }
 }
 
 /// Reads packets from `inside` and queues them for the outside until the
@@ -275,12 +348,10 @@ pub async fn inside_to_queue<I: Inside>(
     queue: mpsc::Sender<Bytes>,
     max_packet: usize,
 ) -> std::io::Result<()> {
-    let mut buf = BytesMut::new();
+    let mut reader = RecvBuffer::new(max_packet);
     loop {
-        buf.resize(max_packet, 0);
-        let n = inside.recv(&mut buf).await?;
-        buf.truncate(n);
-        if queue.send(buf.split().freeze()).await.is_err() {
+        let packet = reader.recv(inside).await?;
+        if queue.send(packet).await.is_err() {
             return Ok(());
         }
     }

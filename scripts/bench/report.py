@@ -146,12 +146,14 @@ def cmd_report(args):
             errors.append({"rep": rep, "system": system, "message": value})
             continue
         series = raw.setdefault(system, {}).setdefault(key, [None] * reps)
-        series[rep - 1] = num(value)
+        series[rep - 1] = num(value) if num(value) is not None else value
 
     medians = {}
     for system, metrics in raw.items():
         medians[system] = {}
         for key, series in metrics.items():
+            if any(isinstance(v, str) for v in series):
+                continue  # a label such as route_dev, not a measurement
             vals = [v for v in series if v is not None]
             medians[system][key] = statistics.median(vals) if vals else None
 

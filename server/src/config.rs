@@ -41,6 +41,9 @@ fn default_network() -> Ipv4Network {
 fn default_pool() -> Ipv4Network {
     Ipv4Network::new(Ipv4Addr::new(10, 77, 0, 128), 25).expect("valid constant network")
 }
+fn default_true() -> bool {
+    true
+}
 fn default_mtu() -> u16 {
     1400
 }
@@ -169,6 +172,10 @@ pub struct TunnelSection {
     /// Tunnel MTU, pushed to clients.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Linux TUN offload: large TCP packets cross the tunnel whole (with
+    /// clients that support it) and the kernels segment them.
+    #[serde(default = "default_true")]
+    pub offload: bool,
 }
 
 impl Default for TunnelSection {
@@ -179,6 +186,7 @@ impl Default for TunnelSection {
             pool: default_pool(),
             network6: None,
             mtu: default_mtu(),
+            offload: true,
         }
     }
 }

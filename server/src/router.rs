@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::RwLock;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
-use twoway_common::inside::Inside;
+use twoway_common::inside::{max_read, Inside, RecvBuffer};
 use twoway_common::ippacket;
+use twoway_common::offload;
 use twoway_common::relay::{Counters, DropReason};
 
 struct Route {
@@ -51,8 +52,9 @@ impl Router {
     }
 
     /// Queues one packet read from the device for its session, or drops it.
-    pub fn dispatch(&self, packet: Bytes) {
-        let dst = match ippacket::addresses(&packet) {
+    /// The IP header starts at `offset` (after the offload header, if any).
+    pub fn dispatch(&self, packet: Bytes, offset: usize) {
+        let dst = match ippacket::addresses(packet.get(offset..).unwrap_or_default()) {
             Ok(a) => a.dst,
             Err(_) => return self.counters.drop_packet(DropReason::Malformed),
         };
@@ -66,17 +68,16 @@ impl Router {
     }
 
     /// Reads the device until it fails, dispatching every packet.
-    pub async fn read_inside<I: Inside>(
-        &self,
-        inside: &I,
-        max_packet: usize,
-    ) -> std::io::Result<()> {
-        let mut buf = BytesMut::new();
+    pub async fn read_inside<I: Inside>(&self, inside: &I, mtu: u16) -> std::io::Result<()> {
+        let mut reader = RecvBuffer::new(max_read(inside, mtu));
+        let offset = if inside.offload() {
+            offload::HEADER_LEN
+        } else {
+            0
+        };
         loop {
-            buf.resize(max_packet, 0);
-            let n = inside.recv(&mut buf).await?;
-            buf.truncate(n);
-            self.dispatch(buf.split().freeze());
+            let packet = reader.recv(inside).await?;
+            self.dispatch(packet, offset);
         }
     }
 }
@@ -99,10 +100,10 @@ mod tests {
         let router = Router::default();
         let (tx, mut rx) = mpsc::channel(1);
         router.insert("10.77.0.10".parse().unwrap(), 7, tx);
-        router.dispatch(packet_to("10.77.0.10"));
-        router.dispatch(packet_to("10.77.0.10"));
-        router.dispatch(packet_to("10.77.0.11"));
-        router.dispatch(Bytes::from_static(b"junk"));
+        router.dispatch(packet_to("10.77.0.10"), 0);
+        router.dispatch(packet_to("10.77.0.10"), 0);
+        router.dispatch(packet_to("10.77.0.11"), 0);
+        router.dispatch(Bytes::from_static(b"junk"), 0);
         assert!(rx.try_recv().is_ok());
         assert_eq!(router.counters.dropped(DropReason::QueueFull), 1);
         assert_eq!(router.counters.dropped(DropReason::NoRoute), 1);

@@ -29,6 +29,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .zip(t.server_address6())
             .map(|(n, a)| (a, n.prefix())),
         mtu: t.mtu,
+        offload: t.offload,
     })?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(

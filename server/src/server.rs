@@ -15,8 +15,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
+use twoway_common::message::FEATURE_OFFLOAD;
 use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
-use twoway_common::relay::{Counters, RelayEnd};
+use twoway_common::relay::{self, Counters, RelayEnd};
 use twoway_common::tls::{self, TlsError};
 
 use crate::admission::{Admission, Limits as AdmissionLimits};
@@ -160,9 +161,9 @@ impl Server {
         let reader = {
             let server = self.clone();
             let inside = inside.clone();
-            let max_packet = usize::from(self.config.tunnel.mtu) + 64;
+            let mtu = self.config.tunnel.mtu;
             tokio::spawn(async move {
-                if let Err(e) = server.router.read_inside(&*inside, max_packet).await {
+                if let Err(e) = server.router.read_inside(&*inside, mtu).await {
                     tracing::error!(error = %e, "reading the tunnel device failed");
                 }
             })
@@ -285,7 +286,8 @@ impl Server {
                 }
             }
         }
-        let assignment = match self.assignment(&lease_key, &grant) {
+        let offload = inside.offload() && client.features.iter().any(|f| f == FEATURE_OFFLOAD);
+        let assignment = match self.assignment(&lease_key, &grant, offload) {
             Ok(a) => a,
             Err((code, message)) => {
                 return log_refusal(&self.stats, &client.refuse(code, message).await)
@@ -318,13 +320,16 @@ impl Server {
             },
         );
         let filter = self.filter(&assignment, &grant);
-        let keepalive = self.config.keepalive.keepalive();
+        let session = relay::Session {
+            keepalive: self.config.keepalive.keepalive(),
+            offload: assignment.features.iter().any(|f| f == FEATURE_OFFLOAD),
+        };
         let end = match client.assign(assignment).await {
-            Ok(session) => {
+            Ok(assigned) => {
                 self.stats
                     .sessions_started
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                info!(address = %session.assignment.address.ip(), "session up");
+                info!(address = %assigned.assignment.address.ip(), offload = session.offload, "session up");
                 let stop = async {
                     tokio::select! {
                         bye = stop_rx.recv() => bye.unwrap_or_else(|| Bye::new(ByeReason::Shutdown, "server is stopping")),
@@ -332,13 +337,13 @@ impl Server {
                     }
                 };
                 Some(
-                    session
+                    assigned
                         .relay(
                             inside,
                             &mut queue_rx,
                             |p| filter.check(p),
                             &counters,
-                            keepalive,
+                            session,
                             stop,
                         )
                         .await,
@@ -388,6 +393,7 @@ impl Server {
         &self,
         identity: &str,
         grant: &Grant,
+        offload: bool,
     ) -> Result<Assignment, (RefuseCode, String)> {
         let t = &self.config.tunnel;
         let address = match grant.address {
@@ -434,7 +440,11 @@ impl Server {
             mtu: t.mtu,
             keepalive_secs: self.config.keepalive.interval_secs,
             timeout_secs: self.config.keepalive.timeout_secs,
-            features: vec![],
+            features: if offload {
+                vec![FEATURE_OFFLOAD.to_owned()]
+            } else {
+                vec![]
+            },
         })
     }
 

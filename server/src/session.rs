@@ -15,7 +15,7 @@ use twoway_common::identity::{self, IdentitySource};
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
 use twoway_common::outside::{Outside, OutsideError};
-use twoway_common::relay::{self, Counters, DropReason, Keepalive, RelayEnd};
+use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
 use twoway_common::tls::ALPN;
 
 type Stream = TlsStream<TcpStream>;
@@ -141,6 +141,7 @@ impl Connected {
         match identity::extract(source, &self.leaf) {
             Ok(identity) => Ok(Identified {
                 serial: self.serial(),
+                features: self.hello.features,
                 outside: self.outside,
                 remote: self.remote,
                 identity,
@@ -160,6 +161,8 @@ pub struct Identified {
     pub identity: String,
     /// Serial number of the certificate (hex).
     pub serial: String,
+    /// Optional features the client offered in its hello.
+    pub features: Vec<String>,
 }
 
 impl Identified {
@@ -203,7 +206,7 @@ impl Assigned {
         outbound: &mut mpsc::Receiver<Bytes>,
         filter: impl FnMut(&[u8]) -> Result<(), DropReason>,
         counters: &Counters,
-        keepalive: Keepalive,
+        session: relay::Session,
         stop: impl std::future::Future<Output = Bye>,
     ) -> RelayEnd {
         relay::relay(
@@ -212,7 +215,7 @@ impl Assigned {
             outbound,
             filter,
             counters,
-            keepalive,
+            session,
             stop,
         )
         .await

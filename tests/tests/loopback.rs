@@ -125,9 +125,12 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
             let inside = inside.clone();
             tokio::spawn(async move { relay::inside_to_queue(&*inside, tx, 2000).await })
         };
-        let keepalive = Keepalive {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(60),
+        let session = relay::Session {
+            keepalive: Keepalive {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(60),
+            },
+            offload: false,
         };
         let counters = Counters::default();
         let stopping = async move {
@@ -140,7 +143,7 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
             &mut rx,
             |_| Ok(()),
             &counters,
-            keepalive,
+            session,
             stopping,
         )
         .await;

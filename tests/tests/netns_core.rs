@@ -6,6 +6,7 @@
 //! step panics with the name of the step, the output of the command and the
 //! tail of the server log; the lab is removed either way.
 
+use std::cell::RefCell;
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ struct Vpn {
     bins: &'static Bins,
     server: Option<ProcHandle>,
     server_starts: usize,
+    last_step: RefCell<String>,
     /// The PKI folder `D` of `pki init`, holding server.toml and client configs.
     pki: PathBuf,
     tmp: tempfile::TempDir,
@@ -86,6 +88,7 @@ impl Vpn {
             bins,
             server: None,
             server_starts: 0,
+            last_step: RefCell::new(String::new()),
             pki,
             tmp,
         };
@@ -130,6 +133,16 @@ impl Vpn {
     fn check(&self, ok: bool, step: &str, detail: impl Display) {
         if !ok {
             self.fail(step, detail);
+        }
+        self.passed(step);
+    }
+
+    /// Progress on stderr (shown with --nocapture), once per distinct step.
+    fn passed(&self, step: &str) {
+        let mut last = self.last_step.borrow_mut();
+        if *last != step {
+            eprintln!("[{}] ok: {step}", self.lab.id);
+            *last = step.to_string();
         }
     }
 
@@ -337,7 +350,10 @@ impl Vpn {
         );
         let found = self.lab.addr_in(ns, net(TUNNEL_NET));
         match found {
-            Some(a) if expect.contains(a.addr) => a.addr,
+            Some(a) if expect.contains(a.addr) => {
+                self.passed(&format!("{name} has {} on {} in {ns}", a.addr, a.ifname));
+                a.addr
+            }
             other => self.fail(
                 &format!("{name}'s tunnel address after `up`"),
                 format_args!(
@@ -359,6 +375,7 @@ impl Vpn {
                 ),
             );
         }
+        self.passed(step);
     }
 
     fn parse_json(&self, step: &str, out: &CmdOutput) -> Value {

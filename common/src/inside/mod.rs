@@ -4,13 +4,65 @@
 use std::future::Future;
 use std::io;
 
+use bytes::{Bytes, BytesMut};
+
 pub mod memory;
 pub mod tun;
 
-/// A packet device: one IP packet per `recv`/`send`.
+/// A packet device: one packet per `recv`/`send`. With offload on, every
+/// packet is preceded by a 10-byte offload header (see [`crate::offload`]).
 pub trait Inside: Send + Sync + 'static {
     /// Waits for the next packet and copies it into `buf`; returns its length.
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
     /// Hands one packet to the device.
     fn send(&self, packet: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Hands one packet given in two parts (header and body) to the device.
+    fn send_parts(&self, head: &[u8], body: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let mut joined = Vec::with_capacity(head.len() + body.len());
+            joined.extend_from_slice(head);
+            joined.extend_from_slice(body);
+            self.send(&joined).await
+        }
+    }
+    /// Whether packets carry the offload header.
+    fn offload(&self) -> bool {
+        false
+    }
+}
+
+/// Largest read from a device: a 64 KiB offloaded packet and its header.
+pub fn max_read(inside: &impl Inside, mtu: u16) -> usize {
+    if inside.offload() {
+        crate::offload::HEADER_LEN + crate::offload::MAX_PACKET
+    } else {
+        usize::from(mtu) + 64
+    }
+}
+
+/// Reads packets into slices of a large buffer, so each packet becomes a
+/// `Bytes` without an allocation or a full-size clearing of its own.
+#[derive(Debug)]
+pub struct RecvBuffer {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl RecvBuffer {
+    /// A reader for packets of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max,
+        }
+    }
+
+    /// Reads the next packet from `inside`.
+    pub async fn recv<I: Inside>(&mut self, inside: &I) -> io::Result<Bytes> {
+        if self.buf.len() < self.max {
+            self.buf = BytesMut::zeroed((self.max * 4).max(256 * 1024));
+        }
+        let n = inside.recv(&mut self.buf[..self.max]).await?;
+        Ok(self.buf.split_to(n).freeze())
+    }
 }

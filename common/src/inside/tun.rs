@@ -16,12 +16,15 @@ pub struct TunSettings {
     pub ipv6: Option<(Ipv6Addr, u8)>,
     /// MTU of the device.
     pub mtu: u16,
+    /// Linux TUN offload (GSO/GRO): large TCP packets pass whole, with a header.
+    pub offload: bool,
 }
 
 /// A TUN device; dropping it removes the interface, its addresses and routes.
 pub struct TunInside {
     device: tun_rs::AsyncDevice,
     name: String,
+    offload: bool,
 }
 
 /// A TUN device could not be created.
@@ -60,6 +63,10 @@ impl TunInside {
             .name(&settings.name)
             .ipv4(settings.ipv4.0, settings.ipv4.1, None)
             .mtu(settings.mtu);
+        #[cfg(target_os = "linux")]
+        {
+            builder = builder.offload(settings.offload);
+        }
         if let Some((addr, prefix)) = settings.ipv6 {
             builder = builder.ipv6(addr, prefix);
         }
@@ -68,7 +75,11 @@ impl TunInside {
             source,
         })?;
         let name = device.name().unwrap_or_else(|_| settings.name.clone());
-        Ok(Self { device, name })
+        Ok(Self {
+            device,
+            name,
+            offload: cfg!(target_os = "linux") && settings.offload,
+        })
     }
 
     /// The interface name the kernel gave the device.
@@ -84,5 +95,14 @@ impl Inside for TunInside {
 
     async fn send(&self, packet: &[u8]) -> io::Result<()> {
         self.device.send(packet).await.map(drop)
+    }
+
+    async fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        self.device.send_vectored(&parts).await.map(drop)
+    }
+
+    fn offload(&self) -> bool {
+        self.offload
     }
 }
