@@ -143,6 +143,8 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     if let Some(ready) = on_ready {
         ready();
     }
+    // Under systemd (Type=notify), `systemctl start` returns once the tunnel is up.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut conn = Some(first);
     loop {
         let Connection {
@@ -216,6 +218,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             RelayEnd::Lost(e) => status.reconnecting(e.to_string()),
         }
         warn!("connection to the server lost; reconnecting (device and routes stay in place)");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("reconnecting")]);
     }
 }
 

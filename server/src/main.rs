@@ -11,6 +11,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     use twoway_common::config_file::ConfigErrors;
     use twoway_common::inside::tun::TunError;
     use twoway_server::server::StartError;
+    if err
+        .downcast_ref::<twoway_server::privilege::NotRoot>()
+        .is_some()
+    {
+        return 5;
+    }
     if let Some(e) = err.downcast_ref::<TunError>() {
         return if e.is_privilege() { 5 } else { 1 };
     }

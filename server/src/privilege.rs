@@ -6,11 +6,17 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use nix::unistd::{chown, setgid, setgroups, setuid, Gid, Uid, User};
 
+/// `user` is set but the server did not start as root (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error("`user = {0:?}` needs the server to start as root (under systemd, use User= instead)")]
+pub struct NotRoot(pub String);
+
 /// Switches the whole process to `name` (user and primary group), after
-/// giving it the state folder. Every capability is lost with root.
+/// giving it the state folder. Every capability is lost with root, and
+/// no-new-privileges keeps set-uid programs from giving any back.
 pub fn drop_to(name: &str, state_dir: &Path) -> anyhow::Result<()> {
     if !Uid::effective().is_root() {
-        bail!("`user = {name:?}` needs the server to start as root (under systemd, use User= instead)");
+        return Err(NotRoot(name.to_owned()).into());
     }
     let user = User::from_name(name)
         .with_context(|| format!("looking up user {name:?}"))?
@@ -26,6 +32,7 @@ pub fn drop_to(name: &str, state_dir: &Path) -> anyhow::Result<()> {
     if Uid::effective().is_root() || Gid::effective().as_raw() != user.gid.as_raw() {
         bail!("privilege drop to {name:?} did not take effect");
     }
+    nix::sys::prctl::set_no_new_privs().context("no-new-privileges")?;
     tracing::info!(user = name, "dropped root privileges");
     Ok(())
 }
