@@ -32,8 +32,8 @@
 #   --bin-dir DIR    use DIR/twoway-server and DIR/twoway (implies --no-build;
 #                    also TWOWAY_BIN_DIR)
 #   --cpu-rate RATE  measure CPU/GB in its own 1-stream run limited to RATE
-#                    (iperf3 -b, e.g. 200M, as in ../shared/ANCHORS.md) instead
-#                    of during the unlimited 1-stream upload
+#                    (iperf3 -b, e.g. 200M, the rate of the published peer
+#                    figures) instead of during the unlimited 1-stream upload
 #   --prefix P       namespace prefix (default twb)
 #   --out DIR        where to write the results (default target/bench)
 #
@@ -56,12 +56,13 @@ out=
 systems=$all_systems
 build=1
 bin_dir=${TWOWAY_BIN_DIR:-}
+bin_note=
 cpu_rate=
 prefix=twb
 
-usage() {
+usage() { # [EXIT]
     sed -n '/^#   sudo/,/^#   --out/p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
+    exit "${1:-2}"
 }
 die() {
     printf 'bench: FAILED: %s\n' "$*" >&2
@@ -82,7 +83,7 @@ while [[ $# -gt 0 ]]; do
         --bin-dir) bin_dir=${2:-}; shift 2 || usage ;;
         --cpu-rate) cpu_rate=${2:-}; shift 2 || usage ;;
         --prefix) prefix=${2:-}; shift 2 || usage ;;
-        -h | --help) usage ;;
+        -h | --help) usage 0 ;;
         *) echo "bench: unknown argument '$1'" >&2; usage ;;
     esac
 done
@@ -127,6 +128,7 @@ stamp=$(date +%Y%m%d-%H%M%S)
 # --------------------------------------------------------------------------
 # State for the cleanup, which runs on every exit.
 tmp=
+out_created=
 lab_up=
 iperf_pid=
 plain_route=
@@ -136,17 +138,32 @@ ovpn_server_pid=
 ovpn_client_pid=
 failures=0
 
-# Stops one process we started: TERM, up to 5 s, then KILL.
-stop_pid() {
-    local pid=$1 _
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
+# Whether a process runs (a zombie does not).
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+# Waits up to $2 seconds for process $1 to end.
+gone_within() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        alive "$1" || return 0
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    return 1
+}
+# Stops one process we started: TERM, up to 5 s, then KILL.
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] || return 0
+    alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! gone_within "$pid" 5; then
+        echo "bench: PID $pid ignored SIGTERM for 5 s; sending SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
 }
 
@@ -160,13 +177,16 @@ ns_pids_named() {
 }
 
 stop_twoway() {
-    local pid
+    local pid pids
     if [[ -n $tw_client_up ]]; then
+        pids=$(ns_pids_named "$cli" twoway)
         if ! timeout -k 2 20 ip netns exec "$cli" "$twoway" down --config "$tw_dir/pki/bench.toml" \
             >>"$tmp/logs/twoway-down.log" 2>&1; then
             echo "bench: 'twoway down' failed (see twoway-down.log); stopping the client by PID" >&2
         fi
-        for pid in $(ns_pids_named "$cli" twoway); do stop_pid "$pid"; done
+        for pid in $pids; do
+            gone_within "$pid" 5 || stop_pid "$pid"
+        done
         tw_client_up=
     fi
     stop_pid "$tw_server_pid"
@@ -197,8 +217,12 @@ cleanup() {
     stop_pid "$iperf_pid"
     if [[ -n $tmp && -d $tmp/logs ]]; then
         cp "$tmp"/twoway/*.log "$tmp/logs/" 2>/dev/null
-        mkdir -p "$out/bench-$stamp-logs" && cp -r "$tmp/logs/." "$out/bench-$stamp-logs/" &&
-            [[ -n ${SUDO_UID:-} ]] && chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out"
+        mkdir -p "$out/bench-$stamp-logs" && cp -r "$tmp/logs/." "$out/bench-$stamp-logs/"
+    fi
+    # Under sudo, what we wrote belongs to the user who ran it (and nothing else is touched).
+    if [[ -n ${SUDO_UID:-} && -n $out && -d $out ]]; then
+        [[ -n $out_created ]] && chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out"
+        chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out/bench-$stamp"* "$out/bench.md" "$out/bench.json" 2>/dev/null
     fi
     # lab.sh down also stops whatever still runs inside the namespaces.
     [[ -n $lab_up ]] && "$here/lab.sh" down "$prefix" >/dev/null
@@ -225,7 +249,7 @@ wait_until() {
     return 1
 }
 listening() { # NS PORT [PID that must stay alive]
-    [[ -z ${3:-} ]] || kill -0 "$3" 2>/dev/null || return 2
+    [[ -z ${3:-} ]] || alive "$3" || return 2
     [[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2" 2>/dev/null) ]]
 }
 pings() { # reachable through whatever route cli has now
@@ -259,6 +283,7 @@ if want twoway; then
     if [[ -n $bin_dir ]]; then
         bin_dir=$(cd "$bin_dir" && pwd) || die "--bin-dir: no such folder"
         log "using the twoway binaries in $bin_dir"
+        bin_note="binaries from $bin_dir"
     elif [[ -n $build ]]; then
         log "building the release binaries (cargo build --release --bins)"
         if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
@@ -269,6 +294,10 @@ if want twoway; then
             (cd "$root" && cargo build --release --bins) >&2 || die "cargo build --release --bins failed"
         fi
     fi
+    if [[ -z $bin_note ]]; then
+        bin_note="release binaries as found in target/release (--no-build)"
+        [[ -n $build ]] && bin_note="release binaries built now"
+    fi
     bin_dir=${bin_dir:-${CARGO_TARGET_DIR:-$root/target}/release}
     server=$bin_dir/twoway-server
     twoway=$bin_dir/twoway
@@ -276,6 +305,7 @@ if want twoway; then
         die "twoway binaries not found in $bin_dir (build them, or drop --no-build)"
 fi
 
+[[ -d $out ]] || out_created=1
 mkdir -p "$out" || die "cannot create the output folder $out"
 out=$(cd "$out" && pwd)
 tmp=$(mktemp -d /tmp/twoway-bench.XXXXXX) || die "mktemp failed"
@@ -369,24 +399,26 @@ verb 3"
 if want openvpn-tcp; then
     log "openvpn: PKI (openssl, ECDSA P-256) and configuration in $ovpn_dir"
     mkdir -p "$ovpn_dir"
-    (
-        set -e
-        cd "$ovpn_dir"
-        exec >"$tmp/logs/openvpn-pki.log" 2>&1
-        openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    ovpn_pki() { # each step checked: errexit does not apply inside an || list
+        local who eku
+        cd "$ovpn_dir" || return 1
+        openssl ecparam -name prime256v1 -genkey -noout -out ca.key || return 1
         openssl req -x509 -new -key ca.key -sha256 -days 2 -subj /CN=bench-ca -out ca.pem \
-            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign || return 1
         for who in server client; do
             eku=serverAuth
             [[ $who == client ]] && eku=clientAuth
-            openssl ecparam -name prime256v1 -genkey -noout -out "$who.key"
-            openssl req -new -key "$who.key" -subj "/CN=bench-$who" -out "$who.csr"
+            openssl ecparam -name prime256v1 -genkey -noout -out "$who.key" || return 1
+            openssl req -new -key "$who.key" -subj "/CN=bench-$who" -out "$who.csr" || return 1
             printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n' "$eku" >"$who.ext"
             openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
-                -extfile "$who.ext" -out "$who.pem"
+                -extfile "$who.ext" -out "$who.pem" || return 1
+            openssl verify -CAfile ca.pem "$who.pem" || return 1
         done
         chmod 600 ./*.key
-    ) || { cat "$tmp/logs/openvpn-pki.log" >&2; die "generating OpenVPN's certificates with openssl failed"; }
+    }
+    (ovpn_pki) >"$tmp/logs/openvpn-pki.log" 2>&1 ||
+        { cat "$tmp/logs/openvpn-pki.log" >&2; die "generating OpenVPN's certificates with openssl failed"; }
     cat >"$ovpn_dir/server.conf" <<EOT
 proto tcp-server
 local $srv_addr
@@ -419,6 +451,8 @@ fi
 # Per system: start (fresh for each repetition), the PIDs whose CPU time
 # counts, stop. A start failure returns 1 with a message in $start_msg.
 start_msg=
+tw_session=
+ovpn_session=
 nope() { start_msg=$*; return 1; }
 start_plain() {
     ip -n "$cli" route add "$corp_net" via "$srv_addr" >>"$tmp/logs/plain.log" 2>&1 ||
@@ -452,6 +486,8 @@ start_twoway() {
     [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
         { nope "cli has no route to $lan_host through the tunnel (route: '$(route_dev)')"; return 1; }
     wait_until 10 pings || { nope "tunnel up (dev $(route_dev)) but no ping reply from $lan_host through it in 10 s"; return 1; }
+    [[ -n $tw_session ]] ||
+        tw_session=$(grep -ho 'session up .*' "$tmp/logs/twoway-server-rep$rep.log" | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')
 }
 pids_twoway() {
     echo "$tw_server_pid"
@@ -477,10 +513,12 @@ start_openvpn-tcp() {
     [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
         { nope "cli has no route to $lan_host through OpenVPN (route: '$(route_dev)')"; return 1; }
     wait_until 10 pings || { nope "OpenVPN up but no ping reply from $lan_host in 10 s"; return 1; }
+    [[ -n $ovpn_session ]] || ovpn_session=$(grep -ho 'Control Channel: .*\|Data Channel: .*' \
+        "$tmp/logs/openvpn-client-rep$rep.log" | head -n 2 | tr '\n' ';' | sed 's/;$//; s/;/; /')
 }
 ovpn_ready() { # CLIENT_LOG
-    kill -0 "$ovpn_client_pid" 2>/dev/null || return 2
-    grep -q 'Initialization Sequence Completed' "$1" 2>/dev/null
+    alive "$ovpn_client_pid" || return 2
+    grep -qs 'Initialization Sequence Completed' "$1" || return 1 # (grep says 2 while there is no log yet)
 }
 pids_openvpn-tcp() {
     echo "$ovpn_server_pid"
@@ -541,7 +579,7 @@ cpu_ticks() { # PIDS...
 }
 
 measure_system() { # SYS REP
-    local sys=$1 rep=$2 pids=() t0='' t1='' mbps bytes retrans cpu_args=() load_pid load_file rc parsed=''
+    local sys=$1 rep=$2 pid pid_desc comm pids=() t0='' t1='' mbps bytes retrans cpu_args=() load_pid load_file rc parsed=''
     log "rep $rep/$reps: $sys: starting"
     start_msg=
     if ! "start_$sys" "$rep"; then
@@ -551,7 +589,12 @@ measure_system() { # SYS REP
     fi
     record "$rep" "$sys" route_dev "$(route_dev)" # a string: kept in the raw data only
     mapfile -t pids < <("pids_$sys")
-    log "rep $rep/$reps: $sys: up (route dev $(route_dev)${pids[*]:+, VPN PIDs ${pids[*]}}); measuring"
+    pid_desc=
+    for pid in "${pids[@]}"; do
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || comm=gone
+        pid_desc+="${pid_desc:+ }$pid=$comm"
+    done
+    log "rep $rep/$reps: $sys: up (route dev $(route_dev)${pid_desc:+, VPN PIDs $pid_desc}); measuring"
 
     measure_ping idle "$rep" "$sys" || true
 
@@ -622,9 +665,9 @@ measure_system() { # SYS REP
         restart_iperf_server
     fi
 
-    if [[ $sys != plain ]] && ! kill -0 "${pids[@]}" 2>/dev/null; then
-        fail_step "$rep" "$sys" "a VPN process (PIDs ${pids[*]}) was gone at the end of the measurements"
-    fi
+    for pid in "${pids[@]}"; do
+        alive "$pid" || fail_step "$rep" "$sys" "VPN process $pid had ended before the measurements were over (VPN PIDs: $pid_desc)"
+    done
     stop_system "$sys"
     log "rep $rep/$reps: $sys: done"
 }
@@ -650,6 +693,7 @@ else
 fi
 rev=$(git -c safe.directory="$root" -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -n $(git -c safe.directory="$root" -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]] && rev="$rev+uncommitted"
+want twoway && rev="$rev, $bin_note"
 setmeta twoway_rev "$rev"
 if want openvpn-tcp; then
     setmeta openvpn_version "$(openvpn --version 2>/dev/null | head -n 1 | awk '{print $1" "$2}')"
@@ -665,6 +709,8 @@ for ((rep = 1; rep <= reps; rep++)); do
     done
 done
 
+want twoway && setmeta twoway_session "${tw_session:-never came up}"
+want openvpn-tcp && setmeta openvpn_session "${ovpn_session:-never came up}"
 log "writing the results to $out"
 python3 "$helper" report --records "$records" --meta "$meta" \
     --md "$out/bench-$stamp.md" --json "$out/bench-$stamp.json" ||

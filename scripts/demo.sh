@@ -22,7 +22,7 @@ srv=$prefix-srv
 corp_net=198.19.0.0/24
 lan_host=198.19.0.2
 
-total=12
+total=13
 n=0
 step() {
     n=$((n + 1))

@@ -199,13 +199,21 @@ where
     I: Inside,
     F: FnMut(&[u8]) -> Result<(), DropReason>,
 {
+    let mut batch = Batch::default();
     loop {
         while let Some(frame) = frame::decode(&mut rbuf)? {
+            if frame.kind != FrameType::Data {
+                // Keep packet order: what is batched goes first.
+                batch.flush(inside).await?;
+            }
             match frame.kind {
                 FrameType::Data => match filter(&frame.payload) {
                     Ok(()) => {
                         if inside.offload() {
-                            inside.send_parts(&offload::PLAIN, &frame.payload).await?;
+                            batch.push(&frame.payload);
+                            if batch.is_full() {
+                                batch.flush(inside).await?;
+                            }
                         } else {
                             inside.send(&frame.payload).await?;
                         }
@@ -246,6 +254,7 @@ where
                 other => return Err(OutsideError::Unexpected(other)),
             }
         }
+        batch.flush(inside).await?;
         if rbuf.capacity() - rbuf.len() < frame::MAX_PAYLOAD {
             rbuf.reserve(READ_CHUNK);
         }
@@ -257,6 +266,42 @@ where
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),
         }
+    }
+}
+
+/// Plain packets received together, written to an offload device in one
+/// batch so that its GRO merges each TCP flow into few large writes.
+#[derive(Default)]
+struct Batch {
+    bufs: Vec<BytesMut>,
+    len: usize,
+}
+
+impl Batch {
+    /// Packets per batch (tun-rs's ideal batch size).
+    const MAX: usize = 128;
+
+    fn push(&mut self, packet: &[u8]) {
+        if self.len == self.bufs.len() {
+            self.bufs.push(BytesMut::new());
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        b.extend_from_slice(&offload::PLAIN);
+        b.extend_from_slice(packet);
+        self.len += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= Self::MAX
+    }
+
+    async fn flush<I: Inside>(&mut self, inside: &I) -> std::io::Result<()> {
+        if self.len > 0 {
+            let n = std::mem::take(&mut self.len);
+            inside.send_batch(&mut self.bufs[..n]).await?;
+        }
+        Ok(())
     }
 }
 

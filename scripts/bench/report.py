@@ -172,13 +172,16 @@ def cmd_report(args):
     lines.append("")
     lines.append(f"- machine: {meta.get('nproc', '?')} CPUs, {meta.get('cpu_model', '?')}, "
                  f"kernel {meta.get('kernel', '?')}")
-    lines.append(f"- date: {meta.get('date', '?')}; twoway {meta.get('twoway_rev', '?')}")
+    lines.append(f"- date: {meta.get('date', '?')}")
+    if "twoway" in systems:
+        lines.append(f"- twoway: {meta.get('twoway_rev', '?')}; server log: {meta.get('twoway_session', '?')}")
     lines.append(f"- method: {reps} interleaved repetition(s) (each VPN freshly started), "
                  f"medians; iperf3 {meta.get('secs', '?')} s per run, {meta.get('iperf3', '?')}; "
                  f"ping {meta.get('ping_count', '?')} x 0.1 s cli -> lan; "
                  f"CPU = utime+stime of the VPN server and client processes {meta.get('cpu_basis', '')}")
     if "openvpn-tcp" in systems:
-        lines.append(f"- OpenVPN: {meta.get('openvpn_version', '?')}; options: {meta.get('openvpn_options', '?')}")
+        lines.append(f"- OpenVPN: {meta.get('openvpn_version', '?')}; options: {meta.get('openvpn_options', '?')}; "
+                     f"negotiated: {meta.get('openvpn_session', '?')}")
     lines.append("")
     header = ("| system | 1-stream up | 4-stream up | 1-stream down | ping idle avg / p99 "
               "| ping load avg / p99 | CPU s/GB |")
@@ -234,7 +237,7 @@ def cmd_report(args):
     md = "\n".join(lines)
     result = {
         "machine": {k: meta.get(k) for k in ("nproc", "cpu_model", "kernel", "date", "hostname")},
-        "settings": {k: v for k, v in meta.items()
+        "settings": {k: (int(v) if v.isdigit() else v) for k, v in meta.items()
                      if k not in ("nproc", "cpu_model", "kernel", "date", "hostname")},
         "units": {"*_mbps": "Mbit/s (iperf3 receiver)", "*_bytes": "bytes", "ping_*": "ms",
                   "cpu_s": "CPU seconds (utime+stime) of the VPN processes during the CPU run",

@@ -6,12 +6,16 @@
 
 pub mod bins;
 pub mod lab;
+pub mod netstate;
 pub mod proc;
 pub mod toml_files;
+pub mod vpn;
+mod vpn_checks;
 pub mod wait;
 
 pub use bins::{bins, workspace_root, Bins};
-pub use lab::{IfAddr, Lab, ProcHandle, Route, Stopped};
+pub use lab::{Lab, ProcHandle, Stopped};
+pub use netstate::{IfAddr, Route};
 pub use proc::CmdOutput;
 pub use wait::{in_netns, tcp_connects, wait_for, wait_for_tcp, wait_until};
 

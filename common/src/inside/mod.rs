@@ -25,6 +25,16 @@ pub trait Inside: Send + Sync + 'static {
             self.send(&joined).await
         }
     }
+    /// Writes packets that each sit behind an offload header (offload devices
+    /// only); a device with GRO may merge a TCP flow's packets into one write.
+    fn send_batch(&self, bufs: &mut [BytesMut]) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            for b in bufs.iter() {
+                self.send(b).await?;
+            }
+            Ok(())
+        }
+    }
     /// Whether packets carry the offload header.
     fn offload(&self) -> bool {
         false
@@ -41,7 +51,8 @@ pub fn max_read(inside: &impl Inside, mtu: u16) -> usize {
 }
 
 /// Reads packets into slices of a large buffer, so each packet becomes a
-/// `Bytes` without an allocation or a full-size clearing of its own.
+/// `Bytes` without an allocation of its own. Once every packet of a chunk has
+/// been sent on, the chunk is reused rather than freed and allocated again.
 #[derive(Debug)]
 pub struct RecvBuffer {
     buf: BytesMut,
@@ -57,10 +68,19 @@ impl RecvBuffer {
         }
     }
 
+    fn chunk(&self) -> usize {
+        (self.max * 4).max(256 * 1024)
+    }
+
     /// Reads the next packet from `inside`.
     pub async fn recv<I: Inside>(&mut self, inside: &I) -> io::Result<Bytes> {
         if self.buf.len() < self.max {
-            self.buf = BytesMut::zeroed((self.max * 4).max(256 * 1024));
+            let chunk = self.chunk();
+            self.buf.clear();
+            if !self.buf.try_reclaim(chunk) {
+                self.buf = BytesMut::with_capacity(chunk);
+            }
+            self.buf.resize(chunk, 0);
         }
         let n = inside.recv(&mut self.buf[..self.max]).await?;
         Ok(self.buf.split_to(n).freeze())

@@ -25,6 +25,9 @@ pub struct TunInside {
     device: tun_rs::AsyncDevice,
     name: String,
     offload: bool,
+    /// Merge tables for `send_batch`, one per concurrent writer.
+    #[cfg(target_os = "linux")]
+    gro_tables: std::sync::Mutex<Vec<tun_rs::GROTable>>,
 }
 
 /// A TUN device could not be created.
@@ -79,6 +82,8 @@ impl TunInside {
             device,
             name,
             offload: cfg!(target_os = "linux") && settings.offload,
+            #[cfg(target_os = "linux")]
+            gro_tables: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -100,6 +105,18 @@ impl Inside for TunInside {
     async fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<()> {
         let parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
         self.device.send_vectored(&parts).await.map(drop)
+    }
+
+    #[cfg(target_os = "linux")]
+    async fn send_batch(&self, bufs: &mut [bytes::BytesMut]) -> io::Result<()> {
+        let lock = || self.gro_tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = lock().pop().unwrap_or_default();
+        let result = self
+            .device
+            .send_multiple(&mut table, bufs, crate::offload::HEADER_LEN)
+            .await;
+        lock().push(table);
+        result.map(drop)
     }
 
     fn offload(&self) -> bool {
