@@ -13,5 +13,6 @@ pub mod logging;
 pub mod message;
 pub mod offload;
 pub mod outside;
+pub mod queue;
 pub mod relay;
 pub mod tls;

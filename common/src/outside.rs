@@ -15,6 +15,19 @@ use crate::message::{self, MessageError};
 /// Read buffer growth step: large reads let one syscall carry many frames.
 pub const READ_CHUNK: usize = 128 * 1024;
 
+/// Unsent bytes the kernel may hold per connection before it stops taking
+/// more: enough to keep the link busy, little enough that a ping queued
+/// behind a bulk transfer waits microseconds, not milliseconds.
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Socket options for the outside TCP connection: no Nagle delay (we
+/// coalesce ourselves) and a small unsent backlog. Buffer sizes are left to
+/// the kernel's autotuning, which follows the bandwidth-delay product.
+pub fn tune(tcp: &tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
 /// A failure on the outside stream.
 #[derive(Debug, thiserror::Error)]
 pub enum OutsideError {

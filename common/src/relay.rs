@@ -15,6 +15,7 @@ use crate::inside::{Inside, RecvBuffer};
 use crate::message::{self, Bye, ByeReason};
 use crate::offload;
 use crate::outside::{Outside, OutsideError, READ_CHUNK};
+use crate::queue::{QueueRx, QueueTx};
 
 /// Coalesce queued frames into one write up to this many bytes.
 pub const WRITE_BATCH: usize = 64 * 1024;
@@ -134,7 +135,7 @@ pub struct Session {
 pub async fn relay<S, I, F, Stop>(
     outside: Outside<S>,
     inside: &I,
-    outbound: &mut mpsc::Receiver<Bytes>,
+    outbound: &mut QueueRx,
     filter: F,
     counters: &Counters,
     session: Session,
@@ -314,7 +315,7 @@ struct Mode {
 
 async fn write_loop<S: AsyncWrite>(
     mut writer: WriteHalf<S>,
-    outbound: &mut mpsc::Receiver<Bytes>,
+    outbound: &mut QueueRx,
     mut control: mpsc::Receiver<Control>,
     counters: &Counters,
     keepalive: Keepalive,
@@ -344,8 +345,8 @@ async fn write_loop<S: AsyncWrite>(
                 // Gather whatever else is ready into the same write.
                 while wbuf.len() < WRITE_BATCH {
                     match outbound.try_recv() {
-                        Ok(packet) => encode_data(&packet, &mut wbuf, counters, mode),
-                        Err(_) => break,
+                        Some(packet) => encode_data(&packet, &mut wbuf, counters, mode),
+                        None => break,
                     }
                 }
             }
@@ -390,7 +391,7 @@ fn encode_data(raw: &[u8], wbuf: &mut BytesMut, counters: &Counters, mode: Mode)
 /// reader dispatches to many sessions instead.
 pub async fn inside_to_queue<I: Inside>(
     inside: &I,
-    queue: mpsc::Sender<Bytes>,
+    queue: QueueTx,
     max_packet: usize,
 ) -> std::io::Result<()> {
     let mut reader = RecvBuffer::new(max_packet);

@@ -71,6 +71,9 @@ fn default_max_sessions() -> usize {
 fn default_session_queue() -> usize {
     256
 }
+fn default_session_queue_bytes() -> usize {
+    512 * 1024
+}
 fn default_source_rate() -> u32 {
     20
 }
@@ -303,6 +306,10 @@ pub struct LimitsSection {
     /// Packets queued towards one client before its packets are dropped.
     #[serde(default = "default_session_queue")]
     pub session_queue: usize,
+    /// Bytes queued towards one client before its packets are dropped: a
+    /// bound on the delay a bulk transfer adds to everything behind it.
+    #[serde(default = "default_session_queue_bytes")]
+    pub session_queue_bytes: usize,
     /// New connections per second from one source address, sustained.
     #[serde(default = "default_source_rate")]
     pub connections_per_source_per_sec: u32,
@@ -321,6 +328,7 @@ impl Default for LimitsSection {
             max_handshakes: default_max_handshakes(),
             max_sessions: default_max_sessions(),
             session_queue: default_session_queue(),
+            session_queue_bytes: default_session_queue_bytes(),
             connections_per_source_per_sec: default_source_rate(),
             connection_burst_per_source: default_source_burst(),
             handshakes_per_source: default_source_handshakes(),
@@ -419,6 +427,7 @@ impl ServerConfig {
             ("limits.max_handshakes", l.max_handshakes),
             ("limits.max_sessions", l.max_sessions),
             ("limits.session_queue", l.session_queue),
+            ("limits.session_queue_bytes", l.session_queue_bytes),
             (
                 "limits.connections_per_source_per_sec",
                 l.connections_per_source_per_sec as usize,

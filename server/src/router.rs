@@ -4,24 +4,26 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::RwLock;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use twoway_common::inside::{max_read, Inside, RecvBuffer};
 use twoway_common::ippacket;
 use twoway_common::offload;
+use twoway_common::queue::QueueTx;
 use twoway_common::relay::{Counters, DropReason};
 
+#[derive(Clone)]
 struct Route {
     session: u64,
-    queue: mpsc::Sender<Bytes>,
+    queue: QueueTx,
 }
 
-/// Tunnel address → session queue.
+/// Tunnel address → session queue. The packet path reads it without a lock
+/// (a snapshot swapped in when sessions come and go, which is rare).
 #[derive(Default)]
 pub struct Router {
-    routes: RwLock<HashMap<IpAddr, Route>>,
+    routes: ArcSwap<HashMap<IpAddr, Route>>,
     /// Packets read from the device and what became of them.
     pub counters: Counters,
 }
@@ -34,21 +36,27 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// Sends packets for `address` to `session`'s queue (replacing an older owner).
-    pub fn insert(&self, address: IpAddr, session: u64, queue: mpsc::Sender<Bytes>) {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        routes.insert(address, Route { session, queue });
+    pub fn insert(&self, address: IpAddr, session: u64, queue: QueueTx) {
+        let route = Route { session, queue };
+        self.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            next.insert(address, route.clone());
+            next
+        });
     }
 
     /// Removes every address still owned by `session`.
     pub fn remove_session(&self, session: u64) {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        routes.retain(|_, r| r.session != session);
+        self.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            next.retain(|_, r| r.session != session);
+            next
+        });
     }
 
     /// Whether a session currently owns `address`.
     pub fn contains(&self, address: IpAddr) -> bool {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes.contains_key(&address)
+        self.routes.load().contains_key(&address)
     }
 
     /// Queues one packet read from the device for its session, or drops it.
@@ -58,7 +66,7 @@ impl Router {
             Ok(a) => a.dst,
             Err(_) => return self.counters.drop_packet(DropReason::Malformed),
         };
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let routes = self.routes.load();
         let Some(route) = routes.get(&dst) else {
             return self.counters.drop_packet(DropReason::NoRoute);
         };
@@ -98,13 +106,13 @@ mod tests {
     #[test]
     fn packets_go_to_the_owner_and_full_queues_drop() {
         let router = Router::default();
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = twoway_common::queue::channel(1, 1 << 20);
         router.insert("10.77.0.10".parse().unwrap(), 7, tx);
         router.dispatch(packet_to("10.77.0.10"), 0);
         router.dispatch(packet_to("10.77.0.10"), 0);
         router.dispatch(packet_to("10.77.0.11"), 0);
         router.dispatch(Bytes::from_static(b"junk"), 0);
-        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_some());
         assert_eq!(router.counters.dropped(DropReason::QueueFull), 1);
         assert_eq!(router.counters.dropped(DropReason::NoRoute), 1);
         assert_eq!(router.counters.dropped(DropReason::Malformed), 1);
@@ -114,8 +122,8 @@ mod tests {
     fn removing_a_session_keeps_a_newer_owner() {
         let router = Router::default();
         let addr: IpAddr = "10.77.0.10".parse().unwrap();
-        let (old, _rx1) = mpsc::channel(1);
-        let (new, _rx2) = mpsc::channel(1);
+        let (old, _rx1) = twoway_common::queue::channel(1, 1 << 20);
+        let (new, _rx2) = twoway_common::queue::channel(1, 1 << 20);
         router.insert(addr, 1, old);
         router.insert(addr, 2, new);
         router.remove_session(1);

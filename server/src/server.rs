@@ -17,6 +17,7 @@ use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
 use twoway_common::message::FEATURE_OFFLOAD;
 use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
+use twoway_common::queue;
 use twoway_common::relay::{self, Counters, RelayEnd};
 use twoway_common::tls::{self, TlsError};
 
@@ -294,7 +295,8 @@ impl Server {
             }
         };
         let id = self.registry.next_id();
-        let (queue_tx, mut queue_rx) = mpsc::channel(self.config.limits.session_queue);
+        let l = &self.config.limits;
+        let (queue_tx, mut queue_rx) = queue::channel(l.session_queue, l.session_queue_bytes);
         let (stop_tx, mut stop_rx) = mpsc::channel(1);
         let counters = Arc::new(Counters::default());
         let addresses: Vec<IpAddr> = [

@@ -5,9 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use twoway_common::frame::FrameType;
@@ -15,6 +13,7 @@ use twoway_common::identity::{self, IdentitySource};
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
 use twoway_common::outside::{Outside, OutsideError};
+use twoway_common::queue::QueueRx;
 use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
 use twoway_common::tls::ALPN;
 
@@ -82,7 +81,7 @@ impl Connected {
         acceptor: TlsAcceptor,
         limit: Duration,
     ) -> Result<Self, SessionError> {
-        let _ = tcp.set_nodelay(true);
+        twoway_common::outside::tune(&tcp);
         tokio::time::timeout(limit, async {
             let tls = acceptor
                 .accept(tcp)
@@ -203,7 +202,7 @@ impl Assigned {
     pub async fn relay<I: Inside>(
         self,
         inside: &I,
-        outbound: &mut mpsc::Receiver<Bytes>,
+        outbound: &mut QueueRx,
         filter: impl FnMut(&[u8]) -> Result<(), DropReason>,
         counters: &Counters,
         session: relay::Session,

@@ -119,7 +119,7 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
     let stop = CancellationToken::new();
     let stop2 = stop.clone();
     let end = tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, mut rx) = twoway_common::queue::channel(64, 1 << 20);
         let inside = Arc::new(inside);
         let reader = {
             let inside = inside.clone();
