@@ -179,6 +179,9 @@ pub struct TunnelSection {
     /// clients that support it) and the kernels segment them.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// Device queues, each read by its own task; 0 means one per CPU core.
+    #[serde(default)]
+    pub queues: usize,
 }
 
 impl Default for TunnelSection {
@@ -190,11 +193,20 @@ impl Default for TunnelSection {
             network6: None,
             mtu: default_mtu(),
             offload: true,
+            queues: 0,
         }
     }
 }
 
 impl TunnelSection {
+    /// Device queues to open: `queues`, or one per CPU core when 0.
+    pub fn queue_count(&self) -> usize {
+        match self.queues {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
     /// The server's own tunnel address: the first host of the network.
     pub fn server_address(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network.network()) + 1)

@@ -30,7 +30,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .map(|(n, a)| (a, n.prefix())),
         mtu: t.mtu,
         offload: t.offload,
+        multi_queue: t.queue_count() > 1,
     })?;
+    let mut queues = vec![Arc::new(tun)];
+    for _ in 1..t.queue_count() {
+        queues.push(Arc::new(queues[0].add_queue()?));
+    }
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (key `listen` in {})",
@@ -64,7 +69,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         tokio::spawn(async move { crate::metrics::serve(listener, &server, cancel).await });
     }
     tokio::spawn(systemd_status(server.clone(), shutdown.clone()));
-    info!(listen = %config.listen, device = tun.name(), network = %t.network, "twoway server ready");
+    info!(listen = %config.listen, device = queues[0].name(), queues = queues.len(), network = %t.network, "twoway server ready");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
 
     let handler = {
@@ -78,7 +83,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tokio::spawn(signals(server.clone(), shutdown.clone()));
     server
         .clone()
-        .serve(listener, Arc::new(tun), shutdown)
+        .serve_queues(listener, queues, shutdown)
         .await;
     let _ = std::fs::remove_file(&config.control.socket);
     info!("twoway server stopped");

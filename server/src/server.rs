@@ -158,17 +158,33 @@ impl Server {
         inside: Arc<I>,
         shutdown: CancellationToken,
     ) {
+        self.serve_queues(listener, vec![inside], shutdown).await;
+    }
+
+    /// Like [`Server::serve`] with a multi-queue device: one reader per queue
+    /// (the kernel spreads flows over the queues, so the cores share the
+    /// reading), and each session writes through one queue.
+    pub async fn serve_queues<I: Inside>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        queues: Vec<Arc<I>>,
+        shutdown: CancellationToken,
+    ) {
         let tracker = TaskTracker::new();
-        let reader = {
-            let server = self.clone();
-            let inside = inside.clone();
-            let mtu = self.config.tunnel.mtu;
-            tokio::spawn(async move {
-                if let Err(e) = server.router.read_inside(&*inside, mtu).await {
-                    tracing::error!(error = %e, "reading the tunnel device failed");
-                }
+        let readers: Vec<_> = queues
+            .iter()
+            .map(|queue| {
+                let server = self.clone();
+                let queue = queue.clone();
+                let mtu = self.config.tunnel.mtu;
+                tokio::spawn(async move {
+                    if let Err(e) = server.router.read_inside(&*queue, mtu).await {
+                        tracing::error!(error = %e, "reading the tunnel device failed");
+                    }
+                })
             })
-        };
+            .collect();
+        let mut next_queue = 0usize;
         loop {
             let (tcp, remote) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -183,7 +199,8 @@ impl Server {
                 },
             };
             let server = self.clone();
-            let inside = inside.clone();
+            let inside = queues[next_queue % queues.len()].clone();
+            next_queue = next_queue.wrapping_add(1);
             let shutdown = shutdown.clone();
             tracker.spawn(
                 async move { server.connection(tcp, remote, &*inside, shutdown).await }
@@ -198,7 +215,9 @@ impl Server {
         {
             warn!("some sessions did not close in time");
         }
-        reader.abort();
+        for reader in readers {
+            reader.abort();
+        }
     }
 
     async fn connection<I: Inside>(

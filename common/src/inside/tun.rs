@@ -18,6 +18,8 @@ pub struct TunSettings {
     pub mtu: u16,
     /// Linux TUN offload (GSO/GRO): large TCP packets pass whole, with a header.
     pub offload: bool,
+    /// Open the device multi-queue, so that [`TunInside::add_queue`] works.
+    pub multi_queue: bool,
 }
 
 /// A TUN device; dropping it removes the interface, its addresses and routes.
@@ -68,7 +70,9 @@ impl TunInside {
             .mtu(settings.mtu);
         #[cfg(target_os = "linux")]
         {
-            builder = builder.offload(settings.offload);
+            builder = builder
+                .offload(settings.offload)
+                .multi_queue(settings.multi_queue);
         }
         if let Some((addr, prefix)) = settings.ipv6 {
             builder = builder.ipv6(addr, prefix);
@@ -82,6 +86,21 @@ impl TunInside {
             device,
             name,
             offload: cfg!(target_os = "linux") && settings.offload,
+            #[cfg(target_os = "linux")]
+            gro_tables: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Opens another queue of a multi-queue device.
+    pub fn add_queue(&self) -> Result<Self, TunError> {
+        let device = self.device.try_clone().map_err(|source| TunError {
+            name: self.name.clone(),
+            source,
+        })?;
+        Ok(Self {
+            device,
+            name: self.name.clone(),
+            offload: self.offload,
             #[cfg(target_os = "linux")]
             gro_tables: std::sync::Mutex::new(Vec::new()),
         })
