@@ -13,6 +13,8 @@ use twoway_common::control::rfc3339;
 use twoway_common::message::Bye;
 use twoway_common::relay::{Counters, DropReason};
 
+use crate::policy::Grant;
+
 /// One live session as the registry keeps it.
 #[derive(Debug)]
 pub struct Entry {
@@ -26,6 +28,10 @@ pub struct Entry {
     pub since: SystemTime,
     /// Serial number of its certificate (hex), to match against a new CRL.
     pub serial: String,
+    /// What policy granted it, to tell on reload whether that changed.
+    pub grant: Grant,
+    /// A second (third...) session of the identity, with a pool address.
+    pub extra_device: bool,
     /// Its traffic counters.
     pub counters: Arc<Counters>,
     /// Where a Bye is sent to end it.

@@ -336,6 +336,8 @@ impl Server {
                 remote: client.remote,
                 since: SystemTime::now(),
                 serial: client.serial.clone(),
+                grant: grant.clone(),
+                extra_device: lease_key != client.identity,
                 counters: counters.clone(),
                 stop: stop_tx,
             },
@@ -530,12 +532,14 @@ impl Server {
             &Bye::new(ByeReason::Revoked, "certificate revoked"),
         );
         closed.extend(self.registry.stop_where(
-            |e| {
-                match policy.grant(&e.identity) {
-                    None => true,
-                    Some(g) => g
-                        .address
-                        .is_some_and(|a| e.addresses.first() != Some(&IpAddr::V4(a))),
+            |e| match policy.grant(&e.identity) {
+                None => true,
+                Some(mut new) => {
+                    if e.extra_device {
+                        // Extra devices of one identity never get its static address.
+                        (new.address, new.address6) = (None, None);
+                    }
+                    grant_changed(&e.grant, &new)
                 }
             },
             &Bye::new(
@@ -551,6 +555,14 @@ impl Server {
     }
 }
 
+/// Whether a session granted `old` must reconnect to get `new`. A session
+/// that got a pool address (no static one) keeps it unless a static one appears.
+fn grant_changed(old: &Grant, new: &Grant) -> bool {
+    old.access != new.access
+        || old.client_to_client != new.client_to_client
+        || (old.address, old.address6) != (new.address, new.address6)
+}
+
 fn log_refusal(stats: &Stats, e: &SessionError) {
     match e {
         SessionError::Refused { code, .. } => stats.refused(&format!("refused-{}", code.as_str())),
@@ -559,5 +571,41 @@ fn log_refusal(stats: &Stats, e: &SessionError) {
     match e {
         SessionError::Refused { .. } => warn!(error = %e, "client refused"),
         _ => info!(error = %e, reason = e.label(), "connection closed before a session"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Access;
+
+    fn grant(routes: &[&str], address: Option<&str>) -> Grant {
+        Grant {
+            address: address.map(|a| a.parse().unwrap()),
+            address6: None,
+            access: Access {
+                routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+                dns: vec![],
+                search: vec![],
+            },
+            client_to_client: false,
+        }
+    }
+
+    #[test]
+    fn only_a_changed_grant_needs_a_reconnect() {
+        let old = grant(&["10.99.0.0/24"], None);
+        assert!(!grant_changed(&old, &grant(&["10.99.0.0/24"], None)));
+        assert!(grant_changed(
+            &old,
+            &grant(&["10.99.0.0/24", "10.100.0.0/16"], None)
+        ));
+        assert!(grant_changed(
+            &old,
+            &grant(&["10.99.0.0/24"], Some("10.77.0.10"))
+        ));
+        let mut c2c = old.clone();
+        c2c.client_to_client = true;
+        assert!(grant_changed(&old, &c2c));
     }
 }
