@@ -9,22 +9,42 @@ use twoway_common::tls;
 use crate::config::ServerConfig;
 use crate::policy::Policy;
 
-/// Every problem found, one message each; empty when all is well.
+/// Every problem found, one message each; empty when all is well. Only a
+/// server.toml that cannot be parsed stops the check early: problems in its
+/// values do not keep the policy and certificate files from being checked.
 pub fn check(config_path: &Path) -> Vec<String> {
-    let config = match ServerConfig::load(config_path) {
+    let (config, invalid) = match ServerConfig::load_unchecked(config_path) {
         Ok(c) => c,
         Err(ConfigErrors(errors)) => return errors.iter().map(ToString::to_string).collect(),
     };
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = invalid.iter().map(ToString::to_string).collect();
     if let Err(ConfigErrors(errors)) = Policy::load(&config.policy, &config.tunnel) {
         problems.extend(errors.iter().map(ToString::to_string));
     }
-    if let Err(e) = tls::server_config(&config.tls_files()) {
-        problems.push(format!("{e} (keys `tls.*` in {})", config_path.display()));
+    let at = |key: &str| format!("key `{key}` in {}", config_path.display());
+    let t = &config.tls;
+    let each = [
+        ("tls.ca", tls::load_certs(&t.ca).err()),
+        ("tls.cert", tls::load_certs(&t.cert).err()),
+        ("tls.key", tls::load_key(&t.key).err()),
+        ("tls.crl", tls::load_crls(&t.crl).err()),
+    ];
+    let unreadable = each.iter().any(|(_, e)| e.is_some());
+    for (key, e) in each {
+        if let Some(e) = e {
+            problems.push(format!("{e} ({})", at(key)));
+        }
+    }
+    // Files that each load can still not fit together (a key that is not the
+    // certificate's, a CRL of another CA).
+    if !unreadable {
+        if let Err(e) = tls::server_config(&config.tls_files()) {
+            problems.push(format!("{e} (keys `tls.*` in {})", config_path.display()));
+        }
     }
     for (key, path) in [("tls.cert", &config.tls.cert), ("tls.ca", &config.tls.ca)] {
         if let Some(p) = validity_problem(path) {
-            problems.push(format!("{}: key `{key}`: {p}", path.display()));
+            problems.push(format!("{}: {p} ({})", path.display(), at(key)));
         }
     }
     problems
@@ -43,5 +63,58 @@ fn validity_problem(path: &Path) -> Option<String> {
             "certificate is not valid now (valid from {} to {})",
             v.not_before, v.not_after
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{self, InitOptions};
+
+    fn init(dir: &Path) -> std::path::PathBuf {
+        pki::init(&InitOptions {
+            dir: dir.to_owned(),
+            name: "vpn.test".into(),
+            ips: vec![],
+            port: 4433,
+            days: 30,
+        })
+        .expect("pki init");
+        dir.join("server.toml")
+    }
+
+    fn replace(path: &Path, from: &str, to: &str) {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from:?} not in {}", path.display());
+        std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    #[test]
+    fn files_from_pki_init_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = init(&dir.path().join("pki"));
+        assert_eq!(check(&config), Vec::<String>::new());
+    }
+
+    #[test]
+    fn problems_in_every_file_are_reported_at_once_with_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = init(&dir.path().join("pki"));
+        replace(&config, "10.77.0.128/25", "10.99.0.0/25");
+        replace(&config, "\"server.key\"", "\"missing.key\"");
+        std::fs::write(
+            dir.path().join("pki/policy.toml"),
+            "[[client]]\nidentity = \"a\"\naddress = \"192.0.2.1\"\n",
+        )
+        .unwrap();
+        let problems = check(&config);
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 3, "{all}");
+        assert!(all.contains("key `tunnel.pool`"), "{all}");
+        assert!(
+            all.contains("missing.key") && all.contains("key `tls.key` in "),
+            "{all}"
+        );
+        assert!(all.contains("key `client[0].address`"), "{all}");
     }
 }

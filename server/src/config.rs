@@ -351,14 +351,22 @@ impl Default for LimitsSection {
 impl ServerConfig {
     /// Reads, validates and resolves a server config; every problem is reported.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let mut config: ServerConfig = config_file::load(path)?;
-        config.path = path.to_owned();
-        let problems = config.validate();
+        let (config, problems) = Self::load_unchecked(path)?;
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        config.resolve_paths();
         Ok(config)
+    }
+
+    /// Reads and resolves a server config that parses, together with the
+    /// problems of its values, so that `check` can go on to the policy and
+    /// certificate files. `Err` only if the file cannot be read or parsed.
+    pub fn load_unchecked(path: &Path) -> Result<(Self, Vec<ConfigError>), ConfigErrors> {
+        let mut config: ServerConfig = config_file::load(path)?;
+        config.path = path.to_owned();
+        let problems = config.validate();
+        config.resolve_paths();
+        Ok((config, problems))
     }
 
     /// Every problem with the values (parsing has already succeeded).
