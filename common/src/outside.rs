@@ -14,6 +14,8 @@ use crate::message::{self, MessageError};
 
 /// Read buffer growth step: large reads let one syscall carry many frames.
 pub const READ_CHUNK: usize = 128 * 1024;
+/// Read room during the handshake, when only small control messages come.
+const HANDSHAKE_READ: usize = 4 * 1024;
 
 /// Unsent bytes the kernel may hold per connection before it stops taking
 /// more: enough to keep the link busy, little enough that a ping queued
@@ -83,7 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Outside<S> {
     pub fn new(stream: S) -> Self {
         Self {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::with_capacity(HANDSHAKE_READ),
         }
     }
 
@@ -94,7 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Outside<S> {
                 if let Some(frame) = frame::decode(&mut self.rbuf)? {
                     return Ok(frame);
                 }
-                self.rbuf.reserve(READ_CHUNK);
+                self.rbuf.reserve(HANDSHAKE_READ);
                 if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                     return Err(OutsideError::Closed);
                 }

@@ -201,6 +201,7 @@ where
     F: FnMut(&[u8]) -> Result<(), DropReason>,
 {
     let mut batch = Batch::default();
+    let mut sizing = ReadSizing::default();
     loop {
         while let Some(frame) = frame::decode(&mut rbuf)? {
             if frame.kind != FrameType::Data {
@@ -256,17 +257,43 @@ where
             }
         }
         batch.flush(inside).await?;
-        if rbuf.capacity() - rbuf.len() < frame::MAX_PAYLOAD {
-            rbuf.reserve(READ_CHUNK);
-        }
+        sizing.before_read(&mut rbuf);
         let limit = session.keepalive.timeout;
         let read = tokio::time::timeout(limit, reader.read_buf(&mut rbuf));
         match read.await {
             Err(_) => return Err(OutsideError::Timeout(limit)),
             Ok(Ok(0)) => return Err(OutsideError::Closed),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => sizing.after_read(n),
             Ok(Err(e)) => return Err(e.into()),
         }
+    }
+}
+
+/// Read buffer sizing: large reads while traffic flows, a small buffer while
+/// the session idles, so a thousand idle sessions cost little memory.
+#[derive(Debug, Default)]
+struct ReadSizing {
+    /// The last read filled most of the room it had: expect more.
+    busy: bool,
+}
+
+/// Room for a read while idle.
+const IDLE_READ: usize = 4 * 1024;
+
+impl ReadSizing {
+    fn before_read(&mut self, rbuf: &mut BytesMut) {
+        if !self.busy && rbuf.is_empty() && rbuf.capacity() > 4 * IDLE_READ {
+            // Give the large buffer back; a Ping or two fit in a small one.
+            *rbuf = BytesMut::with_capacity(IDLE_READ);
+        }
+        let want = if self.busy { READ_CHUNK } else { IDLE_READ };
+        if rbuf.capacity() - rbuf.len() < want / 2 {
+            rbuf.reserve(want);
+        }
+    }
+
+    fn after_read(&mut self, n: usize) {
+        self.busy = n >= IDLE_READ / 2;
     }
 }
 
@@ -321,7 +348,7 @@ async fn write_loop<S: AsyncWrite>(
     keepalive: Keepalive,
     mode: Mode,
 ) -> Result<(), OutsideError> {
-    let mut wbuf = BytesMut::with_capacity(WRITE_BATCH + frame::MAX_PAYLOAD);
+    let mut wbuf = BytesMut::new();
     let mut ping = tokio::time::interval(keepalive.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
@@ -354,6 +381,10 @@ async fn write_loop<S: AsyncWrite>(
         }
         writer.write_all(&wbuf).await?;
         writer.flush().await?;
+        if wbuf.len() < IDLE_READ && wbuf.capacity() > 4 * IDLE_READ {
+            // A small write after a burst: do not keep the burst's buffer.
+            wbuf = BytesMut::new();
+        }
         wbuf.clear();
     }
 }
