@@ -263,7 +263,8 @@ impl Server {
         inside: &I,
         shutdown: CancellationToken,
     ) {
-        let Some(grant) = self.policy().grant(&client.identity) else {
+        let policy = self.policy();
+        let Some(mut grant) = policy.grant(&client.identity) else {
             let message = format!("identity {:?} is not allowed by policy", client.identity);
             let e = client.refuse(RefuseCode::IdentityNotAllowed, message).await;
             return log_refusal(&self.stats, &e);
@@ -274,10 +275,8 @@ impl Server {
                 .await;
             return log_refusal(&self.stats, &e);
         }
-        let policy = self.policy();
         let live = self.registry.count_identity(&client.identity);
         let mut lease_key = client.identity.clone();
-        let mut grant = grant;
         if live > 0 {
             match policy.duplicate {
                 Duplicate::Replace => self.replace_older_sessions(&client.identity).await,
