@@ -309,7 +309,9 @@ pub struct LimitsSection {
     /// Seconds a connection may take for the TLS handshake and hello.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u32,
-    /// TLS handshakes in progress at once; more connections wait in the kernel backlog.
+    /// TLS handshakes in progress at once. When all are taken, a new
+    /// connection replaces the oldest one that has sent nothing yet (or has
+    /// run for 2 s); only if there is none is it refused.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
     /// Sessions at once; further clients are refused as busy.

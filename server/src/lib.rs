@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod filter;
+pub mod handshakes;
 pub mod leases;
 pub mod metrics;
 pub mod pki;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,7 @@ use twoway_common::tls::{self, TlsError};
 use crate::admission::{Admission, Limits as AdmissionLimits};
 use crate::config::ServerConfig;
 use crate::filter::SourceFilter;
+use crate::handshakes::Handshakes;
 use crate::leases::LeaseStore;
 use crate::policy::{Duplicate, Grant, Policy};
 use crate::pool::Pool;
@@ -51,7 +52,7 @@ pub struct Server {
     pub registry: Registry,
     /// Connection outcomes and ended sessions' traffic.
     pub stats: Stats,
-    handshakes: Semaphore,
+    handshakes: Handshakes,
     admission: Admission,
 }
 
@@ -121,7 +122,7 @@ impl Server {
             in_flight: l.handshakes_per_source,
         });
         Ok(Self {
-            handshakes: Semaphore::new(config.limits.max_handshakes),
+            handshakes: Handshakes::new(config.limits.max_handshakes),
             admission,
             config,
             tls: RwLock::new(tls),
@@ -236,12 +237,24 @@ impl Server {
                     return tracing::debug!(reason = reject.label(), "connection not admitted");
                 }
             };
-            let Ok(_permit) = self.handshakes.try_acquire() else {
+            let Some(slot) = self.handshakes.start(std::time::Instant::now()) else {
                 self.stats.refused("too-many-handshakes");
                 warn!("too many handshakes in progress; closing connection");
                 return;
             };
-            Connected::accept(tcp, remote, self.acceptor(), limit).await
+            let handshake = async {
+                // Until its peer speaks, a connection is the first to make room for others.
+                let _ = tcp.peek(&mut [0u8; 1]).await;
+                slot.spoke();
+                Connected::accept(tcp, remote, self.acceptor(), limit).await
+            };
+            tokio::select! {
+                c = tokio::time::timeout(limit, handshake) => c.unwrap_or(Err(SessionError::Timeout(limit))),
+                () = slot.evicted() => {
+                    self.stats.refused("evicted");
+                    return tracing::debug!("handshake closed to make room for a newer connection");
+                }
+            }
         };
         let identified = match connected {
             Ok(c) => c.identify(self.config.identity.source).await,
