@@ -119,9 +119,17 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
 pub async fn down(config_path: &Path) -> Result<(), ClientError> {
     let config = ClientConfig::load(config_path)?;
     let socket = &config.control.socket;
-    control::request(socket, &Request::Down, CONTROL_TIMEOUT)
-        .await
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    if let Err(e) = control::request(socket, &Request::Down, CONTROL_TIMEOUT).await {
+        // No client running, but one that was killed may have left routes or DNS behind.
+        let state = crate::changes::state_path(socket);
+        let owner_alive =
+            crate::changes::recorded_pid(&state).is_some_and(crate::changes::process_alive);
+        if !owner_alive && crate::changes::cleanup_stale(&state) {
+            println!("twoway: no client was running; removed the routes and DNS settings it left");
+            return Ok(());
+        }
+        return Err(ClientError::Config(e.to_string()));
+    }
     let start = Instant::now();
     while socket.exists() && start.elapsed() < DOWN_WAIT {
         tokio::time::sleep(Duration::from_millis(50)).await;

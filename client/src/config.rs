@@ -37,6 +37,9 @@ pub struct ClientConfig {
     /// Commands run after the tunnel is up and before it goes down.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// How pushed DNS servers and search domains are applied.
+    #[serde(default)]
+    pub dns: DnsSection,
     /// The file this was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -64,6 +67,15 @@ pub struct TunnelSection {
     /// Linux TUN offload (GSO/GRO), used when the server supports it too.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// In a full tunnel, keep the directly connected subnets of the outer
+    /// interface reachable outside the tunnel (printers, NAS). Default false:
+    /// they go through the tunnel too, only the gateway stays local.
+    #[serde(default = "default_allow_lan")]
+    pub allow_lan: bool,
+}
+
+fn default_allow_lan() -> bool {
+    false
 }
 
 impl Default for TunnelSection {
@@ -71,6 +83,38 @@ impl Default for TunnelSection {
         Self {
             name: None,
             offload: true,
+            allow_lan: default_allow_lan(),
+        }
+    }
+}
+
+fn default_resolv_conf() -> PathBuf {
+    "/etc/resolv.conf".into()
+}
+
+/// `[dns]`: where pushed DNS goes. systemd-resolved when it runs and
+/// `resolved` is on; else `resolv_conf` when `manage_resolv_conf` is on
+/// (restored on down); else the up hook gets it in `TWOWAY_DNS`/`TWOWAY_SEARCH`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// Use systemd-resolved (per-link DNS) when it is running.
+    #[serde(default = "default_true")]
+    pub resolved: bool,
+    /// Without systemd-resolved, replace `resolv_conf` while the tunnel is up.
+    #[serde(default)]
+    pub manage_resolv_conf: bool,
+    /// The resolv.conf to manage.
+    #[serde(default = "default_resolv_conf")]
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        Self {
+            resolved: true,
+            manage_resolv_conf: false,
+            resolv_conf: default_resolv_conf(),
         }
     }
 }
@@ -123,13 +167,15 @@ impl ClientConfig {
             &mut c.tls.cert,
             &mut c.tls.key,
             &mut c.control.socket,
+            &mut c.dns.resolv_conf,
         ] {
             *p = config_file::resolve(&base, p);
         }
         Ok(c)
     }
 
-    fn validate(&self) -> Vec<ConfigError> {
+    /// Every problem with the values (parsing has already succeeded).
+    pub fn validate(&self) -> Vec<ConfigError> {
         let p = &self.path;
         let mut errors = Vec::new();
         if split_host_port(&self.server).is_none() {
@@ -234,6 +280,21 @@ socket = "/run/twoway/alice.sock"
         let c = parse(GOOD).unwrap();
         assert_eq!(c.device_name(), "tw-alice");
         assert_eq!(c.connect_timeout_secs, 10);
+        assert!(!c.tunnel.allow_lan);
+        assert!(c.dns.resolved && !c.dns.manage_resolv_conf);
+        assert_eq!(c.dns.resolv_conf, Path::new("/etc/resolv.conf"));
+    }
+
+    #[test]
+    fn network_options_parse() {
+        let c = parse(&format!(
+            "{GOOD}[tunnel]\nallow_lan = true\n[dns]\nresolved = false\nmanage_resolv_conf = true\nresolv_conf = \"/tmp/r.conf\"\n"
+        ))
+        .unwrap();
+        assert!(c.tunnel.allow_lan);
+        assert!(!c.dns.resolved && c.dns.manage_resolv_conf);
+        let e = parse(&format!("{GOOD}[dns]\nmanage = true\n")).unwrap_err();
+        assert!(e.contains("manage"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reaching the server: TCP, the TLS 1.3 handshake with both certificates,
 //! the hello, and the server's answer (an assignment or a refusal).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub struct Connection {
     pub outside: Outside<TlsStream<TcpStream>>,
     /// What the server assigned.
     pub assignment: Assignment,
+    /// The server's address this connection went to.
+    pub peer: SocketAddr,
+    /// This host's end of the connection.
+    pub local: SocketAddr,
 }
 
 /// Connects, authenticates and waits for the assignment.
@@ -31,8 +36,19 @@ pub async fn connect(
     config: &ClientConfig,
     tls_config: Arc<rustls::ClientConfig>,
 ) -> Result<Connection, ClientError> {
+    connect_to(config, tls_config, None).await
+}
+
+/// Like [`connect`]; with `pinned`, the TCP connection goes to that address
+/// instead of resolving `server` again (while a full tunnel is up, only the
+/// pinned address is routed outside it).
+pub async fn connect_to(
+    config: &ClientConfig,
+    tls_config: Arc<rustls::ClientConfig>,
+    pinned: Option<SocketAddr>,
+) -> Result<Connection, ClientError> {
     let limit = Duration::from_secs(config.connect_timeout_secs.into());
-    tokio::time::timeout(limit, handshake(config, tls_config, limit))
+    tokio::time::timeout(limit, handshake(config, tls_config, limit, pinned))
         .await
         .map_err(|_| {
             ClientError::Unreachable(format!("{}: no answer within {limit:?}", config.server))
@@ -43,14 +59,23 @@ async fn handshake(
     config: &ClientConfig,
     tls_config: Arc<rustls::ClientConfig>,
     limit: Duration,
+    pinned: Option<SocketAddr>,
 ) -> Result<Connection, ClientError> {
     let (host, port) = split_host_port(&config.server).ok_or_else(|| {
         ClientError::Config(format!("server {:?} is not host:port", config.server))
     })?;
-    let tcp = TcpStream::connect((host, port))
-        .await
+    let tcp = match pinned {
+        Some(addr) => TcpStream::connect(addr).await,
+        None => TcpStream::connect((host, port)).await,
+    }
+    .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
+    twoway_common::outside::tune(&tcp);
+    let peer = tcp
+        .peer_addr()
         .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
-    let _ = tcp.set_nodelay(true);
+    let local = tcp
+        .local_addr()
+        .map_err(|e| ClientError::Internal(format!("local address: {e}")))?;
     let name =
         tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
     let stream = TlsConnector::from(tls_config)
@@ -85,6 +110,8 @@ async fn handshake(
             Ok(Connection {
                 outside,
                 assignment,
+                peer,
+                local,
             })
         }
         FrameType::Refuse => {

@@ -1,10 +1,16 @@
 //! twoway-client: the VPN client library behind the `twoway` binary.
 
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod dns;
 pub mod error;
 pub mod hooks;
 pub mod netconf;
+pub mod reconnect;
+pub mod roam;
+pub mod routeplan;
+pub mod routing;
 pub mod status;
 pub mod up;

@@ -9,6 +9,8 @@ use twoway_common::control::rfc3339;
 use twoway_common::message::Assignment;
 use twoway_common::relay::Counters;
 
+use crate::dns::DnsMethod;
+
 /// Where the client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -37,6 +39,8 @@ struct Inner {
     device: Option<String>,
     since: Option<SystemTime>,
     last_error: Option<String>,
+    dns_method: Option<DnsMethod>,
+    full_tunnel: bool,
 }
 
 /// Shared status, updated by the session loop, read by the control socket.
@@ -59,6 +63,8 @@ impl Status {
                 device: None,
                 since: None,
                 last_error: None,
+                dns_method: None,
+                full_tunnel: false,
             })),
             counters: Arc::new(Counters::default()),
         }
@@ -76,6 +82,13 @@ impl Status {
         s.device = Some(device.to_owned());
         s.since = Some(SystemTime::now());
         s.last_error = None;
+    }
+
+    /// How the DNS of the assignment was applied, and whether it is a full tunnel.
+    pub fn dns(&self, method: DnsMethod, full_tunnel: bool) {
+        let mut s = self.lock();
+        s.dns_method = Some(method);
+        s.full_tunnel = full_tunnel;
     }
 
     /// The connection was lost for `why`.
@@ -96,7 +109,10 @@ impl Status {
             "address": a.map(|a| a.address.ip().to_string()),
             "address6": a.and_then(|a| a.address6).map(|n| n.ip().to_string()),
             "routes": a.map(|a| a.routes.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            "full_tunnel": s.full_tunnel,
             "dns": a.map(|a| a.dns.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            "search": a.map(|a| a.search.clone()).unwrap_or_default(),
+            "dns_method": s.dns_method.map(DnsMethod::as_str),
             "mtu": a.map(|a| a.mtu),
             "since": s.since.map(rfc3339),
             "rx_bytes": self.counters.rx_bytes.load(Ordering::Relaxed),

@@ -1,14 +1,13 @@
-//! `twoway up`: connect, configure the TUN device and routes, relay, and
-//! reconnect with backoff when the connection is lost; the device and routes
-//! stay in place meanwhile so nothing leaks outside the tunnel.
+//! `twoway up`: connect, configure the TUN device, routes and DNS, relay, and
+//! reconnect with backoff when the connection is lost, at once when the
+//! network changed under it; the device and routes stay in place meanwhile so
+//! nothing leaks outside the tunnel.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -16,26 +15,27 @@ use twoway_common::control::{self, Request};
 use twoway_common::inside::tun::{TunInside, TunSettings};
 use twoway_common::ippacket;
 use twoway_common::message::{Assignment, Bye, ByeReason, FEATURE_OFFLOAD};
+use twoway_common::queue::{self, QueueTx};
 use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd};
 
+use crate::changes::{self, HostChanges};
 use crate::config::ClientConfig;
 use crate::connect::{connect, Connection};
 use crate::error::ClientError;
 use crate::hooks;
-use crate::netconf::Routes;
+use crate::reconnect::{reconnect, refresh};
+use crate::roam::Watch;
+use crate::routing::{Refresh, Routing};
 use crate::status::Status;
-
-/// First reconnect delay; doubles up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest reconnect delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Packets queued from the device towards the server.
 const OUTBOUND_QUEUE: usize = 512;
+/// Bytes queued from the device towards the server: beyond this the device
+/// reader waits, so the kernel's queue, not ours, absorbs a burst.
+const OUTBOUND_QUEUE_BYTES: usize = 512 * 1024;
 
-/// The configured device: TUN, routes and the task reading the device.
+/// The configured device: TUN and the task reading it (routes and DNS are in [`Routing`]).
 struct Tunnel {
     tun: Arc<TunInside>,
-    _routes: Routes,
     reader: JoinHandle<()>,
     assignment: Assignment,
     down_hook: Option<(String, Vec<(String, String)>)>,
@@ -54,7 +54,8 @@ impl Tunnel {
     fn open(
         config: &ClientConfig,
         a: &Assignment,
-        queue: mpsc::Sender<Bytes>,
+        queue: QueueTx,
+        routing: &mut Routing,
     ) -> Result<Self, ClientError> {
         let name = config.device_name();
         let ipv4 = match a.address.ip() {
@@ -75,6 +76,7 @@ impl Tunnel {
             ipv6,
             mtu: a.mtu,
             offload: config.tunnel.offload,
+            multi_queue: false,
         })
         .map_err(|e| {
             if e.is_privilege() {
@@ -84,7 +86,10 @@ impl Tunnel {
             }
         })?;
         let tun = Arc::new(tun);
-        let routes = Routes::install(tun.name(), &a.routes).map_err(ClientError::Internal)?;
+        routing
+            .install(tun.name(), a)
+            .map_err(ClientError::Internal)?;
+        routing.apply_dns(config, tun.name(), a);
         let reader = {
             let tun = tun.clone();
             let max = twoway_common::inside::max_read(&*tun, a.mtu);
@@ -102,7 +107,6 @@ impl Tunnel {
         let down_hook = config.hooks.down.clone().map(|cmd| (cmd, env));
         Ok(Self {
             tun,
-            _routes: routes,
             reader,
             assignment: a.clone(),
             down_hook,
@@ -133,36 +137,62 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     ));
     tokio::spawn(signals(stop.clone()));
 
+    // Undo what a client of this config left behind when it was killed.
+    let (changes, stale) = HostChanges::recover(&changes::state_path(&config.control.socket));
+    if stale {
+        info!("removed the routes and DNS settings a previous run left behind");
+    }
     let first = tokio::select! {
         c = connect(&config, tls.clone()) => c?,
         _ = stop.cancelled() => return Ok(()),
     };
-    let (queue_tx, mut queue_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let mut tunnel = Tunnel::open(&config, &first.assignment, queue_tx.clone())?;
+    // Reconnects go to the same address: it is the one routed outside the tunnel.
+    let server = first.peer;
+    let mut routing = Routing::new(changes, &config, server.ip());
+    routing.connected(first.local.ip());
+    let (queue_tx, mut queue_rx) = queue::channel(OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES);
+    let mut tunnel = Tunnel::open(&config, &first.assignment, queue_tx.clone(), &mut routing)?;
     status.up(&tunnel.assignment, tunnel.tun.name());
+    status.dns(routing.dns_method(), routing.full_tunnel());
     if let Some(ready) = on_ready {
         ready();
     }
     // Under systemd (Type=notify), `systemctl start` returns once the tunnel is up.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut watch = Watch::open();
     let mut conn = Some(first);
+    let mut at_once = false;
     loop {
         let Connection {
             outside,
             assignment,
+            local,
+            ..
         } = match conn.take() {
             Some(c) => c,
-            None => match reconnect(&config, &tls, &stop).await? {
+            None => match reconnect(
+                &config,
+                &tls,
+                &stop,
+                server,
+                &mut routing,
+                &mut watch,
+                at_once,
+            )
+            .await?
+            {
                 Some(c) => c,
                 None => return Ok(()),
             },
         };
+        routing.connected(local.ip());
         if assignment != tunnel.assignment {
             info!("the server changed this client's assignment; reconfiguring the device");
             drop(tunnel);
-            tunnel = Tunnel::open(&config, &assignment, queue_tx.clone())?;
+            tunnel = Tunnel::open(&config, &assignment, queue_tx.clone(), &mut routing)?;
         }
         status.up(&tunnel.assignment, tunnel.tun.name());
+        status.dns(routing.dns_method(), routing.full_tunnel());
         let session = relay::Session {
             keepalive: Keepalive {
                 interval: Duration::from_secs(assignment.keepalive_secs.max(1).into()),
@@ -183,8 +213,17 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             Err(_) => Err(DropReason::Malformed),
         };
         let stopping = async {
-            stop.cancelled().await;
-            Bye::new(ByeReason::Shutdown, "client going down")
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Bye::new(ByeReason::Shutdown, "client going down"),
+                    _ = watch.changed() => {
+                        if let Refresh::Moved(why) = refresh(&mut routing) {
+                            warn!(reason = %why, "network changed; reconnecting now");
+                            return Bye::new(ByeReason::Shutdown, format!("network changed: {why}"));
+                        }
+                    }
+                }
+            }
         };
         let end = relay::relay(
             outside,
@@ -196,8 +235,14 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             stopping,
         )
         .await;
+        routing.disconnected();
+        at_once = false;
         match end {
-            RelayEnd::SentBye(bye) if bye.reason == ByeReason::Shutdown => return Ok(()),
+            RelayEnd::SentBye(_) if stop.is_cancelled() => return Ok(()),
+            RelayEnd::SentBye(bye) if bye.reason == ByeReason::Shutdown => {
+                at_once = true;
+                status.reconnecting(bye.message)
+            }
             RelayEnd::SentBye(bye) => {
                 status.reconnecting(format!("we closed the session: {}", bye.message))
             }
@@ -220,45 +265,6 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         warn!("connection to the server lost; reconnecting (device and routes stay in place)");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("reconnecting")]);
     }
-}
-
-/// Tries to connect again with jittered exponential backoff. `None` when stopped.
-async fn reconnect(
-    config: &ClientConfig,
-    tls: &Arc<rustls::ClientConfig>,
-    stop: &CancellationToken,
-) -> Result<Option<Connection>, ClientError> {
-    let mut delay = BACKOFF_MIN;
-    loop {
-        let wait = jitter(delay);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return Ok(None),
-        }
-        let attempt = tokio::select! {
-            c = connect(config, tls.clone()) => c,
-            _ = stop.cancelled() => return Ok(None),
-        };
-        match attempt {
-            Ok(c) => {
-                info!("reconnected");
-                return Ok(Some(c));
-            }
-            Err(e) if e.is_retryable() => warn!(error = %e, retry_in = ?delay, "reconnect failed"),
-            Err(e) => return Err(e),
-        }
-        delay = (delay * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// `delay` scaled by a factor in [0.5, 1.0), so clients cut off together do not return together.
-fn jitter(delay: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.5 + f64::from(nanos % 1000) / 2000.0;
-    delay.mul_f64(factor)
 }
 
 fn control_handler(

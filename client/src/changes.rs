@@ -1,0 +1,285 @@
+//! Every change the client makes to the host's network configuration beyond
+//! the TUN device itself: routes, the DNS of systemd-resolved, a managed
+//! resolv.conf. Each change is recorded in a state file next to the control
+//! socket (written atomically) before and after it is made, and undone on
+//! down, on exit, and, after a crash, on the next start.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::dns::{self, ResolvConfBackup};
+use crate::netconf::{self, RouteAction, RouteSpec, Snapshot};
+
+/// What the state file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The process that made the changes.
+    pub pid: u32,
+    /// Routes installed (or being installed).
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// A resolv.conf replaced by twoway, with what to put back.
+    #[serde(default)]
+    pub resolv_conf: Option<ResolvConfBackup>,
+    /// The link whose systemd-resolved DNS twoway set.
+    #[serde(default)]
+    pub resolved_link: Option<String>,
+}
+
+impl Recorded {
+    fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.resolv_conf.is_none() && self.resolved_link.is_none()
+    }
+}
+
+/// The state file of a client whose control socket is `socket`.
+pub fn state_path(socket: &Path) -> PathBuf {
+    socket.with_extension("state")
+}
+
+/// The host changes of one running client; dropping undoes them.
+#[derive(Debug)]
+pub struct HostChanges {
+    path: PathBuf,
+    rec: Recorded,
+}
+
+impl HostChanges {
+    /// Undoes what a client that did not stop cleanly left in `path`, then
+    /// starts an empty record there. Returns whether there was anything.
+    pub fn recover(path: &Path) -> (Self, bool) {
+        let stale = cleanup_stale(path);
+        let rec = Recorded {
+            pid: std::process::id(),
+            ..Recorded::default()
+        };
+        (
+            Self {
+                path: path.to_owned(),
+                rec,
+            },
+            stale,
+        )
+    }
+
+    fn save(&self) {
+        let result = if self.rec.is_empty() {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            serde_json::to_vec_pretty(&self.rec)
+                .map_err(std::io::Error::other)
+                .and_then(|b| twoway_common::atomic_file::write_atomic(&self.path, &b, 0o600))
+        };
+        if let Err(e) = result {
+            warn!(file = %self.path.display(), error = %e,
+                "cannot record network changes; a crash would leave them behind");
+        }
+    }
+
+    /// Makes the installed routes `desired`: adds, in order, those the kernel
+    /// does not have (per `snapshot`), then removes ours that are no longer
+    /// wanted. Stops at the first route that cannot be added.
+    pub fn sync_routes(
+        &mut self,
+        desired: &[RouteSpec],
+        snapshot: &Snapshot,
+    ) -> Result<(), String> {
+        let stale: Vec<RouteSpec> = self
+            .rec
+            .routes
+            .iter()
+            .filter(|r| !desired.contains(r))
+            .cloned()
+            .collect();
+        // Record first: a crash in between must still find everything.
+        let mut all = self.rec.routes.clone();
+        all.extend(
+            desired
+                .iter()
+                .filter(|r| !all.contains(r))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        self.rec.routes = all;
+        self.save();
+        for spec in desired {
+            if snapshot.routes.iter().any(|k| k.matches(spec)) {
+                continue;
+            }
+            debug!(route = ?spec, "adding route");
+            netconf::ip(&netconf::route_args(RouteAction::Replace, spec))?;
+        }
+        for spec in stale.iter().rev() {
+            remove_route(spec);
+        }
+        self.rec.routes = desired.to_vec();
+        self.save();
+        Ok(())
+    }
+
+    /// Sets DNS on `dev` through systemd-resolved.
+    pub fn set_resolved(&mut self, commands: &[Vec<String>], dev: &str) -> Result<(), String> {
+        self.rec.resolved_link = Some(dev.to_owned());
+        self.save();
+        commands.iter().try_for_each(|c| dns::resolvectl(c))
+    }
+
+    /// Writes `contents` to the resolv.conf at `path`, backing up the
+    /// original the first time.
+    pub fn set_resolv_conf(&mut self, path: &Path, contents: &str) -> std::io::Result<()> {
+        let mut backup = match self.rec.resolv_conf.take() {
+            Some(b) if b.path == path => b,
+            other => {
+                if let Some(old) = other {
+                    restore_resolv_conf(&old);
+                }
+                ResolvConfBackup::take(path)?
+            }
+        };
+        // The backup is on disk before the file changes.
+        backup.written = contents.to_owned();
+        self.rec.resolv_conf = Some(backup.clone());
+        self.save();
+        let result = backup.write(contents);
+        self.rec.resolv_conf = Some(backup);
+        self.save();
+        result
+    }
+
+    /// Undoes the DNS settings (the assignment no longer has any).
+    pub fn clear_dns(&mut self) {
+        let dns_only = Recorded {
+            resolv_conf: self.rec.resolv_conf.take(),
+            resolved_link: self.rec.resolved_link.take(),
+            ..Recorded::default()
+        };
+        undo(&dns_only);
+        self.save();
+    }
+
+    /// Undoes every recorded change.
+    pub fn undo(&mut self) {
+        undo(&std::mem::take(&mut self.rec));
+        self.save();
+    }
+}
+
+impl Drop for HostChanges {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+fn remove_route(spec: &RouteSpec) {
+    // A route on a removed device is gone already; a route the kernel
+    // replaced no longer matches: both fail harmlessly.
+    if let Err(e) = netconf::ip(&netconf::route_args(RouteAction::Delete, spec)) {
+        debug!(error = %e, "route removal");
+    }
+}
+
+fn restore_resolv_conf(b: &ResolvConfBackup) {
+    match b.restore() {
+        Ok(()) => info!(file = %b.path.display(), "resolv.conf restored"),
+        Err(e) => warn!(file = %b.path.display(), error = %e, "cannot restore resolv.conf"),
+    }
+}
+
+fn undo(rec: &Recorded) {
+    if let Some(dev) = &rec.resolved_link {
+        if let Err(e) = dns::resolvectl(&dns::resolvectl_revert(dev)) {
+            debug!(error = %e, "resolvectl revert");
+        }
+    }
+    if let Some(b) = &rec.resolv_conf {
+        restore_resolv_conf(b);
+    }
+    for spec in rec.routes.iter().rev() {
+        remove_route(spec);
+    }
+}
+
+/// The process that wrote the state file at `path`, if there is one.
+pub fn recorded_pid(path: &Path) -> Option<u32> {
+    let text = std::fs::read(path).ok()?;
+    serde_json::from_slice::<Recorded>(&text)
+        .ok()
+        .map(|r| r.pid)
+}
+
+/// Whether process `pid` is running (a zombie is not).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Undoes what the state file at `path` records and removes it. Returns
+/// whether there was a state file.
+pub fn cleanup_stale(path: &Path) -> bool {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(_) => return false,
+    };
+    match serde_json::from_slice::<Recorded>(&text) {
+        Ok(rec) => {
+            warn!(file = %path.display(), pid = rec.pid, routes = rec.routes.len(),
+                "undoing the network changes of a client that did not stop cleanly");
+            undo(&rec);
+        }
+        Err(e) => warn!(file = %path.display(), error = %e, "unreadable state file; removing it"),
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        warn!(file = %path.display(), error = %e, "cannot remove the state file");
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_file_round_trip_and_stale_resolv_conf_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_path(&dir.path().join("alice.sock"));
+        assert_eq!(state, dir.path().join("alice.state"));
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+        let (mut changes, stale) = HostChanges::recover(&state);
+        assert!(!stale);
+        changes
+            .set_resolv_conf(&resolv, "nameserver 10.99.0.53\n")
+            .unwrap();
+        let rec: Recorded = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(rec.pid, std::process::id());
+        assert!(rec.resolv_conf.is_some());
+        // A crash: the record stays, the next start puts the file back.
+        std::mem::forget(changes);
+        assert_eq!(
+            std::fs::read_to_string(&resolv).unwrap(),
+            "nameserver 10.99.0.53\n"
+        );
+        let (changes, stale) = HostChanges::recover(&state);
+        assert!(stale);
+        assert_eq!(
+            std::fs::read_to_string(&resolv).unwrap(),
+            "nameserver 192.0.2.1\n"
+        );
+        assert!(!state.exists());
+        drop(changes);
+        assert!(!state.exists(), "nothing recorded, no file");
+    }
+
+    #[test]
+    fn liveness_of_processes() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX));
+    }
+}
