@@ -51,6 +51,14 @@ impl Drop for Tunnel {
 }
 
 impl Tunnel {
+    /// Takes the device down and waits until it is gone, so that a device of
+    /// the same name can be created at once (the reader task holds the device
+    /// until it has finished).
+    async fn close(mut self) {
+        self.reader.abort();
+        let _ = (&mut self.reader).await;
+    }
+
     fn open(
         config: &ClientConfig,
         a: &Assignment,
@@ -188,7 +196,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         routing.connected(local.ip());
         if assignment != tunnel.assignment {
             info!("the server changed this client's assignment; reconfiguring the device");
-            drop(tunnel);
+            tunnel.close().await;
             tunnel = Tunnel::open(&config, &assignment, queue_tx.clone(), &mut routing)?;
         }
         status.up(&tunnel.assignment, tunnel.tun.name());
