@@ -5,6 +5,7 @@
 //! when run unprivileged; under CI (`CI=true`) they must run, so they fail.
 
 pub mod bins;
+pub mod client_net;
 pub mod lab;
 pub mod netstate;
 pub mod proc;
