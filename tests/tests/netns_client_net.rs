@@ -266,7 +266,8 @@ fn allow_lan_keeps_the_local_subnet_reachable() {
 }
 
 /// network6 on the server: alice gets an IPv6 address, the pushed v6 route
-/// goes into the tunnel and a corporate IPv6 host answers a ping.
+/// goes into the tunnel and a corporate IPv6 host answers a ping; bob's
+/// IPv6 full tunnel reaches an IPv6 internet host and blocks IPv4 around it.
 #[test]
 fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
     if !require_root_or_skip("ipv6_inside_the_tunnel_reaches_a_corporate_host") {
@@ -277,7 +278,21 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
     twoway_tests::toml_files::edit_toml(&vpn.server_config(), |t| {
         twoway_tests::toml_files::set(t, "tunnel.network6", "fd77::/64");
     });
-    vpn.replace_policy(&policy(", \"fd19::/64\"", "", ""));
+    vpn.replace_policy(&policy(", \"fd19::/64\"", "", "routes = [\"::/0\"]"));
+    // An IPv6 "internet" host behind the corporate network, and a v4
+    // default route for cli2 so that a v4 leak would have somewhere to go.
+    vpn.setup_in(
+        &vpn.lab.lan,
+        &[&["ip", "-6", "addr", "add", "fd20::1/128", "dev", "lo"]],
+    );
+    vpn.setup_in(
+        &vpn.lab.srv,
+        &[&["ip", "-6", "route", "add", "fd20::/64", "via", "fd19::2"]],
+    );
+    vpn.setup_in(
+        &vpn.lab.cli2,
+        &[&["ip", "route", "add", "default", "via", "198.18.2.2"]],
+    );
     vpn.start_server();
     let cli1 = vpn.lab.cli1.clone();
     vpn.check(
@@ -323,6 +338,50 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
         gone,
         "after `down` no IPv6 route remains",
         vpn.describe6(&cli1),
+    );
+
+    // bob: an IPv6 full tunnel (::/0); IPv4 must not leak around it.
+    let cli2 = vpn.lab.cli2.clone();
+    vpn.bring_up(&cli2, "bob", net(twoway_tests::vpn::TUNNEL_POOL));
+    vpn.expect_route_via(
+        &cli2,
+        "fd20::1",
+        "tw-bob",
+        None,
+        "::/0 sends IPv6 into the tunnel",
+    );
+    vpn.expect_ping(
+        &cli2,
+        "fd20::1",
+        "an IPv6 internet host answers through the tunnel",
+    );
+    vpn.expect_unrouted(
+        &cli2,
+        INTERNET_HOST,
+        "IPv4 cannot leak around an IPv6-only full tunnel",
+    );
+    vpn.expect_route_via(
+        &cli2,
+        "198.18.2.2",
+        "eth0",
+        None,
+        "the server stays reachable on the link",
+    );
+    vpn.expect_ping(
+        &cli2,
+        LAN_HOST,
+        "the corporate IPv4 route still goes through the tunnel",
+    );
+    let out = vpn.twoway_down(&cli2, "bob");
+    vpn.check(out.success(), "`twoway down` for bob", &out);
+    let clean = wait_until(Duration::from_secs(10), || {
+        vpn.installed_routes(&cli2).is_empty()
+            && vpn.route_get_dev(&cli2, INTERNET_HOST).as_deref() == Some("eth0")
+    });
+    vpn.check(
+        clean,
+        "after bob's `down` IPv4 goes out directly again",
+        vpn.describe6(&cli2),
     );
 }
 
