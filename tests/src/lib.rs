@@ -6,12 +6,14 @@
 
 pub mod bins;
 pub mod client_net;
+pub mod flood;
 pub mod lab;
 pub mod netstate;
 pub mod proc;
 pub mod toml_files;
 pub mod vpn;
 mod vpn_checks;
+pub mod vpn_ops;
 pub mod wait;
 
 pub use bins::{bins, workspace_root, Bins};

@@ -126,6 +126,7 @@ impl Vpn {
                 self.lab.log_tail(server, SERVER_LOG_LINES)
             ));
         }
+        msg.push_str(&self.other_logs());
         panic!("{msg}");
     }
 
@@ -146,7 +147,7 @@ impl Vpn {
     }
 
     /// A server subcommand on the host (PKI commands need no namespace).
-    fn server_cmd(&self, args: &[&str]) -> CmdOutput {
+    pub(crate) fn server_cmd(&self, args: &[&str]) -> CmdOutput {
         let mut full = vec![self.bins.server_str()];
         full.extend_from_slice(args);
         proc::run_with_env(&full, &[("RUST_LOG", RUST_LOG)], proc::DEFAULT_TIMEOUT)
@@ -231,15 +232,15 @@ impl Vpn {
                 tunnel.remove("network6");
             }
         });
-        let policy = format!(
-            "client_to_client = false\n\n[defaults]\nroutes = [\"{CORP_NET}\"]\n\n\
-             [[client]]\nidentity = \"alice\"\naddress = \"{ALICE_ADDR}\"\n"
-        );
-        let policy_path = match toml_str(&path, "policy") {
+        std::fs::write(self.policy_path(), base_policy("")).expect("write policy.toml");
+    }
+
+    /// The policy file named by server.toml.
+    pub fn policy_path(&self) -> PathBuf {
+        match toml_str(&self.server_config(), "policy") {
             Some(p) => self.pki.join(p),
             None => self.pki.join("policy.toml"),
-        };
-        std::fs::write(&policy_path, policy).expect("write policy.toml");
+        }
     }
 
     /// Make an issued client config usable in the lab: its own control socket,
@@ -299,14 +300,21 @@ impl Vpn {
     }
 
     pub fn start_server(&mut self) {
+        self.start_server_env(&[]);
+    }
+
+    /// [`Vpn::start_server`] with extra environment variables (e.g. NOTIFY_SOCKET).
+    pub fn start_server_env(&mut self, env: &[(&str, &str)]) {
         self.server_starts += 1;
         let name = format!("server-{}", self.server_starts);
         let config = self.server_config();
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG", RUST_LOG));
         let handle = self.lab.spawn_env(
             &self.lab.srv,
             &name,
             &[self.bins.server_str(), "run", "--config", path_str(&config)],
-            &[("RUST_LOG", RUST_LOG)],
+            &env,
         );
         self.server = Some(handle.clone());
         let step = format!("start the server ({name}) and wait until it accepts on {SERVER_ADDR}");
@@ -348,6 +356,15 @@ impl Vpn {
     pub fn server_exited(&self) -> Option<std::process::ExitStatus> {
         self.server.as_ref().and_then(|s| self.lab.exited(s))
     }
+}
+
+/// The policy of the tests: no client-to-client traffic, the corporate
+/// network routed, alice at a static address; `extra` is appended.
+pub fn base_policy(extra: &str) -> String {
+    format!(
+        "client_to_client = false\n\n[defaults]\nroutes = [\"{CORP_NET}\"]\n\n\
+         [[client]]\nidentity = \"alice\"\naddress = \"{ALICE_ADDR}\"\n{extra}"
+    )
 }
 
 /// `rx_bytes` and `tx_bytes` are both numbers above zero.
