@@ -428,6 +428,9 @@ fn up_without_privilege_exits_5() {
         .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
     };
     own(dir.path());
+    // The binary too: the build folder may not be reachable for nobody.
+    let client = copy_into(Path::new(vpn.bins_client()), dir.path());
+    own(&client);
     let copy = copy_into(&config, dir.path());
     toml_files::edit_toml(&copy, |t| {
         for key in ["tls.ca", "tls.cert", "tls.key"] {
@@ -450,7 +453,7 @@ fn up_without_privilege_exits_5() {
             "--regid=65534",
             "--clear-groups",
             "--",
-            vpn.bins_client(),
+            path_str(&client),
             "up",
             "--config",
             path_str(&copy),
