@@ -8,6 +8,7 @@ pub mod dns;
 pub mod error;
 pub mod hooks;
 pub mod netconf;
+pub mod privilege;
 pub mod reconnect;
 pub mod roam;
 pub mod routeplan;
