@@ -405,7 +405,7 @@ fn duplicate_identity_replaces_without_a_loop() {
 
 /// `twoway up` without CAP_NET_ADMIN (as user nobody, with readable copies of
 /// its files) cannot create its TUN device: exit code 5, foreground and
-/// --detach.
+/// --detach, and also when the server is not reachable (checked first).
 #[test]
 fn up_without_privilege_exits_5() {
     if !require_root_or_skip("up_without_privilege_exits_5") {
@@ -446,7 +446,14 @@ fn up_without_privilege_exits_5() {
         );
     });
     own(&copy);
-    for detach in [false, true] {
+    // With the server there, and with nothing listening at the address.
+    let cases = [
+        (false, "198.18.1.2:4433"),
+        (true, "198.18.1.2:4433"),
+        (false, "198.18.1.3:4433"),
+    ];
+    for (detach, server) in cases {
+        toml_files::edit_toml(&copy, |t| toml_files::set(t, "server", server));
         let mut args = vec![
             "setpriv",
             "--reuid=65534",
@@ -470,7 +477,7 @@ fn up_without_privilege_exits_5() {
         vpn.check(
             out.code() == Some(5),
             &format!(
-                "`twoway up{}` as nobody exits with code 5 (missing privilege)",
+                "`twoway up{}` as nobody, server {server}, exits with code 5 (missing privilege)",
                 if detach { " --detach" } else { "" }
             ),
             &out,
