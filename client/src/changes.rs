@@ -96,6 +96,13 @@ impl HostChanges {
             .filter(|r| !desired.contains(r))
             .cloned()
             .collect();
+        let missing: Vec<&RouteSpec> = desired
+            .iter()
+            .filter(|spec| !snapshot.routes.iter().any(|k| k.matches(spec)))
+            .collect();
+        if missing.is_empty() && stale.is_empty() && self.rec.routes == desired {
+            return Ok(());
+        }
         // Record first: a crash in between must still find everything.
         let mut all = self.rec.routes.clone();
         all.extend(
@@ -107,10 +114,7 @@ impl HostChanges {
         );
         self.rec.routes = all;
         self.save();
-        for spec in desired {
-            if snapshot.routes.iter().any(|k| k.matches(spec)) {
-                continue;
-            }
+        for spec in missing {
             debug!(route = ?spec, "adding route");
             netconf::ip(&netconf::route_args(RouteAction::Replace, spec))?;
         }
