@@ -286,7 +286,8 @@ fn kick_closes_a_session_for_good() {
 
 /// SIGHUP reloads like `reload`: bob, given a static address, and then a new
 /// route, is moved onto them (his client reconnects by itself), while alice's
-/// connection is untouched.
+/// connection is untouched; once unlisted identities are not admitted, bob
+/// is cut and his client gives up.
 #[test]
 fn sighup_reload_moves_changed_sessions_only() {
     if !require_root_or_skip("sighup_reload_moves_changed_sessions_only") {
@@ -345,8 +346,44 @@ fn sighup_reload_moves_changed_sessions_only() {
             ),
         );
     }
+
+    // Unlisted identities no longer admitted: bob is cut, and his client,
+    // refused on reconnecting, ends with exit code 3 instead of retrying.
+    vpn.write_policy(&base_policy("").replace(
+        "client_to_client = false",
+        "client_to_client = false\nallow_unlisted = false",
+    ));
+    vpn.signal_server(Signal::SIGHUP);
+    vpn.wait_session_gone(
+        "bob",
+        Duration::from_secs(5),
+        "SIGHUP with bob no longer admitted: his session is closed within 5 s",
+    );
+    let gone = wait_until(Duration::from_secs(10), || vpn.lab.pids(&cli2).is_empty());
+    vpn.check(
+        gone && vpn.lab.addr_in(&cli2, net(TUNNEL_NET)).is_none(),
+        "bob's client gives up (refused, not retrying) and removes its tunnel",
+        format_args!(
+            "pids {:?}\n{}",
+            vpn.lab.pids(&cli2),
+            vpn.lab.describe(&cli2)
+        ),
+    );
+    let log = std::fs::read_to_string(vpn.tmp("run/bob.log")).unwrap_or_default();
+    vpn.check(
+        log.contains("authentication refused"),
+        "bob's client says the server refused it (exit code 3)",
+        &log,
+    );
+    vpn.check(
+        fingerprint(&vpn, "alice") == alice_before,
+        "alice (listed) is untouched",
+        format_args!(
+            "before {alice_before:?}, after {:?}",
+            fingerprint(&vpn, "alice")
+        ),
+    );
     vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
     vpn.stop_server();
 }
 
