@@ -519,10 +519,10 @@ fn distributed_idle_flood_does_not_lock_out_a_client() {
     vpn.stop_server();
 }
 
-/// Garbage before TLS (random bytes on the TCP port) and inside an
-/// authenticated, assigned session (openssl s_client with carol's valid
-/// certificate sends a Hello, then an invalid frame): each closes only its
-/// own connection, and alice's session carries on.
+/// Garbage before TLS (random bytes on the TCP port) and after the TLS
+/// handshake of carol's valid certificate (openssl s_client): a Hello then a
+/// frame of unknown type, a Hello then an oversize frame, noise instead of a
+/// Hello. Each closes only its own connection; alice's session carries on.
 #[test]
 fn garbage_closes_only_its_own_connection() {
     if !require_root_or_skip("garbage_closes_only_its_own_connection") {
@@ -563,20 +563,23 @@ fn garbage_closes_only_its_own_connection() {
     let carol = vpn.issue_client("carol", SERVER_ADDR);
     let (cert, key) = (toml_path(&carol, "tls.cert"), toml_path(&carol, "tls.key"));
     let ca = vpn.pki.join("ca.pem");
-    let input = vpn.tmp("garbage.bin");
-    std::fs::write(&input, hello_then_garbage()).expect("write garbage");
-    let script = format!(
-        "exec openssl s_client -connect {SERVER_ADDR} -servername {SERVER_NAME} -alpn twoway/1 \
-         -tls1_3 -quiet -cert '{}' -key '{}' -CAfile '{}' < '{}'",
-        path_str(&cert),
-        path_str(&key),
-        path_str(&ca),
-        path_str(&input)
-    );
+    // Sends `bytes` as carol once the TLS handshake is done; what came back.
+    let session = |name: &str, bytes: &[u8]| {
+        let input = vpn.tmp(&format!("{name}.bin"));
+        std::fs::write(&input, bytes).expect("write garbage");
+        let script = format!(
+            "exec openssl s_client -connect {SERVER_ADDR} -servername {SERVER_NAME} \
+             -alpn twoway/1 -tls1_3 -quiet -cert '{}' -key '{}' -CAfile '{}' < '{}'",
+            path_str(&cert),
+            path_str(&key),
+            path_str(&ca),
+            path_str(&input)
+        );
+        vpn.lab
+            .exec_timeout(&cli1, &["sh", "-c", &script], Duration::from_secs(20))
+    };
     let malformed_before = vpn.dropped("malformed");
-    let out = vpn
-        .lab
-        .exec_timeout(&cli1, &["sh", "-c", &script], Duration::from_secs(20));
+    let out = session("hello-then-garbage", &hello_then_garbage());
     vpn.check(
         !out.timed_out(),
         "garbage after the Hello: the server closes carol's connection",
@@ -596,6 +599,23 @@ fn garbage_closes_only_its_own_connection() {
         vpn.dropped("malformed") > malformed_before,
         "the malformed packet inside a Data frame is counted in dropped.malformed",
         format_args!("dropped.malformed stayed {malformed_before}"),
+    );
+    let mut oversize = hello_frame();
+    oversize.extend_from_slice(&[0x10, 0xff, 0xff, 0xff]);
+    oversize.extend(pseudo_random(1024, 3));
+    let out = session("oversize", &oversize);
+    vpn.check(
+        !out.timed_out() && out.stdout.contains("protocol-error"),
+        "a Data frame announcing 16 MiB: the server says Bye (protocol-error) and closes",
+        &out,
+    );
+    let mut noise = pseudo_random(4096, 4);
+    noise[0] = 0x7f; // no Hello: an unknown frame type first
+    let out = session("noise-instead-of-hello", &noise);
+    vpn.check(
+        !out.timed_out() && !out.stdout.contains("\"address\""),
+        "noise instead of a Hello: the server closes without assigning anything",
+        &out,
     );
     vpn.wait_session_gone("carol", Duration::from_secs(5), "carol's session is gone");
 
@@ -625,21 +645,28 @@ fn garbage_closes_only_its_own_connection() {
 /// counted, the session lives), then a frame of an unknown type followed by
 /// noise (the session is closed).
 fn hello_then_garbage() -> Vec<u8> {
-    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(payload.len()).expect("small frame");
-        let mut f = vec![kind];
-        f.extend_from_slice(&len.to_be_bytes()[1..]);
-        f.extend_from_slice(payload);
-        f
-    }
-    let mut bytes = frame(
-        0x01,
-        br#"{"version":1,"features":[],"software":"garbage test"}"#,
-    );
+    let mut bytes = hello_frame();
     bytes.extend(frame(0x10, b"\x00 this is not an IP packet"));
     bytes.extend(frame(0xee, &pseudo_random(64, 1)));
     bytes.extend(pseudo_random(4096, 2));
     bytes
+}
+
+/// A valid Hello frame (protocol version 1).
+fn hello_frame() -> Vec<u8> {
+    frame(
+        0x01,
+        br#"{"version":1,"features":[],"software":"garbage test"}"#,
+    )
+}
+
+/// One frame: type, 24-bit big-endian length, payload.
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("small frame");
+    let mut f = vec![kind];
+    f.extend_from_slice(&len.to_be_bytes()[1..]);
+    f.extend_from_slice(payload);
+    f
 }
 
 /// Deterministic noise (a 64-bit LCG), so a failure can be replayed.
