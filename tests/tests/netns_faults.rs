@@ -202,6 +202,50 @@ fn server_frozen_client_notices_then_recovers() {
     vpn.stop_server();
 }
 
+/// The client process is frozen (SIGSTOP, as a laptop asleep): the server
+/// frees its session within the keepalive timeout; thawed (SIGCONT), the
+/// client comes back by itself with the same address.
+#[test]
+fn client_frozen_like_a_sleeping_laptop() {
+    if !require_root_or_skip("client_frozen_like_a_sleeping_laptop") {
+        return;
+    }
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let cli1 = vpn.lab.cli1.clone();
+    let alice = vpn.spawn_client(&cli1, "alice");
+    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+
+    twoway_tests::proc::signal(alice.pid, Signal::SIGSTOP);
+    vpn.wait_session_gone(
+        "alice",
+        notice_limit(),
+        "the server frees the frozen client's session within the keepalive timeout",
+    );
+    twoway_tests::proc::signal(alice.pid, Signal::SIGCONT);
+    let back = wait_until(RECOVER_LIMIT, || vpn.session_of("alice").is_some());
+    vpn.check(
+        back,
+        "the thawed client connects again by itself (the server lists alice)",
+        format_args!("not within {RECOVER_LIMIT:?}"),
+    );
+    vpn.wait_client_state(
+        &cli1,
+        "alice",
+        "up",
+        Duration::from_secs(5),
+        "the thawed client's status says \"up\"",
+    );
+    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host after waking up");
+    expect_session_address(&vpn, "alice", ALICE_ADDR, "alice keeps her address");
+    vpn.check(
+        vpn.lab.exited(&alice).is_none(),
+        "the same client process carries on",
+        "it exited",
+    );
+    vpn.stop_server();
+}
+
 /// The laptop's link goes down and up again: while down, traffic for the
 /// corporate network still routes into the TUN device; once up, the tunnel
 /// comes back by itself.
