@@ -24,6 +24,9 @@ pub enum PacketError {
     /// An IPv4 header length that does not fit.
     #[error("bad IPv4 header length")]
     BadHeaderLength,
+    /// An IPv4 total length shorter than its header or longer than the packet.
+    #[error("bad IPv4 total length")]
+    BadTotalLength,
 }
 
 /// Reads source and destination from an IP packet.
@@ -37,6 +40,10 @@ pub fn addresses(packet: &[u8]) -> Result<Addresses, PacketError> {
             let ihl = usize::from(first & 0x0f) * 4;
             if ihl < 20 || ihl > packet.len() {
                 return Err(PacketError::BadHeaderLength);
+            }
+            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            if total < ihl || total > packet.len() {
+                return Err(PacketError::BadTotalLength);
             }
             let src: [u8; 4] = packet[12..16]
                 .try_into()
@@ -131,6 +138,11 @@ mod tests {
         assert_eq!(addresses(&p), Err(PacketError::BadHeaderLength));
         p[0] = 0x4f; // IHL 60 bytes: longer than the packet
         assert_eq!(addresses(&p), Err(PacketError::BadHeaderLength));
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&100u16.to_be_bytes()); // claims more than it has
+        assert_eq!(addresses(&p), Err(PacketError::BadTotalLength));
+        p[2..4].copy_from_slice(&10u16.to_be_bytes()); // shorter than its header
+        assert_eq!(addresses(&p), Err(PacketError::BadTotalLength));
         assert_eq!(addresses(&[0x60; 39]), Err(PacketError::Truncated));
     }
 }
