@@ -8,6 +8,7 @@ pub mod bins;
 pub mod client_net;
 pub mod flood;
 pub mod lab;
+pub mod load;
 pub mod netstate;
 pub mod proc;
 pub mod toml_files;
