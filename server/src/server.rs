@@ -3,6 +3,7 @@
 //! token as parameters, so tests run it over loopback with a memory device.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +38,9 @@ use crate::stats::Stats;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a new session waits for the old session of the same identity to end.
 const REPLACE_WAIT: Duration = Duration::from_secs(3);
+/// The lease file is rewritten for a returning client (whose lease only gets a
+/// new last-used time) only when the last write is this many seconds old.
+const LEASE_REFRESH_SECS: u64 = 60;
 
 /// Everything the sessions share.
 #[derive(Debug)]
@@ -46,6 +50,8 @@ pub struct Server {
     policy: RwLock<Arc<Policy>>,
     pool: Mutex<Pool>,
     leases: LeaseStore,
+    /// When the lease file was last written (Unix seconds).
+    leases_saved_at: AtomicU64,
     /// Address → session queue, fed by the inside reader.
     pub router: Router,
     /// Live sessions.
@@ -129,6 +135,7 @@ impl Server {
             policy: RwLock::new(Arc::new(policy)),
             pool: Mutex::new(pool),
             leases,
+            leases_saved_at: AtomicU64::new(0),
             router: Router::default(),
             registry: Registry::default(),
             stats: Stats::default(),
@@ -435,14 +442,23 @@ impl Server {
             Some(a) => a,
             None => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                let now = unix_now();
+                let had = pool.leases().get(identity).map(|l| l.address);
                 let a = pool
-                    .assign(identity, unix_now(), |a| {
-                        self.router.contains(IpAddr::V4(a))
-                    })
+                    .assign(identity, now, |a| self.router.contains(IpAddr::V4(a)))
                     .map_err(|e| (RefuseCode::PoolExhausted, e.to_string()))?;
-                if let Err(e) = self.leases.save(pool.leases()) {
-                    tracing::error!(file = %self.leases.path().display(), error = %e,
-                        "cannot save leases; this address may not survive a restart");
+                // A new or moved lease is written at once. A returning client
+                // only refreshes its last-used time, which rides along with
+                // the next write: a crash loses at most LEASE_REFRESH_SECS of
+                // such refreshes (they only order evictions from a full pool),
+                // and handshakes do not each pay a file write and two fsyncs.
+                let saved_at = self.leases_saved_at.load(Ordering::Relaxed);
+                if had != Some(a) || now.saturating_sub(saved_at) >= LEASE_REFRESH_SECS {
+                    match self.leases.save(pool.leases()) {
+                        Ok(()) => self.leases_saved_at.store(now, Ordering::Relaxed),
+                        Err(e) => tracing::error!(file = %self.leases.path().display(), error = %e,
+                            "cannot save leases; this address may not survive a restart"),
+                    }
                 }
                 a
             }

@@ -1,9 +1,10 @@
 //! A small version of the load test (scripts/load.sh runs the large one against
 //! a real server): an in-process server on loopback with a memory device that
 //! answers pings, 50 sessions of 50 identities held with echo traffic, none
-//! lost; then 50 complete handshakes.
+//! lost; then 50 complete handshakes of the same (returning) identities.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use twoway_common::inside::memory;
 use twoway_server::config::ServerConfig;
+use twoway_server::leases::LeaseStore;
 use twoway_server::pki;
 use twoway_server::server::Server;
 use twoway_tests::load::{self, icmp, mint, Client, HandshakesOptions, SessionsOptions};
@@ -114,6 +116,13 @@ async fn fifty_sessions_held_with_echo_and_fifty_handshakes() {
     assert!(n("echo_replies_received") >= SESSIONS as u64, "{report}");
     assert!(report["closed_in_time"].as_bool().unwrap(), "{report}");
 
+    // Returning clients: their leases exist, so the lease file is not
+    // rewritten for each handshake (writing it is atomic: a new inode).
+    let lease_file = LeaseStore::new(&server.config().state.dir)
+        .path()
+        .to_owned();
+    let inode = || std::fs::metadata(&lease_file).unwrap().ino();
+    let before = inode();
     let report = load::handshakes(
         &clients,
         &HandshakesOptions {
@@ -127,6 +136,7 @@ async fn fifty_sessions_held_with_echo_and_fifty_handshakes() {
         Some(SESSIONS as u64),
         "{report}"
     );
+    assert_eq!(inode(), before, "the lease file was rewritten");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), serving)
