@@ -96,9 +96,14 @@ else
         --bin twoway-server --bin twoway-load)
     bin_dir=$root/target/release
 fi
-server=$bin_dir/twoway-server
-load=$bin_dir/twoway-load
-[[ -x $server && -x $load ]] || { echo "$0: binaries not found in $bin_dir" >&2; exit 1; }
+[[ -x $bin_dir/twoway-server && -x $bin_dir/twoway-load ]] ||
+    { echo "$0: binaries not found in $bin_dir" >&2; exit 1; }
+tmp=$(mktemp -d /tmp/twoway-load.XXXXXX)
+# Run copies: a rebuild of target/ during the run must not swap them.
+mkdir "$tmp/bin"
+cp "$bin_dir/twoway-server" "$bin_dir/twoway-load" "$tmp/bin/"
+server=$tmp/bin/twoway-server
+load=$tmp/bin/twoway-load
 
 "$here/lab.sh" up "$prefix" >/dev/null
 lab_up=1
@@ -107,7 +112,6 @@ lab_up=1
 ip netns exec "$cli" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1
 ip netns exec "$srv" sysctl -qw net.core.somaxconn=4096
 
-tmp=$(mktemp -d /tmp/twoway-load.XXXXXX)
 pki=$tmp/pki
 "$server" pki init --dir "$pki" --name vpn.load --ip 198.18.1.2 >/dev/null
 # Tunnel network 198.18.64.0/20 with the pool 198.18.72.0/21 (2046 addresses).
