@@ -75,6 +75,32 @@ pub fn addresses(packet: &[u8]) -> Result<Addresses, PacketError> {
     }
 }
 
+/// Largest packet that can count as interactive.
+pub const INTERACTIVE_MAX: usize = 512;
+
+/// Whether a packet is small and latency-sensitive: ICMP, small UDP (DNS,
+/// VoIP), or a TCP segment without payload (an acknowledgement). TCP data is
+/// never interactive, so one flow's data is never reordered.
+pub fn is_interactive(packet: &[u8]) -> bool {
+    if packet.len() > INTERACTIVE_MAX || packet.is_empty() {
+        return false;
+    }
+    let (proto, l4) = match packet[0] >> 4 {
+        4 if packet.len() >= 20 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            (packet[9], packet.get(ihl..))
+        }
+        // Extension headers are rare on these packets; they simply don't qualify.
+        6 if packet.len() >= 40 => (packet[6], packet.get(40..)),
+        _ => return false,
+    };
+    match (proto, l4) {
+        (1 | 58 | 17, Some(_)) => true,
+        (6, Some(tcp)) if tcp.len() >= 20 => tcp.len() == usize::from(tcp[12] >> 4) * 4,
+        _ => false,
+    }
+}
+
 /// Test helpers that build minimal packets.
 pub mod build {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -126,6 +152,28 @@ mod tests {
             addresses(&p6).unwrap().dst,
             "fd00::2".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn interactive_means_icmp_small_udp_or_bare_tcp_ack() {
+        let src = Ipv4Addr::new(10, 0, 0, 1);
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        let with_proto = |proto: u8, payload: &[u8]| {
+            let mut p = build::ipv4(src, dst, payload);
+            p[9] = proto;
+            p
+        };
+        assert!(is_interactive(&with_proto(1, &[8, 0, 0, 0])));
+        assert!(is_interactive(&with_proto(17, &[0u8; 60])));
+        assert!(!is_interactive(&with_proto(17, &[0u8; 1200])));
+        let mut ack = [0u8; 20];
+        ack[12] = 0x50;
+        assert!(is_interactive(&with_proto(6, &ack)));
+        let mut data = [0u8; 120];
+        data[12] = 0x50;
+        assert!(!is_interactive(&with_proto(6, &data)));
+        assert!(!is_interactive(&with_proto(6, &[0u8; 4])));
+        assert!(!is_interactive(b""));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The queue of packets waiting for the outside, bounded in bytes as well as
-//! in packets: a 64 KiB offloaded packet weighs what it is, so a bulk
-//! transfer cannot park megabytes in front of a ping.
+//! in packets: a 64 KiB offloaded packet weighs what it is. Small interactive
+//! packets (pings, DNS, bare TCP acknowledgements) take a lane of their own
+//! that the relay empties first, so a bulk transfer does not delay them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct QueueTx {
     tx: mpsc::Sender<Bytes>,
+    urgent: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
     max_bytes: usize,
 }
@@ -26,20 +28,30 @@ pub struct QueueTx {
 #[derive(Debug)]
 pub struct QueueRx {
     rx: mpsc::Receiver<Bytes>,
+    urgent: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
 }
+
+/// Packets the urgent lane holds; it carries only small packets.
+const URGENT_PACKETS: usize = 256;
 
 /// A queue of at most `packets` packets and about `max_bytes` bytes.
 pub fn channel(packets: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
     let (tx, rx) = mpsc::channel(packets);
+    let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_PACKETS);
     let shared = Arc::new(Shared::default());
     (
         QueueTx {
             tx,
+            urgent: urgent_tx,
             shared: shared.clone(),
             max_bytes,
         },
-        QueueRx { rx, shared },
+        QueueRx {
+            rx,
+            urgent: urgent_rx,
+            shared,
+        },
     )
 }
 
@@ -57,6 +69,14 @@ impl QueueTx {
         // One packet may always pass an empty queue, however large.
         let queued = self.shared.queued.load(Ordering::Relaxed);
         queued > 0 && queued + len > self.max_bytes
+    }
+
+    /// Queues a small interactive packet in the urgent lane, without waiting.
+    pub fn try_send_urgent(&self, packet: Bytes) -> Result<(), Full> {
+        self.urgent.try_send(packet).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Full::Full,
+            mpsc::error::TrySendError::Closed(_) => Full::Closed,
+        })
     }
 
     /// Queues a packet without waiting; drops it when the queue is full.
@@ -104,14 +124,20 @@ impl QueueRx {
         packet
     }
 
-    /// Waits for the next packet; `None` when every sender is gone.
+    /// Waits for the next packet, urgent ones first; `None` when every sender is gone.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let p = self.rx.recv().await?;
-        Some(self.taken(p))
+        tokio::select! {
+            biased;
+            Some(p) = self.urgent.recv() => Some(p),
+            p = self.rx.recv() => p.map(|p| self.taken(p)),
+        }
     }
 
-    /// The next packet if one is ready.
+    /// The next packet if one is ready, urgent ones first.
     pub fn try_recv(&mut self) -> Option<Bytes> {
+        if let Ok(p) = self.urgent.try_recv() {
+            return Some(p);
+        }
         let p = self.rx.try_recv().ok()?;
         Some(self.taken(p))
     }
@@ -144,6 +170,17 @@ mod tests {
         tx.try_send(Bytes::from(vec![0u8; 60_000])).unwrap();
         assert_eq!(rx.try_recv().unwrap().len(), 60_000);
         assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn urgent_packets_overtake_bulk() {
+        let (tx, mut rx) = channel(100, 1 << 20);
+        tx.try_send(Bytes::from_static(b"bulk-1")).unwrap();
+        tx.try_send(Bytes::from_static(b"bulk-2")).unwrap();
+        tx.try_send_urgent(Bytes::from_static(b"ping")).unwrap();
+        assert_eq!(&rx.recv().await.unwrap()[..], b"ping");
+        assert_eq!(&rx.try_recv().unwrap()[..], b"bulk-1");
+        assert_eq!(rx.queued_bytes(), 6);
     }
 
     #[tokio::test]

@@ -426,9 +426,20 @@ pub async fn inside_to_queue<I: Inside>(
     max_packet: usize,
 ) -> std::io::Result<()> {
     let mut reader = RecvBuffer::new(max_packet);
+    let offset = if inside.offload() {
+        offload::HEADER_LEN
+    } else {
+        0
+    };
     loop {
         let packet = reader.recv(inside).await?;
-        if queue.send(packet).await.is_err() {
+        let queued = if crate::ippacket::is_interactive(packet.get(offset..).unwrap_or_default()) {
+            // A full urgent lane drops: these packets are worthless late.
+            queue.try_send_urgent(packet).or(Ok(()))
+        } else {
+            queue.send(packet).await
+        };
+        if queued == Err(crate::queue::Full::Closed) {
             return Ok(());
         }
     }

@@ -72,7 +72,7 @@ fn default_session_queue() -> usize {
     256
 }
 fn default_session_queue_bytes() -> usize {
-    512 * 1024
+    2 * 1024 * 1024
 }
 fn default_source_rate() -> u32 {
     20

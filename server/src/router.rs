@@ -62,7 +62,8 @@ impl Router {
     /// Queues one packet read from the device for its session, or drops it.
     /// The IP header starts at `offset` (after the offload header, if any).
     pub fn dispatch(&self, packet: Bytes, offset: usize) {
-        let dst = match ippacket::addresses(packet.get(offset..).unwrap_or_default()) {
+        let ip = packet.get(offset..).unwrap_or_default();
+        let dst = match ippacket::addresses(ip) {
             Ok(a) => a.dst,
             Err(_) => return self.counters.drop_packet(DropReason::Malformed),
         };
@@ -70,7 +71,12 @@ impl Router {
         let Some(route) = routes.get(&dst) else {
             return self.counters.drop_packet(DropReason::NoRoute);
         };
-        if route.queue.try_send(packet).is_err() {
+        let queued = if ippacket::is_interactive(ip) {
+            route.queue.try_send_urgent(packet)
+        } else {
+            route.queue.try_send(packet)
+        };
+        if queued.is_err() {
             self.counters.drop_packet(DropReason::QueueFull);
         }
     }
