@@ -1,7 +1,7 @@
 //! The live sessions: who is connected, from where, since when, with which
 //! counters, and how to stop each one. Read by status, used by kick and reload.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,11 +87,55 @@ impl Traffic {
 pub struct Registry {
     sessions: Mutex<BTreeMap<u64, Entry>>,
     next_id: AtomicU64,
+    slots: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// A session's claim on an identity slot, released when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    key: String,
+    slots: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Slot {
+    /// The slot's name: the identity, or `identity#N` for extra devices.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims the first free of `max` slots of `identity` (`identity`,
+    /// `identity#2`, ...), or `None` when all are held.
+    pub fn claim_slot(&self, identity: &str, max: usize) -> Option<Slot> {
+        let mut held = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (1..=max.max(1))
+            .map(|n| {
+                if n == 1 {
+                    identity.to_owned()
+                } else {
+                    format!("{identity}#{n}")
+                }
+            })
+            .find(|k| !held.contains(k))?;
+        held.insert(key.clone());
+        Some(Slot {
+            key,
+            slots: self.slots.clone(),
+        })
     }
 
     /// A fresh session number.
@@ -171,5 +215,23 @@ impl Registry {
                 tx_bytes: e.counters.tx_bytes.load(Ordering::Relaxed),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_exclusive_and_freed_on_drop() {
+        let r = Registry::default();
+        let a = r.claim_slot("alice", 2).unwrap();
+        let b = r.claim_slot("alice", 2).unwrap();
+        assert_eq!((a.key(), b.key()), ("alice", "alice#2"));
+        assert!(r.claim_slot("alice", 2).is_none());
+        drop(a);
+        // The freed first slot (with the static address) is taken again first.
+        assert_eq!(r.claim_slot("alice", 2).unwrap().key(), "alice");
+        assert_eq!(r.claim_slot("bob", 1).unwrap().key(), "bob");
     }
 }

@@ -29,7 +29,7 @@ use crate::handshakes::Handshakes;
 use crate::leases::LeaseStore;
 use crate::policy::{Duplicate, Grant, Policy};
 use crate::pool::Pool;
-use crate::registry::{Entry, Registry, SessionStatus, Traffic};
+use crate::registry::{Entry, Registry, SessionStatus, Slot, Traffic};
 use crate::router::Router;
 use crate::session::{Connected, Identified, SessionError};
 use crate::stats::Stats;
@@ -295,35 +295,34 @@ impl Server {
                 .await;
             return log_refusal(&self.stats, &e);
         }
-        let live = self.registry.count_identity(&client.identity);
-        let mut lease_key = client.identity.clone();
-        if live > 0 {
-            match policy.duplicate {
-                Duplicate::Replace => self.replace_older_sessions(&client.identity).await,
-                Duplicate::Refuse => {
-                    let message = format!("identity {:?} is already connected", client.identity);
-                    return log_refusal(
-                        &self.stats,
-                        &client.refuse(RefuseCode::Duplicate, message).await,
-                    );
-                }
-                Duplicate::Allow if live >= policy.max_per_identity => {
-                    let message = format!(
-                        "identity {:?} already has {live} session(s), the most policy allows",
-                        client.identity
-                    );
-                    return log_refusal(
-                        &self.stats,
-                        &client.refuse(RefuseCode::Duplicate, message).await,
-                    );
-                }
-                Duplicate::Allow => {
-                    // Extra devices get their own pool address, remembered per device slot.
-                    lease_key = format!("{}#{}", client.identity, live + 1);
-                    grant.address = None;
-                    grant.address6 = None;
-                }
-            }
+        // Each session holds a slot: the identity itself, or `identity#N` for
+        // extra devices. Holding it while the session lives is what keeps two
+        // sessions off one address, however they race.
+        if policy.duplicate == Duplicate::Replace {
+            self.replace_older_sessions(&client.identity).await;
+        }
+        let slots = match policy.duplicate {
+            Duplicate::Allow => policy.max_per_identity,
+            Duplicate::Replace | Duplicate::Refuse => 1,
+        };
+        let Some(slot) = self
+            .claim_slot(&client.identity, slots, policy.duplicate)
+            .await
+        else {
+            let message = format!(
+                "identity {:?} already has the {slots} session(s) policy allows",
+                client.identity
+            );
+            return log_refusal(
+                &self.stats,
+                &client.refuse(RefuseCode::Duplicate, message).await,
+            );
+        };
+        let lease_key = slot.key().to_owned();
+        if lease_key != client.identity {
+            // Extra devices get their own pool address, remembered per slot.
+            grant.address = None;
+            grant.address6 = None;
         }
         let offload = inside.offload() && client.features.iter().any(|f| f == FEATURE_OFFLOAD);
         let assignment = match self.assignment(&lease_key, &grant, offload) {
@@ -408,6 +407,22 @@ impl Server {
             }
             Some(RelayEnd::Lost(e)) => info!(error = %e, "session lost"),
             None => {}
+        }
+    }
+
+    /// Claims a session slot; when replacing, waits briefly for the replaced
+    /// session to let go of it.
+    async fn claim_slot(&self, identity: &str, slots: usize, mode: Duplicate) -> Option<Slot> {
+        let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+        loop {
+            let slot = self.registry.claim_slot(identity, slots);
+            if slot.is_some()
+                || mode != Duplicate::Replace
+                || tokio::time::Instant::now() >= deadline
+            {
+                return slot;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
