@@ -34,6 +34,9 @@ use crate::router::Router;
 use crate::session::{Connected, Identified, SessionError};
 use crate::stats::Stats;
 
+mod assign;
+mod reload;
+
 /// How long shutdown waits for sessions to say Bye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a new session waits for the old session of the same identity to end.
@@ -446,92 +449,6 @@ impl Server {
         }
     }
 
-    fn assignment(
-        &self,
-        identity: &str,
-        grant: &Grant,
-        offload: bool,
-    ) -> Result<Assignment, (RefuseCode, String)> {
-        let t = &self.config.tunnel;
-        let address = match grant.address {
-            Some(a) => a,
-            None => {
-                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                let now = unix_now();
-                let had = pool.leases().get(identity).map(|l| l.address);
-                let a = pool
-                    .assign(identity, now, |a| self.router.contains(IpAddr::V4(a)))
-                    .map_err(|e| (RefuseCode::PoolExhausted, e.to_string()))?;
-                // A new or moved lease is written at once. A returning client
-                // only refreshes its last-used time, which rides along with
-                // the next write: a crash loses at most LEASE_REFRESH_SECS of
-                // such refreshes (they only order evictions from a full pool),
-                // and handshakes do not each pay a file write and two fsyncs.
-                let saved_at = self.leases_saved_at.load(Ordering::Relaxed);
-                if had != Some(a) || now.saturating_sub(saved_at) >= LEASE_REFRESH_SECS {
-                    match self.leases.save(pool.leases()) {
-                        Ok(()) => self.leases_saved_at.store(now, Ordering::Relaxed),
-                        Err(e) => tracing::error!(file = %self.leases.path().display(), error = %e,
-                            "cannot save leases; this address may not survive a restart"),
-                    }
-                }
-                a
-            }
-        };
-        let address6 = match (t.network6, grant.address6) {
-            (Some(n6), Some(a6)) => Some((n6, a6)),
-            // Without a static one, the IPv6 address mirrors the IPv4 host part.
-            (Some(n6), None) => {
-                let host = u32::from(address) & !u32::from(t.network.mask());
-                Some((
-                    n6,
-                    std::net::Ipv6Addr::from(u128::from(n6.network()) | u128::from(host)),
-                ))
-            }
-            _ => None,
-        };
-        let mut gateways = vec![IpAddr::V4(t.server_address())];
-        gateways.extend(t.server_address6().map(IpAddr::V6));
-        Ok(Assignment {
-            address: IpNetwork::new(IpAddr::V4(address), t.network.prefix())
-                .map_err(|e| (RefuseCode::Internal, e.to_string()))?,
-            address6: address6
-                .map(|(n6, a6)| IpNetwork::new(IpAddr::V6(a6), n6.prefix()))
-                .transpose()
-                .map_err(|e| (RefuseCode::Internal, e.to_string()))?,
-            gateways,
-            routes: grant.access.routes.clone(),
-            dns: grant.access.dns.clone(),
-            search: grant.access.search.clone(),
-            mtu: t.mtu,
-            keepalive_secs: self.config.keepalive.interval_secs,
-            timeout_secs: self.config.keepalive.timeout_secs,
-            features: if offload {
-                vec![FEATURE_OFFLOAD.to_owned()]
-            } else {
-                vec![]
-            },
-        })
-    }
-
-    fn filter(&self, assignment: &Assignment, grant: &Grant) -> SourceFilter {
-        let t = &self.config.tunnel;
-        SourceFilter {
-            address: match assignment.address.ip() {
-                IpAddr::V4(a) => a,
-                IpAddr::V6(_) => t.server_address(),
-            },
-            address6: assignment.address6.and_then(|a| match a.ip() {
-                IpAddr::V6(a) => Some(a),
-                IpAddr::V4(_) => None,
-            }),
-            network: t.network,
-            network6: t.network6,
-            gateways: assignment.gateways.clone(),
-            client_to_client: grant.client_to_client,
-        }
-    }
-
     /// Live sessions for status output.
     pub fn sessions(&self) -> Vec<SessionStatus> {
         self.registry.snapshot()
@@ -553,57 +470,6 @@ impl Server {
             .stop_where(|e| e.identity == identity, &bye)
             .len()
     }
-
-    /// Re-reads policy, CRL and server certificate and swaps them in as a
-    /// whole; a broken file changes nothing. Sessions the new state no longer
-    /// allows are closed; the others keep running untouched.
-    pub fn reload(&self) -> Result<Vec<u64>, StartError> {
-        let tls = tls::server_config(&self.config.tls_files())?;
-        let policy = Policy::load(&self.config.policy, &self.config.tunnel)?;
-        let revoked = crate::revocation::revoked_serials(&self.config.tls.crl).unwrap_or_default();
-        {
-            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = pool_for(&self.config, &policy);
-            let leases = pool.leases().clone();
-            *pool = fresh;
-            pool.adopt(leases);
-        }
-        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy.clone());
-        let mut closed = self.registry.stop_where(
-            |e| revoked.contains(&e.serial),
-            &Bye::new(ByeReason::Revoked, "certificate revoked"),
-        );
-        closed.extend(self.registry.stop_where(
-            |e| match policy.grant(&e.identity) {
-                None => true,
-                Some(mut new) => {
-                    if e.extra_device {
-                        // Extra devices of one identity never get its static address.
-                        (new.address, new.address6) = (None, None);
-                    }
-                    grant_changed(&e.grant, &new)
-                }
-            },
-            &Bye::new(
-                ByeReason::PolicyChanged,
-                "policy changed for this identity; reconnect",
-            ),
-        ));
-        info!(
-            closed = closed.len(),
-            "reloaded policy, certificate and CRL"
-        );
-        Ok(closed)
-    }
-}
-
-/// Whether a session granted `old` must reconnect to get `new`. A session
-/// that got a pool address (no static one) keeps it unless a static one appears.
-fn grant_changed(old: &Grant, new: &Grant) -> bool {
-    old.access != new.access
-        || old.client_to_client != new.client_to_client
-        || (old.address, old.address6) != (new.address, new.address6)
 }
 
 fn log_refusal(stats: &Stats, e: &SessionError) {
@@ -614,41 +480,5 @@ fn log_refusal(stats: &Stats, e: &SessionError) {
     match e {
         SessionError::Refused { .. } => warn!(error = %e, "client refused"),
         _ => info!(error = %e, reason = e.label(), "connection closed before a session"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::Access;
-
-    fn grant(routes: &[&str], address: Option<&str>) -> Grant {
-        Grant {
-            address: address.map(|a| a.parse().unwrap()),
-            address6: None,
-            access: Access {
-                routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
-                dns: vec![],
-                search: vec![],
-            },
-            client_to_client: false,
-        }
-    }
-
-    #[test]
-    fn only_a_changed_grant_needs_a_reconnect() {
-        let old = grant(&["10.99.0.0/24"], None);
-        assert!(!grant_changed(&old, &grant(&["10.99.0.0/24"], None)));
-        assert!(grant_changed(
-            &old,
-            &grant(&["10.99.0.0/24", "10.100.0.0/16"], None)
-        ));
-        assert!(grant_changed(
-            &old,
-            &grant(&["10.99.0.0/24"], Some("10.77.0.10"))
-        ));
-        let mut c2c = old.clone();
-        c2c.client_to_client = true;
-        assert!(grant_changed(&old, &c2c));
     }
 }
