@@ -457,6 +457,28 @@ fn client_to_client_blocked_by_default_allowed_after_reload() {
     vpn.stop_server();
 }
 
+/// Waits until (nearly) all 300 flood connections are open, then checks that
+/// alice connects within 5 s and pings; returns how many connections opened.
+fn alice_gets_through(vpn: &Vpn, flood: &IdleFlood, cli1: &str, sources: &str) -> usize {
+    // A few SYNs may meet a full accept queue; most connections must open.
+    let opened = flood.wait_connected(Duration::from_secs(15));
+    vpn.check(
+        opened >= 270,
+        &format!("the flood opens (nearly) 300 idle connections {sources}"),
+        format_args!("only {opened} connected within 15 s"),
+    );
+    let start = Instant::now();
+    vpn.bring_up(cli1, "alice", alice_net());
+    let took = start.elapsed();
+    vpn.check(
+        took <= Duration::from_secs(5),
+        &format!("alice's `up` succeeds within 5 s during the flood {sources}"),
+        format_args!("took {took:.1?}"),
+    );
+    vpn.expect_ping(cli1, LAN_HOST, "alice pings the lan host during the flood");
+    opened
+}
+
 /// 300 idle TCP connections from cli2 that never speak TLS, held open:
 /// alice, from cli1, still connects within a few seconds and pings, and the
 /// server closes every idle connection by the end of its handshake timeout.
@@ -473,23 +495,7 @@ fn idle_connection_flood_does_not_lock_out_a_client() {
     let cli1 = vpn.lab.cli1.clone();
     let target: SocketAddr = SERVER_ADDR_CLI2.parse().expect("addr");
     let flood = IdleFlood::start(&vpn.lab.cli2, target, 300, Duration::from_secs(40));
-    // A few SYNs may meet a full accept queue; most connections must open.
-    let opened = flood.wait_connected(Duration::from_secs(15));
-    vpn.check(
-        opened >= 270,
-        "the flood opens (nearly) 300 idle connections from cli2",
-        format_args!("only {opened} connected within 15 s"),
-    );
-
-    let start = Instant::now();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    let took = start.elapsed();
-    vpn.check(
-        took <= Duration::from_secs(5),
-        "alice's `up` succeeds within 5 s during the flood",
-        format_args!("took {took:.1?}"),
-    );
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host during the flood");
+    let opened = alice_gets_through(&vpn, &flood, &cli1, "from cli2");
     let all_closed = wait_until(Duration::from_secs(HANDSHAKE_TIMEOUT + 5), || {
         flood.closed() >= opened
     });
@@ -541,21 +547,7 @@ fn distributed_idle_flood_does_not_lock_out_a_client() {
     }
     let target: SocketAddr = SERVER_ADDR_CLI2.parse().expect("addr");
     let flood = IdleFlood::start_from(&cli2, &sources, target, 300, Duration::from_secs(40));
-    let opened = flood.wait_connected(Duration::from_secs(15));
-    vpn.check(
-        opened >= 270,
-        "the flood opens (nearly) 300 idle connections from 12 addresses",
-        format_args!("only {opened} connected within 15 s"),
-    );
-    let start = Instant::now();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    let took = start.elapsed();
-    vpn.check(
-        took <= Duration::from_secs(5),
-        "alice's `up` succeeds within 5 s during the distributed flood",
-        format_args!("took {took:.1?}"),
-    );
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host during the flood");
+    alice_gets_through(&vpn, &flood, &cli1, "from 12 addresses");
     if let Err(e) = flood.stop() {
         vpn.fail("stop the flood", e);
     }
