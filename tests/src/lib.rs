@@ -9,6 +9,7 @@ pub mod client_net;
 pub mod flood;
 pub mod lab;
 pub mod load;
+pub mod loopback;
 pub mod netstate;
 pub mod proc;
 pub mod toml_files;

@@ -3,7 +3,6 @@
 //! answers pings, 50 sessions of 50 identities held with echo traffic, none
 //! lost; then 50 complete handshakes of the same (returning) identities.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use twoway_common::inside::memory;
 use twoway_server::config::ServerConfig;
 use twoway_server::leases::LeaseStore;
-use twoway_server::pki;
 use twoway_server::server::Server;
 use twoway_tests::load::{self, icmp, mint, Client, HandshakesOptions, SessionsOptions};
 
@@ -23,33 +21,12 @@ const SESSIONS: usize = 50;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sessions_held_with_echo_and_fifty_handshakes() {
     let dir = tempfile::tempdir().unwrap();
-    let pki_dir = dir.path().join("pki");
-    pki::init(&pki::InitOptions {
-        dir: pki_dir.clone(),
-        name: "vpn.test".into(),
-        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        port: 4433,
-        days: 30,
-    })
-    .unwrap();
-    let text = std::fs::read_to_string(pki_dir.join("server.toml"))
-        .unwrap()
-        .replace(
-            "/run/twoway/server.sock",
-            &dir.path().join("server.sock").display().to_string(),
-        )
-        .replace(
-            "/var/lib/twoway",
-            &dir.path().join("state").display().to_string(),
-        )
-        .replace("10.77.0.0/24", "198.18.77.0/24")
-        .replace("10.77.0.128/25", "198.18.77.128/25");
     // Every connection comes from 127.0.0.1: lift the per-source limits.
-    let text = format!(
-        "{text}\n[limits]\nconnections_per_source_per_sec = 10000\n\
-         connection_burst_per_source = 10000\nhandshakes_per_source = 256\n"
+    let pki_dir = twoway_tests::loopback::make_pki(
+        dir.path(),
+        "[limits]\nconnections_per_source_per_sec = 10000\n\
+         connection_burst_per_source = 10000\nhandshakes_per_source = 256\n",
     );
-    std::fs::write(pki_dir.join("server.toml"), text).unwrap();
     let config = ServerConfig::load(&pki_dir.join("server.toml")).unwrap();
     let gateway = config.tunnel.server_address();
     let server = Arc::new(Server::new(config).unwrap());

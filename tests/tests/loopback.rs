@@ -46,29 +46,8 @@ fn issue(dir: &Path, identity: &str) {
 
 async fn start(policy: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let pki_dir = dir.path().join("pki");
-    pki::init(&pki::InitOptions {
-        dir: pki_dir.clone(),
-        name: "vpn.test".into(),
-        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        port: 4433,
-        days: 30,
-    })
-    .unwrap();
+    let pki_dir = twoway_tests::loopback::make_pki(dir.path(), "");
     std::fs::write(pki_dir.join("policy.toml"), policy).unwrap();
-    let text = std::fs::read_to_string(pki_dir.join("server.toml"))
-        .unwrap()
-        .replace(
-            "/run/twoway/server.sock",
-            &dir.path().join("server.sock").display().to_string(),
-        )
-        .replace(
-            "/var/lib/twoway",
-            &dir.path().join("state").display().to_string(),
-        )
-        .replace("10.77.0.0/24", "198.18.77.0/24")
-        .replace("10.77.0.128/25", "198.18.77.128/25");
-    std::fs::write(pki_dir.join("server.toml"), text).unwrap();
     let config = ServerConfig::load(&pki_dir.join("server.toml")).unwrap();
     let server = Arc::new(Server::new(config).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

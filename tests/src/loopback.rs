@@ -1,0 +1,35 @@
+//! The in-process fixture of the loopback tests: a PKI in a temporary folder
+//! whose server.toml keeps its socket and state inside that folder and uses a
+//! tunnel network in 198.18.0.0/15.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use twoway_server::pki;
+
+/// Makes `dir/pki` with `pki init` (server name vpn.test on 127.0.0.1),
+/// rewrites its server.toml for the test and appends `extra` TOML to it.
+/// Returns the PKI folder.
+pub fn make_pki(dir: &Path, extra: &str) -> PathBuf {
+    let pki_dir = dir.join("pki");
+    pki::init(&pki::InitOptions {
+        dir: pki_dir.clone(),
+        name: "vpn.test".into(),
+        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        port: 4433,
+        days: 30,
+    })
+    .expect("pki init");
+    let path = pki_dir.join("server.toml");
+    let text = std::fs::read_to_string(&path)
+        .expect("read server.toml")
+        .replace(
+            "/run/twoway/server.sock",
+            &dir.join("server.sock").display().to_string(),
+        )
+        .replace("/var/lib/twoway", &dir.join("state").display().to_string())
+        .replace("10.77.0.0/24", "198.18.77.0/24")
+        .replace("10.77.0.128/25", "198.18.77.128/25");
+    std::fs::write(&path, format!("{text}\n{extra}")).expect("write server.toml");
+    pki_dir
+}
