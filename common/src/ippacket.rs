@@ -96,7 +96,11 @@ pub fn is_interactive(packet: &[u8]) -> bool {
     };
     match (proto, l4) {
         (1 | 58 | 17, Some(_)) => true,
-        (6, Some(tcp)) if tcp.len() >= 20 => tcp.len() == usize::from(tcp[12] >> 4) * 4,
+        // A bare ACK (ECE/CWR allowed): no payload, no SYN/FIN/RST/PSH/URG,
+        // which must not overtake the flow's data.
+        (6, Some(tcp)) if tcp.len() >= 20 => {
+            tcp.len() == usize::from(tcp[12] >> 4) * 4 && tcp[13] & !0xc0 == 0x10
+        }
         _ => false,
     }
 }
@@ -168,7 +172,10 @@ mod tests {
         assert!(!is_interactive(&with_proto(17, &[0u8; 1200])));
         let mut ack = [0u8; 20];
         ack[12] = 0x50;
+        ack[13] = 0x10;
         assert!(is_interactive(&with_proto(6, &ack)));
+        ack[13] = 0x11; // FIN must stay behind the flow's data
+        assert!(!is_interactive(&with_proto(6, &ack)));
         let mut data = [0u8; 120];
         data[12] = 0x50;
         assert!(!is_interactive(&with_proto(6, &data)));

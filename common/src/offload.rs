@@ -17,6 +17,9 @@ pub const GSO_NONE: u8 = 0;
 pub const GSO_ECN: u8 = 0x80;
 /// A header for a plain, complete packet.
 pub const PLAIN: [u8; HEADER_LEN] = [0; HEADER_LEN];
+/// Smallest segment size accepted from a peer: a tiny one would make the
+/// kernel cut a 64 KiB packet into tens of thousands of segments.
+pub const MIN_GSO_SIZE: u16 = 64;
 /// Largest packet (IP header included) behind a header.
 pub const MAX_PACKET: usize = 65_535;
 
@@ -83,10 +86,30 @@ impl Header {
                         "segmentation type does not match the IP version",
                     ));
                 }
-                if self.gso_size == 0 || self.flags & F_NEEDS_CSUM == 0 {
-                    return Err(HeaderError("segmentation without size or checksum offload"));
+                if self.gso_size < MIN_GSO_SIZE || self.flags & F_NEEDS_CSUM == 0 {
+                    return Err(HeaderError(
+                        "segmentation without a sane size or checksum offload",
+                    ));
                 }
-                if usize::from(self.hdr_len) > packet.len() || self.hdr_len < self.csum_start {
+                // The packet must really be TCP, with the checksum where TCP keeps it.
+                let (proto, ip_len) = if want == 4 {
+                    (packet.get(9).copied(), usize::from(packet[0] & 0x0f) * 4)
+                } else {
+                    (packet.get(6).copied(), 40)
+                };
+                if proto != Some(6) {
+                    return Err(HeaderError("segmentation of a packet that is not TCP"));
+                }
+                if usize::from(self.csum_start) != ip_len || self.csum_offset != 16 {
+                    return Err(HeaderError("checksum position is not the TCP checksum"));
+                }
+                let tcp_len = packet
+                    .get(ip_len + 12)
+                    .map_or(0, |b| usize::from(b >> 4) * 4);
+                if tcp_len < 20
+                    || usize::from(self.hdr_len) < ip_len + tcp_len
+                    || usize::from(self.hdr_len) > packet.len()
+                {
                     return Err(HeaderError("header length"));
                 }
                 Ok(())
@@ -289,6 +312,12 @@ mod tests {
             assert!(h.validate(&p).is_err(), "{h:?} accepted");
         }
         assert!(good.validate(&[]).is_err());
+        let mut udp = p.clone();
+        udp[9] = 17;
+        assert!(
+            good.validate(&udp).is_err(),
+            "TCP segmentation of a UDP packet"
+        );
     }
 
     #[test]

@@ -107,11 +107,12 @@ impl QueueTx {
             // before this wait is kept as a permit, so none is lost).
             self.shared.room.notified().await;
         }
+        // Count the bytes only once the packet surely goes in, so a send
+        // cancelled while waiting for a slot leaves the count right.
+        let permit = self.tx.reserve().await.map_err(|_| Full::Closed)?;
         self.shared.queued.fetch_add(len, Ordering::Relaxed);
-        self.tx.send(packet).await.map_err(|_| {
-            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
-            Full::Closed
-        })
+        permit.send(packet);
+        Ok(())
     }
 }
 

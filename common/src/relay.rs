@@ -180,9 +180,13 @@ where
         end = &mut write => return RelayEnd::Lost(end.err().unwrap_or(OutsideError::Closed)),
         bye = &mut stop => bye,
     };
-    // Hand the Bye to the writer and give it a moment to reach the peer.
-    let _ = control_tx.send(Control::Bye(bye.clone())).await;
-    let _ = tokio::time::timeout(BYE_GRACE, &mut write).await;
+    // Hand the Bye to the writer and give it a moment to reach the peer. The
+    // writer runs meanwhile, so a control queue full of Pongs drains; a peer
+    // that reads nothing costs at most BYE_GRACE.
+    let handed = async {
+        let _ = tokio::join!(control_tx.send(Control::Bye(bye.clone())), &mut write);
+    };
+    let _ = tokio::time::timeout(BYE_GRACE, handed).await;
     RelayEnd::SentBye(bye)
 }
 

@@ -98,7 +98,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// The slot's name: the identity, or `identity#N` for extra devices.
+    /// The slot's name: the identity, or `identity` U+0001 `N` for extra devices.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -118,8 +118,8 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Claims the first free of `max` slots of `identity` (`identity`,
-    /// `identity#2`, ...), or `None` when all are held.
+    /// Claims the first free of `max` slots of `identity` (`identity`, then
+    /// `identity` + U+0001 + `2`, ...), or `None` when all are held.
     pub fn claim_slot(&self, identity: &str, max: usize) -> Option<Slot> {
         let mut held = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let key = (1..=max.max(1))
@@ -127,7 +127,8 @@ impl Registry {
                 if n == 1 {
                     identity.to_owned()
                 } else {
-                    format!("{identity}#{n}")
+                    // A control character: no identity contains one, so no clash.
+                    format!("{identity}\u{1}{n}")
                 }
             })
             .find(|k| !held.contains(k))?;
@@ -227,7 +228,7 @@ mod tests {
         let r = Registry::default();
         let a = r.claim_slot("alice", 2).unwrap();
         let b = r.claim_slot("alice", 2).unwrap();
-        assert_eq!((a.key(), b.key()), ("alice", "alice#2"));
+        assert_eq!((a.key(), b.key()), ("alice", "alice\u{1}2"));
         assert!(r.claim_slot("alice", 2).is_none());
         drop(a);
         // The freed first slot (with the static address) is taken again first.
