@@ -177,6 +177,25 @@ impl Registry {
         self.lock().contains_key(&id)
     }
 
+    /// Asks every session for which `verdict` gives a Bye to end with it;
+    /// returns their ids.
+    pub fn stop_each(&self, verdict: impl Fn(&Entry) -> Option<Bye>) -> Vec<u64> {
+        let sessions = self.lock();
+        sessions
+            .iter()
+            .filter_map(|(id, e)| {
+                let bye = verdict(e)?;
+                let _ = e.stop.try_send(bye);
+                Some(*id)
+            })
+            .collect()
+    }
+
+    /// The entry of session `id`, if live, for `f` to look at.
+    pub fn with_entry<T>(&self, id: u64, f: impl FnOnce(&Entry) -> T) -> Option<T> {
+        self.lock().get(&id).map(f)
+    }
+
     /// Asks every session matching `pred` to end with `bye`; returns their ids.
     pub fn stop_where(&self, pred: impl Fn(&Entry) -> bool, bye: &Bye) -> Vec<u64> {
         let sessions = self.lock();

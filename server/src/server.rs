@@ -2,6 +2,7 @@
 //! the accept loop. `serve` takes its listener, inside device and shutdown
 //! token as parameters, so tests run it over loopback with a memory device.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -62,6 +63,10 @@ pub struct Server {
     /// Connection outcomes and ended sessions' traffic.
     pub stats: Stats,
     handshakes: Handshakes,
+    /// Serials on the CRL in force, to cut live sessions on reload.
+    revoked: RwLock<Arc<HashSet<String>>>,
+    /// Counts reloads, so a session set up across one re-checks itself.
+    generation: AtomicU64,
     admission: Admission,
 }
 
@@ -132,6 +137,10 @@ impl Server {
         });
         Ok(Self {
             handshakes: Handshakes::new(config.limits.max_handshakes),
+            revoked: RwLock::new(Arc::new(
+                crate::revocation::revoked_serials(&config.tls.crl).unwrap_or_default(),
+            )),
+            generation: AtomicU64::new(0),
             admission,
             config,
             tls: RwLock::new(tls),
@@ -286,6 +295,7 @@ impl Server {
         inside: &I,
         shutdown: CancellationToken,
     ) {
+        let generation = self.generation.load(Ordering::SeqCst);
         let policy = self.policy();
         let Some(mut grant) = policy.grant(&client.identity) else {
             let message = format!("identity {:?} is not allowed by policy", client.identity);
@@ -363,6 +373,15 @@ impl Server {
                 stop: stop_tx,
             },
         );
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // A reload ran while this session was set up: its checks may have
+            // missed it, so check now against what is in force.
+            self.registry.with_entry(id, |e| {
+                if let Some(bye) = self.verdict(e) {
+                    let _ = e.stop.try_send(bye);
+                }
+            });
+        }
         let filter = self.filter(&assignment, &grant);
         let session = relay::Session {
             keepalive: self.config.keepalive.keepalive(),

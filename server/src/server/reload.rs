@@ -19,32 +19,49 @@ impl Server {
             pool.adopt(leases);
         }
         *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy.clone());
-        let mut closed = self.registry.stop_where(
-            |e| revoked.contains(&e.serial),
-            &Bye::new(ByeReason::Revoked, "certificate revoked"),
-        );
-        closed.extend(self.registry.stop_where(
-            |e| match policy.grant(&e.identity) {
-                None => true,
-                Some(mut new) => {
-                    if e.extra_device {
-                        // Extra devices of one identity never get its static address.
-                        (new.address, new.address6) = (None, None);
-                    }
-                    grant_changed(&e.grant, &new)
-                }
-            },
-            &Bye::new(
-                ByeReason::PolicyChanged,
-                "policy changed for this identity; reconnect",
-            ),
-        ));
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(revoked);
+        // Sessions being set up right now see this and check themselves
+        // once registered (see `session`), so none slips past the reload.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let closed = self.registry.stop_each(|e| self.verdict(e));
         info!(
             closed = closed.len(),
             "reloaded policy, certificate and CRL"
         );
         Ok(closed)
+    }
+}
+
+impl Server {
+    /// Why the policy and CRL in force no longer allow a session as it was
+    /// set up, if they don't.
+    pub(super) fn verdict(&self, e: &Entry) -> Option<Bye> {
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if revoked.contains(&e.serial) {
+            return Some(Bye::new(ByeReason::Revoked, "certificate revoked"));
+        }
+        let changed = match self.policy().grant(&e.identity) {
+            None => true,
+            Some(mut new) => {
+                if e.extra_device {
+                    // Extra devices of one identity never get its static address.
+                    (new.address, new.address6) = (None, None);
+                }
+                grant_changed(&e.grant, &new)
+            }
+        };
+        changed.then(|| {
+            Bye::new(
+                ByeReason::PolicyChanged,
+                "policy changed for this identity; reconnect",
+            )
+        })
     }
 }
 
