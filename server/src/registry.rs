@@ -164,14 +164,6 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Live sessions of `identity`.
-    pub fn count_identity(&self, identity: &str) -> usize {
-        self.lock()
-            .values()
-            .filter(|e| e.identity == identity)
-            .count()
-    }
-
     /// Whether session `id` is still live.
     pub fn contains(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
@@ -198,15 +190,7 @@ impl Registry {
 
     /// Asks every session matching `pred` to end with `bye`; returns their ids.
     pub fn stop_where(&self, pred: impl Fn(&Entry) -> bool, bye: &Bye) -> Vec<u64> {
-        let sessions = self.lock();
-        sessions
-            .iter()
-            .filter(|(_, e)| pred(e))
-            .map(|(id, e)| {
-                let _ = e.stop.try_send(bye.clone());
-                *id
-            })
-            .collect()
+        self.stop_each(|e| pred(e).then(|| bye.clone()))
     }
 
     /// Adds the live sessions' counters to `into`.
