@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use twoway_common::frame::FrameType;
 use twoway_common::message::{
     self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, PROTOCOL_VERSION,
 };
 use twoway_common::outside::{Outside, OutsideError};
+use twoway_common::secure::{self, SecureStream};
 use twoway_common::tls;
 
 use crate::config::{split_host_port, ClientConfig};
@@ -22,7 +21,7 @@ use crate::error::ClientError;
 #[derive(Debug)]
 pub struct Connection {
     /// The framed TLS stream.
-    pub outside: Outside<TlsStream<TcpStream>>,
+    pub outside: Outside<SecureStream<TcpStream>>,
     /// What the server assigned.
     pub assignment: Assignment,
     /// The server's address this connection went to.
@@ -78,8 +77,7 @@ async fn handshake(
         .map_err(|e| ClientError::Internal(format!("local address: {e}")))?;
     let name =
         tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
-    let stream = TlsConnector::from(tls_config)
-        .connect(name, tcp)
+    let stream = secure::connect(tls_config, name, tcp)
         .await
         .map_err(|e| tls_failure(&e, &config.server))?;
     let mut outside = Outside::new(stream);

@@ -14,5 +14,7 @@ pub mod message;
 pub mod offload;
 pub mod outside;
 pub mod queue;
+pub mod record;
 pub mod relay;
+pub mod secure;
 pub mod tls;

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnetwork::IpNetwork;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
@@ -166,8 +165,8 @@ impl Server {
             .clone()
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.tls.read().unwrap_or_else(|e| e.into_inner()).clone())
+    fn acceptor(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Accepts clients on `listener` and relays their packets through `inside`

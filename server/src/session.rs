@@ -3,11 +3,10 @@
 //! (addresses sent). Only an `Assigned` session can relay packets.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use twoway_common::frame::FrameType;
 use twoway_common::identity::{self, IdentitySource};
 use twoway_common::inside::Inside;
@@ -15,9 +14,10 @@ use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOC
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::queue::QueueRx;
 use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
+use twoway_common::secure::{self, SecureStream};
 use twoway_common::tls::ALPN;
 
-type Stream = TlsStream<TcpStream>;
+type Stream = SecureStream<TcpStream>;
 
 /// Why a connection did not become a session.
 #[derive(Debug, thiserror::Error)]
@@ -78,26 +78,24 @@ impl Connected {
     pub async fn accept(
         tcp: TcpStream,
         remote: SocketAddr,
-        acceptor: TlsAcceptor,
+        tls: Arc<rustls::ServerConfig>,
         limit: Duration,
     ) -> Result<Self, SessionError> {
         twoway_common::outside::tune(&tcp);
         tokio::time::timeout(limit, async {
-            let tls = acceptor
-                .accept(tcp)
+            let (stream, peer) = secure::accept(tls, tcp)
                 .await
                 .map_err(SessionError::Handshake)?;
-            let (_, conn) = tls.get_ref();
-            if conn.alpn_protocol() != Some(ALPN) {
+            if peer.alpn.as_deref() != Some(ALPN) {
                 return Err(SessionError::Alpn);
             }
             // The verifier refuses a handshake without a certificate, so a leaf exists.
-            let leaf = conn
-                .peer_certificates()
-                .and_then(|c| c.first())
+            let leaf = peer
+                .certificates
+                .first()
                 .map(|c| c.to_vec())
                 .ok_or(SessionError::Alpn)?;
-            let mut outside = Outside::new(tls);
+            let mut outside = Outside::new(stream);
             let hello: Hello = outside
                 .read_message(FrameType::Hello, limit)
                 .await

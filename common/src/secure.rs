@@ -1,0 +1,619 @@
+//! The TLS stream of a session: rustls runs the handshake (unbuffered API),
+//! then hands the traffic keys over and `SecureStream` protects the data
+//! records itself (crate::record), reading and writing through buffers it
+//! reuses. Compared with rustls's buffered connection this saves two copies
+//! and an allocation per received record and one copy per sent record; the
+//! bytes on the wire are the same standard TLS 1.3.
+//!
+//! After the handshake rustls still derives new keys for KeyUpdate messages
+//! (both when the peer asks and before our own key reaches its cipher's
+//! confidentiality limit).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{AlertDescription, ClientConfig, CommonState, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::record::{self, Opener, RecordError, Sealer, ALERT, APPLICATION_DATA, HANDSHAKE};
+
+/// Receive buffer while traffic flows: many records per read.
+const BUSY_RX: usize = 256 * 1024;
+/// Receive buffer of an idle session (grown when a larger record arrives).
+const IDLE_RX: usize = 4 * 1024;
+/// Sealed bytes we hold before a write waits for the socket.
+const TX_HIGH: usize = 256 * 1024;
+/// Largest buffer the handshake may need (a long certificate chain).
+const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
+
+/// Handshake message types after the handshake (RFC 8446 4).
+const NEW_SESSION_TICKET: u8 = 4;
+const KEY_UPDATE: u8 = 24;
+
+/// What the handshake learned about the peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The ALPN protocol agreed on.
+    pub alpn: Option<Vec<u8>>,
+    /// The peer's certificate chain, leaf first (empty if it sent none).
+    pub certificates: Vec<CertificateDer<'static>>,
+}
+
+/// Runs a client handshake over `io`.
+pub async fn connect<T>(
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    io: T,
+) -> io::Result<SecureStream<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
+    handshake(conn, io).await.map(|(stream, _)| stream)
+}
+
+/// Runs a server handshake over `io`; the caller checks the peer.
+pub async fn accept<T>(config: Arc<ServerConfig>, io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    handshake(conn, io).await
+}
+
+/// rustls errors travel inside I/O errors, as tokio-rustls reports them
+/// (crate::tls::rustls_error finds them).
+fn tls_error(err: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+fn record_error(err: RecordError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+fn protocol_error(what: &'static str) -> io::Error {
+    tls_error(rustls::Error::General(what.into()))
+}
+
+/// The two unbuffered connection kinds, driven by one handshake loop.
+trait Handshaking {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn common(&self) -> &CommonState;
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
+}
+
+impl Handshaking for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Client(kernel)))
+    }
+}
+
+impl Handshaking for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Server(kernel)))
+    }
+}
+
+/// What is left of rustls after the handshake: key derivation for KeyUpdate.
+enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    fn update_tx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Self::Client(k) => k.update_tx_secret(),
+            Self::Server(k) => k.update_tx_secret(),
+        }
+    }
+
+    fn update_rx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Self::Client(k) => k.update_rx_secret(),
+            Self::Server(k) => k.update_rx_secret(),
+        }
+    }
+
+    /// Records one key may seal: half the cipher's confidentiality limit.
+    fn rekey_after(&self) -> u64 {
+        let suite = match self {
+            Self::Client(k) => k.negotiated_cipher_suite(),
+            Self::Server(k) => k.negotiated_cipher_suite(),
+        };
+        suite
+            .tls13()
+            .map_or(1 << 23, |s| s.common.confidentiality_limit / 2)
+    }
+}
+
+/// What the handshake loop does after rustls has looked at the input.
+enum Step {
+    Read,
+    Writable,
+    Failed(rustls::Error),
+}
+
+async fn handshake<C, T>(mut conn: C, mut io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
+where
+    C: Handshaking,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut incoming = vec![0u8; record::MAX_RECORD];
+    let mut filled = 0;
+    let mut outgoing = Vec::new();
+    let mut pending = 0;
+    let mut early_plain = Vec::new();
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..filled]);
+        let step = match state {
+            Err(e) => Some(Step::Failed(e)),
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                // Data that came with the peer's last handshake flight.
+                while let Some(record) = traffic.next_record() {
+                    let record = record.map_err(tls_error)?;
+                    discard += record.discard;
+                    early_plain.extend_from_slice(record.payload);
+                }
+                None
+            }
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                encode_into(&mut outgoing, &mut pending, |out| encode.encode(out))?;
+                None
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                io.write_all(&outgoing[..pending]).await?;
+                io.flush().await?;
+                pending = 0;
+                transmit.done();
+                None
+            }
+            Ok(ConnectionState::BlockedHandshake) => Some(Step::Read),
+            // A server may send before the client's last flight arrived; we
+            // wait for the handshake to complete.
+            Ok(ConnectionState::WriteTraffic(_)) => Some(Step::Writable),
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                return Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Ok(_) => return Err(protocol_error("unexpected handshake state")),
+        };
+        incoming.copy_within(discard..filled, 0);
+        filled -= discard;
+        match step {
+            None => continue,
+            Some(Step::Writable) if !conn.common().is_handshaking() => break,
+            Some(Step::Read | Step::Writable) => {
+                if filled == incoming.len() {
+                    if incoming.len() >= MAX_HANDSHAKE_BUF {
+                        return Err(protocol_error("handshake message too large"));
+                    }
+                    incoming.resize(incoming.len() * 2, 0);
+                }
+                let n = io.read(&mut incoming[filled..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                filled += n;
+                continue;
+            }
+            Some(Step::Failed(err)) => {
+                // rustls queued an alert for the peer: tell it why, if we can.
+                let UnbufferedStatus { state, .. } = conn.process(&mut incoming[..filled]);
+                if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
+                    if encode_into(&mut outgoing, &mut pending, |out| encode.encode(out)).is_ok() {
+                        let _ = io.write_all(&outgoing[..pending]).await;
+                        let _ = io.flush().await;
+                    }
+                }
+                return Err(tls_error(err));
+            }
+        }
+    }
+    let common = conn.common();
+    let peer = PeerInfo {
+        alpn: common.alpn_protocol().map(<[u8]>::to_vec),
+        certificates: common
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default(),
+    };
+    let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
+    let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
+    let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
+    // Bytes of records rustls did not process start the receive buffer.
+    incoming.truncate(filled);
+    let rx_end = incoming.len();
+    let stream = SecureStream {
+        io,
+        rekey_after: kernel.rekey_after(),
+        kernel,
+        tx_key_updates: 0,
+        opener,
+        sealer,
+        rx: incoming,
+        rx_start: 0,
+        rx_end,
+        rx_busy: false,
+        plain: early_plain,
+        plain_start: 0,
+        tx: Vec::new(),
+        tx_start: 0,
+        tx_end: 0,
+        tx_last: 0,
+        peer_closed: false,
+        closing: false,
+    };
+    Ok((stream, peer))
+}
+
+/// Runs an encoder that needs a large enough buffer, growing `out` as asked.
+fn encode_into(
+    out: &mut Vec<u8>,
+    pending: &mut usize,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> io::Result<()> {
+    loop {
+        match encode(&mut out[*pending..]) {
+            Ok(n) => {
+                *pending += n;
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(e)) => out.resize(*pending + e.required_size, 0),
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+}
+
+/// A TLS 1.3 stream after the handshake (see the module comment).
+pub struct SecureStream<T> {
+    io: T,
+    kernel: Kernel,
+    opener: Opener,
+    sealer: Sealer,
+    rekey_after: u64,
+    tx_key_updates: u64,
+    /// Received bytes not yet opened: rx[rx_start..rx_end].
+    rx: Vec<u8>,
+    rx_start: usize,
+    rx_end: usize,
+    /// The last read filled much of its room: keep the large buffer.
+    rx_busy: bool,
+    /// Opened content not yet delivered: plain[plain_start..].
+    plain: Vec<u8>,
+    plain_start: usize,
+    /// Sealed bytes not yet written: tx[tx_start..tx_end].
+    tx: Vec<u8>,
+    tx_start: usize,
+    tx_end: usize,
+    /// Bytes the last drain wrote: a small one after a burst gives the buffer back.
+    tx_last: usize,
+    /// The peer sent close_notify.
+    peer_closed: bool,
+    /// We sealed close_notify: nothing more may be written.
+    closing: bool,
+}
+
+impl<T> std::fmt::Debug for SecureStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureStream")
+            .field("rx_pending", &(self.rx_end - self.rx_start))
+            .field("tx_pending", &(self.tx_end - self.tx_start))
+            .field("peer_closed", &self.peer_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> SecureStream<T> {
+    /// The transport underneath.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Replaces our send key after this many records instead of half the
+    /// cipher's confidentiality limit (tests use a small number).
+    pub fn set_rekey_after(&mut self, records: u64) {
+        self.rekey_after = records.max(1);
+    }
+
+    /// How often our send key was replaced.
+    pub fn tx_key_updates(&self) -> u64 {
+        self.tx_key_updates
+    }
+
+    /// Seals one record into the send buffer, replacing our key first when it
+    /// has sealed its share.
+    fn seal(&mut self, content_type: u8, content: &[u8]) -> io::Result<()> {
+        if self.sealer.records() >= self.rekey_after {
+            self.update_tx_key(false)?;
+        }
+        self.seal_now(content_type, content)
+    }
+
+    fn seal_now(&mut self, content_type: u8, content: &[u8]) -> io::Result<()> {
+        let need = self.tx_end + record::sealed_len(content.len());
+        if self.tx.len() < need {
+            self.tx.resize(need.max(2 * self.tx.len()), 0);
+        }
+        let n = self
+            .sealer
+            .seal(content_type, content, &mut self.tx[self.tx_end..])
+            .map_err(record_error)?;
+        self.tx_end += n;
+        Ok(())
+    }
+
+    /// Sends a KeyUpdate under the old key, then switches to the next one.
+    fn update_tx_key(&mut self, request_peer_update: bool) -> io::Result<()> {
+        let message = [KEY_UPDATE, 0, 0, 1, u8::from(request_peer_update)];
+        self.seal_now(HANDSHAKE, &message)?;
+        let (seq, secrets) = self.kernel.update_tx().map_err(tls_error)?;
+        self.sealer = Sealer::new(&secrets, seq).map_err(record_error)?;
+        self.tx_key_updates += 1;
+        Ok(())
+    }
+
+    /// Acts on post-handshake messages (one record's worth).
+    fn handle_handshake(&mut self, mut messages: &[u8]) -> io::Result<()> {
+        while !messages.is_empty() {
+            let [kind, a, b, c, ..] = *messages else {
+                return Err(protocol_error("fragmented post-handshake message"));
+            };
+            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            let body = messages
+                .get(4..4 + len)
+                .ok_or_else(|| protocol_error("fragmented post-handshake message"))?;
+            messages = &messages[4 + len..];
+            match (kind, body) {
+                (KEY_UPDATE, &[request]) if request <= 1 => {
+                    if !messages.is_empty() {
+                        // RFC 8446 5.1: no message may follow a key change in its record.
+                        return Err(protocol_error("data after KeyUpdate in the same record"));
+                    }
+                    let (seq, secrets) = self.kernel.update_rx().map_err(tls_error)?;
+                    self.opener = Opener::new(&secrets, seq).map_err(record_error)?;
+                    if request == 1 && !self.closing {
+                        self.update_tx_key(false)?;
+                    }
+                }
+                // No resumption here: a ticket is simply not kept.
+                (NEW_SESSION_TICKET, _) if matches!(self.kernel, Kernel::Client(_)) => {}
+                _ => return Err(protocol_error("unexpected post-handshake message")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on a record that is not application data.
+    fn handle_control(&mut self, content_type: u8, content: &[u8]) -> io::Result<()> {
+        match (content_type, content) {
+            (ALERT, &[_, 0]) => {
+                self.peer_closed = true;
+                Ok(())
+            }
+            (ALERT, &[_, description]) => Err(tls_error(rustls::Error::AlertReceived(
+                AlertDescription::from(description),
+            ))),
+            (HANDSHAKE, messages) => self.handle_handshake(messages),
+            _ => Err(protocol_error("unexpected record type")),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> SecureStream<T> {
+    /// Reads more ciphertext from the transport. Ready(0) is end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rx_start == self.rx_end {
+            self.rx_start = 0;
+            self.rx_end = 0;
+            if !self.rx_busy && self.rx.len() > IDLE_RX {
+                // An idle session keeps a small buffer.
+                self.rx = vec![0; IDLE_RX];
+            }
+        }
+        // Room for the record under way, or for many while busy.
+        let partial = record::record_len(&self.rx[self.rx_start..self.rx_end])
+            .map_err(record_error)?
+            .unwrap_or(record::HEADER_LEN);
+        let room = if self.rx_busy { BUSY_RX } else { IDLE_RX };
+        let need = partial.max(room / 2);
+        if self.rx.len() - self.rx_end < need {
+            self.rx.copy_within(self.rx_start..self.rx_end, 0);
+            self.rx_end -= self.rx_start;
+            self.rx_start = 0;
+            let want = (self.rx_end + need).max(room);
+            if self.rx.len() < want {
+                self.rx.resize(want, 0);
+            }
+        }
+        let mut buf = ReadBuf::new(&mut self.rx[self.rx_end..]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        self.rx_busy = n >= IDLE_RX / 2;
+        self.rx_end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Opens the complete records in the receive buffer into `buf` while they
+    /// fit; a record larger than the room left goes to `plain`. Returns
+    /// whether anything was delivered or set aside.
+    fn open_records(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<bool> {
+        let mut progress = false;
+        while !self.peer_closed && self.plain_start == self.plain.len() {
+            let pending = &self.rx[self.rx_start..self.rx_end];
+            let Some(len) = record::record_len(pending).map_err(record_error)? else {
+                break;
+            };
+            if pending.len() < len {
+                break;
+            }
+            let room = Opener::room(len);
+            let record = &self.rx[self.rx_start..self.rx_start + len];
+            let (content_type, n, direct) = if buf.remaining() >= room {
+                let out = buf.initialize_unfilled_to(room);
+                let (t, n) = self.opener.open(record, out).map_err(record_error)?;
+                (t, n, true)
+            } else if progress {
+                // Deliver what we have; this record waits for a larger read.
+                break;
+            } else {
+                self.plain.resize(room, 0);
+                let (t, n) = self
+                    .opener
+                    .open(record, &mut self.plain)
+                    .map_err(record_error)?;
+                self.plain.truncate(n);
+                self.plain_start = 0;
+                (t, n, false)
+            };
+            self.rx_start += len;
+            progress = true;
+            if content_type == APPLICATION_DATA {
+                if direct {
+                    buf.advance(n);
+                }
+                continue;
+            }
+            let content = if direct {
+                buf.initialize_unfilled_to(n)[..n].to_vec()
+            } else {
+                std::mem::take(&mut self.plain)
+            };
+            self.handle_control(content_type, &content)?;
+        }
+        Ok(progress)
+    }
+
+    /// Copies set-aside content into `buf`.
+    fn deliver_plain(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = buf.remaining().min(self.plain.len() - self.plain_start);
+        buf.put_slice(&self.plain[self.plain_start..self.plain_start + n]);
+        self.plain_start += n;
+        if self.plain_start == self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_start = 0;
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> SecureStream<T> {
+    /// Writes the send buffer out.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.tx_start < self.tx_end {
+            let n = ready!(
+                Pin::new(&mut self.io).poll_write(cx, &self.tx[self.tx_start..self.tx_end])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tx_start += n;
+        }
+        self.tx_last = self.tx_end;
+        self.tx_start = 0;
+        self.tx_end = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.plain_start < this.plain.len() {
+                this.deliver_plain(buf);
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            let progress = this.open_records(buf)?;
+            if buf.filled().len() > before || this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if progress {
+                // Control records or set-aside content: look again.
+                continue;
+            }
+            if ready!(this.poll_fill(cx))? == 0 {
+                if this.rx_start != this.rx_end {
+                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.tx_end - this.tx_start >= TX_HIGH {
+            ready!(this.poll_drain(cx))?;
+        }
+        if this.closing {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        for chunk in data.chunks(record::MAX_PLAINTEXT) {
+            this.seal(APPLICATION_DATA, chunk)?;
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if this.tx_last < IDLE_RX && this.tx.len() > IDLE_RX * 4 {
+            // A small write after a burst: do not keep the burst's buffer.
+            this.tx = Vec::new();
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closing {
+            this.seal(ALERT, &[1, 0])?;
+            this.closing = true;
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
