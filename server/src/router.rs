@@ -13,9 +13,6 @@ use twoway_common::offload;
 use twoway_common::queue::QueueTx;
 use twoway_common::relay::{Counters, DropReason};
 
-/// Packets shorter than this are copied out of the receive chunk.
-const COPY_BELOW: usize = 2048;
-
 #[derive(Clone)]
 struct Route {
     session: u64,
@@ -74,14 +71,7 @@ impl Router {
         let Some(route) = routes.get(&dst) else {
             return self.counters.drop_packet(DropReason::NoRoute);
         };
-        // A small packet would keep its whole receive chunk alive while it
-        // waits in a slow client's queue: give it its own small allocation.
         let urgent = ippacket::is_interactive(ip);
-        let packet = if packet.len() < COPY_BELOW {
-            Bytes::copy_from_slice(&packet)
-        } else {
-            packet
-        };
         let queued = if urgent {
             route.queue.try_send_urgent(packet)
         } else {

@@ -4,10 +4,13 @@
 use std::future::Future;
 use std::io;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 pub mod memory;
+mod recv_buffer;
 pub mod tun;
+
+pub use recv_buffer::RecvBuffer;
 
 /// A packet device: one packet per `recv`/`send`. With offload on, every
 /// packet is preceded by a 10-byte offload header (see [`crate::offload`]).
@@ -47,42 +50,5 @@ pub fn max_read(inside: &impl Inside, mtu: u16) -> usize {
         crate::offload::HEADER_LEN + crate::offload::MAX_PACKET
     } else {
         usize::from(mtu) + 64
-    }
-}
-
-/// Reads packets into slices of a large buffer, so each packet becomes a
-/// `Bytes` without an allocation of its own. Once every packet of a chunk has
-/// been sent on, the chunk is reused rather than freed and allocated again.
-#[derive(Debug)]
-pub struct RecvBuffer {
-    buf: BytesMut,
-    max: usize,
-}
-
-impl RecvBuffer {
-    /// A reader for packets of at most `max` bytes.
-    pub fn new(max: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            max,
-        }
-    }
-
-    fn chunk(&self) -> usize {
-        (self.max * 4).max(256 * 1024)
-    }
-
-    /// Reads the next packet from `inside`.
-    pub async fn recv<I: Inside>(&mut self, inside: &I) -> io::Result<Bytes> {
-        if self.buf.len() < self.max {
-            let chunk = self.chunk();
-            self.buf.clear();
-            if !self.buf.try_reclaim(chunk) {
-                self.buf = BytesMut::with_capacity(chunk);
-            }
-            self.buf.resize(chunk, 0);
-        }
-        let n = inside.recv(&mut self.buf[..self.max]).await?;
-        Ok(self.buf.split_to(n).freeze())
     }
 }
