@@ -72,6 +72,13 @@ pub struct TunnelSection {
     /// they go through the tunnel too, only the gateway stays local.
     #[serde(default = "default_allow_lan")]
     pub allow_lan: bool,
+    /// Nice value of the client's threads while up (-20..=19; 0 leaves it alone).
+    #[serde(default = "default_nice")]
+    pub nice: i32,
+}
+
+fn default_nice() -> i32 {
+    twoway_common::priority::DEFAULT_NICE
 }
 
 fn default_allow_lan() -> bool {
@@ -84,6 +91,7 @@ impl Default for TunnelSection {
             name: None,
             offload: true,
             allow_lan: default_allow_lan(),
+            nice: default_nice(),
         }
     }
 }
@@ -190,6 +198,13 @@ impl ClientConfig {
                 p,
                 "server_name",
                 "not a valid DNS name or IP address",
+            ));
+        }
+        if !twoway_common::priority::RANGE.contains(&self.tunnel.nice) {
+            errors.push(ConfigError::invalid(
+                p,
+                "tunnel.nice",
+                "must be between -20 and 19",
             ));
         }
         if self.connect_timeout_secs == 0 {

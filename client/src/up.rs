@@ -130,6 +130,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     let tls = twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(|e| ClientError::Config(e.to_string()))?;
     crate::privilege::check()?;
+    twoway_common::priority::apply(config.tunnel.nice);
     let status = Status::new(&config.server);
     let stop = CancellationToken::new();
     let socket = control::bind(&config.control.socket).await.map_err(|e| {

@@ -76,12 +76,17 @@ pub fn encode(kind: FrameType, payload: &[u8], out: &mut BytesMut) {
 
 /// Appends one frame whose payload is `head` followed by `body`.
 pub fn encode_parts(kind: FrameType, head: &[u8], body: &[u8], out: &mut BytesMut) {
-    let len = head.len() + body.len();
-    assert!(len <= MAX_PAYLOAD, "frame payload too large");
-    out.reserve(HEADER_LEN + len);
-    out.put_u32(((kind as u32) << 24) | len as u32);
+    out.reserve(HEADER_LEN + head.len() + body.len());
+    encode_header(kind, head.len() + body.len(), out);
     out.put_slice(head);
     out.put_slice(body);
+}
+
+/// Appends the header of a frame whose `len` payload bytes the caller
+/// sends next. Panics if `len` is larger than [`MAX_PAYLOAD`].
+pub fn encode_header(kind: FrameType, len: usize, out: &mut BytesMut) {
+    assert!(len <= MAX_PAYLOAD, "frame payload too large");
+    out.put_u32(((kind as u32) << 24) | len as u32);
 }
 
 /// Takes the next complete frame off the front of `buf`, or returns `None` if

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::mpsc;
 
 use crate::frame::{self, FrameType};
+use crate::gather::Gather;
 use crate::inside::{Inside, RecvBuffer};
 use crate::message::{self, Bye, ByeReason};
 use crate::offload;
@@ -352,7 +353,7 @@ async fn write_loop<S: AsyncWrite>(
     keepalive: Keepalive,
     mode: Mode,
 ) -> Result<(), OutsideError> {
-    let mut wbuf = BytesMut::new();
+    let mut out = Gather::default();
     let mut ping = tokio::time::interval(keepalive.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
@@ -360,10 +361,10 @@ async fn write_loop<S: AsyncWrite>(
         tokio::select! {
             biased;
             msg = control.recv() => match msg {
-                Some(Control::Pong(payload)) => frame::encode(FrameType::Pong, &payload, &mut wbuf),
+                Some(Control::Pong(payload)) => out.frame(FrameType::Pong, &payload),
                 Some(Control::Bye(bye)) => {
-                    frame::encode(FrameType::Bye, &message::encode(&bye), &mut wbuf);
-                    writer.write_all(&wbuf).await?;
+                    out.frame(FrameType::Bye, &message::encode(&bye));
+                    out.write_to(&mut writer).await?;
                     writer.flush().await?;
                     writer.shutdown().await?;
                     return Ok(());
@@ -372,48 +373,43 @@ async fn write_loop<S: AsyncWrite>(
             },
             packet = outbound.recv() => {
                 let Some(packet) = packet else { return Ok(()) };
-                encode_data(&packet, &mut wbuf, counters, mode);
+                encode_data(packet, &mut out, counters, mode);
                 // Gather whatever else is ready into the same write.
-                while wbuf.len() < WRITE_BATCH {
+                while out.len() < WRITE_BATCH {
                     match outbound.try_recv() {
-                        Some(packet) => encode_data(&packet, &mut wbuf, counters, mode),
+                        Some(packet) => encode_data(packet, &mut out, counters, mode),
                         None => break,
                     }
                 }
             }
-            _ = ping.tick() => frame::encode(FrameType::Ping, &[], &mut wbuf),
+            _ = ping.tick() => out.frame(FrameType::Ping, &[]),
         }
-        writer.write_all(&wbuf).await?;
+        out.write_to(&mut writer).await?;
         writer.flush().await?;
-        if wbuf.len() < IDLE_READ && wbuf.capacity() > 4 * IDLE_READ {
-            // A small write after a burst: do not keep the burst's buffer.
-            wbuf = BytesMut::new();
-        }
-        wbuf.clear();
     }
 }
 
-fn encode_data(raw: &[u8], wbuf: &mut BytesMut, counters: &Counters, mode: Mode) {
+fn encode_data(raw: Bytes, out: &mut Gather, counters: &Counters, mode: Mode) {
     let count = |n: usize| {
         Counters::add(&counters.tx_packets, 1);
         Counters::add(&counters.tx_bytes, n as u64);
     };
     if !mode.device_offload {
-        frame::encode(FrameType::Data, raw, wbuf);
-        return count(raw.len());
+        count(raw.len());
+        return out.frame_shared(FrameType::Data, &[], raw);
     }
     if raw.len() <= offload::HEADER_LEN {
         return counters.drop_packet(DropReason::Malformed);
     }
-    let (head, packet) = raw.split_at(offload::HEADER_LEN);
-    let header = offload::Header::from_device(head);
+    let header = offload::Header::from_device(&raw[..offload::HEADER_LEN]);
     if mode.session_offload {
-        frame::encode_parts(FrameType::DataOffload, &header.to_wire(), packet, wbuf);
-        return count(packet.len());
+        let packet = raw.slice(offload::HEADER_LEN..);
+        count(packet.len());
+        return out.frame_shared(FrameType::DataOffload, &header.to_wire(), packet);
     }
     // The peer takes only plain packets: cut the large one here.
-    let split = offload::split(&header, packet, |segment| {
-        frame::encode(FrameType::Data, segment, wbuf);
+    let split = offload::split(&header, &raw[offload::HEADER_LEN..], |segment| {
+        out.frame(FrameType::Data, segment);
         count(segment.len());
     });
     if split.is_err() {

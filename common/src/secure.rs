@@ -30,6 +30,8 @@ const BUSY_RX: usize = 256 * 1024;
 const IDLE_RX: usize = 4 * 1024;
 /// Sealed bytes we hold before a write waits for the socket.
 const TX_HIGH: usize = 256 * 1024;
+/// Pieces of a write shorter than this are staged and sealed together.
+const STAGE_BELOW: usize = 2048;
 /// Largest buffer the handshake may need (a long certificate chain).
 const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
 
@@ -273,6 +275,7 @@ where
         tx_start: 0,
         tx_end: 0,
         tx_last: 0,
+        stage: Vec::new(),
         peer_closed: false,
         closing: false,
     };
@@ -318,6 +321,8 @@ pub struct SecureStream<T> {
     tx: Vec<u8>,
     tx_start: usize,
     tx_end: usize,
+    /// Small pieces of a vectored write, sealed together.
+    stage: Vec<u8>,
     /// Bytes the last drain wrote: a small one after a burst gives the buffer back.
     tx_last: usize,
     /// The peer sent close_notify.
@@ -372,6 +377,35 @@ impl<T> SecureStream<T> {
             .seal(content_type, content, &mut self.tx[self.tx_end..])
             .map_err(record_error)?;
         self.tx_end += n;
+        Ok(())
+    }
+
+    /// Seals what is staged (at most one record's worth).
+    fn seal_stage(&mut self) -> io::Result<()> {
+        if self.stage.is_empty() {
+            return Ok(());
+        }
+        let stage = std::mem::take(&mut self.stage);
+        let sealed = self.seal(APPLICATION_DATA, &stage);
+        self.stage = stage;
+        self.stage.clear();
+        sealed
+    }
+
+    /// Seals `data` as application data: large pieces straight from where
+    /// they are, in records of their own; small ones staged together.
+    fn seal_data(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.len() < STAGE_BELOW {
+            if self.stage.len() + data.len() > record::MAX_PLAINTEXT {
+                self.seal_stage()?;
+            }
+            self.stage.extend_from_slice(data);
+            return Ok(());
+        }
+        self.seal_stage()?;
+        for chunk in data.chunks(record::MAX_PLAINTEXT) {
+            self.seal(APPLICATION_DATA, chunk)?;
+        }
         Ok(())
     }
 
@@ -591,10 +625,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         if this.closing {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        for chunk in data.chunks(record::MAX_PLAINTEXT) {
-            this.seal(APPLICATION_DATA, chunk)?;
-        }
+        this.seal_data(data)?;
+        this.seal_stage()?;
         Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.tx_end - this.tx_start >= TX_HIGH {
+            ready!(this.poll_drain(cx))?;
+        }
+        if this.closing {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut n = 0;
+        for buf in bufs {
+            this.seal_data(buf)?;
+            n += buf.len();
+        }
+        this.seal_stage()?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -182,6 +182,13 @@ pub struct TunnelSection {
     /// Device queues, each read by its own task; 0 means one per CPU core.
     #[serde(default)]
     pub queues: usize,
+    /// Nice value of the server's threads (-20..=19; 0 leaves it alone).
+    #[serde(default = "default_nice")]
+    pub nice: i32,
+}
+
+fn default_nice() -> i32 {
+    twoway_common::priority::DEFAULT_NICE
 }
 
 impl Default for TunnelSection {
@@ -194,6 +201,7 @@ impl Default for TunnelSection {
             mtu: default_mtu(),
             offload: true,
             queues: 0,
+            nice: default_nice(),
         }
     }
 }
@@ -425,6 +433,13 @@ impl ServerConfig {
                 ));
             }
         }
+        if !twoway_common::priority::RANGE.contains(&t.nice) {
+            errors.push(ConfigError::invalid(
+                p,
+                "tunnel.nice",
+                "must be between -20 and 19",
+            ));
+        }
         if !(576..=65_000).contains(&t.mtu) {
             errors.push(ConfigError::invalid(
                 p,
@@ -537,12 +552,13 @@ mod tests {
     #[test]
     fn every_value_problem_is_reported_at_once() {
         let e = parse(
-            "[tunnel]\nnetwork = \"10.1.0.0/24\"\npool = \"10.2.0.0/25\"\nmtu = 100\n[keepalive]\ninterval_secs = 30\ntimeout_secs = 10\n",
+            "[tunnel]\nnetwork = \"10.1.0.0/24\"\npool = \"10.2.0.0/25\"\nmtu = 100\nnice = -21\n[keepalive]\ninterval_secs = 30\ntimeout_secs = 10\n",
         )
         .unwrap_err();
         let all = e.join("\n");
         assert!(all.contains("key `tunnel.pool`"), "{all}");
         assert!(all.contains("key `tunnel.mtu`"), "{all}");
+        assert!(all.contains("key `tunnel.nice`"), "{all}");
         assert!(all.contains("key `keepalive`"), "{all}");
     }
 

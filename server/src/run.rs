@@ -19,6 +19,7 @@ use crate::server::Server;
 /// Runs the server in the foreground until a stop signal.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = ServerConfig::load(config_path)?;
+    twoway_common::priority::apply(config.tunnel.nice);
     let server = Arc::new(Server::new(config.clone())?);
     let t = &config.tunnel;
     let tun = TunInside::create(&TunSettings {

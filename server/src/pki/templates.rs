@@ -25,6 +25,7 @@ network = "10.77.0.0/24"     # the server takes the first host address
 pool = "10.77.0.128/25"      # dynamic addresses, inside network
 # network6 = "fd77::/64"
 mtu = 1400
+# nice = -10                 # priority of the tunnel threads (-20..19, 0 = leave alone)
 
 [identity]
 source = "cn"                # cn | san-email | san-dns | san-uri | fingerprint
