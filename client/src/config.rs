@@ -75,6 +75,13 @@ pub struct TunnelSection {
     /// Nice value of the client's threads while up (-20..=19; 0 leaves it alone).
     #[serde(default = "default_nice")]
     pub nice: i32,
+    /// TCP congestion control of the outside connection ("" = the system's).
+    #[serde(default = "default_congestion")]
+    pub congestion: String,
+}
+
+fn default_congestion() -> String {
+    twoway_common::outside::DEFAULT_CONGESTION.to_owned()
 }
 
 fn default_nice() -> i32 {
@@ -92,6 +99,7 @@ impl Default for TunnelSection {
             offload: true,
             allow_lan: default_allow_lan(),
             nice: default_nice(),
+            congestion: default_congestion(),
         }
     }
 }
@@ -200,6 +208,13 @@ impl ClientConfig {
                 "not a valid DNS name or IP address",
             ));
         }
+        if !twoway_common::outside::valid_congestion(&self.tunnel.congestion) {
+            errors.push(ConfigError::invalid(
+                p,
+                "tunnel.congestion",
+                "must be a TCP congestion control name such as \"cubic\" or \"bbr\", or \"\" for the system's",
+            ));
+        }
         if !twoway_common::priority::RANGE.contains(&self.tunnel.nice) {
             errors.push(ConfigError::invalid(
                 p,
@@ -291,11 +306,25 @@ socket = "/run/twoway/alice.sock"
 "#;
 
     #[test]
+    fn nice_outside_its_range_names_the_key() {
+        let e = parse(&format!("{GOOD}[tunnel]\nnice = 20\n")).unwrap_err();
+        assert!(e.contains("tunnel.nice") && e.contains("alice.toml"), "{e}");
+        assert_eq!(
+            parse(&format!("{GOOD}[tunnel]\nnice = 0\n"))
+                .unwrap()
+                .tunnel
+                .nice,
+            0
+        );
+    }
+
+    #[test]
     fn design_example_parses_and_names_the_device() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.device_name(), "tw-alice");
         assert_eq!(c.connect_timeout_secs, 10);
         assert!(!c.tunnel.allow_lan);
+        assert_eq!(c.tunnel.nice, twoway_common::priority::DEFAULT_NICE);
         assert!(c.dns.resolved && !c.dns.manage_resolv_conf);
         assert_eq!(c.dns.resolv_conf, Path::new("/etc/resolv.conf"));
     }

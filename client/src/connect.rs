@@ -68,7 +68,7 @@ async fn handshake(
         None => TcpStream::connect((host, port)).await,
     }
     .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
-    twoway_common::outside::tune(&tcp);
+    twoway_common::outside::tune(&tcp, &config.tunnel.congestion);
     let peer = tcp
         .peer_addr()
         .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;

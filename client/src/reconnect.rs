@@ -20,13 +20,14 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// [`Routing::refresh`], off the async worker when the runtime allows (it runs `ip`).
-pub fn refresh(routing: &mut Routing) -> Refresh {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| routing.refresh()),
-        _ => routing.refresh(),
-    }
+/// [`Routing::refresh`] with the network read on a blocking thread (it runs
+/// `ip` several times, milliseconds that must not stall the relay, which
+/// shares its task with this check).
+pub async fn refresh(routing: &mut Routing) -> Refresh {
+    let snapshot = tokio::task::spawn_blocking(crate::netconf::read_snapshot)
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the network: {e}")));
+    routing.refresh(snapshot)
 }
 
 /// Connects to `server` again; the first attempt without delay when
@@ -51,7 +52,7 @@ pub async fn reconnect(
                     _ = &mut sleep => break,
                     _ = stop.cancelled() => return Ok(None),
                     _ = watch.changed() => {
-                        if let Refresh::Moved(why) = refresh(routing) {
+                        if let Refresh::Moved(why) = refresh(routing).await {
                             info!(reason = %why, "network changed; trying to reconnect now");
                             delay = BACKOFF_MIN;
                             break;

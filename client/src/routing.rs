@@ -120,10 +120,11 @@ impl Routing {
         Ok(())
     }
 
-    /// Looks at the network again: re-plans routes (the outer path may have
+    /// Looks at the network again (`snapshot`, from
+    /// `netconf::read_snapshot`): re-plans routes (the outer path may have
     /// changed) and says whether the connection has to be replaced.
-    pub fn refresh(&mut self) -> Refresh {
-        let snapshot = match netconf::read_snapshot() {
+    pub fn refresh(&mut self, snapshot: Result<Snapshot, String>) -> Refresh {
+        let snapshot = match snapshot {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "cannot read the routing table");

@@ -227,7 +227,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                 tokio::select! {
                     _ = stop.cancelled() => return Bye::new(ByeReason::Shutdown, "client going down"),
                     _ = watch.changed() => {
-                        if let Refresh::Moved(why) = refresh(&mut routing) {
+                        if let Refresh::Moved(why) = refresh(&mut routing).await {
                             warn!(reason = %why, "network changed; reconnecting now");
                             return Bye::new(ByeReason::Shutdown, format!("network changed: {why}"));
                         }

@@ -22,12 +22,34 @@ const HANDSHAKE_READ: usize = 4 * 1024;
 /// behind a bulk transfer waits microseconds, not milliseconds.
 pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
+/// Congestion control of the outside connection unless configured
+/// (`tunnel.congestion`). CUBIC, not the system default: BBR (v1) drops its
+/// window to four packets for 200 ms every ten seconds to measure the path's
+/// round trip, and every flow inside the tunnel stalls with it (pings through
+/// a loaded tunnel jumped from 4 to 8-9 ms at each probe).
+pub const DEFAULT_CONGESTION: &str = "cubic";
+
+/// Whether `name` can be a TCP congestion control name ("" means the system
+/// default).
+pub fn valid_congestion(name: &str) -> bool {
+    name.len() < 16 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Socket options for the outside TCP connection: no Nagle delay (we
-/// coalesce ourselves) and a small unsent backlog. Buffer sizes are left to
-/// the kernel's autotuning, which follows the bandwidth-delay product.
-pub fn tune(tcp: &tokio::net::TcpStream) {
+/// coalesce ourselves), a small unsent backlog, and the congestion control
+/// `congestion` (empty: the system's). Buffer sizes are left to the kernel's
+/// autotuning, which follows the bandwidth-delay product.
+pub fn tune(tcp: &tokio::net::TcpStream, congestion: &str) {
     let _ = tcp.set_nodelay(true);
-    let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    let sock = socket2::SockRef::from(tcp);
+    let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    if !congestion.is_empty() {
+        if let Err(e) = sock.set_tcp_congestion(congestion.as_bytes()) {
+            tracing::warn!(
+                "cannot use TCP congestion control {congestion:?} (key `tunnel.congestion`): {e}"
+            );
+        }
+    }
 }
 
 /// A failure on the outside stream.

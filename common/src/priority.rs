@@ -36,7 +36,10 @@ pub fn apply(nice: i32) {
     }
     match set_nice(nice) {
         Ok(()) => tracing::debug!(nice, "scheduling priority set"),
-        Err(e) => tracing::warn!(nice, "cannot set scheduling priority (key `tunnel.nice`): {e}"),
+        Err(e) => tracing::warn!(
+            nice,
+            "cannot set scheduling priority (key `tunnel.nice`): {e}"
+        ),
     }
 }
 
@@ -62,7 +65,11 @@ mod tests {
         let tid = Pid::from_raw(rx.recv().unwrap());
         set_nice(target).unwrap();
         assert_eq!(getpriority_process(None).unwrap(), target);
-        assert_eq!(getpriority_process(tid).unwrap(), target, "the other thread too");
+        assert_eq!(
+            getpriority_process(tid).unwrap(),
+            target,
+            "the other thread too"
+        );
         done_tx.send(()).unwrap();
         helper.join().unwrap();
     }

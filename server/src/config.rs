@@ -185,6 +185,13 @@ pub struct TunnelSection {
     /// Nice value of the server's threads (-20..=19; 0 leaves it alone).
     #[serde(default = "default_nice")]
     pub nice: i32,
+    /// TCP congestion control of the outside connection ("" = the system's).
+    #[serde(default = "default_congestion")]
+    pub congestion: String,
+}
+
+fn default_congestion() -> String {
+    twoway_common::outside::DEFAULT_CONGESTION.to_owned()
 }
 
 fn default_nice() -> i32 {
@@ -202,6 +209,7 @@ impl Default for TunnelSection {
             offload: true,
             queues: 0,
             nice: default_nice(),
+            congestion: default_congestion(),
         }
     }
 }
@@ -432,6 +440,13 @@ impl ServerConfig {
                     "IPv6 needs an MTU of at least 1280",
                 ));
             }
+        }
+        if !twoway_common::outside::valid_congestion(&t.congestion) {
+            errors.push(ConfigError::invalid(
+                p,
+                "tunnel.congestion",
+                "must be a TCP congestion control name such as \"cubic\" or \"bbr\", or \"\" for the system's",
+            ));
         }
         if !twoway_common::priority::RANGE.contains(&t.nice) {
             errors.push(ConfigError::invalid(

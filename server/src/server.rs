@@ -260,6 +260,7 @@ impl Server {
                 warn!("too many handshakes in progress; closing connection");
                 return;
             };
+            twoway_common::outside::tune(&tcp, &self.config.tunnel.congestion);
             let handshake = async {
                 // Until its peer speaks, a connection is the first to make room for others.
                 let _ = tcp.peek(&mut [0u8; 1]).await;

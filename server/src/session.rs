@@ -81,7 +81,6 @@ impl Connected {
         tls: Arc<rustls::ServerConfig>,
         limit: Duration,
     ) -> Result<Self, SessionError> {
-        twoway_common::outside::tune(&tcp);
         tokio::time::timeout(limit, async {
             let (stream, peer) = secure::accept(tls, tcp)
                 .await

@@ -34,7 +34,10 @@ struct Pool {
 
 impl Pool {
     fn take(&self) -> Option<Vec<u8>> {
-        self.free.lock().unwrap_or_else(PoisonError::into_inner).pop()
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
     }
 
     fn give(&self, buf: Vec<u8>) {

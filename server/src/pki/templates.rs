@@ -26,6 +26,7 @@ pool = "10.77.0.128/25"      # dynamic addresses, inside network
 # network6 = "fd77::/64"
 mtu = 1400
 # nice = -10                 # priority of the tunnel threads (-20..19, 0 = leave alone)
+# congestion = "cubic"       # TCP congestion control of client connections ("" = system default)
 
 [identity]
 source = "cn"                # cn | san-email | san-dns | san-uri | fingerprint
