@@ -22,12 +22,17 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// [`Routing::refresh`] with the network read on a blocking thread (it runs
 /// `ip` several times, milliseconds that must not stall the relay, which
-/// shares its task with this check).
+/// shares its task with this check). Changing routes, which is rare, still
+/// runs here, with the worker's other tasks moved elsewhere meanwhile.
 pub async fn refresh(routing: &mut Routing) -> Refresh {
+    use tokio::runtime::{Handle, RuntimeFlavor};
     let snapshot = tokio::task::spawn_blocking(crate::netconf::read_snapshot)
         .await
         .unwrap_or_else(|e| Err(format!("reading the network: {e}")));
-    routing.refresh(snapshot)
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| routing.refresh(snapshot)),
+        _ => routing.refresh(snapshot),
+    }
 }
 
 /// Connects to `server` again; the first attempt without delay when

@@ -22,7 +22,11 @@ pub fn set_nice(nice: i32) -> io::Result<()> {
             .and_then(|s| s.parse().ok())
             .and_then(rustix::process::Pid::from_raw);
         if let Some(tid) = tid {
-            rustix::process::setpriority_process(Some(tid), nice)?;
+            match rustix::process::setpriority_process(Some(tid), nice) {
+                // The thread ended since the directory was read.
+                Err(rustix::io::Errno::SRCH) => {}
+                other => other?,
+            }
         }
     }
     Ok(())

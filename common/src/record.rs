@@ -61,7 +61,8 @@ pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
-    if header[..3] != [APPLICATION_DATA, 3, 3] {
+    // The legacy version (bytes 1-2) is ignored, as RFC 8446 5.1 asks.
+    if header[0] != APPLICATION_DATA {
         return Err(RecordError::Header([header[0], header[1], header[2]]));
     }
     let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
@@ -184,6 +185,10 @@ impl Opener {
     /// `Opener::room(record.len())` bytes. Returns the inner content type and
     /// the content length; `out` beyond the content is scratch.
     pub fn open(&mut self, record: &[u8], out: &mut [u8]) -> Result<(u8, usize), RecordError> {
+        if !(sealed_len(0)..=sealed_len(MAX_PLAINTEXT)).contains(&record.len()) {
+            // Content, type byte and padding may not exceed 2^14 + 1 bytes.
+            return Err(RecordError::Length(record.len().saturating_sub(HEADER_LEN)));
+        }
         let (header, body) = record.split_at(HEADER_LEN);
         let (sealed, tag) = body.split_at(body.len() - TAG_LEN);
         let out = out
@@ -271,7 +276,8 @@ mod tests {
         );
         assert_eq!(
             record_len(&[23, 3, 1, 0, 20]),
-            Err(RecordError::Header([23, 3, 1]))
+            Ok(Some(25)),
+            "the legacy version is ignored"
         );
         assert_eq!(record_len(&[23, 3, 3, 0, 16]), Err(RecordError::Length(16)));
         let too_long = (MAX_CIPHERTEXT + 1) as u16;
@@ -281,6 +287,29 @@ mod tests {
             Err(RecordError::Length(MAX_CIPHERTEXT + 1))
         );
         assert_eq!(record_len(&[23, 3, 3, 0, 17]), Ok(Some(22)));
+    }
+
+    #[test]
+    fn too_much_padding_is_refused() {
+        // 2^14 content + type byte + 1 byte of padding: one byte too many.
+        let mut s = Sealer::new(&secrets(4), 0).unwrap();
+        let mut content = vec![7u8; MAX_PLAINTEXT];
+        content.push(APPLICATION_DATA);
+        let mut out = vec![0; sealed_len(content.len())];
+        let n = MAX_PLAINTEXT + 1 + 1 + TAG_LEN;
+        let header = {
+            let [hi, lo] = (n as u16).to_be_bytes();
+            [APPLICATION_DATA, 3, 3, hi, lo]
+        };
+        out[..HEADER_LEN].copy_from_slice(&header);
+        let (body, extra) = out[HEADER_LEN..].split_at_mut(content.len());
+        let nonce = s.0.next_nonce();
+        s.0.key
+            .seal_out_of_place_scatter(nonce, Aad::from(header), &content, body, &[0], extra)
+            .unwrap();
+        let mut o = Opener::new(&secrets(4), 0).unwrap();
+        let mut room = vec![0; Opener::room(out.len())];
+        assert_eq!(o.open(&out, &mut room), Err(RecordError::Length(n)));
     }
 
     #[test]

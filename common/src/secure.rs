@@ -35,6 +35,12 @@ const STAGE_BELOW: usize = 2048;
 /// Largest buffer the handshake may need (a long certificate chain).
 const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
 
+/// KeyUpdates a peer may send without application data in between (as rustls).
+const MAX_KEY_UPDATES_IN_A_ROW: u32 = 32;
+/// Alert descriptions with a meaning of their own.
+const CLOSE_NOTIFY: u8 = 0;
+const USER_CANCELED: u8 = 90;
+
 /// Handshake message types after the handshake (RFC 8446 4).
 const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
@@ -276,6 +282,9 @@ where
         tx_end: 0,
         tx_last: 0,
         stage: Vec::new(),
+        key_updates_in_a_row: 0,
+        key_update_answer_pending: false,
+        read_failed: false,
         peer_closed: false,
         closing: false,
     };
@@ -300,7 +309,13 @@ fn encode_into(
     }
 }
 
-/// A TLS 1.3 stream after the handshake (see the module comment).
+/// A TLS 1.3 stream after the handshake (see the module comment). Writes
+/// are sealed into a buffer that reaches the socket on flush (or when it
+/// holds TX_HIGH bytes): callers flush after each batch. End of stream
+/// without close_notify reads as end of stream; the relay treats both as a
+/// lost connection. A KeyUpdate that arrives before the handshake loop hands
+/// over (together with the client's Finished) is not supported: rustls keeps
+/// its answer to itself; twoway's own peers never send one then.
 pub struct SecureStream<T> {
     io: T,
     kernel: Kernel,
@@ -325,6 +340,12 @@ pub struct SecureStream<T> {
     stage: Vec<u8>,
     /// Bytes the last drain wrote: a small one after a burst gives the buffer back.
     tx_last: usize,
+    /// KeyUpdates received since the last application data.
+    key_updates_in_a_row: u32,
+    /// Our answer to a KeyUpdate request is sealed but not yet written.
+    key_update_answer_pending: bool,
+    /// A read failed: the connection cannot be read any further.
+    read_failed: bool,
     /// The peer sent close_notify.
     peer_closed: bool,
     /// We sealed close_notify: nothing more may be written.
@@ -421,6 +442,9 @@ impl<T> SecureStream<T> {
 
     /// Acts on post-handshake messages (one record's worth).
     fn handle_handshake(&mut self, mut messages: &[u8]) -> io::Result<()> {
+        if messages.is_empty() {
+            return Err(protocol_error("empty handshake record"));
+        }
         while !messages.is_empty() {
             let [kind, a, b, c, ..] = *messages else {
                 return Err(protocol_error("fragmented post-handshake message"));
@@ -436,10 +460,18 @@ impl<T> SecureStream<T> {
                         // RFC 8446 5.1: no message may follow a key change in its record.
                         return Err(protocol_error("data after KeyUpdate in the same record"));
                     }
+                    self.key_updates_in_a_row += 1;
+                    if self.key_updates_in_a_row > MAX_KEY_UPDATES_IN_A_ROW {
+                        return Err(tls_error(rustls::Error::PeerMisbehaved(
+                            rustls::PeerMisbehaved::TooManyKeyUpdateRequests,
+                        )));
+                    }
                     let (seq, secrets) = self.kernel.update_rx().map_err(tls_error)?;
                     self.opener = Opener::new(&secrets, seq).map_err(record_error)?;
-                    if request == 1 && !self.closing {
+                    // One answer covers every request made before it is sent.
+                    if request == 1 && !self.closing && !self.key_update_answer_pending {
                         self.update_tx_key(false)?;
+                        self.key_update_answer_pending = true;
                     }
                 }
                 // No resumption here: a ticket is simply not kept.
@@ -453,10 +485,12 @@ impl<T> SecureStream<T> {
     /// Acts on a record that is not application data.
     fn handle_control(&mut self, content_type: u8, content: &[u8]) -> io::Result<()> {
         match (content_type, content) {
-            (ALERT, &[_, 0]) => {
+            (ALERT, &[_, CLOSE_NOTIFY]) => {
                 self.peer_closed = true;
                 Ok(())
             }
+            // A warning that close_notify follows.
+            (ALERT, &[1, USER_CANCELED]) => Ok(()),
             (ALERT, &[_, description]) => Err(tls_error(rustls::Error::AlertReceived(
                 AlertDescription::from(description),
             ))),
@@ -535,6 +569,7 @@ impl<T: AsyncRead + Unpin> SecureStream<T> {
             self.rx_start += len;
             progress = true;
             if content_type == APPLICATION_DATA {
+                self.key_updates_in_a_row = 0;
                 if direct {
                     buf.advance(n);
                 }
@@ -575,6 +610,7 @@ impl<T: AsyncWrite + Unpin> SecureStream<T> {
             self.tx_start += n;
         }
         self.tx_last = self.tx_end;
+        self.key_update_answer_pending = false;
         self.tx_start = 0;
         self.tx_end = 0;
         Poll::Ready(Ok(()))
@@ -588,6 +624,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.read_failed {
+            return Poll::Ready(Err(protocol_error("connection failed earlier")));
+        }
+        let result = this.poll_read_inner(cx, buf);
+        if matches!(result, Poll::Ready(Err(_))) {
+            this.read_failed = true;
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + Unpin> SecureStream<T> {
+    fn poll_read_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self;
         loop {
             if this.plain_start < this.plain.len() {
                 this.deliver_plain(buf);

@@ -206,3 +206,24 @@ async fn a_forged_record_ends_the_stream_with_an_error() {
     let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
     assert!(err.to_string().contains("authentication"), "{err}");
 }
+
+#[tokio::test]
+async fn key_update_requests_without_data_are_limited() {
+    let p = pki();
+    let (mut ours, mut theirs) = ours_server(&p).await;
+    // Up to the limit: followed (and answered once), data still flows.
+    for _ in 0..32 {
+        theirs.get_mut().1.refresh_traffic_keys().unwrap();
+    }
+    send(&mut theirs, &mut ours, b"after 32", 8).await;
+    send(&mut ours, &mut theirs, b"answered", 8).await;
+    // Past it, with no data in between: the connection ends.
+    for _ in 0..33 {
+        theirs.get_mut().1.refresh_traffic_keys().unwrap();
+    }
+    theirs.flush().await.unwrap();
+    let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
+    assert!(err.to_string().contains("KeyUpdate"), "{err}");
+    // And it stays ended.
+    assert!(ours.read(&mut [0u8; 100]).await.is_err());
+}

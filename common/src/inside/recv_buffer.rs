@@ -7,10 +7,11 @@ use bytes::Bytes;
 
 use super::Inside;
 
-/// Packets below this size are copied into an allocation of their own: a
-/// small packet waiting in a slow client's queue then holds a few bytes, not
-/// a whole receive buffer, and the buffer is read into again at once.
-pub const COPY_BELOW: usize = 2048;
+/// Packets smaller than a quarter of the buffer are copied into an
+/// allocation of their own: a small packet waiting in a slow client's queue
+/// then holds a few bytes, not a whole receive buffer (at most four times
+/// what the queue counts), and the buffer is read into again at once.
+const COPY_BELOW_FRACTION: usize = 4;
 
 /// Idle buffers a reader keeps for reuse.
 const POOL_LIMIT: usize = 64;
@@ -90,7 +91,7 @@ impl RecvBuffer {
                 return Err(e);
             }
         };
-        if n < COPY_BELOW {
+        if n < self.max / COPY_BELOW_FRACTION {
             let packet = Bytes::copy_from_slice(&buf[..n]);
             self.current = Some(buf);
             return Ok(packet);
@@ -114,6 +115,7 @@ mod tests {
         let mut reader = RecvBuffer::new(9000);
         peer.inject.send(Bytes::from(vec![1; 5000])).await.unwrap();
         peer.inject.send(Bytes::from(vec![2; 6000])).await.unwrap();
+        assert!(5000 >= 9000 / COPY_BELOW_FRACTION);
         let a = reader.recv(&inside).await.unwrap();
         let b = reader.recv(&inside).await.unwrap();
         assert_eq!((a.len(), a[0], b.len(), b[0]), (5000, 1, 6000, 2));
@@ -126,9 +128,9 @@ mod tests {
         peer.inject.send(Bytes::from(vec![3; 7000])).await.unwrap();
         let c = reader.recv(&inside).await.unwrap();
         assert_eq!(reader.pool.free.lock().unwrap().len(), 1);
-        peer.inject.send(Bytes::from(vec![4; 100])).await.unwrap();
+        peer.inject.send(Bytes::from(vec![4; 2000])).await.unwrap();
         let d = reader.recv(&inside).await.unwrap();
-        assert_eq!((c.len(), c[0], d.len(), d[0]), (7000, 3, 100, 4));
+        assert_eq!((c.len(), c[0], d.len(), d[0]), (7000, 3, 2000, 4));
         assert_eq!(reader.pool.free.lock().unwrap().len(), 0);
         assert!(reader.current.is_some());
     }
