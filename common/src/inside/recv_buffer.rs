@@ -115,7 +115,7 @@ mod tests {
         let mut reader = RecvBuffer::new(9000);
         peer.inject.send(Bytes::from(vec![1; 5000])).await.unwrap();
         peer.inject.send(Bytes::from(vec![2; 6000])).await.unwrap();
-        assert!(5000 >= 9000 / COPY_BELOW_FRACTION);
+        const { assert!(5000 >= 9000 / COPY_BELOW_FRACTION) };
         let a = reader.recv(&inside).await.unwrap();
         let b = reader.recv(&inside).await.unwrap();
         assert_eq!((a.len(), a[0], b.len(), b[0]), (5000, 1, 6000, 2));
