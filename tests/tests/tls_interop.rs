@@ -227,3 +227,40 @@ async fn key_update_requests_without_data_are_limited() {
     // And it stays ended.
     assert!(ours.read(&mut [0u8; 100]).await.is_err());
 }
+
+#[tokio::test]
+async fn data_sent_right_behind_the_finished_message_arrives() {
+    // In one current-thread runtime the client's Finished and its first data
+    // are both in the pipe before our server reads again: the handshake loop
+    // must keep what came behind the handshake.
+    let p = pki();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let connector = tokio_rustls::TlsConnector::from(p.client.clone());
+    let (ours, theirs) = tokio::join!(secure::accept(p.server.clone(), a), async {
+        let mut c = connector.connect(name(), b).await.unwrap();
+        c.write_all(b"right behind").await.unwrap();
+        c.flush().await.unwrap();
+        c
+    });
+    let (mut ours, _) = ours.unwrap();
+    let mut got = [0u8; 12];
+    ours.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"right behind");
+    drop(theirs);
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_record_is_an_error() {
+    let p = pki();
+    let (mut ours, mut theirs) = ours_client(&p).await;
+    // A record header announcing 100 bytes, then the connection ends.
+    theirs
+        .get_mut()
+        .0
+        .write_all(&[23, 3, 3, 0, 100, 1, 2, 3])
+        .await
+        .unwrap();
+    theirs.get_mut().0.shutdown().await.unwrap();
+    let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+}
