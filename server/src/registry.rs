@@ -104,6 +104,15 @@ impl Slot {
     }
 }
 
+/// Why no slot was claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unclaimed {
+    /// Every slot this identity may hold is held.
+    IdentityFull,
+    /// The server holds its maximum number of sessions.
+    AtLimit,
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots
@@ -119,9 +128,15 @@ impl Registry {
     }
 
     /// Claims the first free of `max` slots of `identity` (`identity`, then
-    /// `identity` + U+0001 + `2`, ...), or `None` when all are held.
-    pub fn claim_slot(&self, identity: &str, max: usize) -> Option<Slot> {
+    /// `identity` + U+0001 + `2`, ...). Fails when all are held, or when
+    /// `total` slots are held across identities (the session limit: a
+    /// session holds its slot for its whole life, so this check and the
+    /// claim are one step and racing handshakes cannot exceed it).
+    pub fn claim_slot(&self, identity: &str, max: usize, total: usize) -> Result<Slot, Unclaimed> {
         let mut held = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= total {
+            return Err(Unclaimed::AtLimit);
+        }
         let key = (1..=max.max(1))
             .map(|n| {
                 if n == 1 {
@@ -131,9 +146,10 @@ impl Registry {
                     format!("{identity}\u{1}{n}")
                 }
             })
-            .find(|k| !held.contains(k))?;
+            .find(|k| !held.contains(k))
+            .ok_or(Unclaimed::IdentityFull)?;
         held.insert(key.clone());
-        Some(Slot {
+        Ok(Slot {
             key,
             slots: self.slots.clone(),
         })
@@ -229,13 +245,26 @@ mod tests {
     #[test]
     fn slots_are_exclusive_and_freed_on_drop() {
         let r = Registry::default();
-        let a = r.claim_slot("alice", 2).unwrap();
-        let b = r.claim_slot("alice", 2).unwrap();
+        let a = r.claim_slot("alice", 2, 10).unwrap();
+        let b = r.claim_slot("alice", 2, 10).unwrap();
         assert_eq!((a.key(), b.key()), ("alice", "alice\u{1}2"));
-        assert!(r.claim_slot("alice", 2).is_none());
+        assert_eq!(
+            r.claim_slot("alice", 2, 10).err(),
+            Some(Unclaimed::IdentityFull)
+        );
         drop(a);
         // The freed first slot (with the static address) is taken again first.
-        assert_eq!(r.claim_slot("alice", 2).unwrap().key(), "alice");
-        assert_eq!(r.claim_slot("bob", 1).unwrap().key(), "bob");
+        assert_eq!(r.claim_slot("alice", 2, 10).unwrap().key(), "alice");
+        assert_eq!(r.claim_slot("bob", 1, 10).unwrap().key(), "bob");
+    }
+
+    #[test]
+    fn the_session_limit_counts_held_slots() {
+        let r = Registry::default();
+        let a = r.claim_slot("alice", 1, 2).unwrap();
+        let _b = r.claim_slot("bob", 1, 2).unwrap();
+        assert_eq!(r.claim_slot("carol", 1, 2).err(), Some(Unclaimed::AtLimit));
+        drop(a);
+        assert_eq!(r.claim_slot("carol", 1, 2).unwrap().key(), "carol");
     }
 }

@@ -29,7 +29,7 @@ use crate::handshakes::Handshakes;
 use crate::leases::LeaseStore;
 use crate::policy::{Duplicate, Grant, Policy};
 use crate::pool::Pool;
-use crate::registry::{Entry, Registry, SessionStatus, Slot, Traffic};
+use crate::registry::{Entry, Registry, SessionStatus, Slot, Traffic, Unclaimed};
 use crate::router::Router;
 use crate::session::{Connected, Identified, SessionError};
 use crate::stats::Stats;
@@ -302,34 +302,36 @@ impl Server {
             let e = client.refuse(RefuseCode::IdentityNotAllowed, message).await;
             return log_refusal(&self.stats, &e);
         };
-        if self.registry.len() >= self.config.limits.max_sessions {
-            let e = client
-                .refuse(RefuseCode::Busy, "server is at its session limit".into())
-                .await;
-            return log_refusal(&self.stats, &e);
-        }
         // Each session holds a slot: the identity itself, or `identity#N` for
         // extra devices. Holding it while the session lives is what keeps two
         // sessions off one address, however they race.
-        if policy.duplicate == Duplicate::Replace {
-            self.replace_older_sessions(&client.identity).await;
-        }
+        let replaced = policy.duplicate == Duplicate::Replace
+            && self.replace_older_sessions(&client.identity).await;
         let slots = match policy.duplicate {
             Duplicate::Allow => policy.max_per_identity,
             Duplicate::Replace | Duplicate::Refuse => 1,
         };
-        let Some(slot) = self
-            .claim_slot(&client.identity, slots, policy.duplicate)
+        let slot = match self
+            .claim_slot(&client.identity, slots, policy.duplicate, replaced)
             .await
-        else {
-            let message = format!(
-                "identity {:?} already has the {slots} session(s) policy allows",
-                client.identity
-            );
-            return log_refusal(
-                &self.stats,
-                &client.refuse(RefuseCode::Duplicate, message).await,
-            );
+        {
+            Ok(slot) => slot,
+            Err(Unclaimed::AtLimit) => {
+                let e = client
+                    .refuse(RefuseCode::Busy, "server is at its session limit".into())
+                    .await;
+                return log_refusal(&self.stats, &e);
+            }
+            Err(Unclaimed::IdentityFull) => {
+                let message = format!(
+                    "identity {:?} already has the {slots} session(s) policy allows",
+                    client.identity
+                );
+                return log_refusal(
+                    &self.stats,
+                    &client.refuse(RefuseCode::Duplicate, message).await,
+                );
+            }
         };
         let lease_key = slot.key().to_owned();
         if lease_key != client.identity {
@@ -434,14 +436,27 @@ impl Server {
 
     /// Claims a session slot; when replacing, waits briefly for the replaced
     /// session to let go of it.
-    async fn claim_slot(&self, identity: &str, slots: usize, mode: Duplicate) -> Option<Slot> {
+    /// Claims a slot (see `Registry::claim_slot`). With `replace`, a slot of
+    /// this identity still held by a session on its way out is waited for; a
+    /// full server is waited on only when we `replaced` sessions, whose slots
+    /// are about to come free.
+    async fn claim_slot(
+        &self,
+        identity: &str,
+        slots: usize,
+        mode: Duplicate,
+        replaced: bool,
+    ) -> Result<Slot, Unclaimed> {
+        let total = self.config.limits.max_sessions;
         let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
         loop {
-            let slot = self.registry.claim_slot(identity, slots);
-            if slot.is_some()
-                || mode != Duplicate::Replace
-                || tokio::time::Instant::now() >= deadline
-            {
+            let slot = self.registry.claim_slot(identity, slots, total);
+            let wait = match slot {
+                Ok(_) => false,
+                Err(Unclaimed::IdentityFull) => mode == Duplicate::Replace,
+                Err(Unclaimed::AtLimit) => replaced,
+            };
+            if !wait || tokio::time::Instant::now() >= deadline {
                 return slot;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -449,15 +464,16 @@ impl Server {
     }
 
     /// Closes older sessions of `identity` (a reconnecting laptop replaces its
-    /// stale session) and waits until their addresses are free.
-    async fn replace_older_sessions(&self, identity: &str) {
+    /// stale session) and waits until their addresses are free. Returns
+    /// whether there were any.
+    async fn replace_older_sessions(&self, identity: &str) -> bool {
         let bye = Bye::new(
             ByeReason::Replaced,
             "a newer session of this identity connected",
         );
         let old = self.registry.stop_where(|e| e.identity == identity, &bye);
         if old.is_empty() {
-            return;
+            return false;
         }
         info!(sessions = ?old, "replacing older session(s) of the same identity");
         let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
@@ -466,6 +482,7 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        true
     }
 
     /// Live sessions for status output.

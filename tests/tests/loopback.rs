@@ -45,8 +45,13 @@ fn issue(dir: &Path, identity: &str) {
 }
 
 async fn start(policy: &str) -> Setup {
+    start_with(policy, "").await
+}
+
+/// A server with `extra` appended to its server.toml.
+async fn start_with(policy: &str, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let pki_dir = twoway_tests::loopback::make_pki(dir.path(), "");
+    let pki_dir = twoway_tests::loopback::make_pki(dir.path(), extra);
     std::fs::write(pki_dir.join("policy.toml"), policy).unwrap();
     let config = ServerConfig::load(&pki_dir.join("server.toml")).unwrap();
     let server = Arc::new(Server::new(config).unwrap());
@@ -277,6 +282,39 @@ async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
     // After both refusals the server still serves.
     let alice = client(&s, "alice").await;
     alice.stop.cancel();
+}
+
+#[tokio::test]
+async fn the_session_limit_holds_and_frees_with_the_session() {
+    let s = start_with("", "[limits]\nmax_sessions = 1\n").await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "bob");
+    let alice = client(&s, "alice").await;
+    let c = client_config(&s, "bob");
+    let err = connect(&c, tls(&c)).await.unwrap_err();
+    assert!(err.to_string().contains("Busy"), "{err}");
+    assert_eq!(err.exit_code(), 4, "busy is worth retrying");
+    // alice again (a laptop back from sleep) replaces her own session, full
+    // server or not.
+    let alice2 = client(&s, "alice").await;
+    match alice.end.await.unwrap() {
+        RelayEnd::PeerBye(bye) => assert_eq!(bye.reason, ByeReason::Replaced),
+        other => panic!("old session ended with {other:?}"),
+    }
+    // Once alice leaves, her place is free.
+    alice2.stop.cancel();
+    let _ = alice2.end.await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match connect(&c, tls(&c)).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("Busy"), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("still refused after alice left: {e}"),
+        }
+    }
 }
 
 #[tokio::test]
