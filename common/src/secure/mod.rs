@@ -11,18 +11,17 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
-use rustls::kernel::KernelConnection;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
-use rustls::{AlertDescription, ClientConfig, CommonState, ServerConfig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::record::{self, Opener, RecordError, Sealer, ALERT, APPLICATION_DATA, HANDSHAKE};
+use crate::record::{self, Opener, RecordError, Sealer, ALERT, APPLICATION_DATA};
+
+mod control;
+mod handshake;
+
+use handshake::Kernel;
+pub use handshake::{accept, connect, PeerInfo};
 
 /// Receive buffer while traffic flows: many records per read.
 const BUSY_RX: usize = 256 * 1024;
@@ -32,49 +31,6 @@ const IDLE_RX: usize = 4 * 1024;
 const TX_HIGH: usize = 256 * 1024;
 /// Pieces of a write shorter than this are staged and sealed together.
 const STAGE_BELOW: usize = 2048;
-/// Largest buffer the handshake may need (a long certificate chain).
-const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
-
-/// KeyUpdates a peer may send without application data in between (as rustls).
-const MAX_KEY_UPDATES_IN_A_ROW: u32 = 32;
-/// Alert descriptions with a meaning of their own.
-const CLOSE_NOTIFY: u8 = 0;
-const USER_CANCELED: u8 = 90;
-
-/// Handshake message types after the handshake (RFC 8446 4).
-const NEW_SESSION_TICKET: u8 = 4;
-const KEY_UPDATE: u8 = 24;
-
-/// What the handshake learned about the peer.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    /// The ALPN protocol agreed on.
-    pub alpn: Option<Vec<u8>>,
-    /// The peer's certificate chain, leaf first (empty if it sent none).
-    pub certificates: Vec<CertificateDer<'static>>,
-}
-
-/// Runs a client handshake over `io`.
-pub async fn connect<T>(
-    config: Arc<ClientConfig>,
-    name: ServerName<'static>,
-    io: T,
-) -> io::Result<SecureStream<T>>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
-    handshake(conn, io).await.map(|(stream, _)| stream)
-}
-
-/// Runs a server handshake over `io`; the caller checks the peer.
-pub async fn accept<T>(config: Arc<ServerConfig>, io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
-    handshake(conn, io).await
-}
 
 /// rustls errors travel inside I/O errors, as tokio-rustls reports them
 /// (crate::tls::rustls_error finds them).
@@ -88,225 +44,6 @@ fn record_error(err: RecordError) -> io::Error {
 
 fn protocol_error(what: &'static str) -> io::Error {
     tls_error(rustls::Error::General(what.into()))
-}
-
-/// The two unbuffered connection kinds, driven by one handshake loop.
-trait Handshaking {
-    type Data;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
-    fn common(&self) -> &CommonState;
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
-}
-
-impl Handshaking for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn common(&self) -> &CommonState {
-        self
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Kernel::Client(kernel)))
-    }
-}
-
-impl Handshaking for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn common(&self) -> &CommonState {
-        self
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Kernel::Server(kernel)))
-    }
-}
-
-/// What is left of rustls after the handshake: key derivation for KeyUpdate.
-enum Kernel {
-    Client(KernelConnection<ClientConnectionData>),
-    Server(KernelConnection<ServerConnectionData>),
-}
-
-impl Kernel {
-    fn update_tx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Self::Client(k) => k.update_tx_secret(),
-            Self::Server(k) => k.update_tx_secret(),
-        }
-    }
-
-    fn update_rx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Self::Client(k) => k.update_rx_secret(),
-            Self::Server(k) => k.update_rx_secret(),
-        }
-    }
-
-    /// Records one key may seal: half the cipher's confidentiality limit.
-    fn rekey_after(&self) -> u64 {
-        let suite = match self {
-            Self::Client(k) => k.negotiated_cipher_suite(),
-            Self::Server(k) => k.negotiated_cipher_suite(),
-        };
-        suite
-            .tls13()
-            .map_or(1 << 23, |s| s.common.confidentiality_limit / 2)
-    }
-}
-
-/// What the handshake loop does after rustls has looked at the input.
-enum Step {
-    Read,
-    Writable,
-    Failed(rustls::Error),
-}
-
-async fn handshake<C, T>(mut conn: C, mut io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
-where
-    C: Handshaking,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut incoming = vec![0u8; record::MAX_RECORD];
-    let mut filled = 0;
-    let mut outgoing = Vec::new();
-    let mut pending = 0;
-    let mut early_plain = Vec::new();
-    loop {
-        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..filled]);
-        let step = match state {
-            Err(e) => Some(Step::Failed(e)),
-            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                // Data that came with the peer's last handshake flight.
-                while let Some(record) = traffic.next_record() {
-                    let record = record.map_err(tls_error)?;
-                    discard += record.discard;
-                    early_plain.extend_from_slice(record.payload);
-                }
-                None
-            }
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                encode_into(&mut outgoing, &mut pending, |out| encode.encode(out))?;
-                None
-            }
-            Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                io.write_all(&outgoing[..pending]).await?;
-                io.flush().await?;
-                pending = 0;
-                transmit.done();
-                None
-            }
-            Ok(ConnectionState::BlockedHandshake) => Some(Step::Read),
-            // A server may send before the client's last flight arrived; we
-            // wait for the handshake to complete.
-            Ok(ConnectionState::WriteTraffic(_)) => Some(Step::Writable),
-            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
-                return Err(io::ErrorKind::UnexpectedEof.into())
-            }
-            Ok(_) => return Err(protocol_error("unexpected handshake state")),
-        };
-        incoming.copy_within(discard..filled, 0);
-        filled -= discard;
-        match step {
-            None => continue,
-            Some(Step::Writable) if !conn.common().is_handshaking() => break,
-            Some(Step::Read | Step::Writable) => {
-                if filled == incoming.len() {
-                    if incoming.len() >= MAX_HANDSHAKE_BUF {
-                        return Err(protocol_error("handshake message too large"));
-                    }
-                    incoming.resize(incoming.len() * 2, 0);
-                }
-                let n = io.read(&mut incoming[filled..]).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                filled += n;
-                continue;
-            }
-            Some(Step::Failed(err)) => {
-                // rustls queued an alert for the peer: tell it why, if we can.
-                let UnbufferedStatus { state, .. } = conn.process(&mut incoming[..filled]);
-                if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
-                    if encode_into(&mut outgoing, &mut pending, |out| encode.encode(out)).is_ok() {
-                        let _ = io.write_all(&outgoing[..pending]).await;
-                        let _ = io.flush().await;
-                    }
-                }
-                return Err(tls_error(err));
-            }
-        }
-    }
-    let common = conn.common();
-    let peer = PeerInfo {
-        alpn: common.alpn_protocol().map(<[u8]>::to_vec),
-        certificates: common
-            .peer_certificates()
-            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-            .unwrap_or_default(),
-    };
-    let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
-    let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
-    let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
-    // Bytes of records rustls did not process start the receive buffer.
-    incoming.truncate(filled);
-    let rx_end = incoming.len();
-    let stream = SecureStream {
-        io,
-        rekey_after: kernel.rekey_after(),
-        kernel,
-        tx_key_updates: 0,
-        opener,
-        sealer,
-        rx: incoming,
-        rx_start: 0,
-        rx_end,
-        rx_busy: false,
-        plain: early_plain,
-        plain_start: 0,
-        tx: Vec::new(),
-        tx_start: 0,
-        tx_end: 0,
-        tx_last: 0,
-        stage: Vec::new(),
-        key_updates_in_a_row: 0,
-        key_update_answer_pending: false,
-        read_failed: false,
-        peer_closed: false,
-        closing: false,
-    };
-    Ok((stream, peer))
-}
-
-/// Runs an encoder that needs a large enough buffer, growing `out` as asked.
-fn encode_into(
-    out: &mut Vec<u8>,
-    pending: &mut usize,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> io::Result<()> {
-    loop {
-        match encode(&mut out[*pending..]) {
-            Ok(n) => {
-                *pending += n;
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(e)) => out.resize(*pending + e.required_size, 0),
-            Err(e) => return Err(io::Error::other(e.to_string())),
-        }
-    }
 }
 
 /// A TLS 1.3 stream after the handshake (see the module comment). Writes
@@ -428,75 +165,6 @@ impl<T> SecureStream<T> {
             self.seal(APPLICATION_DATA, chunk)?;
         }
         Ok(())
-    }
-
-    /// Sends a KeyUpdate under the old key, then switches to the next one.
-    fn update_tx_key(&mut self, request_peer_update: bool) -> io::Result<()> {
-        let message = [KEY_UPDATE, 0, 0, 1, u8::from(request_peer_update)];
-        self.seal_now(HANDSHAKE, &message)?;
-        let (seq, secrets) = self.kernel.update_tx().map_err(tls_error)?;
-        self.sealer = Sealer::new(&secrets, seq).map_err(record_error)?;
-        self.tx_key_updates += 1;
-        Ok(())
-    }
-
-    /// Acts on post-handshake messages (one record's worth).
-    fn handle_handshake(&mut self, mut messages: &[u8]) -> io::Result<()> {
-        if messages.is_empty() {
-            return Err(protocol_error("empty handshake record"));
-        }
-        while !messages.is_empty() {
-            let [kind, a, b, c, ..] = *messages else {
-                return Err(protocol_error("fragmented post-handshake message"));
-            };
-            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-            let body = messages
-                .get(4..4 + len)
-                .ok_or_else(|| protocol_error("fragmented post-handshake message"))?;
-            messages = &messages[4 + len..];
-            match (kind, body) {
-                (KEY_UPDATE, &[request]) if request <= 1 => {
-                    if !messages.is_empty() {
-                        // RFC 8446 5.1: no message may follow a key change in its record.
-                        return Err(protocol_error("data after KeyUpdate in the same record"));
-                    }
-                    self.key_updates_in_a_row += 1;
-                    if self.key_updates_in_a_row > MAX_KEY_UPDATES_IN_A_ROW {
-                        return Err(tls_error(rustls::Error::PeerMisbehaved(
-                            rustls::PeerMisbehaved::TooManyKeyUpdateRequests,
-                        )));
-                    }
-                    let (seq, secrets) = self.kernel.update_rx().map_err(tls_error)?;
-                    self.opener = Opener::new(&secrets, seq).map_err(record_error)?;
-                    // One answer covers every request made before it is sent.
-                    if request == 1 && !self.closing && !self.key_update_answer_pending {
-                        self.update_tx_key(false)?;
-                        self.key_update_answer_pending = true;
-                    }
-                }
-                // No resumption here: a ticket is simply not kept.
-                (NEW_SESSION_TICKET, _) if matches!(self.kernel, Kernel::Client(_)) => {}
-                _ => return Err(protocol_error("unexpected post-handshake message")),
-            }
-        }
-        Ok(())
-    }
-
-    /// Acts on a record that is not application data.
-    fn handle_control(&mut self, content_type: u8, content: &[u8]) -> io::Result<()> {
-        match (content_type, content) {
-            (ALERT, &[_, CLOSE_NOTIFY]) => {
-                self.peer_closed = true;
-                Ok(())
-            }
-            // A warning that close_notify follows.
-            (ALERT, &[1, USER_CANCELED]) => Ok(()),
-            (ALERT, &[_, description]) => Err(tls_error(rustls::Error::AlertReceived(
-                AlertDescription::from(description),
-            ))),
-            (HANDSHAKE, messages) => self.handle_handshake(messages),
-            _ => Err(protocol_error("unexpected record type")),
-        }
     }
 }
 

@@ -1,0 +1,274 @@
+//! The handshake: rustls's unbuffered connection driven over an async
+//! stream until the handshake is complete, then turned into a
+//! `SecureStream` with the traffic keys rustls hands over.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{ClientConfig, CommonState, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{protocol_error, record_error, tls_error, SecureStream};
+use crate::record::{self, Opener, Sealer};
+
+/// Largest buffer the handshake may need (a long certificate chain).
+const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
+
+/// What the handshake learned about the peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The ALPN protocol agreed on.
+    pub alpn: Option<Vec<u8>>,
+    /// The peer's certificate chain, leaf first (empty if it sent none).
+    pub certificates: Vec<CertificateDer<'static>>,
+}
+
+/// Runs a client handshake over `io`.
+pub async fn connect<T>(
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    io: T,
+) -> io::Result<SecureStream<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
+    handshake(conn, io).await.map(|(stream, _)| stream)
+}
+
+/// Runs a server handshake over `io`; the caller checks the peer.
+pub async fn accept<T>(config: Arc<ServerConfig>, io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    handshake(conn, io).await
+}
+
+/// The two unbuffered connection kinds, driven by one handshake loop.
+trait Handshaking {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn common(&self) -> &CommonState;
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
+}
+
+impl Handshaking for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Client(kernel)))
+    }
+}
+
+impl Handshaking for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Server(kernel)))
+    }
+}
+
+/// What is left of rustls after the handshake: key derivation for KeyUpdate.
+pub(super) enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    pub(super) fn update_tx(
+        &mut self,
+    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Self::Client(k) => k.update_tx_secret(),
+            Self::Server(k) => k.update_tx_secret(),
+        }
+    }
+
+    pub(super) fn update_rx(
+        &mut self,
+    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Self::Client(k) => k.update_rx_secret(),
+            Self::Server(k) => k.update_rx_secret(),
+        }
+    }
+
+    /// Records one key may seal: half the cipher's confidentiality limit.
+    fn rekey_after(&self) -> u64 {
+        let suite = match self {
+            Self::Client(k) => k.negotiated_cipher_suite(),
+            Self::Server(k) => k.negotiated_cipher_suite(),
+        };
+        suite
+            .tls13()
+            .map_or(1 << 23, |s| s.common.confidentiality_limit / 2)
+    }
+}
+
+/// What the handshake loop does after rustls has looked at the input.
+enum Step {
+    Read,
+    Writable,
+    Failed(rustls::Error),
+}
+
+async fn handshake<C, T>(mut conn: C, mut io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
+where
+    C: Handshaking,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut incoming = vec![0u8; record::MAX_RECORD];
+    let mut filled = 0;
+    let mut outgoing = Vec::new();
+    let mut pending = 0;
+    let mut early_plain = Vec::new();
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..filled]);
+        let step = match state {
+            Err(e) => Some(Step::Failed(e)),
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                // Data that came with the peer's last handshake flight.
+                while let Some(record) = traffic.next_record() {
+                    let record = record.map_err(tls_error)?;
+                    discard += record.discard;
+                    early_plain.extend_from_slice(record.payload);
+                }
+                None
+            }
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                encode_into(&mut outgoing, &mut pending, |out| encode.encode(out))?;
+                None
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                io.write_all(&outgoing[..pending]).await?;
+                io.flush().await?;
+                pending = 0;
+                transmit.done();
+                None
+            }
+            Ok(ConnectionState::BlockedHandshake) => Some(Step::Read),
+            // A server may send before the client's last flight arrived; we
+            // wait for the handshake to complete.
+            Ok(ConnectionState::WriteTraffic(_)) => Some(Step::Writable),
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                return Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Ok(_) => return Err(protocol_error("unexpected handshake state")),
+        };
+        incoming.copy_within(discard..filled, 0);
+        filled -= discard;
+        match step {
+            None => continue,
+            Some(Step::Writable) if !conn.common().is_handshaking() => break,
+            Some(Step::Read | Step::Writable) => {
+                if filled == incoming.len() {
+                    if incoming.len() >= MAX_HANDSHAKE_BUF {
+                        return Err(protocol_error("handshake message too large"));
+                    }
+                    incoming.resize(incoming.len() * 2, 0);
+                }
+                let n = io.read(&mut incoming[filled..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                filled += n;
+                continue;
+            }
+            Some(Step::Failed(err)) => {
+                // rustls queued an alert for the peer: tell it why, if we can.
+                let UnbufferedStatus { state, .. } = conn.process(&mut incoming[..filled]);
+                if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
+                    if encode_into(&mut outgoing, &mut pending, |out| encode.encode(out)).is_ok() {
+                        let _ = io.write_all(&outgoing[..pending]).await;
+                        let _ = io.flush().await;
+                    }
+                }
+                return Err(tls_error(err));
+            }
+        }
+    }
+    let common = conn.common();
+    let peer = PeerInfo {
+        alpn: common.alpn_protocol().map(<[u8]>::to_vec),
+        certificates: common
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default(),
+    };
+    let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
+    let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
+    let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
+    // Bytes of records rustls did not process start the receive buffer.
+    incoming.truncate(filled);
+    let rx_end = incoming.len();
+    let stream = SecureStream {
+        io,
+        rekey_after: kernel.rekey_after(),
+        kernel,
+        tx_key_updates: 0,
+        opener,
+        sealer,
+        rx: incoming,
+        rx_start: 0,
+        rx_end,
+        rx_busy: false,
+        plain: early_plain,
+        plain_start: 0,
+        tx: Vec::new(),
+        tx_start: 0,
+        tx_end: 0,
+        tx_last: 0,
+        stage: Vec::new(),
+        key_updates_in_a_row: 0,
+        key_update_answer_pending: false,
+        read_failed: false,
+        peer_closed: false,
+        closing: false,
+    };
+    Ok((stream, peer))
+}
+
+/// Runs an encoder that needs a large enough buffer, growing `out` as asked.
+fn encode_into(
+    out: &mut Vec<u8>,
+    pending: &mut usize,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> io::Result<()> {
+    loop {
+        match encode(&mut out[*pending..]) {
+            Ok(n) => {
+                *pending += n;
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(e)) => out.resize(*pending + e.required_size, 0),
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+}
