@@ -73,19 +73,11 @@ pub struct TunnelSection {
     #[serde(default = "default_allow_lan")]
     pub allow_lan: bool,
     /// Nice value of the client's threads while up (-20..=19; 0 leaves it alone).
-    #[serde(default = "default_nice")]
+    #[serde(default = "twoway_common::tuning::default_nice")]
     pub nice: i32,
     /// TCP congestion control of the outside connection ("" = the system's).
-    #[serde(default = "default_congestion")]
+    #[serde(default = "twoway_common::tuning::default_congestion")]
     pub congestion: String,
-}
-
-fn default_congestion() -> String {
-    twoway_common::outside::DEFAULT_CONGESTION.to_owned()
-}
-
-fn default_nice() -> i32 {
-    twoway_common::priority::DEFAULT_NICE
 }
 
 fn default_allow_lan() -> bool {
@@ -98,8 +90,8 @@ impl Default for TunnelSection {
             name: None,
             offload: true,
             allow_lan: default_allow_lan(),
-            nice: default_nice(),
-            congestion: default_congestion(),
+            nice: twoway_common::tuning::default_nice(),
+            congestion: twoway_common::tuning::default_congestion(),
         }
     }
 }
@@ -208,20 +200,7 @@ impl ClientConfig {
                 "not a valid DNS name or IP address",
             ));
         }
-        if !twoway_common::outside::valid_congestion(&self.tunnel.congestion) {
-            errors.push(ConfigError::invalid(
-                p,
-                "tunnel.congestion",
-                "must be a TCP congestion control name such as \"cubic\" or \"bbr\", or \"\" for the system's",
-            ));
-        }
-        if !twoway_common::priority::RANGE.contains(&self.tunnel.nice) {
-            errors.push(ConfigError::invalid(
-                p,
-                "tunnel.nice",
-                "must be between -20 and 19",
-            ));
-        }
+        twoway_common::tuning::check(p, self.tunnel.nice, &self.tunnel.congestion, &mut errors);
         if self.connect_timeout_secs == 0 {
             errors.push(ConfigError::invalid(
                 p,
@@ -304,6 +283,15 @@ key = "alice.key"
 [control]
 socket = "/run/twoway/alice.sock"
 "#;
+
+    #[test]
+    fn congestion_must_be_a_name() {
+        let e = parse(&format!("{GOOD}[tunnel]\ncongestion = \"cu bic\"\n")).unwrap_err();
+        assert!(e.contains("tunnel.congestion"), "{e}");
+        let c = parse(&format!("{GOOD}[tunnel]\ncongestion = \"\"\n")).unwrap();
+        assert_eq!(c.tunnel.congestion, "");
+        assert_eq!(parse(GOOD).unwrap().tunnel.congestion, "cubic");
+    }
 
     #[test]
     fn nice_outside_its_range_names_the_key() {

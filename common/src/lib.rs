@@ -20,3 +20,4 @@ pub mod record;
 pub mod relay;
 pub mod secure;
 pub mod tls;
+pub mod tuning;

@@ -183,19 +183,11 @@ pub struct TunnelSection {
     #[serde(default)]
     pub queues: usize,
     /// Nice value of the server's threads (-20..=19; 0 leaves it alone).
-    #[serde(default = "default_nice")]
+    #[serde(default = "twoway_common::tuning::default_nice")]
     pub nice: i32,
     /// TCP congestion control of the outside connection ("" = the system's).
-    #[serde(default = "default_congestion")]
+    #[serde(default = "twoway_common::tuning::default_congestion")]
     pub congestion: String,
-}
-
-fn default_congestion() -> String {
-    twoway_common::outside::DEFAULT_CONGESTION.to_owned()
-}
-
-fn default_nice() -> i32 {
-    twoway_common::priority::DEFAULT_NICE
 }
 
 impl Default for TunnelSection {
@@ -208,8 +200,8 @@ impl Default for TunnelSection {
             mtu: default_mtu(),
             offload: true,
             queues: 0,
-            nice: default_nice(),
-            congestion: default_congestion(),
+            nice: twoway_common::tuning::default_nice(),
+            congestion: twoway_common::tuning::default_congestion(),
         }
     }
 }
@@ -441,20 +433,7 @@ impl ServerConfig {
                 ));
             }
         }
-        if !twoway_common::outside::valid_congestion(&t.congestion) {
-            errors.push(ConfigError::invalid(
-                p,
-                "tunnel.congestion",
-                "must be a TCP congestion control name such as \"cubic\" or \"bbr\", or \"\" for the system's",
-            ));
-        }
-        if !twoway_common::priority::RANGE.contains(&t.nice) {
-            errors.push(ConfigError::invalid(
-                p,
-                "tunnel.nice",
-                "must be between -20 and 19",
-            ));
-        }
+        twoway_common::tuning::check(p, t.nice, &t.congestion, &mut errors);
         if !(576..=65_000).contains(&t.mtu) {
             errors.push(ConfigError::invalid(
                 p,

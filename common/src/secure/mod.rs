@@ -266,6 +266,28 @@ impl<T: AsyncRead + Unpin> SecureStream<T> {
 }
 
 impl<T: AsyncWrite + Unpin> SecureStream<T> {
+    /// Seals `bufs` in order (all of them: only a full send buffer makes a
+    /// write wait, before anything is taken).
+    fn poll_seal(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.tx_end - self.tx_start >= TX_HIGH {
+            ready!(self.poll_drain(cx))?;
+        }
+        if self.closing {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut n = 0;
+        for buf in bufs {
+            self.seal_data(buf)?;
+            n += buf.len();
+        }
+        self.seal_stage()?;
+        Poll::Ready(Ok(n))
+    }
+
     /// Writes the send buffer out.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.tx_start < self.tx_end {
@@ -340,16 +362,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.tx_end - this.tx_start >= TX_HIGH {
-            ready!(this.poll_drain(cx))?;
-        }
-        if this.closing {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        this.seal_data(data)?;
-        this.seal_stage()?;
-        Poll::Ready(Ok(data.len()))
+        self.get_mut().poll_seal(cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -357,20 +370,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.tx_end - this.tx_start >= TX_HIGH {
-            ready!(this.poll_drain(cx))?;
-        }
-        if this.closing {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        let mut n = 0;
-        for buf in bufs {
-            this.seal_data(buf)?;
-            n += buf.len();
-        }
-        this.seal_stage()?;
-        Poll::Ready(Ok(n))
+        self.get_mut().poll_seal(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,0 +1,35 @@
+//! The `[tunnel]` keys the server and the client share: the priority of
+//! the tunnel's threads and the congestion control of its outside
+//! connection. Defaults and checks live here once for both configs.
+
+use std::path::Path;
+
+use crate::config_file::ConfigError;
+
+/// Default of `tunnel.nice`.
+pub fn default_nice() -> i32 {
+    crate::priority::DEFAULT_NICE
+}
+
+/// Default of `tunnel.congestion`.
+pub fn default_congestion() -> String {
+    crate::outside::DEFAULT_CONGESTION.to_owned()
+}
+
+/// Reports `tunnel.nice` and `tunnel.congestion` values that cannot work.
+pub fn check(path: &Path, nice: i32, congestion: &str, errors: &mut Vec<ConfigError>) {
+    if !crate::outside::valid_congestion(congestion) {
+        errors.push(ConfigError::invalid(
+            path,
+            "tunnel.congestion",
+            "must be a TCP congestion control name such as \"cubic\" or \"bbr\", or \"\" for the system's",
+        ));
+    }
+    if !crate::priority::RANGE.contains(&nice) {
+        errors.push(ConfigError::invalid(
+            path,
+            "tunnel.nice",
+            "must be between -20 and 19",
+        ));
+    }
+}
