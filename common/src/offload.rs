@@ -49,6 +49,51 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([b[i], b[i + 1]])
 }
 
+/// IP protocol number of TCP.
+const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+const PROTO_UDP: u8 = 17;
+/// Where TCP keeps its checksum, from the start of its header.
+const TCP_CSUM_OFFSET: u16 = 16;
+/// Where UDP keeps its checksum, from the start of its header.
+const UDP_CSUM_OFFSET: u16 = 6;
+
+/// The transport header of an IP packet: its protocol and where it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transport {
+    protocol: u8,
+    offset: usize,
+}
+
+impl Transport {
+    /// Follows the IPv4 header or the IPv6 header and its extension headers
+    /// (hop-by-hop, routing, destination options) to the transport header.
+    /// `None` for anything that is not such a packet, including fragments.
+    fn of(packet: &[u8]) -> Option<Self> {
+        match packet.first()? >> 4 {
+            4 => {
+                let offset = usize::from(packet[0] & 0x0f) * 4;
+                let fragment = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x3fff;
+                (offset >= 20 && offset <= packet.len() && fragment == 0).then(|| Self {
+                    protocol: packet[9],
+                    offset,
+                })
+            }
+            6 => {
+                let mut protocol = *packet.get(6)?;
+                let mut offset = 40;
+                // A bounded walk: each extension header is at least 8 bytes.
+                while matches!(protocol, 0 | 43 | 60) {
+                    protocol = *packet.get(offset)?;
+                    offset += (usize::from(*packet.get(offset + 1)?) + 1) * 8;
+                }
+                (offset <= packet.len()).then_some(Self { protocol, offset })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Header {
     /// Reads the 10 header bytes (little-endian; `b` must hold at least 10).
     pub fn read(b: &[u8]) -> Self {
@@ -63,6 +108,11 @@ impl Header {
     }
 
     /// Checks a header from the network against the packet it precedes.
+    ///
+    /// The kernel writes the finished checksum at `csum_start + csum_offset`
+    /// after our source filter has looked at the packet, so that position is
+    /// pinned to the checksum field of a TCP or UDP header right behind the IP
+    /// header(s); anywhere else the write could rewrite an address.
     pub fn validate(&self, packet: &[u8]) -> Result<(), HeaderError> {
         if packet.is_empty() || packet.len() > MAX_PACKET {
             return Err(HeaderError("packet length"));
@@ -70,18 +120,35 @@ impl Header {
         if self.flags & !F_NEEDS_CSUM != 0 {
             return Err(HeaderError("unknown flags"));
         }
+        if usize::from(self.hdr_len) > packet.len() {
+            return Err(HeaderError("header length"));
+        }
+        let transport = Transport::of(packet);
         if self.flags & F_NEEDS_CSUM != 0 {
-            let end = usize::from(self.csum_start) + usize::from(self.csum_offset) + 2;
-            if end > packet.len() {
+            let t = transport.ok_or(HeaderError("checksum offload on a packet that is not IP"))?;
+            let want = match t.protocol {
+                PROTO_TCP => TCP_CSUM_OFFSET,
+                PROTO_UDP => UDP_CSUM_OFFSET,
+                _ => {
+                    return Err(HeaderError(
+                        "checksum offload for a protocol other than TCP or UDP",
+                    ))
+                }
+            };
+            if usize::from(self.csum_start) != t.offset || self.csum_offset != want {
+                return Err(HeaderError(
+                    "checksum position is not the transport checksum",
+                ));
+            }
+            if t.offset + usize::from(want) + 2 > packet.len() {
                 return Err(HeaderError("checksum position outside the packet"));
             }
         }
-        let version = packet[0] >> 4;
         match self.gso_type & !GSO_ECN {
             GSO_NONE if self.gso_type == GSO_NONE => Ok(()),
             t @ (VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6) => {
                 let want = if t == VIRTIO_NET_HDR_GSO_TCPV4 { 4 } else { 6 };
-                if version != want {
+                if packet[0] >> 4 != want {
                     return Err(HeaderError(
                         "segmentation type does not match the IP version",
                     ));
@@ -91,31 +158,35 @@ impl Header {
                         "segmentation without a sane size or checksum offload",
                     ));
                 }
-                // The packet must really be TCP, with the checksum where TCP keeps it.
-                let (proto, ip_len) = if want == 4 {
-                    (packet.get(9).copied(), usize::from(packet[0] & 0x0f) * 4)
-                } else {
-                    (packet.get(6).copied(), 40)
-                };
-                if proto != Some(6) {
+                // NEEDS_CSUM is set, so the checks above pinned the transport.
+                let Some(Transport {
+                    protocol: PROTO_TCP,
+                    offset,
+                }) = transport
+                else {
                     return Err(HeaderError("segmentation of a packet that is not TCP"));
-                }
-                if usize::from(self.csum_start) != ip_len || self.csum_offset != 16 {
-                    return Err(HeaderError("checksum position is not the TCP checksum"));
-                }
+                };
                 let tcp_len = packet
-                    .get(ip_len + 12)
+                    .get(offset + 12)
                     .map_or(0, |b| usize::from(b >> 4) * 4);
-                if tcp_len < 20
-                    || usize::from(self.hdr_len) < ip_len + tcp_len
-                    || usize::from(self.hdr_len) > packet.len()
-                {
+                if tcp_len < 20 || usize::from(self.hdr_len) < offset + tcp_len {
                     return Err(HeaderError("header length"));
                 }
                 Ok(())
             }
             _ => Err(HeaderError("unsupported segmentation type")),
         }
+    }
+
+    /// Splits a DataOffload payload into its header and packet, checked.
+    pub fn split_checked(payload: &[u8]) -> Result<(Self, &[u8]), HeaderError> {
+        if payload.len() < HEADER_LEN {
+            return Err(HeaderError("truncated"));
+        }
+        let (head, packet) = payload.split_at(HEADER_LEN);
+        let header = Self::read(head);
+        header.validate(packet)?;
+        Ok((header, packet))
     }
 
     /// Reads a header as the local device wrote it (native byte order).
@@ -318,6 +389,93 @@ mod tests {
             good.validate(&udp).is_err(),
             "TCP segmentation of a UDP packet"
         );
+    }
+
+    fn ipv6_packet(protocol: u8, transport_len: usize) -> Vec<u8> {
+        let mut p = build::ipv6(
+            "fd77::80".parse().unwrap(),
+            "fd99::2".parse().unwrap(),
+            &vec![0u8; transport_len],
+        );
+        p[6] = protocol;
+        if protocol == 6 && transport_len > 12 {
+            p[40 + 12] = 0x50;
+        }
+        p
+    }
+
+    fn needs_csum(csum_start: u16, csum_offset: u16) -> Header {
+        Header {
+            flags: F_NEEDS_CSUM,
+            csum_start,
+            csum_offset,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn plain_checksum_offload_only_at_the_transport_checksum() {
+        let tcp6 = ipv6_packet(6, 40);
+        let udp6 = ipv6_packet(17, 20);
+        let mut udp4 = tcp_packet(20);
+        udp4[9] = 17;
+        assert_eq!(needs_csum(40, 16).validate(&tcp6), Ok(()));
+        assert_eq!(needs_csum(40, 6).validate(&udp6), Ok(()));
+        assert_eq!(needs_csum(20, 16).validate(&tcp_packet(20)), Ok(()));
+        assert_eq!(needs_csum(20, 6).validate(&udp4), Ok(()));
+        // The review's attack: the checksum write lands in the IPv6 source
+        // (bytes 8-23) or destination (24-39) address.
+        for start in 0..40u16 {
+            for offset in [0u16, 2, 16] {
+                assert!(
+                    needs_csum(start, offset).validate(&tcp6).is_err(),
+                    "csum_start {start} csum_offset {offset} accepted"
+                );
+            }
+        }
+        // Wrong field for the protocol, or a checksum past the transport start.
+        assert!(needs_csum(40, 6).validate(&tcp6).is_err());
+        assert!(needs_csum(40, 16).validate(&udp6).is_err());
+        assert!(needs_csum(42, 14).validate(&tcp6).is_err());
+        // Protocols whose checksum the kernel never leaves to the device.
+        assert!(needs_csum(40, 2).validate(&ipv6_packet(58, 40)).is_err());
+        // Not an IP packet at all, or too short for the checksum field.
+        assert!(needs_csum(20, 16).validate(&[0x00; 60]).is_err());
+        assert!(needs_csum(40, 16).validate(&ipv6_packet(6, 10)).is_err());
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_followed_to_the_transport() {
+        // Hop-by-hop options (8 bytes), then TCP at 48.
+        let mut p = ipv6_packet(0, 8 + 40);
+        p[40] = 6;
+        p[48 + 12] = 0x50;
+        assert_eq!(needs_csum(48, 16).validate(&p), Ok(()));
+        assert!(needs_csum(40, 16).validate(&p).is_err());
+        // A fragment header: no checksum offload on fragments.
+        let mut f = ipv6_packet(44, 8 + 40);
+        f[40] = 6;
+        assert!(needs_csum(48, 16).validate(&f).is_err());
+        // An extension header that claims more than the packet has.
+        let mut long = ipv6_packet(60, 8);
+        long[41] = 200;
+        assert!(needs_csum(48, 16).validate(&long).is_err());
+    }
+
+    #[test]
+    fn ipv4_fragments_take_no_checksum_offload() {
+        let mut p = tcp_packet(20);
+        p[6] = 0x20; // more fragments
+        assert!(needs_csum(20, 16).validate(&p).is_err());
+    }
+
+    #[test]
+    fn header_length_beyond_the_packet_is_refused() {
+        let h = Header {
+            hdr_len: 200,
+            ..Header::default()
+        };
+        assert!(h.validate(&tcp_packet(20)).is_err());
     }
 
     #[test]

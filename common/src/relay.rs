@@ -36,16 +36,19 @@ pub enum DropReason {
     NoRoute,
     /// The session's queue was full (slow peer).
     QueueFull,
+    /// An offload header the kernel must not see; the session is closed too.
+    BadOffload,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         Self::Malformed,
         Self::Spoofed,
         Self::ClientToClient,
         Self::NoRoute,
         Self::QueueFull,
+        Self::BadOffload,
     ];
 
     /// Name used in status output and metrics.
@@ -56,6 +59,7 @@ impl DropReason {
             Self::ClientToClient => "client_to_client",
             Self::NoRoute => "no_route",
             Self::QueueFull => "queue_full",
+            Self::BadOffload => "bad_offload",
         }
     }
 }
@@ -230,12 +234,11 @@ where
                     Err(reason) => counters.drop_packet(reason),
                 },
                 FrameType::DataOffload if session.offload && inside.offload() => {
-                    if frame.payload.len() < offload::HEADER_LEN {
-                        return Err(OutsideError::BadOffload(offload::HeaderError("truncated")));
-                    }
-                    let (head, packet) = frame.payload.split_at(offload::HEADER_LEN);
-                    let header = offload::Header::read(head);
-                    header.validate(packet).map_err(OutsideError::BadOffload)?;
+                    let checked = offload::Header::split_checked(&frame.payload);
+                    let (header, packet) = checked.map_err(|e| {
+                        counters.drop_packet(DropReason::BadOffload);
+                        OutsideError::BadOffload(e)
+                    })?;
                     match filter(packet) {
                         Ok(()) => {
                             inside.send_parts(&header.to_device(), packet).await?;

@@ -7,6 +7,7 @@
 pub mod bins;
 pub mod client_net;
 pub mod flood;
+pub mod forge;
 pub mod lab;
 pub mod load;
 pub mod loopback;

@@ -270,6 +270,18 @@ pub fn snmp_counter(ns: &str, group: &str, field: &str) -> Option<u64> {
     parse_snmp(&out.stdout, group, field)
 }
 
+/// One counter of /proc/net/snmp6 in `ns` (e.g. `Udp6NoPorts`).
+pub fn snmp6_counter(ns: &str, field: &str) -> Option<u64> {
+    let out = proc::run(
+        &["ip", "netns", "exec", ns, "cat", "/proc/net/snmp6"],
+        Duration::from_secs(10),
+    );
+    out.stdout.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next()? == field).then(|| words.next()?.parse().ok())?
+    })
+}
+
 /// /proc/net/snmp holds pairs of lines: `Group: names...` then `Group: values...`.
 fn parse_snmp(text: &str, group: &str, field: &str) -> Option<u64> {
     let prefix = format!("{group}:");
