@@ -1,5 +1,6 @@
 //! The outside of the tunnel: a byte stream (TLS over TCP) carrying frames,
-//! with the read buffer that survives from the handshake into the relay.
+//! with the read buffer that survives from the handshake into the relay;
+//! and beside it the UDP data channel ([`udp`]).
 
 use std::io;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::{self, Frame, FrameError, FrameType};
+
+pub mod udp;
 use crate::message::{self, MessageError};
 
 /// Read buffer growth step: large reads let one syscall carry many frames.
