@@ -26,6 +26,9 @@ pub struct ClientConfig {
     /// Seconds to wait for the TCP connection, TLS handshake and assignment.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u32,
+    /// `auto`: data uses the UDP channel when it gets through; `tcp`: never.
+    #[serde(default)]
+    pub transport: twoway_common::tuning::Transport,
     /// Certificates and key.
     pub tls: TlsSection,
     /// The local TUN device.

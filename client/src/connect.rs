@@ -8,8 +8,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use twoway_common::frame::FrameType;
 use twoway_common::message::{
-    self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, PROTOCOL_VERSION,
+    self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, PROTOCOL_VERSION,
 };
+use twoway_common::outside::udp::keys::REKEY_AFTER;
+use twoway_common::outside::udp::{self, RecvPool, Role, UdpPath, UdpSocket};
+use twoway_common::relay::{Udp, UdpInput};
+use twoway_common::tuning::Transport;
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::secure::{self, SecureStream};
 use twoway_common::tls;
@@ -83,11 +87,14 @@ async fn handshake(
     let mut outside = Outside::new(stream);
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        features: if config.tunnel.offload && cfg!(target_os = "linux") {
-            vec![FEATURE_OFFLOAD.to_owned()]
-        } else {
-            vec![]
-        },
+        features: [
+            (config.tunnel.offload && cfg!(target_os = "linux")).then_some(FEATURE_OFFLOAD),
+            (config.transport == Transport::Auto).then_some(FEATURE_UDP),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect(),
         software: format!("twoway {}", env!("CARGO_PKG_VERSION")),
     };
     // If the server refused our certificate, the write may fail before the
@@ -120,6 +127,38 @@ async fn handshake(
         other => Err(ClientError::Internal(format!(
             "server sent {other:?} instead of an assignment"
         ))),
+    }
+}
+
+/// Datagram batches the client reads per receive.
+const UDP_RECV_BATCHES: usize = 4;
+
+impl Connection {
+    /// The UDP channel of this session, when the server offered it: a socket
+    /// to the server's address and port, keys from this TLS session. None
+    /// when the server did not offer it or the socket cannot be made (data
+    /// then stays on the TLS connection).
+    pub fn udp_channel(&mut self) -> Option<Udp> {
+        if !self.assignment.features.iter().any(|f| f == FEATURE_UDP) {
+            return None;
+        }
+        let number = self.assignment.udp_session?;
+        let secret = self.outside.stream.take_udp_secret()?;
+        let socket = match UdpSocket::connect(self.peer) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, server = %self.peer, "cannot open a UDP socket; data stays on the TLS connection");
+                return None;
+            }
+        };
+        let (seal, open) = secret.split(Role::Client, REKEY_AFTER);
+        Some(Udp {
+            path: std::sync::Arc::new(UdpPath::new(std::sync::Arc::new(socket), Some(self.peer))),
+            sender: udp::Sender::new(number, seal),
+            receiver: udp::Receiver::new(number, open),
+            input: UdpInput::Socket(RecvPool::new(UDP_RECV_BATCHES)),
+            role: Role::Client,
+        })
     }
 }
 

@@ -87,6 +87,7 @@ mod tests {
             keepalive_secs: 10,
             timeout_secs: 60,
             features: vec![],
+            udp_session: None,
         };
         let env = environment(&a, "tw-alice", "vpn:4433");
         let get = |k: &str| {

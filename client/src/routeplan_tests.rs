@@ -21,6 +21,7 @@ fn assignment(routes: &[&str], v6: bool) -> Assignment {
         keepalive_secs: 10,
         timeout_secs: 60,
         features: vec![],
+        udp_session: None,
     }
 }
 

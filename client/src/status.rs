@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 use twoway_common::control::rfc3339;
 use twoway_common::message::Assignment;
+use twoway_common::outside::udp::UdpPath;
 use twoway_common::relay::Counters;
 
 use crate::dns::DnsMethod;
@@ -41,6 +42,8 @@ struct Inner {
     last_error: Option<String>,
     dns_method: Option<DnsMethod>,
     full_tunnel: bool,
+    /// The session's UDP path, when it has the UDP channel.
+    udp: Option<Arc<UdpPath>>,
 }
 
 /// Shared status, updated by the session loop, read by the control socket.
@@ -65,6 +68,7 @@ impl Status {
                 last_error: None,
                 dns_method: None,
                 full_tunnel: false,
+                udp: None,
             })),
             counters: Arc::new(Counters::default()),
         }
@@ -91,6 +95,11 @@ impl Status {
         s.full_tunnel = full_tunnel;
     }
 
+    /// The UDP path of the current session (None: data only over TCP).
+    pub fn udp(&self, path: Option<Arc<UdpPath>>) {
+        self.lock().udp = path;
+    }
+
     /// The connection was lost for `why`.
     pub fn reconnecting(&self, why: String) {
         let mut s = self.lock();
@@ -105,6 +114,7 @@ impl Status {
         json!({
             "state": s.state.as_str(),
             "server": self.server,
+            "transport": s.udp.as_ref().map_or("tcp", |p| p.transport()),
             "device": s.device,
             "address": a.map(|a| a.address.ip().to_string()),
             "address6": a.and_then(|a| a.address6).map(|n| n.ip().to_string()),

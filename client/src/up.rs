@@ -173,12 +173,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     let mut conn = Some(first);
     let mut at_once = false;
     loop {
-        let Connection {
-            outside,
-            assignment,
-            local,
-            ..
-        } = match conn.take() {
+        let mut connection = match conn.take() {
             Some(c) => c,
             None => match reconnect(
                 &config,
@@ -195,8 +190,16 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                 None => return Ok(()),
             },
         };
+        let udp = connection.udp_channel();
+        status.udp(udp.as_ref().map(|u| u.path.clone()));
+        let Connection {
+            outside,
+            assignment,
+            local,
+            ..
+        } = connection;
         routing.connected(local.ip());
-        if assignment != tunnel.assignment {
+        if !assignment.same_network(&tunnel.assignment) {
             info!("the server changed this client's assignment; reconfiguring the device");
             tunnel.close().await;
             tunnel = Tunnel::open(&config, &assignment, queue_tx.clone(), &mut routing)?;
@@ -242,9 +245,11 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             filter,
             &status.counters,
             session,
+            udp,
             stopping,
         )
         .await;
+        status.udp(None);
         routing.disconnected();
         at_once = false;
         match end {

@@ -48,6 +48,7 @@ fn side(stream: tokio::io::DuplexStream, stop: CancellationToken) -> MemoryPeer 
             |_| Ok(()),
             &counters,
             session(),
+            None,
             stopping,
         )
         .await

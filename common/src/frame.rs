@@ -24,6 +24,9 @@ pub enum FrameType {
     Pong = 0x05,
     /// Either side: the session ends (JSON reason), then the sender closes.
     Bye = 0x06,
+    /// Client → server, when both enabled `udp`: whether data now uses the
+    /// UDP channel (1) or this stream (0).
+    Path = 0x07,
     /// Either side: one IP packet.
     Data = 0x10,
     /// Either side, when both negotiated offload: a 10-byte offload header
@@ -41,6 +44,7 @@ impl FrameType {
             0x04 => Self::Ping,
             0x05 => Self::Pong,
             0x06 => Self::Bye,
+            0x07 => Self::Path,
             0x10 => Self::Data,
             0x11 => Self::DataOffload,
             _ => return None,

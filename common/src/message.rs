@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Feature name: both ends carry offloaded (GSO) packets whole.
 pub const FEATURE_OFFLOAD: &str = "offload";
+/// Feature name: data may cross the UDP channel beside the TLS connection.
+pub const FEATURE_UDP: &str = "udp";
 /// Largest control message accepted, far below the frame limit.
 pub const MAX_CONTROL_LEN: usize = 16 * 1024;
 
@@ -55,6 +57,23 @@ pub struct Assignment {
     /// Optional features the server enabled for this session.
     #[serde(default)]
     pub features: Vec<String>,
+    /// With feature `udp`: the session's number in UDP datagrams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_session: Option<u32>,
+}
+
+impl Assignment {
+    /// Whether `other` gives the device the same configuration (the UDP
+    /// session number is new on every connection and does not count).
+    pub fn same_network(&self, other: &Assignment) -> bool {
+        Assignment {
+            udp_session: None,
+            ..self.clone()
+        } == Assignment {
+            udp_session: None,
+            ..other.clone()
+        }
+    }
 }
 
 /// Why the server refuses a session; drives the client's exit code and retries.
@@ -192,9 +211,20 @@ mod tests {
             mtu: 1400,
             keepalive_secs: 10,
             timeout_secs: 60,
-            features: vec![],
+            features: vec!["udp".into()],
+            udp_session: Some(0xdead_beef),
         };
         assert_eq!(decode::<Assignment>(&encode(&a)).unwrap(), a);
+        let other = Assignment {
+            udp_session: Some(7),
+            ..a.clone()
+        };
+        assert!(a.same_network(&other), "a new UDP session number is the same network");
+        let moved = Assignment {
+            mtu: 1300,
+            ..a.clone()
+        };
+        assert!(!a.same_network(&moved));
     }
 
     #[test]

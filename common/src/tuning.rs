@@ -1,10 +1,22 @@
 //! The `[tunnel]` keys the server and the client share: the priority of
-//! the tunnel's threads and the congestion control of its outside
-//! connection. Defaults and checks live here once for both configs.
+//! the tunnel's threads, the congestion control of its outside connection
+//! and the transport of its data. Defaults and checks live here once for both configs.
 
 use std::path::Path;
 
 use crate::config_file::ConfigError;
+
+/// How data crosses: over the UDP channel when it gets through (`auto`), or
+/// always over the TLS connection (`tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Probe UDP after the assignment; use it while it works.
+    #[default]
+    Auto,
+    /// Never use UDP.
+    Tcp,
+}
 
 /// Default of `tunnel.nice`.
 pub fn default_nice() -> i32 {

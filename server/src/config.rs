@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use twoway_common::tuning::Transport;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::Deserialize;
 use twoway_common::config_file::{self, ConfigError, ConfigErrors};
@@ -188,11 +189,16 @@ pub struct TunnelSection {
     /// TCP congestion control of the outside connection ("" = the system's).
     #[serde(default = "twoway_common::tuning::default_congestion")]
     pub congestion: String,
+    /// `auto`: also listen for the UDP data channel on `listen`'s address
+    /// and port; `tcp`: data always stays on the TLS connection.
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 impl Default for TunnelSection {
     fn default() -> Self {
         Self {
+            transport: Transport::default(),
             name: default_tun_name(),
             network: default_network(),
             pool: default_pool(),

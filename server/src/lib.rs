@@ -19,3 +19,4 @@ pub mod run;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod udp;

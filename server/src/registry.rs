@@ -36,6 +36,8 @@ pub struct Entry {
     pub counters: Arc<Counters>,
     /// Where a Bye is sent to end it.
     pub stop: mpsc::Sender<Bye>,
+    /// Its UDP path, when the session has the UDP channel.
+    pub udp: Option<Arc<twoway_common::outside::udp::UdpPath>>,
 }
 
 /// One session in status output.
@@ -58,6 +60,11 @@ pub struct SessionStatus {
     pub rx_bytes: u64,
     /// Bytes sent to the client.
     pub tx_bytes: u64,
+    /// Where data goes now: "udp" or "tcp".
+    pub transport: &'static str,
+    /// The client's UDP address, once a datagram authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_remote: Option<String>,
 }
 
 /// Traffic totals.
@@ -233,6 +240,8 @@ impl Registry {
                 since: rfc3339(e.since),
                 rx_bytes: e.counters.rx_bytes.load(Ordering::Relaxed),
                 tx_bytes: e.counters.tx_bytes.load(Ordering::Relaxed),
+                transport: e.udp.as_ref().map_or("tcp", |p| p.transport()),
+                udp_remote: e.udp.as_ref().and_then(|p| p.peer()).map(|a| a.to_string()),
             })
             .collect()
     }

@@ -15,6 +15,8 @@ use twoway_common::inside::tun::{TunInside, TunSettings};
 
 use crate::config::ServerConfig;
 use crate::server::Server;
+use crate::udp::UdpEndpoint;
+use twoway_common::tuning::Transport;
 
 /// Runs the server in the foreground until a stop signal.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -44,6 +46,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config_path.display()
         )
     })?;
+    let udp = match t.transport {
+        Transport::Auto => Some(Arc::new(UdpEndpoint::bind(config.listen).with_context(|| {
+            format!(
+                "cannot listen for UDP on {} (key `listen` in {}; `tunnel.transport = \"tcp\"` turns UDP off)",
+                config.listen,
+                config_path.display()
+            )
+        })?)),
+        Transport::Tcp => None,
+    };
     let control_listener = control::bind(&config.control.socket)
         .await
         .with_context(|| {
@@ -68,6 +80,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let server = server.clone();
         let cancel = shutdown.clone();
         tokio::spawn(async move { crate::metrics::serve(listener, &server, cancel).await });
+    }
+    if let Some(endpoint) = udp {
+        server.enable_udp(endpoint.clone());
+        let cancel = shutdown.clone();
+        tokio::spawn(async move { endpoint.run(cancel).await });
     }
     tokio::spawn(systemd_status(server.clone(), shutdown.clone()));
     info!(listen = %config.listen, device = queues[0].name(), queues = queues.len(), network = %t.network, "twoway server ready");

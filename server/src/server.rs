@@ -16,7 +16,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
-use twoway_common::message::FEATURE_OFFLOAD;
+use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP};
+use twoway_common::outside::udp::keys::REKEY_AFTER;
+use twoway_common::outside::udp::{self, Role, UdpPath};
+use twoway_common::relay::UdpInput;
 use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
 use twoway_common::queue;
 use twoway_common::relay::{self, Counters, RelayEnd};
@@ -33,6 +36,7 @@ use crate::registry::{Entry, Registry, SessionStatus, Slot, Traffic, Unclaimed};
 use crate::router::Router;
 use crate::session::{Connected, Identified, SessionError};
 use crate::stats::Stats;
+use crate::udp::UdpEndpoint;
 
 mod assign;
 mod reload;
@@ -67,6 +71,8 @@ pub struct Server {
     /// Counts reloads, so a session set up across one re-checks itself.
     generation: AtomicU64,
     admission: Admission,
+    /// The UDP endpoint, once `enable_udp` gave one.
+    udp: std::sync::OnceLock<Arc<UdpEndpoint>>,
 }
 
 /// Why the server could not start.
@@ -150,7 +156,19 @@ impl Server {
             router: Router::default(),
             registry: Registry::default(),
             stats: Stats::default(),
+            udp: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Offers the UDP data channel through `endpoint` to clients that ask
+    /// for it (`tunnel.transport = "auto"`); the caller runs the endpoint.
+    pub fn enable_udp(&self, endpoint: Arc<UdpEndpoint>) {
+        let _ = self.udp.set(endpoint);
+    }
+
+    /// The UDP endpoint, if enabled.
+    pub fn udp(&self) -> Option<&Arc<UdpEndpoint>> {
+        self.udp.get()
     }
 
     /// The configuration in force.
@@ -291,7 +309,7 @@ impl Server {
 
     async fn session<I: Inside>(
         self: &Arc<Self>,
-        client: Identified,
+        mut client: Identified,
         inside: &I,
         shutdown: CancellationToken,
     ) {
@@ -340,11 +358,36 @@ impl Server {
             grant.address6 = None;
         }
         let offload = inside.offload() && client.features.iter().any(|f| f == FEATURE_OFFLOAD);
-        let assignment = match self.assignment(&lease_key, &grant, offload) {
+        let mut assignment = match self.assignment(&lease_key, &grant, offload) {
             Ok(a) => a,
             Err((code, message)) => {
                 return log_refusal(&self.stats, &client.refuse(code, message).await)
             }
+        };
+        // The UDP channel, when both ends want it: keys from this TLS
+        // session, a number the endpoint routes its datagrams by.
+        let secret = client.take_udp_secret();
+        let udp = match (self.udp.get(), secret) {
+            (Some(endpoint), Some(secret)) if client.features.iter().any(|f| f == FEATURE_UDP) => {
+                let (registration, input) = endpoint.register();
+                let number = registration.number;
+                let (seal, open) = secret.split(Role::Server, REKEY_AFTER);
+                assignment.features.push(FEATURE_UDP.to_owned());
+                assignment.udp_session = Some(number);
+                let channel = relay::Udp {
+                    path: Arc::new(UdpPath::new(endpoint.socket(), None)),
+                    sender: udp::Sender::new(number, seal),
+                    receiver: udp::Receiver::new(number, open),
+                    input: UdpInput::Channel(input),
+                    role: Role::Server,
+                };
+                Some((registration, channel))
+            }
+            _ => None,
+        };
+        let (_registration, udp) = match udp {
+            Some((r, u)) => (Some(r), Some(u)),
+            None => (None, None),
         };
         let id = self.registry.next_id();
         let l = &self.config.limits;
@@ -373,6 +416,7 @@ impl Server {
                 extra_device: lease_key != client.identity,
                 counters: counters.clone(),
                 stop: stop_tx,
+                udp: udp.as_ref().map(|u| u.path.clone()),
             },
         );
         if self.generation.load(Ordering::SeqCst) != generation {
@@ -394,7 +438,7 @@ impl Server {
                 self.stats
                     .sessions_started
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                info!(address = %assigned.assignment.address.ip(), offload = session.offload, "session up");
+                info!(address = %assigned.assignment.address.ip(), offload = session.offload, udp = assigned.assignment.udp_session.is_some(), "session up");
                 let stop = async {
                     tokio::select! {
                         bye = stop_rx.recv() => bye.unwrap_or_else(|| Bye::new(ByeReason::Shutdown, "server is stopping")),
@@ -409,6 +453,7 @@ impl Server {
                             |p| filter.check(p),
                             &counters,
                             session,
+                            udp,
                             stop,
                         )
                         .await,

@@ -11,6 +11,7 @@ use twoway_common::frame::FrameType;
 use twoway_common::identity::{self, IdentitySource};
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
+use twoway_common::outside::udp::UdpSecret;
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::queue::QueueRx;
 use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
@@ -162,6 +163,11 @@ pub struct Identified {
 }
 
 impl Identified {
+    /// The UDP channel's secrets of this TLS session (once).
+    pub fn take_udp_secret(&mut self) -> Option<UdpSecret> {
+        self.outside.stream.take_udp_secret()
+    }
+
     /// Tells the client why it is refused and closes.
     pub async fn refuse(mut self, code: RefuseCode, message: String) -> SessionError {
         refuse(&mut self.outside, code, message).await
@@ -196,13 +202,15 @@ pub struct Assigned {
 
 impl Assigned {
     /// Relays until the session ends (see [`relay::relay`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn relay<I: Inside>(
         self,
         inside: &I,
         outbound: &mut QueueRx,
-        filter: impl FnMut(&[u8]) -> Result<(), DropReason>,
+        filter: impl Fn(&[u8]) -> Result<(), DropReason>,
         counters: &Counters,
         session: relay::Session,
+        udp: Option<relay::Udp>,
         stop: impl std::future::Future<Output = Bye>,
     ) -> RelayEnd {
         relay::relay(
@@ -212,6 +220,7 @@ impl Assigned {
             filter,
             counters,
             session,
+            udp,
             stop,
         )
         .await

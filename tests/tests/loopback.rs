@@ -128,6 +128,7 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
             |_| Ok(()),
             &counters,
             session,
+            None,
             stopping,
         )
         .await;

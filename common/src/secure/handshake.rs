@@ -1,6 +1,7 @@
 //! The handshake: rustls's unbuffered connection driven over an async
 //! stream until the handshake is complete, then turned into a
-//! `SecureStream` with the traffic keys rustls hands over.
+//! `SecureStream` with the traffic keys rustls hands over (and the UDP
+//! channel's secrets derived from them).
 
 use std::io;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{protocol_error, record_error, tls_error, SecureStream};
+use crate::outside::udp::UdpSecret;
 use crate::record::{self, Opener, Sealer};
 
 /// Largest buffer the handshake may need (a long certificate chain).
@@ -53,6 +55,8 @@ where
 /// The two unbuffered connection kinds, driven by one handshake loop.
 trait Handshaking {
     type Data;
+    /// Whether this end is the client (its send keys are client-to-server).
+    const CLIENT: bool;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -63,6 +67,7 @@ trait Handshaking {
 
 impl Handshaking for UnbufferedClientConnection {
     type Data = ClientConnectionData;
+    const CLIENT: bool = true;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -80,6 +85,7 @@ impl Handshaking for UnbufferedClientConnection {
 
 impl Handshaking for UnbufferedServerConnection {
     type Data = ServerConnectionData;
+    const CLIENT: bool = false;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -223,6 +229,11 @@ where
             .unwrap_or_default(),
     };
     let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
+    let udp_secret = if C::CLIENT {
+        UdpSecret::derive(&secrets.tx.1, &secrets.rx.1)
+    } else {
+        UdpSecret::derive(&secrets.rx.1, &secrets.tx.1)
+    };
     let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
     let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
     // Bytes of records rustls did not process start the receive buffer.
@@ -251,6 +262,7 @@ where
         read_failed: false,
         peer_closed: false,
         closing: false,
+        udp_secret: Some(udp_secret),
     };
     Ok((stream, peer))
 }

@@ -87,6 +87,8 @@ pub struct SecureStream<T> {
     peer_closed: bool,
     /// We sealed close_notify: nothing more may be written.
     closing: bool,
+    /// The UDP channel's secrets, exported at the end of the handshake.
+    udp_secret: Option<crate::outside::udp::UdpSecret>,
 }
 
 impl<T> std::fmt::Debug for SecureStream<T> {
@@ -103,6 +105,12 @@ impl<T> SecureStream<T> {
     /// The transport underneath.
     pub fn get_ref(&self) -> &T {
         &self.io
+    }
+
+    /// The UDP channel's secrets of this TLS session (once; they are not
+    /// kept here afterwards).
+    pub fn take_udp_secret(&mut self) -> Option<crate::outside::udp::UdpSecret> {
+        self.udp_secret.take()
     }
 
     /// Replaces our send key after this many records instead of half the

@@ -70,6 +70,7 @@ impl Server {
             } else {
                 vec![]
             },
+            udp_session: None,
         })
     }
 

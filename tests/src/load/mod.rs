@@ -304,6 +304,7 @@ async fn one_session(
         |_| Ok(()),
         &counters,
         session,
+        None,
         stopping,
     );
     let end = tokio::select! {

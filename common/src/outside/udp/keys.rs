@@ -1,11 +1,22 @@
-//! Keys of the UDP data channel. Both ends export 64 bytes from the TLS 1.3
-//! session (RFC 8446 7.5, label [`EXPORTER_LABEL`], no context): the first 32
-//! are the client-to-server secret, the last 32 the server-to-client secret.
-//! Each direction's secret is a chain of epochs, ratcheted forward with
-//! HKDF-Expand (SHA-256):
+//! Keys of the UDP data channel, bound to the TLS 1.3 session they come
+//! from. rustls 0.23's unbuffered connection, which runs our handshake so
+//! that we can take over the record keys, offers no exporter (RFC 8446 7.5),
+//! so both ends derive the channel's 64 secret bytes from that session's
+//! first application traffic keys, which only its two ends know:
 //!
 //! ```text
-//! secret[0]   = exported half
+//! prk     = HKDF-Extract(salt = "twoway udp v1",
+//!                        ikm = key_c2s || iv_c2s || key_s2c || iv_s2c)
+//! secrets = HKDF-Expand(prk, "twoway udp secrets", 64)
+//! ```
+//!
+//! The first 32 bytes are the client-to-server secret, the last 32 the
+//! server-to-client secret. HKDF is one-way: the channel's keys reveal
+//! nothing of the TLS keys. Each direction's secret is a chain of epochs,
+//! ratcheted forward with HKDF-Expand (SHA-256):
+//!
+//! ```text
+//! secret[0]   = its half of secrets
 //! secret[e+1] = HKDF-Expand(secret[e], "twoway udp upd", 32)
 //! key[e]      = HKDF-Expand(secret[e], "twoway udp key", 32)   AES-256-GCM
 //! iv[e]       = HKDF-Expand(secret[e], "twoway udp iv", 12)
@@ -19,12 +30,15 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, NONCE_LEN};
-use aws_lc_rs::hkdf::{KeyType, Prk, HKDF_SHA256};
+use aws_lc_rs::hkdf::{KeyType, Prk, Salt, HKDF_SHA256};
+use rustls::ConnectionTrafficSecrets;
 use zeroize::{Zeroize, Zeroizing};
 
-/// The exporter label (RFC 8446 7.5) of the UDP channel's secrets.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-twoway-udp-v1";
-/// Bytes exported: one 32-byte secret per direction.
+/// HKDF-Extract salt of the channel's secrets.
+pub const DERIVE_SALT: &[u8] = b"twoway udp v1";
+/// HKDF-Expand label of the channel's secrets.
+pub const DERIVE_LABEL: &[u8] = b"twoway udp secrets";
+/// Bytes derived: one 32-byte secret per direction.
 pub const EXPORT_LEN: usize = 64;
 /// Length of the AEAD tag at the end of each datagram.
 pub const TAG_LEN: usize = 16;
@@ -53,9 +67,32 @@ pub enum Role {
 }
 
 impl UdpSecret {
-    /// Takes the exporter output.
+    /// Takes derived secret bytes.
     pub fn new(exported: [u8; EXPORT_LEN]) -> Self {
         Self(Zeroizing::new(exported))
+    }
+
+    /// Derives the secrets from the TLS session's first application traffic
+    /// keys, client-to-server and server-to-client.
+    pub fn derive(c2s: &ConnectionTrafficSecrets, s2c: &ConnectionTrafficSecrets) -> Self {
+        let mut ikm = Zeroizing::new(Vec::with_capacity(2 * (32 + NONCE_LEN)));
+        for secrets in [c2s, s2c] {
+            let (key, iv) = match secrets {
+                ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+                | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+                | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+                // rustls marks the enum non-exhaustive; TLS 1.3 has no other suites.
+                _ => unreachable!("a TLS 1.3 suite rustls does not have"),
+            };
+            ikm.extend_from_slice(key.as_ref());
+            ikm.extend_from_slice(iv.as_ref());
+        }
+        let prk = Salt::new(HKDF_SHA256, DERIVE_SALT).extract(&ikm);
+        let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
+        prk.expand(&[DERIVE_LABEL], Len(EXPORT_LEN))
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .expect("HKDF-Expand of 64 bytes");
+        Self(out)
     }
 
     fn half(&self, client_to_server: bool) -> Zeroizing<[u8; SECRET_LEN]> {

@@ -3,7 +3,7 @@
 //! datagram last arrived. The client decides (its probes), the server
 //! follows (the client's Path frames), see PROTOCOL.md.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +15,11 @@ use super::socket::UdpSocket;
 pub struct UdpPath {
     /// The socket (the server's is shared by all sessions).
     pub socket: Arc<UdpSocket>,
-    peer: Mutex<Option<SocketAddr>>,
+    /// The peer's address, and our address it last sent to.
+    peer: Mutex<(Option<SocketAddr>, Option<IpAddr>)>,
     sending: AtomicBool,
+    /// The peer's address was given (the client's server) and never moves.
+    fixed: bool,
     created: Instant,
     /// Milliseconds after `created` of the last authenticated datagram, plus one (0: none yet).
     last_rx: AtomicU64,
@@ -30,8 +33,9 @@ impl UdpPath {
     pub fn new(socket: Arc<UdpSocket>, peer: Option<SocketAddr>) -> Self {
         Self {
             socket,
-            peer: Mutex::new(peer),
+            peer: Mutex::new((peer, None)),
             sending: AtomicBool::new(false),
+            fixed: peer.is_some(),
             created: Instant::now(),
             last_rx: AtomicU64::new(0),
             moves: AtomicU64::new(0),
@@ -40,20 +44,33 @@ impl UdpPath {
 
     /// Where datagrams go, if known.
     pub fn peer(&self) -> Option<SocketAddr> {
-        *self.peer.lock().unwrap_or_else(|e| e.into_inner())
+        self.peer.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// An authenticated, fresh datagram arrived from `from`: the peer lives
-    /// there now.
-    pub fn received_from(&self, from: SocketAddr) {
+    /// Where datagrams go and the local address to send them from (the one
+    /// the peer sent to, so that its connected socket takes the answer).
+    pub fn route(&self) -> Option<(SocketAddr, Option<IpAddr>)> {
+        let p = *self.peer.lock().unwrap_or_else(|e| e.into_inner());
+        Some((p.0?, p.1))
+    }
+
+    /// An authenticated, fresh datagram arrived from `from`, sent to our
+    /// `to`: the peer lives there now.
+    pub fn received_from(&self, from: SocketAddr, to: Option<IpAddr>) {
         let ms = self.created.elapsed().as_millis() as u64 + 1;
         self.last_rx.store(ms, Ordering::Relaxed);
+        if self.fixed {
+            return;
+        }
         let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
-        if *peer != Some(from) {
-            if peer.is_some() {
+        if peer.0 != Some(from) {
+            if peer.0.is_some() {
                 self.moves.fetch_add(1, Ordering::Relaxed);
             }
-            *peer = Some(from);
+            peer.0 = Some(from);
+        }
+        if to.is_some() {
+            peer.1 = to;
         }
     }
 

@@ -3,9 +3,9 @@
 //! and arrives in one `recvmsg` (UDP_GRO). quinn-udp sets these up.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 
@@ -23,16 +23,26 @@ const RECV_BUF: usize = 64 * 1024;
 pub struct RecvBatch {
     /// Where they came from.
     pub from: SocketAddr,
-    /// The datagrams, back to back.
-    pub data: Bytes,
+    /// The local address they were sent to, if the kernel said.
+    pub to: Option<IpAddr>,
+    /// The datagrams, back to back (opened in place).
+    pub data: BytesMut,
     /// Size of each datagram but the last.
     pub stride: usize,
 }
 
 impl RecvBatch {
     /// The datagrams one by one.
-    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
-        self.data.chunks(self.stride.max(1))
+    pub fn datagrams_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let stride = self.stride.max(1);
+        self.data.chunks_mut(stride)
+    }
+
+    /// The session number of the first datagram, if it has a header.
+    pub fn session(&self) -> Option<u32> {
+        super::datagram::Header::parse(&self.data[..self.stride.min(self.data.len())])
+            .ok()
+            .map(|h| h.session)
     }
 }
 
@@ -81,15 +91,22 @@ impl UdpSocket {
         self.state.max_gso_segments()
     }
 
-    /// Sends `contents` to `to`: one datagram, or with `segment` below the
-    /// length, datagrams of `segment` bytes (the last may be shorter).
-    pub async fn send(&self, to: SocketAddr, contents: &[u8], segment: usize) -> io::Result<()> {
+    /// Sends `contents` to `to` from local address `from` (None: the
+    /// kernel's choice): one datagram, or with `segment` below the length,
+    /// datagrams of `segment` bytes (the last may be shorter).
+    pub async fn send(
+        &self,
+        to: SocketAddr,
+        from: Option<IpAddr>,
+        contents: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
         let transmit = Transmit {
             destination: to,
             ecn: None,
             contents,
             segment_size: (segment < contents.len()).then_some(segment),
-            src_ip: None,
+            src_ip: from,
         };
         loop {
             self.io.writable().await?;
@@ -166,11 +183,11 @@ impl RecvPool {
     fn take(&mut self, n: usize) -> Vec<RecvBatch> {
         let mut out = Vec::with_capacity(n);
         for (buf, meta) in self.bufs.iter_mut().zip(&self.meta).take(n) {
-            // Keep the buffer's allocation when the batch is small: copy it.
-            let data = Bytes::copy_from_slice(&buf[..meta.len]);
+            // The pool keeps its buffers; the batch gets a copy of its bytes.
             out.push(RecvBatch {
                 from: meta.addr,
-                data,
+                to: meta.dst_ip,
+                data: BytesMut::from(&buf[..meta.len]),
                 stride: meta.stride,
             });
         }

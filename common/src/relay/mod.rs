@@ -1,6 +1,7 @@
 //! The relay: moves packets between an inside (TUN) and an outside (framed
-//! TLS stream) and counts them. It knows no configuration: what may enter the
-//! inside is decided by the filter its caller passes in.
+//! TLS stream, and the UDP channel beside it when the session has one) and
+//! counts them. It knows no configuration: what may enter the inside is
+//! decided by the filter its caller passes in.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +17,20 @@ use crate::inside::{Inside, RecvBuffer};
 use crate::message::{self, Bye, ByeReason};
 use crate::offload;
 use crate::outside::{Outside, OutsideError, READ_CHUNK};
+use crate::outside::udp::datagram::Kind;
+use crate::outside::udp::path as udp_path;
+use crate::outside::udp::Role;
 use crate::queue::{QueueRx, QueueTx};
+
+mod udp;
+
+pub use udp::{Udp, UdpInput};
+use udp::{UdpOut, UdpTx};
 
 /// Coalesce queued frames into one write up to this many bytes.
 pub const WRITE_BATCH: usize = 64 * 1024;
+/// Queued packets sealed into datagrams before they are sent.
+const UDP_BATCH: usize = 64;
 /// How long a closing side waits for its Bye to be written.
 const BYE_GRACE: Duration = Duration::from_secs(2);
 
@@ -38,17 +49,23 @@ pub enum DropReason {
     QueueFull,
     /// An offload header the kernel must not see; the session is closed too.
     BadOffload,
+    /// A UDP datagram whose counter was seen before (or is too old).
+    Replayed,
+    /// A UDP datagram that did not authenticate (or is not ours at all).
+    Forged,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 8] = [
         Self::Malformed,
         Self::Spoofed,
         Self::ClientToClient,
         Self::NoRoute,
         Self::QueueFull,
         Self::BadOffload,
+        Self::Replayed,
+        Self::Forged,
     ];
 
     /// Name used in status output and metrics.
@@ -60,6 +77,8 @@ impl DropReason {
             Self::NoRoute => "no_route",
             Self::QueueFull => "queue_full",
             Self::BadOffload => "bad_offload",
+            Self::Replayed => "replayed",
+            Self::Forged => "forged",
         }
     }
 }
@@ -122,6 +141,12 @@ pub enum RelayEnd {
 enum Control {
     Pong(Bytes),
     Bye(Bye),
+    /// Client: send a UDP probe with this number.
+    Probe(u64),
+    /// Server: answer a UDP probe (its body) at the address it came from.
+    ProbeReply(Bytes, std::net::SocketAddr),
+    /// Client: tell the server whether data uses UDP now.
+    Path(bool),
 }
 
 /// What the two ends agreed on for this session.
@@ -136,7 +161,9 @@ pub struct Session {
 /// Relays until the peer leaves, the connection fails, or `stop` yields the
 /// Bye to send. Packets to send arrive on `outbound` as the device gave them;
 /// packets received pass `filter` (which sees the IP packet) before they
-/// reach `inside`.
+/// reach `inside`. With `udp`, data also arrives over the UDP channel, and
+/// goes out over it while its path is in use (control stays on the stream).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay<S, I, F, Stop>(
     outside: Outside<S>,
     inside: &I,
@@ -144,24 +171,31 @@ pub async fn relay<S, I, F, Stop>(
     filter: F,
     counters: &Counters,
     session: Session,
+    udp: Option<Udp>,
     stop: Stop,
 ) -> RelayEnd
 where
     S: AsyncRead + AsyncWrite + Send,
     I: Inside,
-    F: FnMut(&[u8]) -> Result<(), DropReason>,
+    F: Fn(&[u8]) -> Result<(), DropReason>,
     Stop: Future<Output = Bye>,
 {
     let (reader, writer) = tokio::io::split(outside.stream);
-    let (control_tx, control_rx) = mpsc::channel(8);
+    let (control_tx, control_rx) = mpsc::channel(64);
+    let (udp_tx, mut udp_rx) = match udp.map(Udp::split) {
+        Some((tx, receiver, input, role)) => (Some(tx), Some((receiver, input, role))),
+        None => (None, None),
+    };
+    let path = udp_tx.as_ref().map(|u| u.path.clone());
     let read = read_loop(
         reader,
         outside.rbuf,
         inside,
-        filter,
+        &filter,
         counters,
         &control_tx,
         session,
+        path.as_deref(),
     );
     let mode = Mode {
         device_offload: inside.offload(),
@@ -174,8 +208,34 @@ where
         counters,
         session.keepalive,
         mode,
+        udp_tx,
     );
-    tokio::pin!(read, write, stop);
+    // The UDP side: datagrams in, and on the client the probes. A failing
+    // UDP socket ends only the UDP side; data stays on the stream.
+    let udp_side = async {
+        let (Some((receiver, input, role)), Some(path)) = (udp_rx.as_mut(), path.as_deref()) else {
+            return std::future::pending().await;
+        };
+        let read = udp::read_loop(input, receiver, path, inside, &filter, counters, &control_tx);
+        let probe = async {
+            if *role == Role::Client {
+                udp::probe_loop(path, &control_tx).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            end = read => if let Err(e) = end {
+                tracing::warn!(error = %e, "UDP channel failed; data stays on the TLS connection");
+            },
+            _ = probe => {}
+        }
+        path.set_sending(false);
+        if *role == Role::Client {
+            let _ = control_tx.send(Control::Path(false)).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(read, write, stop, udp_side);
     let bye = tokio::select! {
         end = &mut read => match end {
             Ok(bye) => return RelayEnd::PeerBye(bye),
@@ -184,6 +244,7 @@ where
         },
         end = &mut write => return RelayEnd::Lost(end.err().unwrap_or(OutsideError::Closed)),
         bye = &mut stop => bye,
+        () = &mut udp_side => unreachable!("the UDP side never ends the relay"),
     };
     // Hand the Bye to the writer and give it a moment to reach the peer. The
     // writer runs meanwhile, so a control queue full of Pongs drains; a peer
@@ -195,19 +256,21 @@ where
     RelayEnd::SentBye(bye)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop<S, I, F>(
     mut reader: ReadHalf<S>,
     mut rbuf: BytesMut,
     inside: &I,
-    mut filter: F,
+    filter: &F,
     counters: &Counters,
     control: &mpsc::Sender<Control>,
     session: Session,
+    udp: Option<&udp_path::UdpPath>,
 ) -> Result<Bye, OutsideError>
 where
     S: AsyncRead,
     I: Inside,
-    F: FnMut(&[u8]) -> Result<(), DropReason>,
+    F: Fn(&[u8]) -> Result<(), DropReason>,
 {
     let mut batch = Batch::default();
     let mut sizing = ReadSizing::default();
@@ -253,6 +316,15 @@ where
                     let _ = control.try_send(Control::Pong(frame.payload));
                 }
                 FrameType::Pong => {}
+                // The client says where data goes (it decides from its probes).
+                FrameType::Path if udp.is_some() => match frame.payload.as_ref() {
+                    [on @ (0 | 1)] => {
+                        if let Some(path) = udp {
+                            path.set_sending(*on == 1);
+                        }
+                    }
+                    _ => return Err(OutsideError::Unexpected(FrameType::Path)),
+                },
                 FrameType::Bye => {
                     return message::decode(&frame.payload).map_err(|source| {
                         OutsideError::Message {
@@ -355,8 +427,10 @@ async fn write_loop<S: AsyncWrite>(
     counters: &Counters,
     keepalive: Keepalive,
     mode: Mode,
+    mut udp: Option<UdpTx>,
 ) -> Result<(), OutsideError> {
     let mut out = Gather::default();
+    let mut datagrams = UdpOut::default();
     let mut ping = tokio::time::interval(keepalive.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
@@ -372,21 +446,49 @@ async fn write_loop<S: AsyncWrite>(
                     writer.shutdown().await?;
                     return Ok(());
                 }
+                Some(Control::Path(on)) => out.frame(FrameType::Path, &[u8::from(on)]),
+                Some(Control::Probe(n)) => {
+                    if let Some(u) = udp.as_mut() {
+                        datagrams.push(u, Kind::Probe, &n.to_be_bytes(), counters).await?;
+                        datagrams.flush(&u.path).await?;
+                    }
+                    continue;
+                }
+                Some(Control::ProbeReply(body, to)) => {
+                    if let Some(u) = udp.as_mut() {
+                        udp::send_to(u, Kind::ProbeReply, &body, to).await?;
+                    }
+                    continue;
+                }
                 None => return Ok(()),
             },
             packet = outbound.recv() => {
                 let Some(packet) = packet else { return Ok(()) };
-                encode_data(packet, &mut out, counters, mode);
-                // Gather whatever else is ready into the same write.
-                while out.len() < WRITE_BATCH {
-                    match outbound.try_recv() {
-                        Some(packet) => encode_data(packet, &mut out, counters, mode),
-                        None => break,
+                if let Some(u) = udp.as_mut().filter(|u| u.path.sending()) {
+                    datagrams.push_device_packet(u, &packet, mode.device_offload, counters).await?;
+                    // Gather whatever else is ready into as few sends as possible.
+                    for _ in 0..UDP_BATCH {
+                        let Some(packet) = outbound.try_recv() else { break };
+                        datagrams.push_device_packet(u, &packet, mode.device_offload, counters).await?;
+                    }
+                    datagrams.flush(&u.path).await?;
+                    if out.is_empty() {
+                        continue;
+                    }
+                } else {
+                    encode_data(packet, &mut out, counters, mode);
+                    // Gather whatever else is ready into the same write.
+                    while out.len() < WRITE_BATCH {
+                        match outbound.try_recv() {
+                            Some(packet) => encode_data(packet, &mut out, counters, mode),
+                            None => break,
+                        }
                     }
                 }
             }
             _ = ping.tick() => out.frame(FrameType::Ping, &[]),
         }
+        debug_assert!(datagrams.is_empty());
         out.write_to(&mut writer).await?;
         writer.flush().await?;
     }

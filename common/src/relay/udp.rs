@@ -1,0 +1,300 @@
+//! The relay's UDP half: datagrams in (open, check, filter, into the
+//! inside), packets out (sealed, batched for one segmentation-offloaded
+//! send), and on the client the probes that decide whether data uses the
+//! path. Like the rest of the relay it knows no configuration.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Batch, Control, Counters, DropReason};
+use crate::inside::Inside;
+use crate::offload;
+use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
+use crate::outside::udp::socket::MAX_SEND;
+use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
+
+/// Without any authenticated datagram for this long, the client moves data
+/// back to the TLS connection.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// Probe interval while the path is up, and while it is down after the
+/// first seconds of a session.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Probe interval right after the session starts.
+pub const PROBE_FAST: Duration = Duration::from_millis(200);
+/// How long after the start the fast probes go on.
+const FAST_FOR: Duration = Duration::from_secs(3);
+/// Bytes of a probe's body: a number the reply echoes.
+const PROBE_BODY: usize = 8;
+
+/// Where a session's datagrams come from.
+#[derive(Debug)]
+pub enum UdpInput {
+    /// The server's shared socket demultiplexes by session number.
+    Channel(mpsc::Receiver<RecvBatch>),
+    /// The client reads its own socket.
+    Socket(RecvPool),
+}
+
+/// One session's UDP channel, handed to the relay.
+#[derive(Debug)]
+pub struct Udp {
+    /// The shared path state.
+    pub path: Arc<UdpPath>,
+    /// Seals what we send.
+    pub sender: Sender,
+    /// Opens what we receive.
+    pub receiver: Receiver,
+    /// Where datagrams arrive.
+    pub input: UdpInput,
+    /// Our end.
+    pub role: Role,
+}
+
+/// What the write loop needs of the channel.
+#[derive(Debug)]
+pub(super) struct UdpTx {
+    pub(super) path: Arc<UdpPath>,
+    pub(super) sender: Sender,
+}
+
+impl Udp {
+    /// The halves the relay's loops take: sending, receiving, and the role.
+    pub(super) fn split(self) -> (UdpTx, Receiver, UdpInput, Role) {
+        let tx = UdpTx {
+            path: self.path,
+            sender: self.sender,
+        };
+        (tx, self.receiver, self.input, self.role)
+    }
+}
+
+impl UdpInput {
+    async fn next(&mut self, path: &UdpPath) -> io::Result<Option<Vec<RecvBatch>>> {
+        match self {
+            Self::Channel(rx) => Ok(rx.recv().await.map(|b| vec![b])),
+            Self::Socket(pool) => path.socket.recv(pool).await.map(Some),
+        }
+    }
+}
+
+/// Receives datagrams until the input closes; packets go through `filter`
+/// into `inside`, probes are answered through the write loop.
+pub(super) async fn read_loop<I, F>(
+    input: &mut UdpInput,
+    receiver: &mut Receiver,
+    path: &UdpPath,
+    inside: &I,
+    filter: &F,
+    counters: &Counters,
+    control: &mpsc::Sender<Control>,
+) -> io::Result<()>
+where
+    I: Inside,
+    F: Fn(&[u8]) -> Result<(), DropReason>,
+{
+    let mut batch = Batch::default();
+    while let Some(batches) = input.next(path).await? {
+        for mut b in batches {
+            let (from, to) = (b.from, b.to);
+            for datagram in b.datagrams_mut() {
+                let opened = match receiver.open(datagram) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        counters.drop_packet(match e {
+                            DatagramError::Replayed => DropReason::Replayed,
+                            _ => DropReason::Forged,
+                        });
+                        continue;
+                    }
+                };
+                path.received_from(from, to);
+                match opened.kind {
+                    Kind::Packet => match filter(opened.body) {
+                        Ok(()) => {
+                            if inside.offload() {
+                                batch.push(opened.body);
+                                if batch.is_full() {
+                                    batch.flush(inside).await?;
+                                }
+                            } else {
+                                inside.send(opened.body).await?;
+                            }
+                            Counters::add(&counters.rx_packets, 1);
+                            Counters::add(&counters.rx_bytes, opened.body.len() as u64);
+                        }
+                        Err(reason) => counters.drop_packet(reason),
+                    },
+                    // Answered with the same size or less: never an amplifier.
+                    Kind::Probe => {
+                        let body = Bytes::copy_from_slice(&opened.body[..opened.body.len().min(PROBE_BODY)]);
+                        let _ = control.try_send(Control::ProbeReply(body, from));
+                    }
+                    Kind::ProbeReply => {}
+                }
+            }
+        }
+        batch.flush(inside).await?;
+    }
+    Ok(())
+}
+
+/// The client's probes: fast right after the start, then once a second.
+/// Data moves to UDP when a datagram came back within the last probe
+/// interval, and back to the TLS connection after [`DEAD_AFTER`] without one;
+/// each move is announced to the server with a Path frame.
+pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>) {
+    let start = tokio::time::Instant::now();
+    let mut n: u64 = 0;
+    loop {
+        let every = if start.elapsed() < FAST_FOR && !path.sending() {
+            PROBE_FAST
+        } else {
+            PROBE_EVERY
+        };
+        n += 1;
+        if control.send(Control::Probe(n)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(every).await;
+        let since = path.since_rx();
+        let up = path.sending();
+        if !up && since.is_some_and(|s| s <= every + Duration::from_millis(100)) {
+            path.set_sending(true);
+            tracing::info!("UDP path works; data moves to UDP");
+            if control.send(Control::Path(true)).await.is_err() {
+                return;
+            }
+        } else if up && since.is_none_or(|s| s > DEAD_AFTER) {
+            path.set_sending(false);
+            tracing::warn!("no UDP datagram for {DEAD_AFTER:?}; data moves to the TLS connection");
+            if control.send(Control::Path(false)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sealed datagrams waiting for one send: all `stride` bytes long but the
+/// last, as UDP segmentation offload wants them.
+#[derive(Debug, Default)]
+pub(super) struct UdpOut {
+    buf: Vec<u8>,
+    stride: usize,
+    count: usize,
+    /// The last datagram was shorter than the stride: nothing may follow.
+    closed: bool,
+}
+
+impl UdpOut {
+    /// Seals one packet (or probe) and queues it, sending first what cannot
+    /// share a send with it.
+    pub(super) async fn push(
+        &mut self,
+        udp: &mut UdpTx,
+        kind: Kind,
+        body: &[u8],
+        counters: &Counters,
+    ) -> io::Result<()> {
+        let len = OVERHEAD + body.len();
+        let max = udp.path.socket.max_segments().max(1);
+        if self.count > 0
+            && (self.closed
+                || len > self.stride
+                || self.buf.len() + len > MAX_SEND
+                || self.count >= max)
+        {
+            self.flush(&udp.path).await?;
+        }
+        if udp.sender.seal(kind, &[body], &mut self.buf).is_err() {
+            // 2^64 datagrams: the session must end; until then, drop.
+            counters.drop_packet(DropReason::QueueFull);
+            return Ok(());
+        }
+        if self.count == 0 {
+            self.stride = len;
+        } else if len < self.stride {
+            self.closed = true;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Seals a packet the device gave (with an offload header if it does
+    /// offload), cut into MTU-sized packets first if it is a large one.
+    pub(super) async fn push_device_packet(
+        &mut self,
+        udp: &mut UdpTx,
+        raw: &[u8],
+        device_offload: bool,
+        counters: &Counters,
+    ) -> io::Result<()> {
+        let count = |n: usize| {
+            Counters::add(&counters.tx_packets, 1);
+            Counters::add(&counters.tx_bytes, n as u64);
+        };
+        if !device_offload {
+            count(raw.len());
+            return self.push(udp, Kind::Packet, raw, counters).await;
+        }
+        if raw.len() <= offload::HEADER_LEN {
+            counters.drop_packet(DropReason::Malformed);
+            return Ok(());
+        }
+        let header = offload::Header::from_device(&raw[..offload::HEADER_LEN]);
+        let packet = &raw[offload::HEADER_LEN..];
+        if header.flags == 0 && !header.is_gso() {
+            count(packet.len());
+            return self.push(udp, Kind::Packet, packet, counters).await;
+        }
+        let mut segments = Vec::new();
+        let split = offload::split(&header, packet, |s| segments.push(s.to_vec()));
+        if split.is_err() {
+            counters.drop_packet(DropReason::Malformed);
+            return Ok(());
+        }
+        for s in segments {
+            count(s.len());
+            self.push(udp, Kind::Packet, &s, counters).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued, to the peer's current address.
+    pub(super) async fn flush(&mut self, path: &UdpPath) -> io::Result<()> {
+        if self.count > 0 {
+            if let Some((to, from)) = path.route() {
+                path.socket.send(to, from, &self.buf, self.stride).await?;
+            }
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+        Ok(())
+    }
+
+    /// Whether nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// A probe reply goes to where the probe came from, not to the path's peer:
+/// it proves that this address works before the path moves there.
+pub(super) async fn send_to(
+    udp: &mut UdpTx,
+    kind: Kind,
+    body: &[u8],
+    to: SocketAddr,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(OVERHEAD + body.len());
+    if udp.sender.seal(kind, &[body], &mut buf).is_ok() {
+        let from = udp.path.route().and_then(|r| r.1);
+        udp.path.socket.send(to, from, &buf, buf.len()).await?;
+    }
+    Ok(())
+}

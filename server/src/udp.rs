@@ -1,0 +1,120 @@
+//! The server's UDP endpoint: one socket on the listen address and port,
+//! shared by every session. It reads datagrams (in GRO batches) and hands
+//! each batch to the session its header names; the session's relay checks
+//! and opens them. Nothing is ever answered from here: a datagram that does
+//! not name a live session is counted and dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use twoway_common::outside::udp::{RecvBatch, RecvPool, UdpSocket};
+
+/// Batches queued for one session before more are dropped (a slow session
+/// loses its own datagrams, never another's).
+const SESSION_QUEUE: usize = 256;
+/// GRO batches read per receive call.
+const RECV_BATCHES: usize = 16;
+
+/// The socket and the live sessions' numbers.
+#[derive(Debug)]
+pub struct UdpEndpoint {
+    socket: Arc<UdpSocket>,
+    sessions: Mutex<HashMap<u32, mpsc::Sender<RecvBatch>>>,
+    /// Datagram batches that named no live session or did not parse.
+    pub unknown: AtomicU64,
+    /// Batches dropped because their session's queue was full.
+    pub overflow: AtomicU64,
+}
+
+/// A session's place at the endpoint; dropping it frees the number.
+#[derive(Debug)]
+pub struct Registration {
+    endpoint: Arc<UdpEndpoint>,
+    /// The session's number in datagram headers.
+    pub number: u32,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.endpoint
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.number);
+    }
+}
+
+impl UdpEndpoint {
+    /// Binds `addr` (the TCP listener's address and port).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self {
+            socket: Arc::new(UdpSocket::bind(addr)?),
+            sessions: Mutex::new(HashMap::new()),
+            unknown: AtomicU64::new(0),
+            overflow: AtomicU64::new(0),
+        })
+    }
+
+    /// The shared socket.
+    pub fn socket(&self) -> Arc<UdpSocket> {
+        self.socket.clone()
+    }
+
+    /// A fresh random session number and the queue its datagrams arrive on.
+    pub fn register(self: &Arc<Self>) -> (Registration, mpsc::Receiver<RecvBatch>) {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let number = loop {
+            let n = random_u32();
+            if n != 0 && !sessions.contains_key(&n) {
+                break n;
+            }
+        };
+        sessions.insert(number, tx);
+        let registration = Registration {
+            endpoint: self.clone(),
+            number,
+        };
+        (registration, rx)
+    }
+
+    /// Reads datagrams until `cancel`, handing each batch to its session.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut pool = RecvPool::new(RECV_BATCHES);
+        loop {
+            let batches = tokio::select! {
+                r = self.socket.recv(&mut pool) => r,
+                _ = cancel.cancelled() => return,
+            };
+            let batches = match batches {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "UDP receive failed; data stays on the TLS connections");
+                    return;
+                }
+            };
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for batch in batches {
+                let Some(tx) = batch.session().and_then(|n| sessions.get(&n)) else {
+                    self.unknown.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if tx.try_send(batch).is_err() {
+                    self.overflow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // The system RNG failing is not something a server can go on without.
+    aws_lc_rs::rand::fill(&mut b).expect("system random number generator");
+    u32::from_ne_bytes(b)
+}
