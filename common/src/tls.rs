@@ -11,6 +11,8 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::key_file::{self, ExposedKey, KeyFileError};
+
 /// ALPN protocol name; the suffix is the protocol version.
 pub const ALPN: &[u8] = b"twoway/1";
 
@@ -43,6 +45,9 @@ pub enum TlsError {
         /// The builder error.
         source: rustls::server::VerifierBuilderError,
     },
+    /// A private key file that other users can read.
+    #[error(transparent)]
+    ExposedKey(#[from] ExposedKey),
     /// A server name that is neither a DNS name nor an IP address.
     #[error("server_name {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
@@ -70,13 +75,19 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Reads the private key in a PEM file.
+/// Reads the private key in a PEM file, refusing a file that other users
+/// can read (see [`key_file`]).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Pem {
+    let pem_err = |source| TlsError::Pem {
         path: path.to_owned(),
         what: "private key",
         source,
-    })
+    };
+    let pem = key_file::read(path).map_err(|e| match e {
+        KeyFileError::Read { source, .. } => pem_err(rustls::pki_types::pem::Error::Io(source)),
+        KeyFileError::Exposed(e) => TlsError::ExposedKey(e),
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(pem_err)
 }
 
 /// Reads every CRL in a PEM file.
