@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::aws_lc_rs;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
@@ -53,9 +53,27 @@ pub enum TlsError {
     ServerName(String),
 }
 
-/// The crypto provider used everywhere: aws-lc-rs (fast AES-GCM, hybrid post-quantum key exchange).
+/// The key exchange groups both sides offer, most preferred first: the
+/// hybrid X25519MLKEM768 (X25519 plus ML-KEM-768, FIPS 203), so that traffic
+/// recorded today stays secret against a future quantum computer as long as
+/// either half holds; then the classical X25519, P-256 and P-384 for peers
+/// without ML-KEM. Set here rather than left to rustls's default order,
+/// which puts X25519MLKEM768 last unless rustls is built with its
+/// `prefer-post-quantum` feature.
+pub static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
+    kx_group::X25519MLKEM768,
+    kx_group::X25519,
+    kx_group::SECP256R1,
+    kx_group::SECP384R1,
+];
+
+/// The crypto provider used everywhere: aws-lc-rs (fast AES-GCM), with the
+/// hybrid post-quantum key exchange first ([`KX_GROUPS`]).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(aws_lc_rs::default_provider())
+    Arc::new(CryptoProvider {
+        kx_groups: KX_GROUPS.to_vec(),
+        ..aws_lc_rs::default_provider()
+    })
 }
 
 /// Reads every certificate in a PEM file.
