@@ -127,9 +127,11 @@ pub type OnReady = Box<dyn FnOnce() + Send>;
 
 /// Runs the client until `down`, a signal, or a final error.
 pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), ClientError> {
+    // Privilege first: without CAP_NET_ADMIN `up` ends (exit 5) before it
+    // reads a key file. A key other users can read is refused here (exit 2).
+    crate::privilege::check()?;
     let tls = twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(|e| ClientError::Config(e.to_string()))?;
-    crate::privilege::check()?;
     twoway_common::priority::apply(config.tunnel.nice);
     let status = Status::new(&config.server);
     let stop = CancellationToken::new();

@@ -10,6 +10,7 @@ pub mod gather;
 pub mod identity;
 pub mod inside;
 pub mod ippacket;
+pub mod key_file;
 pub mod logging;
 pub mod message;
 pub mod offload;

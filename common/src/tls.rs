@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::aws_lc_rs;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::key_file::{self, ExposedKey, KeyFileError};
 
 /// ALPN protocol name; the suffix is the protocol version.
 pub const ALPN: &[u8] = b"twoway/1";
@@ -43,14 +45,35 @@ pub enum TlsError {
         /// The builder error.
         source: rustls::server::VerifierBuilderError,
     },
+    /// A private key file that other users can read.
+    #[error(transparent)]
+    ExposedKey(#[from] ExposedKey),
     /// A server name that is neither a DNS name nor an IP address.
     #[error("server_name {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
 }
 
-/// The crypto provider used everywhere: aws-lc-rs (fast AES-GCM, hybrid post-quantum key exchange).
+/// The key exchange groups both sides offer, most preferred first: the
+/// hybrid X25519MLKEM768 (X25519 plus ML-KEM-768, FIPS 203), so that traffic
+/// recorded today stays secret against a future quantum computer as long as
+/// either half holds; then the classical X25519, P-256 and P-384 for peers
+/// without ML-KEM. Set here rather than left to rustls's default order,
+/// which puts X25519MLKEM768 last unless rustls is built with its
+/// `prefer-post-quantum` feature.
+pub static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
+    kx_group::X25519MLKEM768,
+    kx_group::X25519,
+    kx_group::SECP256R1,
+    kx_group::SECP384R1,
+];
+
+/// The crypto provider used everywhere: aws-lc-rs (fast AES-GCM), with the
+/// hybrid post-quantum key exchange first ([`KX_GROUPS`]).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(aws_lc_rs::default_provider())
+    Arc::new(CryptoProvider {
+        kx_groups: KX_GROUPS.to_vec(),
+        ..aws_lc_rs::default_provider()
+    })
 }
 
 /// Reads every certificate in a PEM file.
@@ -70,13 +93,19 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Reads the private key in a PEM file.
+/// Reads the private key in a PEM file, refusing a file that other users
+/// can read (see [`key_file`]).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Pem {
+    let pem_err = |source| TlsError::Pem {
         path: path.to_owned(),
         what: "private key",
         source,
-    })
+    };
+    let pem = key_file::read(path).map_err(|e| match e {
+        KeyFileError::Read { source, .. } => pem_err(rustls::pki_types::pem::Error::Io(source)),
+        KeyFileError::Exposed(e) => TlsError::ExposedKey(e),
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(pem_err)
 }
 
 /// Reads every CRL in a PEM file.

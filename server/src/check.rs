@@ -117,4 +117,28 @@ mod tests {
         );
         assert!(all.contains("key `client[0].address`"), "{all}");
     }
+
+    #[test]
+    fn a_key_other_users_can_read_is_reported_with_its_chmod() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = init(&dir.path().join("pki"));
+        let key = dir.path().join("pki/server.key");
+        let set =
+            |mode| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        set(0o644);
+        let problems = check(&config);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let k = key.display();
+        assert!(
+            problems[0].starts_with(&format!(
+                "private key {k} is readable by other users (mode 0644); run: chmod 640 {k}"
+            )),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("key `tls.key` in "), "{problems:?}");
+        // Readable by the group (the unit's group `twoway`) is fine.
+        set(0o640);
+        assert_eq!(check(&config), Vec::<String>::new());
+    }
 }

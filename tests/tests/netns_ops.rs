@@ -846,7 +846,12 @@ fn make_expired_server_cert(pki: &Path) {
     let key = KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, &issuer).expect("sign");
     std::fs::write(pki.join("expired.pem"), cert.pem()).expect("write expired.pem");
-    std::fs::write(pki.join("expired.key"), key.serialize_pem()).expect("write expired.key");
+    let key_path = pki.join("expired.key");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write expired.key");
+    // Private keys other users can read are refused: give it the mode pki uses.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 600 expired.key");
 }
 
 /// "30 packets transmitted, 29 received" -> 29.

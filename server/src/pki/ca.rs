@@ -10,6 +10,7 @@ use rcgen::{
     PKCS_ECDSA_P256_SHA256,
 };
 use time::{Duration, OffsetDateTime};
+use twoway_common::key_file::{self, KeyFileError};
 
 use super::error::PkiError;
 use super::index::{hex, rfc3339};
@@ -79,7 +80,12 @@ impl Ca {
         let key_path = dir.join(CA_KEY_FILE);
         let cert_pem =
             std::fs::read_to_string(&cert_path).map_err(|e| PkiError::io(&cert_path, e))?;
-        let key_pem = std::fs::read_to_string(&key_path).map_err(|e| PkiError::io(&key_path, e))?;
+        let key_pem = match key_file::read(&key_path) {
+            Ok(pem) => String::from_utf8(pem)
+                .map_err(|_| PkiError::parse(&key_path, "not a PEM private key"))?,
+            Err(KeyFileError::Read { source, .. }) => return Err(PkiError::io(&key_path, source)),
+            Err(KeyFileError::Exposed(e)) => return Err(e.into()),
+        };
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|e| PkiError::crypto(format!("reading {}", key_path.display()), e))?;
 

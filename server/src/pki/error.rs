@@ -107,6 +107,10 @@ pub enum PkiError {
         source: rcgen::Error,
     },
 
+    /// A private key file (ca.key) that other users can read.
+    #[error(transparent)]
+    ExposedKey(#[from] twoway_common::key_file::ExposedKey),
+
     /// A serial number is not hexadecimal.
     #[error("serial {0:?} is not a hexadecimal number")]
     InvalidSerial(String),

@@ -218,6 +218,7 @@ fn issue_to_another_folder_copies_the_ca() {
     let written = issue(&opts).unwrap();
     assert!(written.contains(&out.join(CA_CERT_FILE)));
     assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("bob@example.com.key")), 0o600);
     assert_eq!(
         fs::read(out.join(CA_CERT_FILE)).unwrap(),
         fs::read(dir.join(CA_CERT_FILE)).unwrap()
@@ -270,4 +271,18 @@ fn issue_without_a_pki_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let err = issue(&issue_opts(tmp.path(), "alice")).unwrap_err();
     assert!(matches!(err, PkiError::NotInitialized(_)), "{err}");
+}
+
+#[test]
+fn issue_refuses_a_ca_key_other_users_can_read() {
+    let (_tmp, dir) = fresh(&[]);
+    let ca_key = dir.join(CA_KEY_FILE);
+    fs::set_permissions(&ca_key, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = issue(&issue_opts(&dir, "alice")).unwrap_err();
+    assert!(matches!(err, PkiError::ExposedKey(_)), "{err}");
+    let want = format!("run: chmod 640 {}", ca_key.display());
+    assert!(err.to_string().contains(&want), "{err}");
+    assert!(!dir.join("alice.key").exists());
+    fs::set_permissions(&ca_key, fs::Permissions::from_mode(0o600)).unwrap();
+    issue(&issue_opts(&dir, "alice")).unwrap();
 }

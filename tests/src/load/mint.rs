@@ -55,7 +55,7 @@ pub fn mint(
             params.use_authority_key_identifier_extension = true;
             let cert = params.signed_by(&key, &issuer)?;
             std::fs::write(out.join(format!("{name}.pem")), cert.pem())?;
-            std::fs::write(out.join(format!("{name}.key")), key.serialize_pem())?;
+            write_key(&out.join(format!("{name}.key")), &key.serialize_pem())?;
             let config = out.join(format!("{name}.toml"));
             std::fs::write(
                 &config,
@@ -68,4 +68,18 @@ pub fn mint(
             Ok(config)
         })
         .collect()
+}
+
+/// Writes a private key 0600, as `pki` does: the client refuses a key other
+/// users can read.
+fn write_key(path: &Path, pem: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(pem.as_bytes())
 }

@@ -1,0 +1,188 @@
+//! Private key files that other users can read are refused by the real
+//! binaries (issue 10): `twoway-server check` lists the problem, `twoway-server
+//! run` and `twoway up` stop with exit code 2, each naming the file and the
+//! `chmod` that fixes it; a key readable by its group (the units' group
+//! `twoway`) is accepted. `up` without CAP_NET_ADMIN still exits 5 before it
+//! looks at a key.
+//!
+//! `check` needs no root. `run` and `up` as root run inside a network
+//! namespace of their own (`unshare --net`), so that even a regression could
+//! not create a device or reach a network outside the test.
+
+use std::fs::{self, Permissions};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use twoway_tests::vpn::path_str;
+use twoway_tests::vpn_ops::copy_into;
+use twoway_tests::{bins, proc, require_root_or_skip, toml_files};
+
+/// A PKI made by the real `pki init` and `pki issue alice`, in `dir/pki`.
+fn pki(dir: &Path) -> PathBuf {
+    let pki = dir.join("pki");
+    let server = bins().server_str();
+    let init = [server, "pki", "init", "--dir", path_str(&pki)];
+    let out = proc::run(&[&init[..], &["--name", "vpn.test"]].concat(), secs(30));
+    assert!(out.success(), "pki init:\n{out}");
+    let out = proc::run(
+        &[server, "pki", "issue", "--dir", path_str(&pki), "alice"],
+        secs(30),
+    );
+    assert!(out.success(), "pki issue alice:\n{out}");
+    pki
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The one line every side prints for a 0644 key.
+fn refusal(key: &Path) -> String {
+    let k = key.display();
+    format!("private key {k} is readable by other users (mode 0644); run: chmod 640 {k}")
+}
+
+#[test]
+fn check_reports_a_world_readable_server_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let key = pki.join("server.key");
+    let config = pki.join("server.toml");
+    let check = || {
+        proc::run(
+            &[bins().server_str(), "check", "--config", path_str(&config)],
+            secs(30),
+        )
+    };
+    chmod(&key, 0o644);
+    let out = check();
+    assert_eq!(out.code(), Some(2), "check with a 0644 server.key:\n{out}");
+    assert!(out.stderr.contains(&refusal(&key)), "{out}");
+    assert!(out.stderr.contains("key `tls.key` in "), "{out}");
+    chmod(&key, 0o640);
+    let out = check();
+    assert_eq!(out.code(), Some(0), "check with a 0640 server.key:\n{out}");
+}
+
+#[test]
+fn run_refuses_a_world_readable_server_key() {
+    if !require_root_or_skip("run_refuses_a_world_readable_server_key") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let key = pki.join("server.key");
+    let config = pki.join("server.toml");
+    toml_files::edit_toml(&config, |t| {
+        toml_files::set(t, "listen", "127.0.0.1:4433");
+        toml_files::set(t, "control.socket", path_str(&dir.path().join("s.sock")));
+        toml_files::set(t, "state.dir", path_str(&dir.path().join("state")));
+    });
+    chmod(&key, 0o644);
+    let out = proc::run(
+        &[
+            "unshare",
+            "--net",
+            "--",
+            bins().server_str(),
+            "run",
+            "--config",
+            path_str(&config),
+        ],
+        secs(30),
+    );
+    assert_eq!(out.code(), Some(2), "run with a 0644 server.key:\n{out}");
+    assert!(out.stderr.contains(&refusal(&key)), "{out}");
+}
+
+/// alice.toml from `pki issue`, pointed at a loopback port with nothing
+/// behind it and a control socket inside the test's folder.
+fn client_config(dir: &Path, pki: &Path) -> PathBuf {
+    let config = pki.join("alice.toml");
+    toml_files::edit_toml(&config, |t| {
+        toml_files::set(t, "server", "127.0.0.1:9");
+        toml_files::set(t, "control.socket", path_str(&dir.join("alice.sock")));
+    });
+    config
+}
+
+#[test]
+fn up_refuses_a_world_readable_client_key() {
+    if !require_root_or_skip("up_refuses_a_world_readable_client_key") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let config = client_config(dir.path(), &pki);
+    let key = pki.join("alice.key");
+    chmod(&key, 0o644);
+    for detach in [false, true] {
+        let mut args = vec![
+            "unshare",
+            "--net",
+            "--",
+            bins().client_str(),
+            "up",
+            "--config",
+            path_str(&config),
+        ];
+        if detach {
+            args.push("--detach");
+        }
+        let out = proc::run(&args, secs(30));
+        assert_eq!(out.code(), Some(2), "up with a 0644 alice.key:\n{out}");
+        let text = format!("{}{}", out.stderr, out.stdout);
+        assert!(text.contains(&refusal(&key)), "{out}");
+    }
+}
+
+/// As user nobody (no CAP_NET_ADMIN) `up` exits 5 even though the key is
+/// world-readable: privilege is checked before any key file is opened.
+#[test]
+fn up_without_privilege_exits_5_before_looking_at_the_key() {
+    if !require_root_or_skip("up_without_privilege_exits_5_before_looking_at_the_key") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("twoway-keymode-")
+        .tempdir()
+        .expect("tempdir");
+    let pki = pki(dir.path());
+    let config = client_config(dir.path(), &pki);
+    // nobody must reach the config (and the binary, whose build folder it may
+    // not be able to enter); the key is 0644, so it could read it too.
+    let client = copy_into(Path::new(bins().client_str()), dir.path());
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let nogroup = nix::unistd::Gid::from_raw(65534);
+    for p in [dir.path(), &pki, &config, &client] {
+        nix::unistd::chown(p, Some(nobody), Some(nogroup))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+    }
+    let key = pki.join("alice.key");
+    chmod(&key, 0o644);
+    let out = proc::run(
+        &[
+            "unshare",
+            "--net",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            path_str(&client),
+            "up",
+            "--config",
+            path_str(&config),
+        ],
+        secs(30),
+    );
+    assert_eq!(out.code(), Some(5), "up as nobody:\n{out}");
+    assert!(!out.stderr.contains("alice.key"), "{out}");
+}
