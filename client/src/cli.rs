@@ -1,16 +1,16 @@
 //! The `twoway` command line and the commands that talk to a running client.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use twoway_common::control::{self, Request};
+use twoway_common::control::{self, ControlError, Request};
 use twoway_common::logging::LogFormat;
 
-use crate::config::{ClientConfig, DEFAULT_CONFIG};
+use crate::config::{self, ClientConfig};
 use crate::error::{ClientError, EXIT_CODES_HELP};
+
+pub use crate::detach::{detach, log_file};
 
 /// twoway VPN client: connect this machine to a twoway server.
 #[derive(Debug, Parser)]
@@ -24,35 +24,67 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which config a command is about: NAME or --config PATH, not both.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Tunnel name: NAME means /etc/twoway/NAME.toml (as `wg-quick up wg0`).
+    /// A NAME with a `/` or ending in `.toml` is a path.
+    #[arg(value_name = "NAME", conflicts_with = "config")]
+    pub name: Option<String>,
+    /// Client configuration file (as written by `twoway-server pki issue`).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl Target {
+    /// The config file meant; /etc/twoway/client.toml when neither is given.
+    pub fn path(&self) -> PathBuf {
+        config::config_path(self.name.as_deref(), self.config.as_deref())
+    }
+}
+
 /// Client commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Connect and bring the tunnel up (foreground unless --detach).
+    /// `twoway up alice` is `twoway up --config /etc/twoway/alice.toml`.
     Up {
-        /// Client configuration file (as written by `twoway-server pki issue`).
-        #[arg(long)]
-        config: PathBuf,
-        /// Return once the tunnel is up (exit 0) or has failed, leaving a background process.
+        #[command(flatten)]
+        target: Target,
+        /// Return once the tunnel is up (exit 0) or has failed (the exit code
+        /// of the failure, with this attempt's error), leaving a background process.
         #[arg(long)]
         detach: bool,
         /// Internal: print "ready" on stdout once up (used by --detach).
         #[arg(long, hide = true)]
         notify_ready: bool,
     },
-    /// Take the tunnel down.
+    /// Take the tunnel down. Exit 0 also when it is not running (and say so).
     Down {
-        /// Client configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
-    /// Show the tunnel's state.
+    /// Show the tunnel's state. A tunnel that is not running is `down`
+    /// (`{"state":"down"}` with --json), exit 0.
     Status {
         /// One JSON object for scripts.
         #[arg(long)]
         json: bool,
-        /// Client configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every tunnel running on this machine, one line (or JSON object) per config.
+    /// Found through the configs in --config-dir and the sockets in --run-dir.
+    List {
+        /// A JSON array for scripts (`[]` when none runs).
+        #[arg(long)]
+        json: bool,
+        /// Folder of client configs whose control sockets are probed.
+        #[arg(long, value_name = "DIR", default_value = config::CONFIG_DIR)]
+        config_dir: PathBuf,
+        /// Folder whose *.sock control sockets are probed.
+        #[arg(long, value_name = "DIR", default_value = config::RUN_DIR)]
+        run_dir: PathBuf,
     },
 }
 
@@ -60,59 +92,14 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `down` waits for the client to finish.
 const DOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// The detached client's log file, next to its control socket.
-pub fn log_file(config: &ClientConfig) -> PathBuf {
-    config.control.socket.with_extension("log")
-}
-
-/// Starts `twoway up` in the background and waits until it is up or failed.
-/// Returns the exit code to leave with.
-pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
-    let config = ClientConfig::load(config_path)?;
-    let log = log_file(&config);
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ClientError::Config(format!("{}: {e}", dir.display())))?;
+/// A control request that found no client (or a stale socket) is not an
+/// error for `down` and `status`; the others are, with their own exit code.
+fn control_failure(e: ControlError) -> ClientError {
+    if e.permission_denied() {
+        ClientError::Privilege(e.to_string())
+    } else {
+        ClientError::Internal(e.to_string())
     }
-    let log_handle = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| ClientError::Config(format!("cannot open log {}: {e}", log.display())))?;
-    let exe = std::env::current_exe().map_err(|e| ClientError::Internal(e.to_string()))?;
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        Process::new(exe)
-            .arg("up")
-            .arg("--config")
-            .arg(config_path)
-            .arg("--notify-ready")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_handle)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| ClientError::Internal(format!("cannot start background client: {e}")))?
-    };
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
-    }
-    if line.trim() == "ready" {
-        println!(
-            "twoway: tunnel up (pid {}, log {})",
-            child.id(),
-            log.display()
-        );
-        return Ok(0);
-    }
-    let code = child.wait().map(|s| s.code().unwrap_or(1)).unwrap_or(1);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(3).collect();
-    for l in tail.into_iter().rev() {
-        eprintln!("{l}");
-    }
-    Ok(u8::try_from(code).unwrap_or(1))
 }
 
 /// Asks the running client to go down and waits until it has.
@@ -120,15 +107,22 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
     let config = ClientConfig::load(config_path)?;
     let socket = &config.control.socket;
     if let Err(e) = control::request(socket, &Request::Down, CONTROL_TIMEOUT).await {
+        if !e.not_running() {
+            return Err(control_failure(e));
+        }
         // No client running, but one that was killed may have left routes or DNS behind.
         let state = crate::changes::state_path(socket);
         let owner_alive =
             crate::changes::recorded_pid(&state).is_some_and(crate::changes::process_alive);
         if !owner_alive && crate::changes::cleanup_stale(&state) {
             println!("twoway: no client was running; removed the routes and DNS settings it left");
-            return Ok(());
+        } else {
+            println!(
+                "twoway: tunnel {} is not running; nothing to do",
+                config_path.display()
+            );
         }
-        return Err(ClientError::Config(e.to_string()));
+        return Ok(());
     }
     let start = Instant::now();
     while socket.exists() && start.elapsed() < DOWN_WAIT {
@@ -143,28 +137,43 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Prints the running client's status.
+/// The status object of the client behind `socket` (without `ok`), or
+/// `{"state":"down"}` when none runs there.
+pub async fn query(socket: &Path, limit: Duration) -> Result<serde_json::Value, ControlError> {
+    match control::request(socket, &Request::Status, limit).await {
+        Ok(mut answer) => {
+            if let Some(map) = answer.as_object_mut() {
+                map.remove("ok");
+            }
+            Ok(answer)
+        }
+        Err(e) if e.not_running() => Ok(serde_json::json!({ "state": "down" })),
+        Err(e) => Err(e),
+    }
+}
+
+/// Prints the running client's status; a stopped one is `down`.
 pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
     let config = ClientConfig::load(config_path)?;
-    let mut answer = control::request(&config.control.socket, &Request::Status, CONTROL_TIMEOUT)
+    let answer = query(&config.control.socket, CONTROL_TIMEOUT)
         .await
-        .map_err(|e| ClientError::Unreachable(e.to_string()))?;
-    if let Some(map) = answer.as_object_mut() {
-        map.remove("ok");
-    }
+        .map_err(control_failure)?;
     if json {
         println!("{answer}");
-    } else {
-        for (k, v) in answer.as_object().into_iter().flatten() {
-            if !v.is_null() {
-                println!(
-                    "{k:>10}: {}",
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())
-                );
-            }
+        return Ok(());
+    }
+    for (k, v) in answer.as_object().into_iter().flatten() {
+        if !v.is_null() {
+            println!(
+                "{k:>10}: {}",
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            );
         }
+    }
+    if answer["state"] == "down" {
+        println!("{:>10}: {}", "config", config_path.display());
     }
     Ok(())
 }

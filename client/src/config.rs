@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use twoway_common::config_file::{self, ConfigError, ConfigErrors};
 
-/// Where `down` and `status` look when no --config is given.
+/// Where `down` and `status` look when neither NAME nor --config is given.
 pub const DEFAULT_CONFIG: &str = "/etc/twoway/client.toml";
+/// Where `up NAME` finds NAME.toml, and where `list` looks for configs.
+pub const CONFIG_DIR: &str = "/etc/twoway";
+/// The runtime folder: default control sockets (NAME.sock) and detached logs.
+pub const RUN_DIR: &str = "/run/twoway";
 
 fn default_connect_timeout() -> u32 {
     10
-}
-fn default_socket() -> PathBuf {
-    "/run/twoway/client.sock".into()
 }
 
 /// IDENTITY.toml.
@@ -147,20 +148,13 @@ pub struct HooksSection {
 }
 
 /// `[control]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSection {
-    /// Unix socket path (mode 0600).
-    #[serde(default = "default_socket")]
+    /// Unix socket path (mode 0600); default RUN_DIR/NAME.sock, NAME being
+    /// the config file's name without `.toml`, so each config has its own.
+    #[serde(default)]
     pub socket: PathBuf,
-}
-
-impl Default for ControlSection {
-    fn default() -> Self {
-        Self {
-            socket: default_socket(),
-        }
-    }
 }
 
 impl ClientConfig {
@@ -168,6 +162,9 @@ impl ClientConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let mut c: ClientConfig = config_file::load(path)?;
         c.path = path.to_owned();
+        if c.control.socket.as_os_str().is_empty() {
+            c.control.socket = default_socket(path);
+        }
         let problems = c.validate();
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
@@ -240,6 +237,27 @@ impl ClientConfig {
         let mut name = format!("tw-{clean}");
         name.truncate(15);
         name
+    }
+}
+
+/// RUN_DIR/NAME.sock for the config file NAME.toml.
+pub fn default_socket(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "client".into());
+    Path::new(RUN_DIR).join(format!("{stem}.sock"))
+}
+
+/// The config a command means: `--config PATH`; else NAME, which is a path
+/// when it contains a `/` or ends in `.toml` and CONFIG_DIR/NAME.toml
+/// otherwise (as `wg-quick up wg0`); else DEFAULT_CONFIG.
+pub fn config_path(name: Option<&str>, config: Option<&Path>) -> PathBuf {
+    match (config, name) {
+        (Some(path), _) => path.to_owned(),
+        (None, Some(n)) if n.contains('/') || n.ends_with(".toml") => PathBuf::from(n),
+        (None, Some(n)) => Path::new(CONFIG_DIR).join(format!("{n}.toml")),
+        (None, None) => PathBuf::from(DEFAULT_CONFIG),
     }
 }
 
@@ -338,6 +356,21 @@ socket = "/run/twoway/alice.sock"
         assert!(e.contains("key `server`"), "{e}");
         let e = parse(&GOOD.replace("[control]", "[control]\nsockett = 1")).unwrap_err();
         assert!(e.contains("sockett"), "{e}");
+    }
+
+    #[test]
+    fn names_and_paths_of_configs() {
+        let p = |n: Option<&str>, c: Option<&str>| config_path(n, c.map(Path::new));
+        assert_eq!(p(Some("alice"), None), Path::new("/etc/twoway/alice.toml"));
+        assert_eq!(p(Some("alice.toml"), None), Path::new("alice.toml"));
+        assert_eq!(p(Some("./alice"), None), Path::new("./alice"));
+        assert_eq!(p(Some("/tmp/a.toml"), None), Path::new("/tmp/a.toml"));
+        assert_eq!(p(None, Some("/x/b.toml")), Path::new("/x/b.toml"));
+        assert_eq!(p(None, None), Path::new(DEFAULT_CONFIG));
+        assert_eq!(
+            default_socket(Path::new("/etc/twoway/bob.toml")),
+            Path::new("/run/twoway/bob.sock")
+        );
     }
 
     #[test]

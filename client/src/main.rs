@@ -11,14 +11,25 @@ use twoway_client::error::ClientError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Up { target, .. } = &cli.command {
+        if target.name.is_none() && target.config.is_none() {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "`up` needs a tunnel NAME (/etc/twoway/NAME.toml) or --config PATH",
+                )
+                .exit();
+        }
+    }
     twoway_common::logging::init(cli.log_format);
     if let Command::Up {
-        config,
+        target,
         detach: true,
         ..
     } = &cli.command
     {
-        return match cli::detach(config) {
+        return match cli::detach(&target.path()) {
             Ok(code) => ExitCode::from(code),
             Err(e) => fail(&e),
         };
@@ -30,11 +41,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up {
-                config,
+                target,
                 notify_ready,
                 ..
             } => {
-                let config = ClientConfig::load(&config)?;
+                // Exit 5 without CAP_NET_ADMIN before any file is read.
+                twoway_client::privilege::check()?;
+                let config = ClientConfig::load(&target.path())?;
                 let on_ready: Option<twoway_client::up::OnReady> = notify_ready.then(|| {
                     Box::new(|| {
                         let mut out = std::io::stdout();
@@ -44,8 +57,13 @@ fn main() -> ExitCode {
                 });
                 twoway_client::up::up(config, on_ready).await
             }
-            Command::Down { config } => cli::down(&config).await,
-            Command::Status { json, config } => cli::status(&config, json).await,
+            Command::Down { target } => cli::down(&target.path()).await,
+            Command::Status { json, target } => cli::status(&target.path(), json).await,
+            Command::List {
+                json,
+                config_dir,
+                run_dir,
+            } => twoway_client::list::list(json, &config_dir, &run_dir).await,
         }
     });
     match result {

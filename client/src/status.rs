@@ -50,6 +50,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Status {
     server: String,
+    config: Option<String>,
     inner: Arc<Mutex<Inner>>,
     /// Traffic counters across reconnects.
     pub counters: Arc<Counters>,
@@ -60,6 +61,7 @@ impl Status {
     pub fn new(server: &str) -> Self {
         Self {
             server: server.to_owned(),
+            config: None,
             inner: Arc::new(Mutex::new(Inner {
                 state: State::Connecting,
                 assignment: None,
@@ -72,6 +74,13 @@ impl Status {
             })),
             counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// The config file this client runs (shown as `config`, used by `twoway list`).
+    pub fn with_config(mut self, path: &std::path::Path) -> Self {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        self.config = Some(absolute.display().to_string());
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -115,6 +124,7 @@ impl Status {
             "state": s.state.as_str(),
             "server": self.server,
             "transport": s.udp.as_ref().map_or("tcp", |p| p.transport()),
+            "config": self.config,
             "device": s.device,
             "address": a.map(|a| a.address.ip().to_string()),
             "address6": a.and_then(|a| a.address6).map(|n| n.ip().to_string()),

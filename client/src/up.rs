@@ -133,7 +133,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     let tls = twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(|e| ClientError::Config(e.to_string()))?;
     twoway_common::priority::apply(config.tunnel.nice);
-    let status = Status::new(&config.server);
+    let status = Status::new(&config.server).with_config(&config.path);
     let stop = CancellationToken::new();
     let socket = control::bind(&config.control.socket).await.map_err(|e| {
         ClientError::Config(format!(

@@ -36,13 +36,15 @@ pub enum Request {
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// Nothing listens on the socket.
-    #[error("cannot reach {path}: {source} (is it running?)")]
+    /// Could not connect to the socket. The OS error is part of the message
+    /// (once) and deliberately not a `source`, so that printing the chain
+    /// does not repeat it.
+    #[error("cannot reach {path}: {}", describe_connect(.error))]
     Connect {
         /// The socket path.
         path: String,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The exchange failed half-way.
     #[error("control socket: {0}")]
@@ -55,14 +57,40 @@ pub enum ControlError {
     Refused(String),
 }
 
+impl ControlError {
+    /// True when nothing runs behind the socket: the file is missing, or it
+    /// is a stale socket nobody listens on.
+    pub fn not_running(&self) -> bool {
+        matches!(self, Self::Connect { error, .. }
+            if matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+    }
+
+    /// True when the socket (or its folder) may not be opened by this user.
+    pub fn permission_denied(&self) -> bool {
+        matches!(self, Self::Connect { error, .. } if error.kind() == io::ErrorKind::PermissionDenied)
+    }
+}
+
+/// The reason of a failed connect, with the hint that fits it.
+fn describe_connect(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound => "no such socket (is it running?)".into(),
+        io::ErrorKind::ConnectionRefused => "nothing listens on it (is it running?)".into(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (run as root, or as the user that owns the socket)".into()
+        }
+        _ => error.to_string(),
+    }
+}
+
 /// Sends a request and returns the answer object (with `"ok": true`).
 pub async fn request(path: &Path, req: &Request, limit: Duration) -> Result<Value, ControlError> {
     let exchange = async {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| ControlError::Connect {
+            .map_err(|error| ControlError::Connect {
                 path: path.display().to_string(),
-                source,
+                error,
             })?;
         let (r, mut w) = stream.into_split();
         let mut line =
@@ -156,4 +184,36 @@ pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_errors_say_the_os_error_once_with_the_right_hint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.sock");
+        let e = request(&missing, &Request::Status, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.not_running() && !e.permission_denied(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("missing.sock") && text.contains("is it running?"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&e).is_none(), "{text}");
+
+        let denied = ControlError::Connect {
+            path: "/run/twoway/alice.sock".into(),
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert!(denied.permission_denied() && !denied.not_running());
+        let text = denied.to_string();
+        assert!(
+            text.contains("permission denied") && !text.contains("is it running"),
+            "{text}"
+        );
+    }
 }

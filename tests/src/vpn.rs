@@ -154,7 +154,7 @@ impl Vpn {
     }
 
     /// The client binary inside `ns`.
-    pub(crate) fn client_cmd(&self, ns: &str, args: &[&str], timeout: Duration) -> CmdOutput {
+    pub fn client_cmd(&self, ns: &str, args: &[&str], timeout: Duration) -> CmdOutput {
         let mut full = vec![self.bins.client_str()];
         full.extend_from_slice(args);
         self.lab

@@ -442,7 +442,9 @@ fn duplicate_identity_replaces_without_a_loop() {
 
 /// `twoway up` without CAP_NET_ADMIN (as user nobody, with readable copies of
 /// its files) cannot create its TUN device: exit code 5, foreground and
-/// --detach, and also when the server is not reachable (checked first).
+/// --detach, and also when the server is not reachable (checked first). Also
+/// with the usual layout, where nobody may neither read the key nor write
+/// the log next to the socket: privilege is checked before either.
 #[test]
 fn up_without_privilege_exits_5() {
     if !require_root_or_skip("up_without_privilege_exits_5") {
@@ -484,13 +486,34 @@ fn up_without_privilege_exits_5() {
     });
     own(&copy);
     // With the server there, and with nothing listening at the address.
+    // The third field: key and socket (and so the detached log) root's only.
     let cases = [
-        (false, "198.18.1.2:4433"),
-        (true, "198.18.1.2:4433"),
-        (false, "198.18.1.3:4433"),
+        (false, "198.18.1.2:4433", false),
+        (true, "198.18.1.2:4433", false),
+        (false, "198.18.1.3:4433", false),
+        (false, "198.18.1.2:4433", true),
+        (true, "198.18.1.2:4433", true),
     ];
-    for (detach, server) in cases {
-        toml_files::edit_toml(&copy, |t| toml_files::set(t, "server", server));
+    let own_socket = dir.path().join("alice.sock");
+    let own_key = dir.path().join(
+        twoway_tests::vpn::toml_path(&config, "tls.key")
+            .file_name()
+            .expect("key file name"),
+    );
+    for (detach, server, roots_files) in cases {
+        toml_files::edit_toml(&copy, |t| {
+            toml_files::set(t, "server", server);
+            let (socket, key) = if roots_files {
+                (
+                    vpn.tmp("run/alice-root.sock"),
+                    twoway_tests::vpn::toml_path(&config, "tls.key"),
+                )
+            } else {
+                (own_socket.clone(), own_key.clone())
+            };
+            toml_files::set(t, "control.socket", path_str(&socket));
+            toml_files::set(t, "tls.key", path_str(&key));
+        });
         let mut args = vec![
             "setpriv",
             "--reuid=65534",
@@ -514,8 +537,13 @@ fn up_without_privilege_exits_5() {
         vpn.check(
             out.code() == Some(5),
             &format!(
-                "`twoway up{}` as nobody, server {server}, exits with code 5 (missing privilege)",
-                if detach { " --detach" } else { "" }
+                "`twoway up{}` as nobody, server {server}{}, exits with code 5 (missing privilege)",
+                if detach { " --detach" } else { "" },
+                if roots_files {
+                    ", key and log root's only"
+                } else {
+                    ""
+                }
             ),
             &out,
         );

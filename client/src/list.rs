@@ -1,0 +1,143 @@
+//! `twoway list`: every tunnel running on this machine, one per config.
+//!
+//! A running client answers `status` on its control socket. The candidates
+//! are the control sockets of the client configs in the config folder
+//! (/etc/twoway/*.toml) and every `*.sock` in the runtime folder
+//! (/run/twoway, where the default sockets live); each is asked once.
+//! Servers' sockets and dead sockets are skipped. A client names its config
+//! in its status, so a tunnel started from a config elsewhere is listed too
+//! when its socket is in the runtime folder.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+
+/// How long one socket may take to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A socket to ask, and the config it came from if known.
+#[derive(Debug)]
+struct Candidate {
+    socket: PathBuf,
+    config: Option<PathBuf>,
+}
+
+/// The files in `dir` ending in `.ext`, sorted; none if it cannot be read.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+fn key(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_owned())
+}
+
+fn candidates(config_dir: &Path, run_dir: &Path) -> Vec<Candidate> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for path in files_with(config_dir, "toml") {
+        // Server configs and files this user cannot read are not client tunnels.
+        if let Ok(c) = ClientConfig::load(&path) {
+            if seen.insert(key(&c.control.socket)) {
+                out.push(Candidate {
+                    socket: c.control.socket,
+                    config: Some(path),
+                });
+            }
+        }
+    }
+    for socket in files_with(run_dir, "sock") {
+        if seen.insert(key(&socket)) {
+            out.push(Candidate {
+                socket,
+                config: None,
+            });
+        }
+    }
+    out
+}
+
+/// The list entry of a running client's status answer.
+fn entry(c: &Candidate, status: &Value) -> Value {
+    let config = status["config"]
+        .as_str()
+        .map(PathBuf::from)
+        .or_else(|| c.config.clone());
+    let name = config
+        .as_deref()
+        .unwrap_or(&c.socket)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned());
+    let mut v = json!({
+        "name": name,
+        "config": config.map(|p| p.display().to_string()),
+        "socket": c.socket.display().to_string(),
+        "state": status["state"],
+        "address": status["address"],
+        "server": status["server"],
+        "device": status["device"],
+        "since": status["since"],
+    });
+    if let Some(t) = status.get("transport") {
+        v["transport"] = t.clone();
+    }
+    v
+}
+
+/// The running tunnels, as `list --json` prints them.
+pub async fn running(config_dir: &Path, run_dir: &Path) -> Vec<Value> {
+    let mut tunnels = Vec::new();
+    for c in candidates(config_dir, run_dir) {
+        let status = match crate::cli::query(&c.socket, PROBE_TIMEOUT).await {
+            Ok(status) => status,
+            Err(e) => {
+                // Not silently: "no tunnels" must not hide one we may not ask.
+                if e.permission_denied() {
+                    eprintln!("twoway: {e}");
+                }
+                continue;
+            }
+        };
+        // Only a client answers with a state; `down` means nothing runs there.
+        match status["state"].as_str() {
+            Some("down") | None => continue,
+            Some(_) => tunnels.push(entry(&c, &status)),
+        }
+    }
+    tunnels
+}
+
+/// `twoway list [--json]`.
+pub async fn list(json: bool, config_dir: &Path, run_dir: &Path) -> Result<(), ClientError> {
+    let tunnels = running(config_dir, run_dir).await;
+    if json {
+        println!("{}", Value::Array(tunnels));
+        return Ok(());
+    }
+    if tunnels.is_empty() {
+        println!("no tunnels");
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    for t in &tunnels {
+        println!(
+            "{:<16} {:<12} {:<16} {:<24} {}",
+            text(&t["name"]),
+            text(&t["state"]),
+            text(&t["address"]),
+            text(&t["server"]),
+            text(&t["config"]),
+        );
+    }
+    Ok(())
+}
