@@ -12,11 +12,11 @@ use twoway_common::message::{
 };
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::{self, RecvPool, Role, UdpPath, UdpSocket};
-use twoway_common::relay::{Udp, UdpInput};
-use twoway_common::tuning::Transport;
 use twoway_common::outside::{Outside, OutsideError};
+use twoway_common::relay::{Udp, UdpInput};
 use twoway_common::secure::{self, SecureStream};
 use twoway_common::tls;
+use twoway_common::tuning::Transport;
 
 use crate::config::{split_host_port, ClientConfig};
 use crate::error::ClientError;

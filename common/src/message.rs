@@ -219,7 +219,10 @@ mod tests {
             udp_session: Some(7),
             ..a.clone()
         };
-        assert!(a.same_network(&other), "a new UDP session number is the same network");
+        assert!(
+            a.same_network(&other),
+            "a new UDP session number is the same network"
+        );
         let moved = Assignment {
             mtu: 1300,
             ..a.clone()

@@ -4,13 +4,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use twoway_common::tuning::Transport;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::Deserialize;
 use twoway_common::config_file::{self, ConfigError, ConfigErrors};
 use twoway_common::identity::IdentitySource;
 use twoway_common::relay::Keepalive;
 use twoway_common::tls::ServerTlsFiles;
+use twoway_common::tuning::Transport;
 
 /// Where `check`, `status`, `kick` and `reload` look when no --config is given.
 pub const DEFAULT_CONFIG: &str = "/etc/twoway/server.toml";

@@ -16,12 +16,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
+use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
 use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP};
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::{self, Role, UdpPath};
-use twoway_common::relay::UdpInput;
-use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
 use twoway_common::queue;
+use twoway_common::relay::UdpInput;
 use twoway_common::relay::{self, Counters, RelayEnd};
 use twoway_common::tls::{self, TlsError};
 

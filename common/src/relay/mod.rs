@@ -16,10 +16,10 @@ use crate::gather::Gather;
 use crate::inside::{Inside, RecvBuffer};
 use crate::message::{self, Bye, ByeReason};
 use crate::offload;
-use crate::outside::{Outside, OutsideError, READ_CHUNK};
 use crate::outside::udp::datagram::Kind;
 use crate::outside::udp::path as udp_path;
 use crate::outside::udp::Role;
+use crate::outside::{Outside, OutsideError, READ_CHUNK};
 use crate::queue::{QueueRx, QueueTx};
 
 mod udp;
@@ -216,7 +216,15 @@ where
         let (Some((receiver, input, role)), Some(path)) = (udp_rx.as_mut(), path.as_deref()) else {
             return std::future::pending().await;
         };
-        let read = udp::read_loop(input, receiver, path, inside, &filter, counters, &control_tx);
+        let read = udp::read_loop(
+            input,
+            receiver,
+            path,
+            inside,
+            &filter,
+            counters,
+            &control_tx,
+        );
         let probe = async {
             if *role == Role::Client {
                 udp::probe_loop(path, &control_tx).await;

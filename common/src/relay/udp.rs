@@ -131,7 +131,9 @@ where
                     },
                     // Answered with the same size or less: never an amplifier.
                     Kind::Probe => {
-                        let body = Bytes::copy_from_slice(&opened.body[..opened.body.len().min(PROBE_BODY)]);
+                        let body = Bytes::copy_from_slice(
+                            &opened.body[..opened.body.len().min(PROBE_BODY)],
+                        );
                         let _ = control.try_send(Control::ProbeReply(body, from));
                     }
                     Kind::ProbeReply => {}
