@@ -1,0 +1,322 @@
+//! The UDP data channel with the real binaries in network namespaces
+//! (issue 12): data moves to UDP after the assignment, falls back to the TLS
+//! connection when UDP is blocked and comes back when it is not, follows a
+//! NAT rebinding of the laptop's source port, and ignores replayed and
+//! forged datagrams from another host. nftables does the blocking and the
+//! NAT; conntrack forgets the old mapping; tcpdump captures a datagram to
+//! replay.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use serde_json::Value;
+use twoway_tests::vpn::{Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2};
+use twoway_tests::{in_netns, require_root_or_skip, wait_until};
+
+fn alice_net() -> IpNetwork {
+    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
+}
+
+/// Runs `nft -f -` with `rules` in `ns`.
+fn nft(vpn: &Vpn, ns: &str, rules: &str, step: &str) {
+    let out = vpn.lab.exec(
+        ns,
+        &["sh", "-c", &format!("nft -f - <<'EOF'\n{rules}\nEOF")],
+    );
+    vpn.check(out.success(), step, &out);
+}
+
+fn client_transport(vpn: &Vpn, ns: &str) -> String {
+    let (v, _) = vpn.client_status(ns, "alice");
+    v["transport"].as_str().unwrap_or("missing").to_owned()
+}
+
+fn wait_transport(vpn: &Vpn, ns: &str, want: &str, limit: Duration, step: &str) {
+    let mut seen = String::new();
+    let ok = wait_until(limit, || {
+        seen = client_transport(vpn, ns);
+        seen == want
+    });
+    vpn.check(
+        ok,
+        step,
+        format_args!("`twoway status --json` still says transport {seen:?} after {limit:?}"),
+    );
+}
+
+fn server_session(vpn: &Vpn) -> Value {
+    vpn.session_of("alice")
+        .unwrap_or_else(|| vpn.fail("the server lists alice", "no session"))
+}
+
+/// Up, UDP carries the pings, both status outputs say so.
+#[test]
+fn data_moves_to_udp_after_the_assignment() {
+    if !require_root_or_skip("data_moves_to_udp_after_the_assignment") {
+        return;
+    }
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let cli1 = vpn.lab.cli1.clone();
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(
+        &vpn,
+        &cli1,
+        "udp",
+        Duration::from_secs(5),
+        "the client's status says transport udp within 5 s",
+    );
+    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host over UDP");
+    let s = server_session(&vpn);
+    vpn.check(
+        s["transport"] == "udp"
+            && s["udp_remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("198.18.1.1:")),
+        "the server's status says transport udp, from alice's address",
+        &s,
+    );
+    let before = vpn.dropped("forged") + vpn.dropped("replayed");
+    vpn.check(
+        before == 0,
+        "no datagram was dropped as forged or replayed",
+        before,
+    );
+    vpn.take_down(&cli1, "alice");
+    vpn.stop_server();
+}
+
+/// UDP blocked from the start: up works over TCP; unblocked: data moves to
+/// UDP; blocked mid-session: back to TCP within 5 s while pings go on.
+#[test]
+fn blocked_udp_falls_back_to_tcp_and_comes_back() {
+    if !require_root_or_skip("blocked_udp_falls_back_to_tcp_and_comes_back") {
+        return;
+    }
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let cli1 = vpn.lab.cli1.clone();
+    let block = "table inet twblock {\n chain out {\n  type filter hook output priority 0;\n  udp dport 4433 drop\n }\n}";
+    nft(&vpn, &cli1, block, "block UDP to the server on the laptop");
+    vpn.bring_up(&cli1, "alice", alice_net());
+    vpn.expect_ping(&cli1, LAN_HOST, "alice pings over TCP while UDP is blocked");
+    wait_transport(
+        &vpn,
+        &cli1,
+        "tcp",
+        Duration::from_secs(10),
+        "with UDP blocked the status says tcp",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    vpn.check(
+        client_transport(&vpn, &cli1) == "tcp",
+        "it stays on tcp while UDP is blocked",
+        "",
+    );
+    nft(&vpn, &cli1, "delete table inet twblock", "unblock UDP");
+    wait_transport(
+        &vpn,
+        &cli1,
+        "udp",
+        Duration::from_secs(5),
+        "after unblocking, data moves to udp within 5 s",
+    );
+    vpn.expect_ping(&cli1, LAN_HOST, "alice pings over UDP");
+    nft(&vpn, &cli1, block, "block UDP again, mid-session");
+    let ping = vpn.lab.spawn(
+        &cli1,
+        "ping",
+        &["ping", "-n", "-i", "0.2", "-c", "50", "-W", "1", LAN_HOST],
+    );
+    wait_transport(
+        &vpn,
+        &cli1,
+        "tcp",
+        Duration::from_secs(5),
+        "blocked mid-session, data falls back to tcp within 5 s",
+    );
+    vpn.expect_ping(&cli1, LAN_HOST, "pings go on over TCP");
+    let s = server_session(&vpn);
+    vpn.check(s["transport"] == "tcp", "the server follows: tcp", &s);
+    vpn.lab.stop(&ping, Duration::from_secs(1));
+    nft(
+        &vpn,
+        &cli1,
+        "delete table inet twblock",
+        "unblock UDP again",
+    );
+    wait_transport(
+        &vpn,
+        &cli1,
+        "udp",
+        Duration::from_secs(5),
+        "unblocked again, back to udp",
+    );
+    vpn.take_down(&cli1, "alice");
+    vpn.stop_server();
+}
+
+/// The laptop's NAT gives its UDP flow a new source port: the server follows
+/// the first authenticated datagram from there, and data stays on UDP.
+#[test]
+fn a_new_source_port_keeps_data_on_udp() {
+    if !require_root_or_skip("a_new_source_port_keeps_data_on_udp") {
+        return;
+    }
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let cli1 = vpn.lab.cli1.clone();
+    let snat = |port: u16| {
+        format!(
+            "table ip twnat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  udp dport 4433 snat to 198.18.1.1:{port}\n }}\n}}"
+        )
+    };
+    nft(
+        &vpn,
+        &cli1,
+        &snat(40001),
+        "the laptop's NAT maps its UDP flow to port 40001",
+    );
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
+    let s = server_session(&vpn);
+    vpn.check(
+        s["udp_remote"] == "198.18.1.1:40001",
+        "the server sees alice's datagrams from port 40001",
+        &s,
+    );
+    nft(&vpn, &cli1, "delete table ip twnat", "drop the old mapping");
+    nft(
+        &vpn,
+        &cli1,
+        &snat(40002),
+        "the NAT now maps the flow to port 40002",
+    );
+    let out = vpn.lab.exec(&cli1, &["conntrack", "-D", "-p", "udp"]);
+    vpn.passed(&format!(
+        "forget the old NAT mapping (conntrack: {})",
+        out.stderr.trim()
+    ));
+    vpn.expect_ping(&cli1, LAN_HOST, "alice pings after the rebinding");
+    let moved = wait_until(Duration::from_secs(5), || {
+        vpn.session_of("alice")
+            .is_some_and(|s| s["udp_remote"] == "198.18.1.1:40002")
+    });
+    vpn.check(
+        moved,
+        "the server follows alice to port 40002",
+        server_session(&vpn),
+    );
+    vpn.check(
+        client_transport(&vpn, &cli1) == "udp",
+        "data is still on udp",
+        "",
+    );
+    vpn.take_down(&cli1, "alice");
+    vpn.stop_server();
+}
+
+/// Reads one twoway datagram that alice sends, by capturing on the server's
+/// side of her link; returns its UDP payload.
+fn capture_datagram(vpn: &Vpn) -> Vec<u8> {
+    let pcap = vpn.tmp("alice.pcap");
+    let srv = vpn.lab.srv.clone();
+    let out = vpn.lab.exec_timeout(
+        &srv,
+        &[
+            "tcpdump",
+            "-i",
+            "cli1",
+            "-c",
+            "1",
+            "-w",
+            pcap.to_str().unwrap(),
+            "udp and dst port 4433 and greater 200",
+        ],
+        Duration::from_secs(20),
+    );
+    vpn.check(out.success(), "capture one of alice's datagrams", &out);
+    let bytes = std::fs::read(&pcap).unwrap();
+    // pcap: 24-byte file header, 16-byte record header, Ethernet (14), IPv4, UDP (8).
+    let frame = &bytes[24 + 16..];
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    ip[ihl + 8..].to_vec()
+}
+
+/// Another host replays a captured datagram of alice's and sends forged
+/// ones under her session number: the server counts them, delivers none,
+/// and keeps alice's UDP address.
+#[test]
+fn replayed_and_forged_datagrams_change_nothing() {
+    if !require_root_or_skip("replayed_and_forged_datagrams_change_nothing") {
+        return;
+    }
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
+    let ping = vpn.lab.spawn(
+        &cli1,
+        "ping",
+        &[
+            "ping", "-n", "-i", "0.05", "-s", "400", "-c", "200", LAN_HOST,
+        ],
+    );
+    let datagram = capture_datagram(&vpn);
+    vpn.lab.stop(&ping, Duration::from_secs(1));
+    vpn.check(
+        datagram.len() > 16 && datagram[0] == 1,
+        "the capture holds a twoway datagram",
+        datagram.len(),
+    );
+    let remote = server_session(&vpn)["udp_remote"].clone();
+    let (replayed, forged) = (vpn.dropped("replayed"), vpn.dropped("forged"));
+    // A tampered copy under the same counter is refused by the replay
+    // window before the AEAD; under a fresh counter, by the AEAD.
+    let mut tampered = datagram.clone();
+    let n = tampered.len();
+    tampered[n - 1] ^= 0x55;
+    let counter = u64::from_be_bytes(datagram[8..16].try_into().unwrap());
+    let mut fresh = tampered.clone();
+    fresh[8..16].copy_from_slice(&(counter + 1_000).to_be_bytes());
+    let mut far = datagram.clone();
+    far[8..16].copy_from_slice(&(u64::MAX - 5).to_be_bytes());
+    let sent = in_netns(&cli2, move || -> std::io::Result<()> {
+        let sock = UdpSocket::bind("198.18.2.1:0")?;
+        for _ in 0..5 {
+            for d in [&datagram, &tampered, &fresh, &far] {
+                sock.send_to(d, SERVER_ADDR_CLI2)?;
+            }
+        }
+        Ok(())
+    });
+    vpn.check(
+        matches!(sent, Ok(Ok(()))),
+        "the attacker on cli2 sends 5 replays, 5 tampered copies and 10 forgeries",
+        format_args!("{sent:?}"),
+    );
+    let counted = wait_until(Duration::from_secs(5), || {
+        vpn.dropped("replayed") >= replayed + 10 && vpn.dropped("forged") >= forged + 10
+    });
+    vpn.check(
+        counted,
+        "the server counts 10 replayed and 10 forged datagrams",
+        format_args!(
+            "replayed {replayed} -> {}, forged {forged} -> {}",
+            vpn.dropped("replayed"),
+            vpn.dropped("forged")
+        ),
+    );
+    let s = server_session(&vpn);
+    vpn.check(
+        s["udp_remote"] == remote && s["transport"] == "udp",
+        "alice's UDP address did not move to the attacker",
+        &s,
+    );
+    vpn.expect_ping(&cli1, LAN_HOST, "alice still pings over UDP");
+    vpn.take_down(&cli1, "alice");
+    vpn.stop_server();
+}
