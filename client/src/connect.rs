@@ -131,7 +131,7 @@ async fn handshake(
 }
 
 /// Datagram batches the client reads per receive.
-const UDP_RECV_BATCHES: usize = 4;
+const UDP_RECV_BATCHES: usize = 32;
 
 impl Connection {
     /// The UDP channel of this session, when the server offered it: a socket

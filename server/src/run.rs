@@ -111,7 +111,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 fn answer(server: &Server, req: Request) -> serde_json::Value {
     match req {
         Request::Status => {
-            json!({ "ok": true, "sessions": server.sessions(), "dropped": dropped(server) })
+            let udp = server.udp().map(|e| {
+                json!({
+                    "unknown_batches": e.unknown.load(std::sync::atomic::Ordering::Relaxed),
+                    "overflow_batches": e.overflow.load(std::sync::atomic::Ordering::Relaxed),
+                })
+            });
+            json!({ "ok": true, "sessions": server.sessions(), "dropped": dropped(server), "udp": udp })
         }
         Request::Kick { identity } => {
             let n = server.kick(&identity);

@@ -18,13 +18,13 @@ use twoway_common::outside::udp::{RecvBatch, RecvPool, UdpSocket};
 /// loses its own datagrams, never another's).
 const SESSION_QUEUE: usize = 256;
 /// GRO batches read per receive call.
-const RECV_BATCHES: usize = 16;
+const RECV_BATCHES: usize = 32;
 
 /// The socket and the live sessions' numbers.
 #[derive(Debug)]
 pub struct UdpEndpoint {
     socket: Arc<UdpSocket>,
-    sessions: Mutex<HashMap<u32, mpsc::Sender<RecvBatch>>>,
+    sessions: Mutex<HashMap<u32, mpsc::Sender<Vec<RecvBatch>>>>,
     /// Datagram batches that named no live session or did not parse.
     pub unknown: AtomicU64,
     /// Batches dropped because their session's queue was full.
@@ -66,7 +66,7 @@ impl UdpEndpoint {
     }
 
     /// A fresh random session number and the queue its datagrams arrive on.
-    pub fn register(self: &Arc<Self>) -> (Registration, mpsc::Receiver<RecvBatch>) {
+    pub fn register(self: &Arc<Self>) -> (Registration, mpsc::Receiver<Vec<RecvBatch>>) {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let number = loop {
@@ -98,13 +98,27 @@ impl UdpEndpoint {
                     return;
                 }
             };
-            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            // One message per session per receive: the session then writes
+            // all of it to its device in one batch.
+            let mut by_session: Vec<(u32, Vec<RecvBatch>)> = Vec::new();
             for batch in batches {
-                let Some(tx) = batch.session().and_then(|n| sessions.get(&n)) else {
+                let Some(n) = batch.session() else {
                     self.unknown.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                if tx.try_send(batch).is_err() {
+                match by_session.iter_mut().find(|(m, _)| *m == n) {
+                    Some((_, v)) => v.push(batch),
+                    None => by_session.push((n, vec![batch])),
+                }
+            }
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for (n, batches) in by_session {
+                let Some(tx) = sessions.get(&n) else {
+                    self.unknown
+                        .fetch_add(batches.len() as u64, Ordering::Relaxed);
+                    continue;
+                };
+                if tx.try_send(batches).is_err() {
                     self.overflow.fetch_add(1, Ordering::Relaxed);
                 }
             }

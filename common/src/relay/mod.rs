@@ -22,6 +22,7 @@ use crate::outside::udp::Role;
 use crate::outside::{Outside, OutsideError, READ_CHUNK};
 use crate::queue::{QueueRx, QueueTx};
 
+mod train;
 mod udp;
 
 pub use udp::{Udp, UdpInput};
@@ -457,7 +458,7 @@ async fn write_loop<S: AsyncWrite>(
                 Some(Control::Path(on)) => out.frame(FrameType::Path, &[u8::from(on)]),
                 Some(Control::Probe(n)) => {
                     if let Some(u) = udp.as_mut() {
-                        datagrams.push(u, Kind::Probe, &n.to_be_bytes(), counters).await?;
+                        datagrams.push(u, Kind::Probe, &[&n.to_be_bytes()], counters).await?;
                         datagrams.flush(&u.path).await?;
                     }
                     continue;

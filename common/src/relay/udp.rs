@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::train::{Collector, Splitter, Step, TAG_LEN};
 use super::{Batch, Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::offload;
@@ -28,6 +29,8 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub const PROBE_FAST: Duration = Duration::from_millis(200);
 /// How long after the start the fast probes go on.
 const FAST_FOR: Duration = Duration::from_secs(3);
+/// How long the rest of an unfinished train is waited for.
+const TRAIN_WAIT: Duration = Duration::from_millis(2);
 /// Bytes of a probe's body: a number the reply echoes.
 const PROBE_BODY: usize = 8;
 
@@ -35,7 +38,7 @@ const PROBE_BODY: usize = 8;
 #[derive(Debug)]
 pub enum UdpInput {
     /// The server's shared socket demultiplexes by session number.
-    Channel(mpsc::Receiver<RecvBatch>),
+    Channel(mpsc::Receiver<Vec<RecvBatch>>),
     /// The client reads its own socket.
     Socket(RecvPool),
 }
@@ -76,8 +79,16 @@ impl Udp {
 impl UdpInput {
     async fn next(&mut self, path: &UdpPath) -> io::Result<Option<Vec<RecvBatch>>> {
         match self {
-            Self::Channel(rx) => Ok(rx.recv().await.map(|b| vec![b])),
+            Self::Channel(rx) => Ok(rx.recv().await),
             Self::Socket(pool) => path.socket.recv(pool).await.map(Some),
+        }
+    }
+
+    /// More datagrams if they are already there (never waits).
+    fn try_next(&mut self, path: &UdpPath) -> io::Result<Option<Vec<RecvBatch>>> {
+        match self {
+            Self::Channel(rx) => Ok(rx.try_recv().ok()),
+            Self::Socket(pool) => path.socket.try_recv(pool),
         }
     }
 }
@@ -98,49 +109,125 @@ where
     F: Fn(&[u8]) -> Result<(), DropReason>,
 {
     let mut batch = Batch::default();
-    while let Some(batches) = input.next(path).await? {
-        for mut b in batches {
-            let (from, to) = (b.from, b.to);
-            for datagram in b.datagrams_mut() {
-                let opened = match receiver.open(datagram) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        counters.drop_packet(match e {
-                            DatagramError::Replayed => DropReason::Replayed,
-                            _ => DropReason::Forged,
-                        });
-                        continue;
-                    }
-                };
-                path.received_from(from, to);
-                match opened.kind {
-                    Kind::Packet => match filter(opened.body) {
-                        Ok(()) => {
-                            if inside.offload() {
-                                batch.push(opened.body);
-                                if batch.is_full() {
-                                    batch.flush(inside).await?;
-                                }
-                            } else {
-                                inside.send(opened.body).await?;
-                            }
-                            Counters::add(&counters.rx_packets, 1);
-                            Counters::add(&counters.rx_bytes, opened.body.len() as u64);
-                        }
-                        Err(reason) => counters.drop_packet(reason),
-                    },
-                    // Answered with the same size or less: never an amplifier.
-                    Kind::Probe => {
-                        let body = Bytes::copy_from_slice(
-                            &opened.body[..opened.body.len().min(PROBE_BODY)],
-                        );
-                        let _ = control.try_send(Control::ProbeReply(body, from));
-                    }
-                    Kind::ProbeReply => {}
+    let mut trains = Collector::default();
+    loop {
+        // A train's segments come in a few sends: wait a moment for the rest
+        // before writing what arrived of it segment by segment.
+        let next = if trains.is_pending() {
+            match tokio::time::timeout(TRAIN_WAIT, input.next(path)).await {
+                Ok(next) => next?,
+                Err(_) => {
+                    trains.release(&mut |s: &[u8]| batch.push(s));
+                    batch.flush(inside).await?;
+                    continue;
                 }
+            }
+        } else {
+            input.next(path).await?
+        };
+        let Some(mut batches) = next else { break };
+        // Take whatever else has arrived before writing to the device, so
+        // that trains complete and its GRO merges as much as it can.
+        loop {
+            for b in batches {
+                let mut rx = Rx {
+                    inside,
+                    filter,
+                    counters,
+                    batch: &mut batch,
+                    trains: &mut trains,
+                };
+                receive(b, receiver, path, control, &mut rx).await?;
+            }
+            match input.try_next(path)? {
+                Some(more) => batches = more,
+                None => break,
             }
         }
         batch.flush(inside).await?;
+    }
+    Ok(())
+}
+
+/// Where received packets go.
+struct Rx<'a, I, F> {
+    inside: &'a I,
+    filter: &'a F,
+    counters: &'a Counters,
+    batch: &'a mut Batch,
+    trains: &'a mut Collector,
+}
+
+impl<I: Inside, F: Fn(&[u8]) -> Result<(), DropReason>> Rx<'_, I, F> {
+    /// One packet (or a tagged segment) that authenticated.
+    async fn packet(&mut self, tag: Option<[u8; TAG_LEN]>, packet: &[u8]) -> io::Result<()> {
+        if let Err(reason) = (self.filter)(packet) {
+            self.counters.drop_packet(reason);
+            return Ok(());
+        }
+        Counters::add(&self.counters.rx_packets, 1);
+        Counters::add(&self.counters.rx_bytes, packet.len() as u64);
+        if !self.inside.offload() {
+            return self.inside.send(packet).await;
+        }
+        match tag {
+            Some(tag) => {
+                let batch = &mut *self.batch;
+                if let Step::Whole(header, whole) =
+                    self.trains.push(tag, packet, &mut |s: &[u8]| batch.push(s))
+                {
+                    // Keep order: what is batched goes first.
+                    self.batch.flush(self.inside).await?;
+                    self.inside.send_parts(&header.to_device(), &whole).await?;
+                }
+            }
+            None => self.batch.push(packet),
+        }
+        if self.batch.is_full() {
+            self.batch.flush(self.inside).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn receive<I, F>(
+    mut b: RecvBatch,
+    receiver: &mut Receiver,
+    path: &UdpPath,
+    control: &mpsc::Sender<Control>,
+    rx: &mut Rx<'_, I, F>,
+) -> io::Result<()>
+where
+    I: Inside,
+    F: Fn(&[u8]) -> Result<(), DropReason>,
+{
+    let (from, to) = (b.from, b.to);
+    for datagram in b.datagrams_mut() {
+        let opened = match receiver.open(datagram) {
+            Ok(o) => o,
+            Err(e) => {
+                rx.counters.drop_packet(match e {
+                    DatagramError::Replayed => DropReason::Replayed,
+                    _ => DropReason::Forged,
+                });
+                continue;
+            }
+        };
+        path.received_from(from, to);
+        match opened.kind {
+            Kind::Packet => rx.packet(None, opened.body).await?,
+            Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {
+                Some((tag, segment)) => rx.packet(Some(*tag), segment).await?,
+                None => rx.counters.drop_packet(DropReason::Malformed),
+            },
+            // Answered with the same size or less: never an amplifier.
+            Kind::Probe => {
+                let n = opened.body.len().min(PROBE_BODY);
+                let body = Bytes::copy_from_slice(&opened.body[..n]);
+                let _ = control.try_send(Control::ProbeReply(body, from));
+            }
+            Kind::ProbeReply => {}
+        }
     }
     Ok(())
 }
@@ -190,6 +277,7 @@ pub(super) struct UdpOut {
     count: usize,
     /// The last datagram was shorter than the stride: nothing may follow.
     closed: bool,
+    splitter: Splitter,
 }
 
 impl UdpOut {
@@ -199,10 +287,10 @@ impl UdpOut {
         &mut self,
         udp: &mut UdpTx,
         kind: Kind,
-        body: &[u8],
+        parts: &[&[u8]],
         counters: &Counters,
     ) -> io::Result<()> {
-        let len = OVERHEAD + body.len();
+        let len = OVERHEAD + parts.iter().map(|p| p.len()).sum::<usize>();
         let max = udp.path.socket.max_segments().max(1);
         if self.count > 0
             && (self.closed
@@ -212,7 +300,7 @@ impl UdpOut {
         {
             self.flush(&udp.path).await?;
         }
-        if udp.sender.seal(kind, &[body], &mut self.buf).is_err() {
+        if udp.sender.seal(kind, parts, &mut self.buf).is_err() {
             // 2^64 datagrams: the session must end; until then, drop.
             counters.drop_packet(DropReason::QueueFull);
             return Ok(());
@@ -241,7 +329,7 @@ impl UdpOut {
         };
         if !device_offload {
             count(raw.len());
-            return self.push(udp, Kind::Packet, raw, counters).await;
+            return self.push(udp, Kind::Packet, &[raw], counters).await;
         }
         if raw.len() <= offload::HEADER_LEN {
             counters.drop_packet(DropReason::Malformed);
@@ -251,17 +339,41 @@ impl UdpOut {
         let packet = &raw[offload::HEADER_LEN..];
         if header.flags == 0 && !header.is_gso() {
             count(packet.len());
-            return self.push(udp, Kind::Packet, packet, counters).await;
+            return self.push(udp, Kind::Packet, &[packet], counters).await;
         }
-        let mut segments = Vec::new();
-        let split = offload::split(&header, packet, |s| segments.push(s.to_vec()));
-        if split.is_err() {
+        if !header.is_gso() {
+            // One packet whose checksum the device left to us.
+            let mut copy = packet.to_vec();
+            offload::finish_checksum(&mut copy, &header);
+            count(copy.len());
+            return self.push(udp, Kind::Packet, &[&copy], counters).await;
+        }
+        let mut splitter = std::mem::take(&mut self.splitter);
+        let result = self
+            .push_train(&mut splitter, udp, &header, packet, counters)
+            .await;
+        self.splitter = splitter;
+        result
+    }
+
+    async fn push_train(
+        &mut self,
+        splitter: &mut Splitter,
+        udp: &mut UdpTx,
+        header: &offload::Header,
+        packet: &[u8],
+        counters: &Counters,
+    ) -> io::Result<()> {
+        let Ok(n) = splitter.cut(header, packet) else {
             counters.drop_packet(DropReason::Malformed);
             return Ok(());
-        }
-        for s in segments {
-            count(s.len());
-            self.push(udp, Kind::Packet, &s, counters).await?;
+        };
+        for i in 0..n {
+            let (tag, segment) = splitter.segment(i);
+            Counters::add(&counters.tx_packets, 1);
+            Counters::add(&counters.tx_bytes, segment.len() as u64);
+            self.push(udp, Kind::Segment, &[&tag, segment], counters)
+                .await?;
         }
         Ok(())
     }

@@ -35,6 +35,9 @@ pub enum Kind {
     Probe = 0x02,
     /// The answer to a probe, with the probe's body.
     ProbeReply = 0x03,
+    /// One segment of a large TCP packet, behind a 4-byte train tag
+    /// (train number u16, index, count); the segment is a complete packet.
+    Segment = 0x04,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             0x01 => Self::Packet,
             0x02 => Self::Probe,
             0x03 => Self::ProbeReply,
+            0x04 => Self::Segment,
             _ => return None,
         })
     }

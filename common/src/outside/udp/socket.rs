@@ -148,6 +148,26 @@ impl UdpSocket {
     }
 }
 
+impl UdpSocket {
+    /// Datagrams that are already there, without waiting (None: none).
+    pub fn try_recv(&self, pool: &mut RecvPool) -> io::Result<Option<Vec<RecvBatch>>> {
+        let got = self.io.try_io(Interest::READABLE, || {
+            let mut slices: Vec<IoSliceMut<'_>> = pool
+                .bufs
+                .iter_mut()
+                .map(|b| IoSliceMut::new(&mut b[..]))
+                .collect();
+            self.state
+                .recv((&self.io).into(), &mut slices, &mut pool.meta)
+        });
+        match got {
+            Ok(n) => Ok(Some(pool.take(n))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || transient(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Errors a UDP socket reports for one datagram, not for itself.
 fn transient(e: &io::Error) -> bool {
     matches!(
