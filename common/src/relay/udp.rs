@@ -15,6 +15,7 @@ use super::{Batch, Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::offload;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
+use crate::outside::udp::path as udp_path;
 use crate::outside::udp::socket::MAX_SEND;
 use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
 
@@ -101,6 +102,11 @@ where
     while let Some(batches) = input.next(path).await? {
         for mut b in batches {
             let (from, to) = (b.from, b.to);
+            if !udp_path::replyable(&from) {
+                // Port 0, broadcast...: nothing we could answer or send to.
+                counters.drop_n(DropReason::Forged, b.datagrams_mut().count() as u64);
+                continue;
+            }
             for datagram in b.datagrams_mut() {
                 let opened = match receiver.open(datagram) {
                     Ok(o) => o,
@@ -112,7 +118,7 @@ where
                         continue;
                     }
                 };
-                path.received_from(from, to);
+                path.received_from(from, to, opened.newest);
                 match opened.kind {
                     Kind::Packet => match filter(opened.body) {
                         Ok(()) => {
