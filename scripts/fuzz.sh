@@ -9,7 +9,9 @@
 # Targets: frame (the frame decoder over a stream cut into arbitrary reads),
 # message (each control message type, with a round trip), config (server.toml,
 # policy.toml and a client config from arbitrary UTF-8, with validation),
-# ip_header (IP source/destination and offload header validation).
+# ip_header (IP source/destination and offload header validation), datagram
+# (the UDP datagram decoder with fixed keys: sequences of sealed, replayed,
+# altered and arbitrary datagrams against a model of the replay window).
 #
 # cargo-fuzz is installed from crates.io if missing. It needs nightly compiler
 # flags (libFuzzer instrumentation, AddressSanitizer); with only a stable
@@ -23,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 secs=${1:-60}
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 ]] || { echo "usage: $0 [SECONDS]" >&2; exit 2; }
-read -r -a targets <<<"${FUZZ_TARGETS:-frame message config ip_header}"
+read -r -a targets <<<"${FUZZ_TARGETS:-frame message config ip_header datagram}"
 
 if [[ -f $HOME/.cargo/env ]] && ! command -v cargo >/dev/null; then
     # shellcheck disable=SC1091

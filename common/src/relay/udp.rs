@@ -16,6 +16,7 @@ use super::{Batch, Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::offload;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
+use crate::outside::udp::path as udp_path;
 use crate::outside::udp::socket::MAX_SEND;
 use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
 
@@ -202,6 +203,12 @@ where
     F: Fn(&[u8]) -> Result<(), DropReason>,
 {
     let (from, to) = (b.from, b.to);
+    if !udp_path::replyable(&from) {
+        // Port 0, broadcast...: nothing we could answer or send to.
+        let n = b.datagrams_mut().count() as u64;
+        rx.counters.drop_n(DropReason::Forged, n);
+        return Ok(());
+    }
     for datagram in b.datagrams_mut() {
         let opened = match receiver.open(datagram) {
             Ok(o) => o,
@@ -213,7 +220,7 @@ where
                 continue;
             }
         };
-        path.received_from(from, to);
+        path.received_from(from, to, opened.newest);
         match opened.kind {
             Kind::Packet => rx.packet(None, opened.body).await?,
             Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {

@@ -166,6 +166,9 @@ pub struct Opened<'a> {
     pub kind: Kind,
     /// The body (an IP packet, or a probe's bytes).
     pub body: &'a [u8],
+    /// Its counter is higher than any accepted before: only such a datagram
+    /// may move the peer's address.
+    pub newest: bool,
 }
 
 impl Receiver {
@@ -189,6 +192,7 @@ impl Receiver {
         }
         let (head, sealed) = datagram.split_at_mut(HEADER_LEN);
         let len = self.keys.open(header.counter, head, sealed)?;
+        let newest = self.replay.highest().is_none_or(|h| header.counter > h);
         // Authenticated: only now does the counter count as seen.
         if !self.replay.accept(header.counter) {
             return Err(DatagramError::Replayed);
@@ -199,6 +203,7 @@ impl Receiver {
             counter: header.counter,
             kind,
             body: &plain[1..],
+            newest,
         })
     }
 }
@@ -251,8 +256,8 @@ mod tests {
         let (mut tx, mut rx) = pair(REKEY_AFTER);
         let first = sealed(&mut tx, Kind::Packet, b"one");
         let second = sealed(&mut tx, Kind::Packet, b"two");
-        assert!(rx.open(&mut second.clone()).is_ok());
-        assert!(rx.open(&mut first.clone()).is_ok());
+        assert!(rx.open(&mut second.clone()).unwrap().newest);
+        assert!(!rx.open(&mut first.clone()).unwrap().newest, "reordered");
         assert_eq!(rx.open(&mut first.clone()), Err(DatagramError::Replayed));
         assert_eq!(rx.open(&mut second.clone()), Err(DatagramError::Replayed));
     }

@@ -3,12 +3,28 @@
 //! datagram last arrived. The client decides (its probes), the server
 //! follows (the client's Path frames), see PROTOCOL.md.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::socket::UdpSocket;
+
+/// Whether datagrams can be sent to `addr`: no port 0, no unspecified,
+/// multicast or broadcast address. Nothing legitimate comes from such a
+/// source, and sending to one fails (port 0: EINVAL, which also makes
+/// quinn-udp switch segmentation offload off on the shared socket), so a
+/// datagram from there is dropped before anything is answered or moved.
+pub fn replyable(addr: &SocketAddr) -> bool {
+    let v4_ok = |ip: Ipv4Addr| !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast());
+    addr.port() != 0
+        && match addr.ip() {
+            IpAddr::V4(ip) => v4_ok(ip),
+            IpAddr::V6(ip) => {
+                !(ip.is_unspecified() || ip.is_multicast()) && ip.to_ipv4_mapped().is_none_or(v4_ok)
+            }
+        }
+}
 
 /// One session's UDP path.
 #[derive(Debug)]
@@ -55,11 +71,15 @@ impl UdpPath {
     }
 
     /// An authenticated, fresh datagram arrived from `from`, sent to our
-    /// `to`: the peer lives there now.
-    pub fn received_from(&self, from: SocketAddr, to: Option<IpAddr>) {
+    /// `to`. If it is the `newest` the peer ever sent (its counter is the
+    /// highest so far), the peer lives there now; an older one that arrives
+    /// late (reordered, or held back and re-sent by someone on the path)
+    /// does not move the path back to where the peer was (RFC 9000 9.3:
+    /// only the highest-numbered packet changes the address).
+    pub fn received_from(&self, from: SocketAddr, to: Option<IpAddr>, newest: bool) {
         let ms = self.created.elapsed().as_millis() as u64 + 1;
         self.last_rx.store(ms, Ordering::Relaxed);
-        if self.fixed {
+        if self.fixed || !newest {
             return;
         }
         let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
@@ -97,6 +117,50 @@ impl UdpPath {
             "udp"
         } else {
             "tcp"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn server_path() -> UdpPath {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        UdpPath::new(Arc::new(socket), None)
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_datagram_moves_the_peer() {
+        let path = server_path().await;
+        let old: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let new: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        path.received_from(old, None, true);
+        path.received_from(new, None, true);
+        // A late datagram from the old address (reordered, or replayed first
+        // by someone on the path) counts as traffic but moves nothing.
+        path.received_from(old, None, false);
+        assert_eq!(path.peer(), Some(new));
+        assert_eq!(path.moves.load(Ordering::Relaxed), 1);
+        assert!(path.since_rx().is_some());
+    }
+
+    #[test]
+    fn unreplyable_sources() {
+        for bad in [
+            "192.0.2.1:0",
+            "0.0.0.0:51820",
+            "255.255.255.255:51820",
+            "224.0.0.1:51820",
+            "[::]:51820",
+            "[ff02::1]:51820",
+            "[::ffff:255.255.255.255]:51820",
+            "[2001:db8::1]:0",
+        ] {
+            assert!(!replyable(&bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["192.0.2.1:1", "[2001:db8::1]:443", "[::ffff:192.0.2.1]:9"] {
+            assert!(replyable(&good.parse().unwrap()), "{good}");
         }
     }
 }

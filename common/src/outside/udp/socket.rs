@@ -214,3 +214,33 @@ impl RecvPool {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Audit finding: a datagram from source port 0 (legal on the wire, and
+    /// delivered by Linux) that authenticates moves the server's path there
+    /// (or gets a probe reply sent there). Sending to port 0 fails with
+    /// EINVAL, which `send` reports as fatal (the relay's write loop, and so
+    /// the whole TLS session, ends), and quinn-udp reacts to EINVAL by
+    /// switching segmentation offload off for good, on the socket every
+    /// session shares. The read loop now refuses such sources before it
+    /// opens anything (`path::replyable`).
+    #[tokio::test]
+    async fn sending_to_port_zero_fails_and_halts_offload_on_the_shared_socket() {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let before = socket.max_segments();
+        let to: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+        let err = socket
+            .send(to, None, &[0u8; 64], 64)
+            .await
+            .expect_err("port 0 is no destination");
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert!(!transient(&err), "the relay treats it as fatal");
+        if before > 1 {
+            // Loopback offers GSO on any recent kernel (64 segments here).
+            assert_eq!(socket.max_segments(), 1, "GSO is off for every session");
+        }
+    }
+}
