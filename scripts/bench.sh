@@ -1,32 +1,60 @@
 #!/usr/bin/env bash
 # Measure twoway side by side with the plain routed network and OpenVPN over
-# TCP, in one run on one machine, in network namespaces (scripts/lab.sh):
+# TCP and UDP, on a clean, a lossy and a lossy-WAN link, in one run on one
+# machine, in network namespaces (scripts/lab.sh):
 #
 #   PREFIX-cli 198.18.1.1 ── 198.18.1.2 PREFIX-srv 198.19.0.1 ── 198.19.0.2 PREFIX-lan
 #   (iperf3/ping clients)    (VPN servers, forwarding)          (iperf3 server)
 #
 #   sudo scripts/bench.sh [--reps N] [--secs S] [--out DIR] [--systems LIST]
-#                         [--quick] [--no-build] [--cpu-rate RATE] [--prefix P]
+#                         [--links LIST] [--quick] [--no-build] [--cpu-rate RATE]
+#                         [--prefix P]
 #
-# For each system (plain: a temporary route in cli via srv, no VPN; twoway;
-# openvpn-tcp: OpenVPN 2.6 over TCP with mutual certificates, Debian's
-# defaults, no tcp-nodelay) and each repetition (interleaved: rep 1 runs every
-# system, then rep 2 ...; every VPN is started afresh for each repetition):
+# Systems: plain (a temporary route in cli via srv, no VPN); twoway (default
+# client config: transport "auto", data over UDP when it gets through);
+# twoway-tcp (the same with transport = "tcp" in the client config; the server
+# stays auto); openvpn-tcp and openvpn-udp (OpenVPN 2.6 over TCP or UDP with
+# mutual certificates, Debian's defaults, no tcp-nodelay, otherwise alike).
+# For twoway, `twoway status --json` gives the transport right after the start
+# (the default system waits up to 10 s for "udp") and at the end; both are in
+# the tables and the JSON.
+#
+# Links (one pass each, in the order given):
+#   clean  the lab's veth as it is
+#   lossy  1 % random loss each way: nftables `numgen random mod 100 < 1 drop`
+#          on ingress of both public veth ends (this kernel has no netem), as
+#          the lab measured; sub-ms RTT; offloads untouched, so a GSO/GRO
+#          aggregate crossing the veth is dropped as one packet
+#   wan    cli ── veth ── PREFIX-wan ── veth ── srv, with twoway-wan (a
+#          userspace AF_PACKET bridge, tests/src/bin/twoway-wan.rs) in the
+#          middle: 15 ms each way (30 ms RTT), 1 % random loss each way,
+#          500 Mbit/s token bucket each way, drop-tail queue of 2 x BDP;
+#          offloads off on the four veth ends; same addresses as clean
+#
+# For each link, each system and each repetition (interleaved: rep 1 runs
+# every system, then rep 2 ...; every VPN is started afresh each time):
+# on the clean link
 #   - ping cli -> lan while idle (avg, p99)
 #   - iperf3 TCP 1 stream up (cli -> lan), with the CPU time (utime+stime) of
 #     the VPN's server and client processes read from /proc before and after,
 #     divided by the GB received (or a separate rate-limited run: --cpu-rate)
 #   - iperf3 TCP 4 streams up, 1 stream down (-R)
 #   - ping cli -> lan while a 1-stream upload runs (avg, p99)
-# and reports the medians: a Markdown table on stdout and in
+# on the lossy and wan links
+#   - iperf3 TCP 1 stream down (-R)
+#   - iperf3 TCP 1 stream up with pings beside it: its throughput is the
+#     1-stream upload, the pings give avg and p99 (as the lab measured)
+# and reports the medians: one Markdown table per link on stdout and in
 # DIR/bench-STAMP.md (copy: DIR/bench.md), every raw value in
 # DIR/bench-STAMP.json (copy: DIR/bench.json), and the logs and iperf3 JSON
 # in DIR/bench-STAMP-logs/. DIR defaults to target/bench.
 #
 # Options:
-#   --reps N         repetitions (default 3)
+#   --reps N         repetitions (default 2)
 #   --secs S         seconds per iperf3 run (default 10, at least 2)
-#   --systems LIST   comma-separated subset of plain,twoway,openvpn-tcp (default: all)
+#   --systems LIST   comma-separated subset of
+#                    plain,twoway,twoway-tcp,openvpn-tcp,openvpn-udp (default: all)
+#   --links LIST     comma-separated subset of clean,lossy,wan (default: all)
 #   --quick          a smoke run: 1 repetition, 3 s
 #   --no-build       use the binaries in target/release as they are
 #   --bin-dir DIR    use DIR/twoway-server and DIR/twoway (implies --no-build;
@@ -36,6 +64,10 @@
 #                    figures) instead of during the unlimited 1-stream upload
 #   --prefix P       namespace prefix (default twb)
 #   --out DIR        where to write the results (default target/bench)
+#
+# Run time: about 1 min per system and repetition on the clean link and 30 s
+# on each of the others (at --secs 10), plus the build: the default run
+# (5 systems, 3 links, 2 repetitions) takes about 20-25 minutes.
 #
 # It installs what it lacks (iperf3, openvpn, openssl, iputils-ping) with
 # apt-get. Every address is in 198.18.0.0/15; nothing outside the namespaces
@@ -48,9 +80,16 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 helper=$here/bench/report.py
-all_systems=plain,twoway,openvpn-tcp
+all_systems=plain,twoway,twoway-tcp,openvpn-tcp,openvpn-udp
+all_links=clean,lossy,wan
+# The lossy link and the WAN (the bridge's settings, each way).
+loss_pct=1
+wan_delay_ms=15
+wan_loss_pct=1
+wan_rate_mbit=500
 
-reps=3
+reps=2
+links=$all_links
 secs=10
 out=
 systems=$all_systems
@@ -78,6 +117,7 @@ while [[ $# -gt 0 ]]; do
         --secs) secs=${2:-}; shift 2 || usage ;;
         --out) out=${2:-}; shift 2 || usage ;;
         --systems) systems=${2:-}; shift 2 || usage ;;
+        --links) links=${2:-}; shift 2 || usage ;;
         --quick) reps=1; secs=3; shift ;;
         --no-build) build=; shift ;;
         --bin-dir) bin_dir=${2:-}; shift 2 || usage ;;
@@ -100,6 +140,17 @@ for s in "${sys_list[@]}"; do
     seen[$s]=1
 done
 want() { [[ -n ${seen[$1]:-} ]]; }
+want_twoway() { want twoway || want twoway-tcp; }
+want_openvpn() { want openvpn-tcp || want openvpn-udp; }
+IFS=, read -r -a link_list <<<"$links"
+[[ ${#link_list[@]} -gt 0 ]] || { echo "bench: --links is empty" >&2; exit 2; }
+declare -A seen_link=()
+for l in "${link_list[@]}"; do
+    [[ ,$all_links, == *,"$l",* ]] || { echo "bench: unknown link '$l' (known: $all_links)" >&2; exit 2; }
+    [[ -z ${seen_link[$l]:-} ]] || { echo "bench: link '$l' given twice" >&2; exit 2; }
+    seen_link[$l]=1
+done
+want_link() { [[ -n ${seen_link[$1]:-} ]]; }
 [[ -n $bin_dir ]] && build=
 out=${out:-$root/target/bench}
 
@@ -111,6 +162,7 @@ fi
 cli=$prefix-cli
 srv=$prefix-srv
 lan=$prefix-lan
+wan=$prefix-wan
 lan_host=198.19.0.2
 corp_net=198.19.0.0/24
 srv_addr=198.18.1.2
@@ -136,6 +188,9 @@ tw_server_pid=
 tw_client_up=
 ovpn_server_pid=
 ovpn_client_pid=
+wan_ns=
+wan_pid=
+cur_link=clean
 failures=0
 
 # Whether a process runs (a zombie does not).
@@ -180,7 +235,7 @@ stop_twoway() {
     local pid pids
     if [[ -n $tw_client_up ]]; then
         pids=$(ns_pids_named "$cli" twoway)
-        if ! timeout -k 2 20 ip netns exec "$cli" "$twoway" down --config "$tw_dir/pki/bench.toml" \
+        if ! timeout -k 2 20 ip netns exec "$cli" "$twoway" down --config "$tw_cfg" \
             >>"$tmp/logs/twoway-down.log" 2>&1; then
             echo "bench: 'twoway down' failed (see twoway-down.log); stopping the client by PID" >&2
         fi
@@ -215,6 +270,8 @@ cleanup() {
     stop_openvpn
     stop_plain
     stop_pid "$iperf_pid"
+    stop_pid "$wan_pid"
+    [[ -n $wan_ns ]] && ip netns del "$wan" 2>/dev/null
     if [[ -n $tmp && -d $tmp/logs ]]; then
         cp "$tmp"/twoway/*.log "$tmp/logs/" 2>/dev/null
         mkdir -p "$out/bench-$stamp-logs" && cp -r "$tmp/logs/." "$out/bench-$stamp-logs/"
@@ -252,6 +309,10 @@ listening() { # NS PORT [PID that must stay alive]
     [[ -z ${3:-} ]] || alive "$3" || return 2
     [[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2" 2>/dev/null) ]]
 }
+listening_udp() { # NS PORT [PID that must stay alive]
+    [[ -z ${3:-} ]] || alive "$3" || return 2
+    [[ -n $(ip netns exec "$1" ss -Hlun "sport = :$2" 2>/dev/null) ]]
+}
 pings() { # reachable through whatever route cli has now
     ip netns exec "$cli" ping -n -c 1 -W 1 "$lan_host" >/dev/null 2>&1
 }
@@ -264,7 +325,9 @@ route_dev() {
 log "checking tools"
 declare -A pkg_of=([iperf3]=iperf3 [openssl]=openssl [ping]=iputils-ping [python3]=python3
     [ss]=iproute2 [ip]=iproute2 [timeout]=coreutils)
-want openvpn-tcp && pkg_of[openvpn]=openvpn
+want_openvpn && pkg_of[openvpn]=openvpn
+want_link lossy && pkg_of[nft]=nftables
+want_link wan && pkg_of[ethtool]=ethtool
 missing=()
 for cmd in "${!pkg_of[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
@@ -279,7 +342,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 [[ -r $helper ]] || die "helper $helper is missing"
 
-if want twoway; then
+if want_twoway || want_link wan; then
     if [[ -n $bin_dir ]]; then
         bin_dir=$(cd "$bin_dir" && pwd) || die "--bin-dir: no such folder"
         log "using the twoway binaries in $bin_dir"
@@ -301,8 +364,14 @@ if want twoway; then
     bin_dir=${bin_dir:-${CARGO_TARGET_DIR:-$root/target}/release}
     server=$bin_dir/twoway-server
     twoway=$bin_dir/twoway
-    [[ -x $server && -x $twoway ]] ||
-        die "twoway binaries not found in $bin_dir (build them, or drop --no-build)"
+    wan_bin=$bin_dir/twoway-wan
+    if want_twoway; then
+        [[ -x $server && -x $twoway ]] ||
+            die "twoway binaries not found in $bin_dir (build them, or drop --no-build)"
+    fi
+    if want_link wan; then
+        [[ -x $wan_bin ]] || die "the WAN bridge $wan_bin is missing (cargo build --release --bin twoway-wan)"
+    fi
 fi
 
 [[ -d $out ]] || out_created=1
@@ -316,13 +385,13 @@ meta=$tmp/meta.tsv
 : >"$records"
 : >"$meta"
 
-record() { # REP SYSTEM KEY VALUE
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$records"
+record() { # REP SYSTEM KEY VALUE (on the current link)
+    printf '%s\t%s\t%s\t%s\t%s\n' "$cur_link" "$1" "$2" "$3" "$4" >>"$records"
 }
 # A failed measurement: recorded, reported at the end, and the run goes on.
 fail_step() { # REP SYSTEM MESSAGE
     failures=$((failures + 1))
-    printf 'bench: rep %s, %s: FAILED: %s\n' "$1" "$2" "$3" >&2
+    printf 'bench: %s link, rep %s, %s: FAILED: %s\n' "$cur_link" "$1" "$2" "$3" >&2
     record "$1" "$2" error "$3"
 }
 setmeta() {
@@ -331,7 +400,7 @@ setmeta() {
 
 # --------------------------------------------------------------------------
 log "creating the lab (scripts/lab.sh up $prefix)"
-for ns in "$cli" "$srv" "$lan"; do
+for ns in "$cli" "$srv" "$lan" "$wan"; do
     if ip netns list | awk '{print $1}' | grep -qxF -- "$ns"; then
         die "namespace $ns already exists (another bench running, or left over: scripts/lab.sh down $prefix)"
     fi
@@ -355,7 +424,8 @@ start_iperf_server
 # --------------------------------------------------------------------------
 # One-time preparation of each VPN: certificates and configuration.
 tw_dir=$tmp/twoway
-if want twoway; then
+tw_cfg=$tw_dir/pki/bench.toml
+if want_twoway; then
     log "twoway: PKI and configuration in $tw_dir"
     mkdir -p "$tw_dir"
     pki=$tw_dir/pki
@@ -384,7 +454,11 @@ if want twoway; then
         "$pki/bench.toml"
     grep -qxF "socket = \"$tw_dir/bench.sock\"" "$pki/bench.toml" || die "could not set the socket in bench.toml"
     grep -qxF "server = \"$srv_addr:$tw_port\"" "$pki/bench.toml" || die "could not set the server in bench.toml"
-    cp "$pki/server.toml" "$pki/policy.toml" "$pki/bench.toml" "$tmp/logs/" 2>/dev/null || true
+    # twoway-tcp: the same client with transport = "tcp" (a top-level key,
+    # so it goes before the first [table]).
+    { echo 'transport = "tcp"'; cat "$pki/bench.toml"; } >"$pki/bench-tcp.toml"
+    grep -q '^transport *=' "$pki/bench.toml" && die "bench.toml already sets transport; the bench expects the default (auto)"
+    cp "$pki/server.toml" "$pki/policy.toml" "$pki/bench.toml" "$pki/bench-tcp.toml" "$tmp/logs/" 2>/dev/null || true
 fi
 
 ovpn_dir=$tmp/openvpn
@@ -396,7 +470,7 @@ tls-version-min 1.3
 data-ciphers AES-256-GCM
 keepalive 10 120
 verb 3"
-if want openvpn-tcp; then
+if want_openvpn; then
     log "openvpn: PKI (openssl, ECDSA P-256) and configuration in $ovpn_dir"
     mkdir -p "$ovpn_dir"
     ovpn_pki() { # each step checked: errexit does not apply inside an || list
@@ -419,8 +493,12 @@ if want openvpn-tcp; then
     }
     (ovpn_pki) >"$tmp/logs/openvpn-pki.log" 2>&1 ||
         { cat "$tmp/logs/openvpn-pki.log" >&2; die "generating OpenVPN's certificates with openssl failed"; }
-    cat >"$ovpn_dir/server.conf" <<EOT
-proto tcp-server
+    # The same server and client over TCP and over UDP.
+    for proto in tcp udp; do
+        server_proto=tcp-server client_proto=tcp-client
+        [[ $proto == udp ]] && server_proto=udp client_proto=udp
+        cat >"$ovpn_dir/server-$proto.conf" <<EOT
+proto $server_proto
 local $srv_addr
 port $ovpn_port
 server 198.18.88.0 255.255.255.0
@@ -431,9 +509,9 @@ key $ovpn_dir/server.key
 remote-cert-tls client
 $ovpn_common
 EOT
-    cat >"$ovpn_dir/client.conf" <<EOT
+        cat >"$ovpn_dir/client-$proto.conf" <<EOT
 client
-proto tcp-client
+proto $client_proto
 remote $srv_addr $ovpn_port
 nobind
 connect-retry 1
@@ -444,8 +522,90 @@ remote-cert-tls server
 verify-x509-name bench-server name
 $ovpn_common
 EOT
-    cp "$ovpn_dir/server.conf" "$ovpn_dir/client.conf" "$tmp/logs/"
+        cp "$ovpn_dir/server-$proto.conf" "$ovpn_dir/client-$proto.conf" "$tmp/logs/"
+    done
 fi
+
+# --------------------------------------------------------------------------
+# Links. The lab starts clean: cli's eth0 and srv's cli are one veth pair.
+loss_table=bench_loss
+srv_reachable() { ip netns exec "$cli" ping -n -c 1 -W 1 "$srv_addr" >/dev/null 2>&1; }
+loss_on() { # random loss on ingress of both public veth ends
+    local ns dev
+    for nd in "$cli eth0" "$srv cli"; do
+        read -r ns dev <<<"$nd"
+        ip netns exec "$ns" nft -f - <<EOT || return 1
+table netdev $loss_table {
+    chain ingress {
+        type filter hook ingress device "$dev" priority 0; policy accept;
+        numgen random mod 100 < $loss_pct counter drop
+    }
+}
+EOT
+    done
+}
+loss_off() {
+    ip netns exec "$cli" nft list table netdev "$loss_table" >>"$tmp/logs/lossy-nft.txt" 2>&1
+    ip netns exec "$srv" nft list table netdev "$loss_table" >>"$tmp/logs/lossy-nft.txt" 2>&1
+    ip netns exec "$cli" nft delete table netdev "$loss_table" 2>/dev/null
+    ip netns exec "$srv" nft delete table netdev "$loss_table" 2>/dev/null
+    return 0
+}
+offloads_off() { # NS DEV
+    ip netns exec "$1" ethtool -K "$2" gro off gso off tso off tx off rx off >>"$tmp/logs/wan.log" 2>&1 ||
+        { echo "ethtool -K $2 in $1 failed" >>"$tmp/logs/wan.log"; return 1; }
+}
+# cli eth0 ── tocli PREFIX-wan tosrv ── cli srv, with the bridge between.
+wan_on() {
+    local nd ns dev bound
+    ip netns add "$wan" || return 1
+    wan_ns=1
+    ip -n "$wan" link set lo up
+    ip netns exec "$wan" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$cli" link del eth0 || return 1 # removes srv's end too
+    ip -n "$cli" link add eth0 type veth peer name tocli netns "$wan" || return 1
+    ip -n "$srv" link add cli type veth peer name tosrv netns "$wan" || return 1
+    ip -n "$cli" addr add 198.18.1.1/24 dev eth0 || return 1
+    ip -n "$srv" addr add "$srv_addr/24" dev cli || return 1
+    for nd in "$cli eth0" "$wan tocli" "$wan tosrv" "$srv cli"; do
+        read -r ns dev <<<"$nd"
+        offloads_off "$ns" "$dev" || return 1
+        ip -n "$ns" link set "$dev" up || return 1
+    done
+    # A time bound for the bridge: the whole pass with room to spare.
+    bound=$((reps * ${#sys_list[@]} * (2 * secs + load_secs + 120) + 300))
+    ip netns exec "$wan" "$wan_bin" --a tocli --b tosrv --delay-ms "$wan_delay_ms" --loss-pct "$wan_loss_pct" \
+        --rate-mbit "$wan_rate_mbit" --duration "$bound" >"$tmp/logs/wan-bridge.json" 2>"$tmp/logs/wan-bridge.log" &
+    wan_pid=$!
+    wait_until 10 srv_reachable || { echo "no ping from cli to srv through the WAN bridge in 10 s" >>"$tmp/logs/wan.log"; return 1; }
+    alive "$wan_pid"
+}
+wan_off() { # back to the direct pair
+    stop_pid "$wan_pid"
+    wan_pid=
+    ip netns del "$wan" 2>/dev/null
+    wan_ns=
+    ip -n "$cli" link del eth0 2>/dev/null
+    ip -n "$cli" link add eth0 type veth peer name cli netns "$srv" || return 1
+    ip -n "$cli" addr add 198.18.1.1/24 dev eth0 || return 1
+    ip -n "$srv" addr add "$srv_addr/24" dev cli || return 1
+    ip -n "$cli" link set eth0 up && ip -n "$srv" link set cli up || return 1
+    wait_until 10 srv_reachable
+}
+link_on() { # LINK
+    case $1 in
+        clean) wait_until 10 srv_reachable ;;
+        lossy) loss_on ;;
+        wan) wan_on ;;
+    esac
+}
+link_off() { # LINK
+    case $1 in
+        clean) : ;;
+        lossy) loss_off ;;
+        wan) wan_off ;;
+    esac
+}
 
 # --------------------------------------------------------------------------
 # Per system: start (fresh for each repetition), the PIDs whose CPU time
@@ -462,24 +622,28 @@ start_plain() {
 }
 pids_plain() { :; }
 
-start_twoway() {
-    local rep=$1 rc=0
+start_twoway() { start_twoway_with "$1" "$tw_dir/pki/bench.toml"; }
+start_twoway-tcp() { start_twoway_with "$1" "$tw_dir/pki/bench-tcp.toml"; }
+start_twoway_with() { # REP CLIENT_CONFIG
+    local rep=$1 rc=0 tag
+    tw_cfg=$2
+    tag=$cur_link-$(basename "$tw_cfg" .toml)-rep$rep
     ip netns exec "$srv" "$server" run --config "$tw_dir/pki/server.toml" \
-        >>"$tmp/logs/twoway-server-rep$rep.log" 2>&1 &
+        >>"$tmp/logs/twoway-server-$tag.log" 2>&1 &
     tw_server_pid=$!
     wait_until 10 listening "$srv" "$tw_port" "$tw_server_pid" || rc=$?
     if [[ $rc -eq 2 ]]; then
-        nope "twoway-server exited at start: $(tail -n 2 "$tmp/logs/twoway-server-rep$rep.log" | tr '\n' ' ')"
+        nope "twoway-server exited at start: $(tail -n 2 "$tmp/logs/twoway-server-$tag.log" | tr '\n' ' ')"
         return 1
     elif [[ $rc -ne 0 ]]; then
         nope "twoway-server does not listen on :$tw_port after 10 s"
         return 1
     fi
     tw_client_up=1
-    timeout -k 2 40 ip netns exec "$cli" "$twoway" up --config "$tw_dir/pki/bench.toml" --detach \
-        >"$tmp/logs/twoway-up-rep$rep.log" 2>&1 || rc=$?
+    timeout -k 2 40 ip netns exec "$cli" "$twoway" up --config "$tw_cfg" --detach \
+        >"$tmp/logs/twoway-up-$tag.log" 2>&1 || rc=$?
     if [[ $rc -ne 0 ]]; then
-        nope "twoway up --detach failed (exit $rc): $(tail -n 3 "$tmp/logs/twoway-up-rep$rep.log" | tr '\n' ' ')"
+        nope "twoway up --detach failed (exit $rc): $(tail -n 3 "$tmp/logs/twoway-up-$tag.log" | tr '\n' ' ')"
         return 1
     fi
     [[ -n $(ns_pids_named "$cli" twoway) ]] || { nope "no twoway client process in $cli after 'twoway up --detach'"; return 1; }
@@ -487,34 +651,44 @@ start_twoway() {
         { nope "cli has no route to $lan_host through the tunnel (route: '$(route_dev)')"; return 1; }
     wait_until 10 pings || { nope "tunnel up (dev $(route_dev)) but no ping reply from $lan_host through it in 10 s"; return 1; }
     [[ -n $tw_session ]] ||
-        tw_session=$(grep -ho 'session up .*' "$tmp/logs/twoway-server-rep$rep.log" | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')
+        tw_session=$(grep -ho 'session up .*' "$tmp/logs/twoway-server-$tag.log" | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')
 }
 pids_twoway() {
     echo "$tw_server_pid"
     ns_pids_named "$cli" twoway
 }
+pids_twoway-tcp() { pids_twoway; }
+# The transport the running twoway client reports (udp, tcp; "?" if unknown).
+tw_transport() {
+    timeout -k 2 10 ip netns exec "$cli" "$twoway" status --config "$tw_cfg" --json 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin).get("transport") or "?")' 2>/dev/null || echo "?"
+}
+tw_on_udp() { [[ $(tw_transport) == udp ]]; }
 
-start_openvpn-tcp() {
-    local rep=$1
-    ip netns exec "$srv" openvpn --config "$ovpn_dir/server.conf" --log "$tmp/logs/openvpn-server-rep$rep.log" \
-        >/dev/null 2>&1 &
+start_openvpn-tcp() { start_openvpn_with "$1" tcp; }
+start_openvpn-udp() { start_openvpn_with "$1" udp; }
+start_openvpn_with() { # REP tcp|udp
+    local rep=$1 proto=$2 slog clog check=listening
+    slog=$tmp/logs/openvpn-$proto-server-$cur_link-rep$rep.log
+    clog=$tmp/logs/openvpn-$proto-client-$cur_link-rep$rep.log
+    [[ $proto == udp ]] && check=listening_udp
+    ip netns exec "$srv" openvpn --config "$ovpn_dir/server-$proto.conf" --log "$slog" >/dev/null 2>&1 &
     ovpn_server_pid=$!
-    if ! wait_until 10 listening "$srv" "$ovpn_port" "$ovpn_server_pid"; then
-        nope "the OpenVPN server does not listen on :$ovpn_port (see openvpn-server-rep$rep.log): $(tail -n 2 "$tmp/logs/openvpn-server-rep$rep.log" 2>/dev/null | tr '\n' ' ')"
+    if ! wait_until 10 "$check" "$srv" "$ovpn_port" "$ovpn_server_pid"; then
+        nope "the OpenVPN server does not listen on $proto :$ovpn_port (see ${slog##*/}): $(tail -n 2 "$slog" 2>/dev/null | tr '\n' ' ')"
         return 1
     fi
-    ip netns exec "$cli" openvpn --config "$ovpn_dir/client.conf" --log "$tmp/logs/openvpn-client-rep$rep.log" \
-        >/dev/null 2>&1 &
+    ip netns exec "$cli" openvpn --config "$ovpn_dir/client-$proto.conf" --log "$clog" >/dev/null 2>&1 &
     ovpn_client_pid=$!
-    if ! wait_until 30 ovpn_ready "$tmp/logs/openvpn-client-rep$rep.log"; then
-        nope "the OpenVPN client did not complete its start in 30 s (or exited): $(tail -n 2 "$tmp/logs/openvpn-client-rep$rep.log" 2>/dev/null | tr '\n' ' ')"
+    if ! wait_until 30 ovpn_ready "$clog"; then
+        nope "the OpenVPN client did not complete its start in 30 s (or exited): $(tail -n 2 "$clog" 2>/dev/null | tr '\n' ' ')"
         return 1
     fi
     [[ $(route_dev) != eth0 && -n $(route_dev) ]] ||
         { nope "cli has no route to $lan_host through OpenVPN (route: '$(route_dev)')"; return 1; }
     wait_until 10 pings || { nope "OpenVPN up but no ping reply from $lan_host in 10 s"; return 1; }
     [[ -n $ovpn_session ]] || ovpn_session=$(grep -ho 'Control Channel: .*\|Data Channel: .*' \
-        "$tmp/logs/openvpn-client-rep$rep.log" | head -n 2 | tr '\n' ';' | sed 's/;$//; s/;/; /')
+        "$clog" | head -n 2 | tr '\n' ';' | sed 's/;$//; s/;/; /')
 }
 ovpn_ready() { # CLIENT_LOG
     alive "$ovpn_client_pid" || return 2
@@ -524,12 +698,13 @@ pids_openvpn-tcp() {
     echo "$ovpn_server_pid"
     echo "$ovpn_client_pid"
 }
+pids_openvpn-udp() { pids_openvpn-tcp; }
 
 stop_system() {
     case $1 in
         plain) stop_plain ;;
-        twoway) stop_twoway ;;
-        openvpn-tcp) stop_openvpn ;;
+        twoway | twoway-tcp) stop_twoway ;;
+        openvpn-tcp | openvpn-udp) stop_openvpn ;;
     esac
 }
 
@@ -548,7 +723,7 @@ iperf_result=
 run_iperf() {
     local name=$1 rep=$2 sys=$3 file rc=0 parsed
     shift 3
-    file=$tmp/logs/iperf3/rep$rep-$sys-$name.json
+    file=$tmp/logs/iperf3/$cur_link-rep$rep-$sys-$name.json
     iperf_client "$file" "$secs" "$@" || rc=$?
     if ! parsed=$(python3 "$helper" iperf "$file" 2>&1) || [[ $rc -ne 0 ]]; then
         fail_step "$rep" "$sys" "iperf3 $name ($*): exit $rc: ${parsed:-no output}"
@@ -560,7 +735,7 @@ run_iperf() {
 
 measure_ping() { # KIND REP SYS
     local kind=$1 rep=$2 sys=$3 file parsed avg p99 sent received
-    file=$tmp/logs/ping/rep$rep-$sys-$kind.txt
+    file=$tmp/logs/ping/$cur_link-rep$rep-$sys-$kind.txt
     timeout -k 2 $((ping_count / 10 + 10)) ip netns exec "$cli" \
         ping -n -c "$ping_count" -i 0.1 -W 1 "$lan_host" >"$file" 2>&1 || true
     if ! parsed=$(python3 "$helper" ping "$file" 2>&1); then
@@ -571,7 +746,8 @@ measure_ping() { # KIND REP SYS
     record "$rep" "$sys" "ping_${kind}_avg" "$avg"
     record "$rep" "$sys" "ping_${kind}_p99" "$p99"
     record "$rep" "$sys" "ping_${kind}_lost" "$((sent - received))"
-    [[ $sent -eq $received ]] || echo "bench: rep $rep, $sys: ping $kind lost $((sent - received)) of $sent" >&2
+    [[ $sent -eq $received || $cur_link != clean ]] ||
+        echo "bench: rep $rep, $sys: ping $kind lost $((sent - received)) of $sent" >&2
 }
 
 cpu_ticks() { # PIDS...
@@ -579,8 +755,8 @@ cpu_ticks() { # PIDS...
 }
 
 measure_system() { # SYS REP
-    local sys=$1 rep=$2 pid pid_desc comm pids=() t0='' t1='' mbps bytes retrans cpu_args=() load_pid load_file rc parsed=''
-    log "rep $rep/$reps: $sys: starting"
+    local sys=$1 rep=$2 pid pid_desc comm pids=()
+    log "$cur_link link, rep $rep/$reps: $sys: starting"
     start_msg=
     if ! "start_$sys" "$rep"; then
         fail_step "$rep" "$sys" "start: ${start_msg:-failed}"
@@ -594,8 +770,80 @@ measure_system() { # SYS REP
         comm=$(cat "/proc/$pid/comm" 2>/dev/null) || comm=gone
         pid_desc+="${pid_desc:+ }$pid=$comm"
     done
-    log "rep $rep/$reps: $sys: up (route dev $(route_dev)${pid_desc:+, VPN PIDs $pid_desc}); measuring"
+    log "$cur_link link, rep $rep/$reps: $sys: up (route dev $(route_dev)${pid_desc:+, VPN PIDs $pid_desc}); measuring"
+    check_transport "$sys" "$rep" start
 
+    if [[ $cur_link != clean ]]; then
+        measure_lossy "$sys" "$rep"
+    else
+        measure_clean "$sys" "$rep"
+    fi
+
+    check_transport "$sys" "$rep" end
+    for pid in "${pids[@]}"; do
+        alive "$pid" || fail_step "$rep" "$sys" "VPN process $pid had ended before the measurements were over (VPN PIDs: $pid_desc)"
+    done
+    stop_system "$sys"
+    log "$cur_link link, rep $rep/$reps: $sys: done"
+}
+
+# Records the transport twoway reports (transport_start / transport_end).
+# The default system must be on UDP at the start (waits up to 10 s for it),
+# twoway-tcp on TCP.
+check_transport() { # SYS REP start|end
+    local sys=$1 rep=$2 when=$3 t
+    case $sys in
+        twoway)
+            [[ $when == start ]] && wait_until 10 tw_on_udp
+            t=$(tw_transport)
+            [[ $t == udp ]] || fail_step "$rep" "$sys" "twoway (transport auto) reports transport '$t' at the $when, not udp"
+            ;;
+        twoway-tcp)
+            t=$(tw_transport)
+            [[ $t == tcp ]] || fail_step "$rep" "$sys" "twoway with transport = \"tcp\" reports transport '$t' at the $when"
+            ;;
+        *) return 0 ;;
+    esac
+    record "$rep" "$sys" "transport_$when" "$t"
+    log "$cur_link link, rep $rep/$reps: $sys: transport at the $when: $t"
+}
+
+# The lossy and wan links: 1 stream down, then 1 stream up with pings beside
+# it (its throughput is the upload figure).
+measure_lossy() { # SYS REP
+    local sys=$1 rep=$2 mbps bytes retrans
+    if run_iperf down1 "$rep" "$sys" -R; then
+        read -r mbps bytes retrans <<<"$iperf_result"
+        record "$rep" "$sys" down1_mbps "$mbps"
+        record "$rep" "$sys" down1_retransmits "$retrans"
+    fi
+    sleep 1
+    loaded_ping "$sys" "$rep" up1
+}
+
+# Ping while a 1-stream upload runs (started 1 s ahead of the pings); the
+# upload's throughput is recorded as KEY_mbps.
+loaded_ping() { # SYS REP KEY
+    local sys=$1 rep=$2 key=$3 load_file load_pid rc=0 parsed='' mbps bytes retrans
+    load_file=$tmp/logs/iperf3/$cur_link-rep$rep-$sys-load.json
+    iperf_client "$load_file" "$load_secs" &
+    load_pid=$!
+    sleep 1
+    measure_ping load "$rep" "$sys" || true
+    wait "$load_pid" || rc=$?
+    if [[ $rc -eq 0 ]] && parsed=$(python3 "$helper" iperf "$load_file" 2>&1); then
+        read -r mbps bytes retrans <<<"$parsed"
+        record "$rep" "$sys" "${key}_mbps" "$mbps"
+        record "$rep" "$sys" "${key}_retransmits" "$retrans"
+    else
+        fail_step "$rep" "$sys" "the iperf3 upload during the loaded ping failed (exit $rc): ${parsed:-}"
+        restart_iperf_server
+    fi
+}
+
+# The clean link: today's full set.
+measure_clean() { # SYS REP (uses the caller's pids)
+    local sys=$1 rep=$2 t0='' t1='' mbps bytes retrans cpu_args=() cpu_s per_gb
     measure_ping idle "$rep" "$sys" || true
 
     # 1 stream up; the CPU time of the VPN processes is read around it
@@ -648,28 +896,8 @@ measure_system() { # SYS REP
         record "$rep" "$sys" down1_mbps "$mbps"
         record "$rep" "$sys" down1_retransmits "$retrans"
     fi
-
-    # Ping while a 1-stream upload runs (started 1 s ahead of the pings).
     sleep 1
-    load_file=$tmp/logs/iperf3/rep$rep-$sys-load.json
-    iperf_client "$load_file" "$load_secs" &
-    load_pid=$!
-    sleep 1
-    measure_ping load "$rep" "$sys" || true
-    rc=0
-    wait "$load_pid" || rc=$?
-    if [[ $rc -eq 0 ]] && parsed=$(python3 "$helper" iperf "$load_file" 2>&1); then
-        record "$rep" "$sys" load_mbps "${parsed%% *}"
-    else
-        fail_step "$rep" "$sys" "the iperf3 upload during the loaded ping failed (exit $rc): ${parsed:-}"
-        restart_iperf_server
-    fi
-
-    for pid in "${pids[@]}"; do
-        alive "$pid" || fail_step "$rep" "$sys" "VPN process $pid had ended before the measurements were over (VPN PIDs: $pid_desc)"
-    done
-    stop_system "$sys"
-    log "rep $rep/$reps: $sys: done"
+    loaded_ping "$sys" "$rep" load
 }
 
 # --------------------------------------------------------------------------
@@ -681,6 +909,11 @@ setmeta kernel "$(uname -r)"
 setmeta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 setmeta hostname "$(hostname)"
 setmeta systems "$systems"
+setmeta links "$links"
+setmeta wan_delay_ms "$wan_delay_ms"
+setmeta lossy_link "$loss_pct % random loss each way (nftables numgen on ingress of both public veth ends, offloads as they are), sub-ms RTT"
+setmeta wan_link "twoway-wan bridge: $wan_delay_ms ms each way, $wan_loss_pct % random loss each way, $wan_rate_mbit Mbit/s token bucket each way, queue 2 x BDP; offloads off on the four veth ends"
+setmeta tcp_cc "$(ip netns exec "$cli" sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo '?')"
 setmeta reps "$reps"
 setmeta secs "$secs"
 setmeta ping_count "$ping_count"
@@ -693,24 +926,34 @@ else
 fi
 rev=$(git -c safe.directory="$root" -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -n $(git -c safe.directory="$root" -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]] && rev="$rev+uncommitted"
-want twoway && rev="$rev, $bin_note"
+want_twoway && rev="$rev, $bin_note"
 setmeta twoway_rev "$rev"
-if want openvpn-tcp; then
+if want_openvpn; then
     setmeta openvpn_version "$(openvpn --version 2>/dev/null | head -n 1 | awk '{print $1" "$2}')"
-    setmeta openvpn_options "proto tcp-server/tcp-client, $(tr '\n' ',' <<<"$ovpn_common" | sed 's/,$//; s/,/, /g'), push route, remote-cert-tls, ECDSA P-256 certificates; no tcp-nodelay, no sndbuf/rcvbuf/txqueuelen/mssfix changes"
+    setmeta openvpn_options "proto tcp-server/tcp-client or udp, $(tr '\n' ',' <<<"$ovpn_common" | sed 's/,$//; s/,/, /g'), push route, remote-cert-tls, ECDSA P-256 certificates; no tcp-nodelay, no sndbuf/rcvbuf/txqueuelen/mssfix changes"
 fi
 
 printf '## Machine\n\n%s CPUs, %s, kernel %s, %s\n\n' "$(nproc)" "${cpu_model:-unknown}" "$(uname -r)" "$(date -u '+%Y-%m-%d %H:%M UTC')"
 log "measuring ${sys_list[*]}: $reps repetition(s), $secs s per iperf3 run"
-for ((rep = 1; rep <= reps; rep++)); do
-    for sys in "${sys_list[@]}"; do
-        measure_system "$sys" "$rep"
-        sleep 1
+for link in "${link_list[@]}"; do
+    cur_link=$link
+    log "$link link: setting up"
+    link_on "$link" || die "setting up the $link link failed (see the logs: wan.log, wan-bridge.log)"
+    for ((rep = 1; rep <= reps; rep++)); do
+        for sys in "${sys_list[@]}"; do
+            measure_system "$sys" "$rep"
+            sleep 1
+        done
     done
+    link_off "$link" || die "taking down the $link link failed"
+    if [[ $link == wan ]]; then
+        setmeta wan_bridge_stats "$(cat "$tmp/logs/wan-bridge.json" 2>/dev/null)"
+        [[ -s $tmp/logs/wan-bridge.json ]] || fail_step 0 wan-bridge "the WAN bridge printed no counters: $(tail -n 2 "$tmp/logs/wan-bridge.log" | tr '\n' ' ')"
+    fi
 done
 
-want twoway && setmeta twoway_session "${tw_session:-never came up}"
-want openvpn-tcp && setmeta openvpn_session "${ovpn_session:-never came up}"
+want_twoway && setmeta twoway_session "${tw_session:-never came up}"
+want_openvpn && setmeta openvpn_session "${ovpn_session:-never came up}"
 log "writing the results to $out"
 python3 "$helper" report --records "$records" --meta "$meta" \
     --md "$out/bench-$stamp.md" --json "$out/bench-$stamp.json" ||

@@ -26,10 +26,18 @@ THROUGHPUT = [
 ]
 SYSTEM_NAMES = {
     "plain": "plain routed veth (no VPN)",
-    "twoway": "twoway (TLS 1.3/TCP)",
+    "twoway": "twoway (transport auto)",
+    "twoway-tcp": "twoway, transport = tcp",
     "openvpn-tcp": "OpenVPN 2.6, TCP",
+    "openvpn-udp": "OpenVPN 2.6, UDP",
 }
-# What issue 6 asks of twoway, in the same run.
+LINK_TITLES = {
+    "clean": "Clean link",
+    "lossy": "Lossy link",
+    "wan": "Lossy WAN",
+}
+UDP_PEERS = ("openvpn-udp",)
+# What issue 6 asks of twoway on the clean link, in the same run.
 GOALS = {
     "vs_openvpn_x": 15.0,
     "vs_plain_pct": 35.0,
@@ -135,37 +143,60 @@ def cmd_report(args):
     for row in read_tsv(opts["--meta"]):
         meta[row[0]] = row[1] if len(row) > 1 else ""
     systems = [s for s in meta.get("systems", "").split(",") if s]
+    links = [s for s in meta.get("links", "clean").split(",") if s]
     reps = int(meta.get("reps", "0"))
 
-    # raw[system][key] = [value per rep or None]; errors: list of dicts
-    raw = {s: {} for s in systems}
+    # raw[link][system][key] = [value per rep or None]; errors: list of dicts
+    raw = {link: {s: {} for s in systems} for link in links}
     errors = []
     for row in read_tsv(opts["--records"]):
-        rep, system, key, value = int(row[0]), row[1], row[2], "\t".join(row[3:])
+        link, rep, system, key = row[0], int(row[1]), row[2], row[3]
+        value = "\t".join(row[4:])
         if key == "error":
-            errors.append({"rep": rep, "system": system, "message": value})
+            errors.append({"link": link, "rep": rep, "system": system, "message": value})
             continue
-        series = raw.setdefault(system, {}).setdefault(key, [None] * reps)
+        series = raw.setdefault(link, {}).setdefault(system, {}).setdefault(key, [None] * reps)
         series[rep - 1] = num(value) if num(value) is not None else value
 
     medians = {}
-    for system, metrics in raw.items():
-        medians[system] = {}
-        for key, series in metrics.items():
-            if any(isinstance(v, str) for v in series):
-                continue  # a label such as route_dev, not a measurement
-            vals = [v for v in series if v is not None]
-            medians[system][key] = statistics.median(vals) if vals else None
+    for link, per_system in raw.items():
+        medians[link] = {}
+        for system, metrics in per_system.items():
+            medians[link][system] = {}
+            for key, series in metrics.items():
+                if any(isinstance(v, str) for v in series):
+                    continue  # a label such as route_dev or transport
+                vals = [v for v in series if v is not None]
+                medians[link][system][key] = statistics.median(vals) if vals else None
 
-    def med(system, key):
-        return medians.get(system, {}).get(key)
+    def med(link, system, key):
+        return medians.get(link, {}).get(system, {}).get(key)
 
-    # Ratios for twoway, from the medians.
+    def transports(link, system):
+        """The transports twoway reported, e.g. "udp" or "udp -> tcp"."""
+        seen = []
+        for rep in range(reps):
+            pair = []
+            for when in ("start", "end"):
+                series = raw.get(link, {}).get(system, {}).get(f"transport_{when}") or []
+                v = series[rep] if rep < len(series) else None
+                if v is not None:
+                    pair.append(str(v))
+            if pair:
+                text = pair[0] if len(set(pair)) == 1 else " -> ".join(pair)
+                if text not in seen:
+                    seen.append(text)
+        if not seen:
+            return "tcp" if system == "openvpn-tcp" else ("udp" if system == "openvpn-udp" else "-")
+        return ", ".join(seen)
+
+    # Ratios for twoway on the clean link, from the medians.
     ratios = {}
-    for d, key in (("up", "up1_mbps"), ("down", "down1_mbps")):
-        tw, ov, pl = med("twoway", key), med("openvpn-tcp", key), med("plain", key)
-        ratios[f"{d}_vs_openvpn_x"] = tw / ov if tw and ov else None
-        ratios[f"{d}_vs_plain_pct"] = 100.0 * tw / pl if tw and pl else None
+    if "clean" in links:
+        for d, key in (("up", "up1_mbps"), ("down", "down1_mbps")):
+            tw, ov, pl = med("clean", "twoway", key), med("clean", "openvpn-tcp", key), med("clean", "plain", key)
+            ratios[f"{d}_vs_openvpn_x"] = tw / ov if tw and ov else None
+            ratios[f"{d}_vs_plain_pct"] = 100.0 * tw / pl if tw and pl else None
 
     lines = []
     lines.append("## twoway benchmark")
@@ -173,78 +204,149 @@ def cmd_report(args):
     lines.append(f"- machine: {meta.get('nproc', '?')} CPUs, {meta.get('cpu_model', '?')}, "
                  f"kernel {meta.get('kernel', '?')}")
     lines.append(f"- date: {meta.get('date', '?')}")
-    if "twoway" in systems:
+    if "twoway" in systems or "twoway-tcp" in systems:
         lines.append(f"- twoway: {meta.get('twoway_rev', '?')}; server log: {meta.get('twoway_session', '?')}")
-    lines.append(f"- method: {reps} interleaved repetition(s) (each VPN freshly started), "
-                 f"medians; iperf3 {meta.get('secs', '?')} s per run, {meta.get('iperf3', '?')}; "
+    lines.append(f"- method: {reps} interleaved repetition(s) per link (each VPN freshly started), "
+                 f"medians; iperf3 {meta.get('secs', '?')} s per run, {meta.get('iperf3', '?')}, "
+                 f"TCP congestion control in the namespaces: {meta.get('tcp_cc', '?')}; "
                  f"ping {meta.get('ping_count', '?')} x 0.1 s cli -> lan; "
                  f"CPU = utime+stime of the VPN server and client processes {meta.get('cpu_basis', '')}")
-    if "openvpn-tcp" in systems:
+    if "lossy" in links or "wan" in links:
+        lines.append("- lossy and WAN links: 1-stream down, then a 1-stream upload of "
+                     f"{meta.get('load_secs', '?')} s with the pings beside it (its throughput is the upload)")
+    if "lossy" in links:
+        lines.append(f"- lossy link: {meta.get('lossy_link', '?')}")
+    if "wan" in links:
+        lines.append(f"- WAN link: {meta.get('wan_link', '?')}")
+    if "openvpn-tcp" in systems or "openvpn-udp" in systems:
         lines.append(f"- OpenVPN: {meta.get('openvpn_version', '?')}; options: {meta.get('openvpn_options', '?')}; "
                      f"negotiated: {meta.get('openvpn_session', '?')}")
     lines.append("")
-    header = ("| system | 1-stream up | 4-stream up | 1-stream down | ping idle avg / p99 "
-              "| ping load avg / p99 | CPU s/GB |")
-    lines.append(header)
-    lines.append("|---|---:|---:|---:|---:|---:|---:|")
-    lines.append("| | Mbit/s | Mbit/s | Mbit/s | ms | ms | VPN processes |")
-    for system in systems:
-        cells = [SYSTEM_NAMES.get(system, system)]
-        for key, _ in THROUGHPUT:
-            cells.append(fmt(med(system, key)))
-        for kind in ("idle", "load"):
-            a, p = med(system, f"ping_{kind}_avg"), med(system, f"ping_{kind}_p99")
-            cells.append(f"{fmt(a, 2)} / {fmt(p, 2)}")
-        cells.append("n.a." if system == "plain" else fmt(med(system, "cpu_s_per_gb"), 1))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
 
-    if "twoway" in systems:
-        parts = []
-        if "openvpn-tcp" in systems:
-            parts.append("twoway vs OpenVPN-TCP: up "
-                         f"{fmt(ratios['up_vs_openvpn_x'], 1)}x, down {fmt(ratios['down_vs_openvpn_x'], 1)}x")
-        if "plain" in systems:
-            parts.append("twoway vs plain: up "
-                         f"{fmt(ratios['up_vs_plain_pct'], 0)} %, down {fmt(ratios['down_vs_plain_pct'], 0)} %")
-        if parts:
-            lines.append("**Ratios (single stream, medians):** " + "; ".join(parts) + ".")
+    goals12 = []
+
+    def goal(label, value, ok, into):
+        mark = "n.a." if value is None else ("met" if ok(value) else "NOT met")
+        into.append(f"{label}: {mark}")
+
+    for link in links:
+        lines.append(f"### {LINK_TITLES.get(link, link)}")
+        lines.append("")
+        if link == "clean":
+            lines.append("| system | transport | 1-stream up | 4-stream up | 1-stream down | ping idle avg / p99 "
+                         "| ping load avg / p99 | CPU s/GB |")
+            lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+            lines.append("| | | Mbit/s | Mbit/s | Mbit/s | ms | ms | VPN processes |")
+        else:
+            lines.append("| system | transport | 1-stream up | 1-stream down | ping during the upload avg / p99 "
+                         "| pings lost |")
+            lines.append("|---|---|---:|---:|---:|---:|")
+            lines.append("| | | Mbit/s | Mbit/s | ms | of " + str(meta.get("ping_count", "?")) + " |")
+        for system in systems:
+            cells = [SYSTEM_NAMES.get(system, system), transports(link, system) if system != "plain" else "-"]
+            if link == "clean":
+                for key, _ in THROUGHPUT:
+                    cells.append(fmt(med(link, system, key)))
+                for kind in ("idle", "load"):
+                    a, p = med(link, system, f"ping_{kind}_avg"), med(link, system, f"ping_{kind}_p99")
+                    cells.append(f"{fmt(a, 2)} / {fmt(p, 2)}")
+                cells.append("n.a." if system == "plain" else fmt(med(link, system, "cpu_s_per_gb"), 1))
+            else:
+                cells.append(fmt(med(link, system, "up1_mbps")))
+                cells.append(fmt(med(link, system, "down1_mbps")))
+                a, p = med(link, system, "ping_load_avg"), med(link, system, "ping_load_p99")
+                cells.append(f"{fmt(a, 2)} / {fmt(p, 2)}")
+                cells.append(fmt(med(link, system, "ping_load_lost")))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+
+        if link == "clean" and "twoway" in systems:
+            parts = []
+            if "openvpn-tcp" in systems:
+                parts.append("twoway vs OpenVPN-TCP: up "
+                             f"{fmt(ratios['up_vs_openvpn_x'], 1)}x, down {fmt(ratios['down_vs_openvpn_x'], 1)}x")
+            if "plain" in systems:
+                parts.append("twoway vs plain: up "
+                             f"{fmt(ratios['up_vs_plain_pct'], 0)} %, down {fmt(ratios['down_vs_plain_pct'], 0)} %")
+            if parts:
+                lines.append("**Ratios (single stream, medians):** " + "; ".join(parts) + ".")
+                lines.append("")
+            goal_parts = []
+            if "openvpn-tcp" in systems:
+                goal("up/down >= 15x OpenVPN-TCP",
+                     min_or_none(ratios["up_vs_openvpn_x"], ratios["down_vs_openvpn_x"]),
+                     lambda v: v >= GOALS["vs_openvpn_x"], goal_parts)
+            goal("CPU <= 2 s/GB", med(link, "twoway", "cpu_s_per_gb"),
+                 lambda v: v <= GOALS["cpu_s_per_gb"], goal_parts)
+            lines.append("Issue 6 goals for twoway: " + "; ".join(goal_parts) + ".")
             lines.append("")
-        goal_parts = []
+            if "plain" in systems:
+                goal("clean: up/down >= 35 % of plain",
+                     min_or_none(ratios["up_vs_plain_pct"], ratios["down_vs_plain_pct"]),
+                     lambda v: v >= GOALS["vs_plain_pct"], goals12)
+            goal("clean: ping p99 under load <= 5 ms", med(link, "twoway", "ping_load_p99"),
+                 lambda v: v <= GOALS["ping_load_p99_ms"], goals12)
 
-        def goal(label, value, ok):
-            mark = "n.a." if value is None else ("met" if ok(value) else "NOT met")
-            goal_parts.append(f"{label}: {mark}")
+        peers = [p for p in UDP_PEERS if p in systems]
+        best_up = max_or_none([med(link, p, "up1_mbps") for p in peers]) if peers else None
+        peer_p99 = [med(link, p, "ping_load_p99") for p in peers]
+        tw_up, tw_p99 = med(link, "twoway", "up1_mbps"), med(link, "twoway", "ping_load_p99")
+        if link == "lossy" and "twoway" in systems:
+            goal("lossy: ping p99 during the upload <= 4 ms", tw_p99, lambda v: v <= 4.0, goals12)
+            if peers:
+                goal("lossy: upload >= 2x the best UDP peer",
+                     tw_up / best_up if tw_up and best_up else None, lambda v: v >= 2.0, goals12)
+        if link == "wan" and "twoway" in systems:
+            rtt = 2.0 * float(meta.get("wan_delay_ms", "15"))
+            goal(f"wan: ping p99 during the upload <= RTT + 10 ms ({rtt + 10:.0f})", tw_p99,
+                 lambda v: v <= rtt + 10.0, goals12)
+            if peers:
+                goal("wan: upload >= the best UDP peer",
+                     tw_up / best_up if tw_up and best_up else None, lambda v: v >= 1.0, goals12)
+                goal("wan: ping p99 no higher than any UDP peer's",
+                     tw_p99 if None not in peer_p99 else None, lambda v: v <= min(peer_p99), goals12)
+        if link == "wan" and "twoway-tcp" in systems and "openvpn-tcp" in systems:
+            t_up, o_up = med(link, "twoway-tcp", "up1_mbps"), med(link, "openvpn-tcp", "up1_mbps")
+            t_p, o_p = med(link, "twoway-tcp", "ping_load_p99"), med(link, "openvpn-tcp", "ping_load_p99")
+            goal("wan, transport = tcp: upload >= OpenVPN-TCP's",
+                 t_up / o_up if t_up and o_up else None, lambda v: v >= 1.0, goals12)
+            goal("wan, transport = tcp: ping p99 <= OpenVPN-TCP's",
+                 t_p - o_p if t_p is not None and o_p is not None else None, lambda v: v <= 0.0, goals12)
 
-        if "openvpn-tcp" in systems:
-            goal("up/down >= 15x OpenVPN-TCP", min_or_none(ratios["up_vs_openvpn_x"], ratios["down_vs_openvpn_x"]),
-                 lambda v: v >= GOALS["vs_openvpn_x"])
-        if "plain" in systems:
-            goal("up/down >= 35 % of plain", min_or_none(ratios["up_vs_plain_pct"], ratios["down_vs_plain_pct"]),
-                 lambda v: v >= GOALS["vs_plain_pct"])
-        goal("ping p99 under load <= 5 ms", med("twoway", "ping_load_p99"), lambda v: v <= GOALS["ping_load_p99_ms"])
-        goal("CPU <= 2 s/GB", med("twoway", "cpu_s_per_gb"), lambda v: v <= GOALS["cpu_s_per_gb"])
-        lines.append("Issue 6 goals for twoway: " + "; ".join(goal_parts) + ".")
+    if goals12:
+        lines.append("**Issue 12 goals (medians of this run):** " + "; ".join(goals12) + ".")
         lines.append("")
 
     if errors:
         lines.append("**Failed steps** (their values are missing from the medians):")
         lines.append("")
         for e in errors:
-            lines.append(f"- rep {e['rep']}, {e['system']}: {e['message']}")
+            lines.append(f"- {e['link']} link, rep {e['rep']}, {e['system']}: {e['message']}")
         lines.append("")
 
     md = "\n".join(lines)
+    wan_stats = None
+    if meta.get("wan_bridge_stats"):
+        try:
+            wan_stats = json.loads(meta["wan_bridge_stats"])
+        except ValueError:
+            wan_stats = meta["wan_bridge_stats"]
     result = {
         "machine": {k: meta.get(k) for k in ("nproc", "cpu_model", "kernel", "date", "hostname")},
         "settings": {k: (int(v) if v.isdigit() else v) for k, v in meta.items()
-                     if k not in ("nproc", "cpu_model", "kernel", "date", "hostname")},
+                     if k not in ("nproc", "cpu_model", "kernel", "date", "hostname", "wan_bridge_stats")},
         "units": {"*_mbps": "Mbit/s (iperf3 receiver)", "*_bytes": "bytes", "ping_*": "ms",
+                  "ping_*_lost": "pings without a reply",
+                  "transport_start/end": "what `twoway status --json` reported after the start and at the end",
                   "cpu_s": "CPU seconds (utime+stime) of the VPN processes during the CPU run",
                   "cpu_s_per_gb": "CPU seconds per 1e9 bytes received"},
+        "links": links,
         "raw": raw,
         "medians": medians,
-        "ratios": ratios,
+        "transports": {link: {s: transports(link, s) for s in systems if s.startswith("twoway")} for link in links},
+        "ratios_clean": ratios,
+        "issue12_goals": goals12,
+        "wan_bridge": wan_stats,
         "errors": errors,
     }
     with open(opts["--md"], "w") as f:
@@ -253,6 +355,11 @@ def cmd_report(args):
         json.dump(result, f, indent=2)
         f.write("\n")
     print(md)
+
+
+def max_or_none(values):
+    vals = [v for v in values if v is not None]
+    return max(vals) if len(vals) == len(values) and vals else None
 
 
 def min_or_none(*values):
