@@ -10,6 +10,7 @@ use twoway_common::frame::FrameType;
 use twoway_common::message::{
     self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, PROTOCOL_VERSION,
 };
+use twoway_common::outside::tcp_info::retrans_reader;
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::{self, RecvPool, Role, UdpPath, UdpSocket};
 use twoway_common::outside::{Outside, OutsideError};
@@ -89,7 +90,7 @@ async fn handshake(
         version: PROTOCOL_VERSION,
         features: [
             (config.tunnel.offload && cfg!(target_os = "linux")).then_some(FEATURE_OFFLOAD),
-            (config.transport == Transport::Auto).then_some(FEATURE_UDP),
+            (config.transport != Transport::Tcp).then_some(FEATURE_UDP),
         ]
         .into_iter()
         .flatten()
@@ -138,7 +139,7 @@ impl Connection {
     /// to the server's address and port, keys from this TLS session. None
     /// when the server did not offer it or the socket cannot be made (data
     /// then stays on the TLS connection).
-    pub fn udp_channel(&mut self) -> Option<Udp> {
+    pub fn udp_channel(&mut self, transport: Transport) -> Option<Udp> {
         if !self.assignment.features.iter().any(|f| f == FEATURE_UDP) {
             return None;
         }
@@ -152,12 +153,15 @@ impl Connection {
             }
         };
         let (seal, open) = secret.split(Role::Client, REKEY_AFTER);
+        let path = UdpPath::new(std::sync::Arc::new(socket), Some(self.peer))
+            .with_tcp_retrans(retrans_reader(self.outside.stream.get_ref()));
         Some(Udp {
-            path: std::sync::Arc::new(UdpPath::new(std::sync::Arc::new(socket), Some(self.peer))),
+            path: std::sync::Arc::new(path),
             sender: udp::Sender::new(number, seal),
             receiver: udp::Receiver::new(number, open),
             input: UdpInput::Socket(RecvPool::new(UDP_RECV_BATCHES)),
             role: Role::Client,
+            clean_tcp: transport == Transport::Auto,
         })
     }
 }

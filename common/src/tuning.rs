@@ -6,14 +6,18 @@ use std::path::Path;
 
 use crate::config_file::ConfigError;
 
-/// How data crosses: over the UDP channel when it gets through (`auto`), or
-/// always over the TLS connection (`tcp`).
+/// How data crosses: `auto` uses the UDP channel when it gets through and
+/// the TLS connection's offload path while the path is clean and busy;
+/// `udp` stays on UDP whenever it gets through; `tcp` never uses UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// Probe UDP after the assignment; use it while it works.
+    /// Probe UDP after the assignment; use it while it works, except on a
+    /// clean, busy path (client side: see relay/choice.rs).
     #[default]
     Auto,
+    /// Probe UDP and use it whenever it works.
+    Udp,
     /// Never use UDP.
     Tcp,
 }

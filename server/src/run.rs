@@ -47,7 +47,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         )
     })?;
     let udp = match t.transport {
-        Transport::Auto => Some(Arc::new(UdpEndpoint::bind(config.listen).with_context(|| {
+        Transport::Auto | Transport::Udp => Some(Arc::new(UdpEndpoint::bind(config.listen).with_context(|| {
             format!(
                 "cannot listen for UDP on {} (key `listen` in {}; `tunnel.transport = \"tcp\"` turns UDP off)",
                 config.listen,

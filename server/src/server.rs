@@ -374,12 +374,15 @@ impl Server {
                 let (seal, open) = secret.split(Role::Server, REKEY_AFTER);
                 assignment.features.push(FEATURE_UDP.to_owned());
                 assignment.udp_session = Some(number);
+                let path = UdpPath::new(endpoint.socket(), None)
+                    .with_tcp_retrans(client.tcp_retrans_reader());
                 let channel = relay::Udp {
-                    path: Arc::new(UdpPath::new(endpoint.socket(), None)),
+                    path: Arc::new(path),
                     sender: udp::Sender::new(number, seal),
                     receiver: udp::Receiver::new(number, open),
                     input: UdpInput::Channel(input),
                     role: Role::Server,
+                    clean_tcp: false,
                 };
                 Some((registration, channel))
             }

@@ -163,6 +163,11 @@ pub struct Identified {
 }
 
 impl Identified {
+    /// Reads the TLS connection's TCP retransmissions (for UDP path reports).
+    pub fn tcp_retrans_reader(&self) -> Option<twoway_common::outside::tcp_info::RetransFn> {
+        twoway_common::outside::tcp_info::retrans_reader(self.outside.stream.get_ref())
+    }
+
     /// The UDP channel's secrets of this TLS session (once).
     pub fn take_udp_secret(&mut self) -> Option<UdpSecret> {
         self.outside.stream.take_udp_secret()

@@ -320,3 +320,64 @@ fn replayed_and_forged_datagrams_change_nothing() {
     vpn.take_down(&cli1, "alice");
     vpn.stop_server();
 }
+
+/// `transport = "auto"`: a clean, busy path moves data to the TLS
+/// connection's offload path; the first loss on that connection moves it
+/// back to UDP.
+#[test]
+fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
+    if !require_root_or_skip("auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss") {
+        return;
+    }
+    twoway_tests::vpn::require_tools(&["iperf3"]);
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let (cli1, lan, srv) = (
+        vpn.lab.cli1.clone(),
+        vpn.lab.lan.clone(),
+        vpn.lab.srv.clone(),
+    );
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
+    let upload = |secs: &str| {
+        let server = vpn
+            .lab
+            .spawn(&lan, "iperf3-server", &["iperf3", "-s", "-1"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let client = vpn.lab.spawn(
+            &cli1,
+            "iperf3",
+            &["iperf3", "-c", LAN_HOST, "-t", secs, "-b", "400M"],
+        );
+        (server, client)
+    };
+    let (s1, c1) = upload("8");
+    wait_transport(
+        &vpn,
+        &cli1,
+        "tcp",
+        Duration::from_secs(8),
+        "a clean, busy path moves data to tcp",
+    );
+    vpn.lab.stop(&c1, Duration::from_secs(1));
+    vpn.lab.stop(&s1, Duration::from_secs(1));
+    nft(
+        &vpn,
+        &srv,
+        "table netdev twloss {\n chain in {\n  type filter hook ingress device cli1 priority 0;\n  numgen random mod 100 < 3 drop\n }\n}",
+        "3 % of alice's packets are lost on the way to the server",
+    );
+    let (s2, c2) = upload("8");
+    wait_transport(
+        &vpn,
+        &cli1,
+        "udp",
+        Duration::from_secs(8),
+        "loss on the TLS connection moves data back to udp",
+    );
+    vpn.lab.stop(&c2, Duration::from_secs(1));
+    vpn.lab.stop(&s2, Duration::from_secs(1));
+    nft(&vpn, &srv, "delete table netdev twloss", "no more loss");
+    vpn.take_down(&cli1, "alice");
+    vpn.stop_server();
+}

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::{self, Frame, FrameError, FrameType};
 
+pub mod tcp_info;
 pub mod udp;
 use crate::message::{self, MessageError};
 

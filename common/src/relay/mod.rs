@@ -22,6 +22,7 @@ use crate::outside::udp::Role;
 use crate::outside::{Outside, OutsideError, READ_CHUNK};
 use crate::queue::{QueueRx, QueueTx};
 
+mod choice;
 mod train;
 mod udp;
 
@@ -214,7 +215,9 @@ where
     // The UDP side: datagrams in, and on the client the probes. A failing
     // UDP socket ends only the UDP side; data stays on the stream.
     let udp_side = async {
-        let (Some((receiver, input, role)), Some(path)) = (udp_rx.as_mut(), path.as_deref()) else {
+        let (Some((receiver, input, (role, clean_tcp))), Some(path)) =
+            (udp_rx.as_mut(), path.as_deref())
+        else {
             return std::future::pending().await;
         };
         let read = udp::read_loop(
@@ -228,7 +231,7 @@ where
         );
         let probe = async {
             if *role == Role::Client {
-                udp::probe_loop(path, &control_tx).await;
+                udp::probe_loop(path, &control_tx, *clean_tcp).await;
             }
             std::future::pending::<()>().await
         };
@@ -458,7 +461,8 @@ async fn write_loop<S: AsyncWrite>(
                 Some(Control::Path(on)) => out.frame(FrameType::Path, &[u8::from(on)]),
                 Some(Control::Probe(n)) => {
                     if let Some(u) = udp.as_mut() {
-                        datagrams.push(u, Kind::Probe, &[&n.to_be_bytes()], counters).await?;
+                        let pad = [0u8; udp::PROBE_BODY - 8];
+                        datagrams.push(u, Kind::Probe, &[&n.to_be_bytes(), &pad], counters).await?;
                         datagrams.flush(&u.path).await?;
                     }
                     continue;

@@ -8,15 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::choice::{Chooser, Path as Choice, Round};
 use super::train::{Collector, Splitter, Step, TAG_LEN};
 use super::{Batch, Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::offload;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
-use crate::outside::udp::path as udp_path;
+use crate::outside::udp::path::{self as udp_path, PathReport};
 use crate::outside::udp::socket::MAX_SEND;
 use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
 
@@ -32,8 +32,9 @@ pub const PROBE_FAST: Duration = Duration::from_millis(200);
 const FAST_FOR: Duration = Duration::from_secs(3);
 /// How long the rest of an unfinished train is waited for.
 const TRAIN_WAIT: Duration = Duration::from_millis(2);
-/// Bytes of a probe's body: a number the reply echoes.
-const PROBE_BODY: usize = 8;
+/// Bytes of a probe's body: a number the reply echoes, and room for the
+/// report the reply carries (so the reply is never larger).
+pub(super) const PROBE_BODY: usize = 8 + PathReport::LEN;
 
 /// Where a session's datagrams come from.
 #[derive(Debug)]
@@ -57,6 +58,9 @@ pub struct Udp {
     pub input: UdpInput,
     /// Our end.
     pub role: Role,
+    /// Client: data may move to the TLS connection while the path is clean
+    /// and busy (`transport = "auto"`; `"udp"` keeps it on UDP).
+    pub clean_tcp: bool,
 }
 
 /// What the write loop needs of the channel.
@@ -68,12 +72,12 @@ pub(super) struct UdpTx {
 
 impl Udp {
     /// The halves the relay's loops take: sending, receiving, and the role.
-    pub(super) fn split(self) -> (UdpTx, Receiver, UdpInput, Role) {
+    pub(super) fn split(self) -> (UdpTx, Receiver, UdpInput, (Role, bool)) {
         let tx = UdpTx {
             path: self.path,
             sender: self.sender,
         };
-        (tx, self.receiver, self.input, self.role)
+        (tx, self.receiver, self.input, (self.role, self.clean_tcp))
     }
 }
 
@@ -221,33 +225,44 @@ where
             }
         };
         path.received_from(from, to, opened.newest);
+        let (received, lost) = receiver.stats();
+        path.set_rx_stats(received, lost);
         match opened.kind {
             Kind::Packet => rx.packet(None, opened.body).await?,
             Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {
                 Some((tag, segment)) => rx.packet(Some(*tag), segment).await?,
                 None => rx.counters.drop_packet(DropReason::Malformed),
             },
-            // Answered with the same size or less: never an amplifier.
+            // Answered with the same size or less: never an amplifier. A
+            // probe with room for it gets our report of the path back.
             Kind::Probe => {
-                let n = opened.body.len().min(PROBE_BODY);
-                let body = Bytes::copy_from_slice(&opened.body[..n]);
-                let _ = control.try_send(Control::ProbeReply(body, from));
+                let mut body = Vec::with_capacity(PROBE_BODY);
+                body.extend_from_slice(&opened.body[..opened.body.len().min(8)]);
+                if opened.body.len() >= PROBE_BODY {
+                    body.extend_from_slice(&path.local_report().encode());
+                }
+                let _ = control.try_send(Control::ProbeReply(body.into(), from));
             }
-            Kind::ProbeReply => {}
+            Kind::ProbeReply => {
+                if let Some(report) = opened.body.get(8..).and_then(PathReport::decode) {
+                    path.set_peer_report(report);
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// The client's probes: fast right after the start, then once a second.
-/// Data moves to UDP when a datagram came back within the last probe
-/// interval, and back to the TLS connection after [`DEAD_AFTER`] without one;
-/// each move is announced to the server with a Path frame.
-pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>) {
+/// The client's probes: fast right after the start, then once a second;
+/// each reply carries the server's report, and [`Chooser`] decides from both
+/// ends' reports where data goes (see `choice.rs`). Each move is announced to
+/// the server with a Path frame.
+pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, clean_tcp: bool) {
     let start = tokio::time::Instant::now();
+    let mut chooser = Chooser::new(clean_tcp);
     let mut n: u64 = 0;
     loop {
-        let every = if start.elapsed() < FAST_FOR && !path.sending() {
+        let every = if start.elapsed() < FAST_FOR && !chooser.expects_udp() {
             PROBE_FAST
         } else {
             PROBE_EVERY
@@ -258,19 +273,33 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>) 
         }
         tokio::time::sleep(every).await;
         let since = path.since_rx();
-        let up = path.sending();
-        if !up && since.is_some_and(|s| s <= every + Duration::from_millis(100)) {
-            path.set_sending(true);
+        let limit = if chooser.expects_udp() {
+            DEAD_AFTER
+        } else {
+            every + Duration::from_millis(100)
+        };
+        let round = Round {
+            udp_works: since.is_some_and(|s| s <= limit),
+            local: path.local_report(),
+            peer: path.peer_report(),
+            now: start.elapsed(),
+        };
+        let Some(next) = chooser.round(round) else {
+            continue;
+        };
+        let udp = next == Choice::Udp;
+        path.set_sending(udp);
+        if udp {
             tracing::info!("UDP path works; data moves to UDP");
-            if control.send(Control::Path(true)).await.is_err() {
-                return;
-            }
-        } else if up && since.is_none_or(|s| s > DEAD_AFTER) {
-            path.set_sending(false);
-            tracing::warn!("no UDP datagram for {DEAD_AFTER:?}; data moves to the TLS connection");
-            if control.send(Control::Path(false)).await.is_err() {
-                return;
-            }
+        } else if round.udp_works {
+            tracing::info!(
+                "the path is clean and busy; data moves to the TLS connection (offload)"
+            );
+        } else {
+            tracing::warn!("no UDP datagram for {limit:?}; data moves to the TLS connection");
+        }
+        if control.send(Control::Path(udp)).await.is_err() {
+            return;
         }
     }
 }

@@ -155,6 +155,10 @@ pub struct Receiver {
     session: u32,
     keys: OpenKeys,
     replay: ReplayWindow,
+    /// Datagrams accepted, and the gaps in their counters (loss, less what
+    /// arrived late).
+    received: u64,
+    lost: u64,
 }
 
 /// An authenticated, fresh datagram.
@@ -178,7 +182,14 @@ impl Receiver {
             session,
             keys,
             replay: ReplayWindow::default(),
+            received: 0,
+            lost: 0,
         }
+    }
+
+    /// Datagrams accepted so far, and how many are missing between them.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.received, self.lost)
     }
 
     /// Checks and decrypts `datagram` in place.
@@ -194,8 +205,15 @@ impl Receiver {
         let len = self.keys.open(header.counter, head, sealed)?;
         let newest = self.replay.highest().is_none_or(|h| header.counter > h);
         // Authenticated: only now does the counter count as seen.
+        let highest = self.replay.highest();
         if !self.replay.accept(header.counter) {
             return Err(DatagramError::Replayed);
+        }
+        self.received += 1;
+        match highest {
+            Some(h) if header.counter > h => self.lost += header.counter - h - 1,
+            Some(_) => self.lost = self.lost.saturating_sub(1),
+            None => self.lost += header.counter,
         }
         let plain = &sealed[..len];
         let kind = Kind::from_u8(plain[0]).ok_or(DatagramError::UnknownKind)?;
@@ -313,6 +331,22 @@ mod tests {
         let tag = tx.keys.seal(counter, &header, &mut out[HEADER_LEN..]);
         out.extend_from_slice(tag.as_ref());
         assert_eq!(rx.open(&mut out), Err(DatagramError::UnknownKind));
+    }
+
+    #[test]
+    fn gaps_count_as_lost_until_they_arrive() {
+        let (mut tx, mut rx) = pair(REKEY_AFTER);
+        let d: Vec<_> = (0..6)
+            .map(|i| sealed(&mut tx, Kind::Packet, &[i]))
+            .collect();
+        for i in [0, 1, 4] {
+            rx.open(&mut d[i].clone()).unwrap();
+        }
+        assert_eq!(rx.stats(), (3, 2));
+        rx.open(&mut d[2].clone()).unwrap();
+        assert_eq!(rx.stats(), (4, 1), "a late datagram is not lost");
+        let _ = rx.open(&mut d[2].clone());
+        assert_eq!(rx.stats(), (4, 1), "a replay changes nothing");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::socket::UdpSocket;
+use crate::outside::tcp_info::RetransFn;
 
 /// Whether datagrams can be sent to `addr`: no port 0, no unspecified,
 /// multicast or broadcast address. Nothing legitimate comes from such a
@@ -26,8 +27,43 @@ pub fn replyable(addr: &SocketAddr) -> bool {
         }
 }
 
+/// One end's view of the path, sent in probe replies: datagrams received
+/// and missing on UDP, and segments its TLS connection had to send again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathReport {
+    /// Datagrams accepted.
+    pub received: u64,
+    /// Gaps in their counters.
+    pub lost: u64,
+    /// TCP retransmissions of the TLS connection.
+    pub tcp_retrans: u64,
+}
+
+impl PathReport {
+    /// Bytes on the wire.
+    pub const LEN: usize = 24;
+
+    /// Three big-endian u64s.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..8].copy_from_slice(&self.received.to_be_bytes());
+        b[8..16].copy_from_slice(&self.lost.to_be_bytes());
+        b[16..].copy_from_slice(&self.tcp_retrans.to_be_bytes());
+        b
+    }
+
+    /// Reads what `encode` wrote.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let word = |i: usize| Some(u64::from_be_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        Some(Self {
+            received: word(0)?,
+            lost: word(8)?,
+            tcp_retrans: word(16)?,
+        })
+    }
+}
+
 /// One session's UDP path.
-#[derive(Debug)]
 pub struct UdpPath {
     /// The socket (the server's is shared by all sessions).
     pub socket: Arc<UdpSocket>,
@@ -41,6 +77,21 @@ pub struct UdpPath {
     last_rx: AtomicU64,
     /// Times the peer's address changed (NAT rebinding, roaming).
     pub moves: AtomicU64,
+    /// Our receive side: datagrams accepted and missing.
+    rx_stats: Mutex<(u64, u64)>,
+    /// The peer's last report.
+    peer_report: Mutex<Option<PathReport>>,
+    /// Our TLS connection's retransmission count.
+    tcp_retrans: Option<RetransFn>,
+}
+
+impl std::fmt::Debug for UdpPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPath")
+            .field("peer", &self.peer())
+            .field("sending", &self.sending())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UdpPath {
@@ -55,7 +106,41 @@ impl UdpPath {
             created: Instant::now(),
             last_rx: AtomicU64::new(0),
             moves: AtomicU64::new(0),
+            rx_stats: Mutex::new((0, 0)),
+            peer_report: Mutex::new(None),
+            tcp_retrans: None,
         }
+    }
+
+    /// Reads the TLS connection's retransmissions with `f` (for reports).
+    pub fn with_tcp_retrans(mut self, f: Option<RetransFn>) -> Self {
+        self.tcp_retrans = f;
+        self
+    }
+
+    /// Our receive side's counts (from the datagram receiver).
+    pub fn set_rx_stats(&self, received: u64, lost: u64) {
+        *self.rx_stats.lock().unwrap_or_else(|e| e.into_inner()) = (received, lost);
+    }
+
+    /// What we report about our side of the path.
+    pub fn local_report(&self) -> PathReport {
+        let (received, lost) = *self.rx_stats.lock().unwrap_or_else(|e| e.into_inner());
+        PathReport {
+            received,
+            lost,
+            tcp_retrans: self.tcp_retrans.as_ref().and_then(|f| f()).unwrap_or(0),
+        }
+    }
+
+    /// Keeps the peer's latest report.
+    pub fn set_peer_report(&self, report: PathReport) {
+        *self.peer_report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// The peer's latest report, if one came.
+    pub fn peer_report(&self) -> Option<PathReport> {
+        *self.peer_report.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where datagrams go, if known.
