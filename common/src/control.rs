@@ -58,11 +58,22 @@ pub enum ControlError {
 }
 
 impl ControlError {
-    /// True when nothing runs behind the socket: the file is missing, or it
-    /// is a stale socket nobody listens on.
+    /// True when nothing runs behind the socket: the file is missing, it
+    /// is a stale socket nobody listens on, or the process behind it went
+    /// away during the exchange (killed while our connect sat in its backlog).
     pub fn not_running(&self) -> bool {
-        matches!(self, Self::Connect { error, .. }
-            if matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+        match self {
+            Self::Connect { error, .. } => matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ),
+            Self::Io(error) => matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            Self::BadAnswer(answer) => answer.is_empty(),
+            Self::Refused(_) => false,
+        }
     }
 
     /// True when the socket (or its folder) may not be opened by this user.

@@ -68,6 +68,25 @@ fn data_moves_to_udp_after_the_assignment() {
         "the client's status says transport udp within 5 s",
     );
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host over UDP");
+    // The tunnel MTU (1400) fits the datagram on the 1,500-byte path: a
+    // full-size packet with DF set crosses (1372 + 8 ICMP + 20 IP = 1400).
+    let out = vpn.lab.exec_timeout(
+        &cli1,
+        &[
+            "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", "1372", LAN_HOST,
+        ],
+        Duration::from_secs(10),
+    );
+    vpn.check(
+        out.success(),
+        "a DF ping of the tunnel MTU (1400 bytes) crosses over UDP",
+        &out,
+    );
+    vpn.check(
+        client_transport(&vpn, &cli1) == "udp",
+        "still on udp after the full-size pings",
+        "",
+    );
     let s = server_session(&vpn);
     vpn.check(
         s["transport"] == "udp"
