@@ -400,3 +400,96 @@ fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
     vpn.take_down(&cli1, "alice");
     vpn.stop_server();
 }
+
+/// Kick and revocation end the UDP path with the TLS session: a datagram of
+/// the ended session, replayed, names no session any more and is dropped
+/// unopened (`udp.unknown_batches`).
+#[test]
+fn kick_and_revocation_end_the_udp_path() {
+    if !require_root_or_skip("kick_and_revocation_end_the_udp_path") {
+        return;
+    }
+    let mut vpn = Vpn::setup_fast();
+    vpn.start_server();
+    let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
+    let unknown = |vpn: &Vpn| {
+        vpn.server_status_json("`twoway-server status --json`")["udp"]["unknown_batches"]
+            .as_u64()
+            .unwrap_or_else(|| vpn.fail("status has udp.unknown_batches", "missing"))
+    };
+    let replay = |vpn: &Vpn, datagram: Vec<u8>, step: &str| {
+        let before = unknown(vpn);
+        let sent = in_netns(&cli2, move || -> std::io::Result<()> {
+            let sock = UdpSocket::bind("198.18.2.1:0")?;
+            sock.send_to(&datagram, SERVER_ADDR_CLI2).map(drop)
+        });
+        vpn.check(
+            matches!(sent, Ok(Ok(()))),
+            "replay the captured datagram",
+            format_args!("{sent:?}"),
+        );
+        let dropped = wait_until(Duration::from_secs(5), || unknown(vpn) > before);
+        vpn.check(
+            dropped,
+            step,
+            format_args!("unknown_batches stayed at {before}"),
+        );
+    };
+    let capture_while_pinging = |vpn: &Vpn| {
+        let ping = vpn.lab.spawn(
+            &cli1,
+            "ping",
+            &[
+                "ping", "-n", "-i", "0.05", "-s", "400", "-c", "200", LAN_HOST,
+            ],
+        );
+        let d = capture_datagram(vpn);
+        vpn.lab.stop(&ping, Duration::from_secs(1));
+        d
+    };
+
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
+    let datagram = capture_while_pinging(&vpn);
+    let out = vpn.server_ctl(&["kick", "alice"]);
+    vpn.check(out.success(), "`twoway-server kick alice`", &out);
+    vpn.wait_session_gone(
+        "alice",
+        Duration::from_secs(5),
+        "the kicked session is gone",
+    );
+    replay(
+        &vpn,
+        datagram,
+        "after the kick her datagrams name no session",
+    );
+
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(
+        &vpn,
+        &cli1,
+        "udp",
+        Duration::from_secs(5),
+        "alice is back on udp",
+    );
+    let datagram = capture_while_pinging(&vpn);
+    let out = vpn.pki(&[
+        "revoke",
+        "--dir",
+        twoway_tests::vpn::path_str(&vpn.pki),
+        "alice",
+    ]);
+    vpn.check(out.success(), "`pki revoke alice`", &out);
+    vpn.reload("`twoway-server reload` with alice revoked");
+    vpn.wait_session_gone(
+        "alice",
+        Duration::from_secs(5),
+        "the revoked session is gone",
+    );
+    replay(
+        &vpn,
+        datagram,
+        "after the revocation her datagrams name no session",
+    );
+    vpn.stop_server();
+}
