@@ -5,8 +5,9 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-/// Total retransmissions of a connection so far, read on demand.
-pub type RetransFn = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+/// A connection's segments retransmitted and data segments sent so far,
+/// read on demand.
+pub type RetransFn = Arc<dyn Fn() -> Option<(u64, u64)> + Send + Sync>;
 
 /// A reader of `socket`'s retransmission count (a duplicate of its
 /// descriptor is kept, so the reader outlives no one's socket).
@@ -15,9 +16,9 @@ pub fn retrans_reader(socket: &impl std::os::fd::AsFd) -> Option<RetransFn> {
     Some(Arc::new(move || total_retrans(&fd)))
 }
 
-/// TCP_INFO's `tcpi_total_retrans` of `fd`.
+/// TCP_INFO's `tcpi_total_retrans` and `tcpi_data_segs_out` of `fd`.
 #[allow(unsafe_code)]
-fn total_retrans(fd: &OwnedFd) -> Option<u64> {
+fn total_retrans(fd: &OwnedFd) -> Option<(u64, u64)> {
     // SAFETY: tcp_info is a plain C struct of integers, valid when zeroed.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -32,7 +33,10 @@ fn total_retrans(fd: &OwnedFd) -> Option<u64> {
             &mut len,
         )
     };
-    (rc == 0).then_some(u64::from(info.tcpi_total_retrans))
+    (rc == 0).then_some((
+        u64::from(info.tcpi_total_retrans),
+        u64::from(info.tcpi_data_segs_out),
+    ))
 }
 
 #[cfg(test)]
@@ -43,12 +47,16 @@ mod tests {
     fn reads_a_live_connection_and_not_a_udp_socket() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let read = retrans_reader(&client).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        std::io::Write::write_all(&mut server, b"four").unwrap();
+        let read = retrans_reader(&server).unwrap();
+        let (retrans, sent) = read().unwrap();
         assert_eq!(
-            read(),
-            Some(0),
+            retrans, 0,
             "a fresh loopback connection retransmitted nothing"
         );
+        assert_eq!(sent, 1, "one data segment sent");
+        drop(client);
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(retrans_reader(&udp).unwrap()(), None);
     }

@@ -7,7 +7,8 @@
 //!   both directions together, over [`CLEAN_ROUNDS`] intervals while at
 //!   least [`BUSY`] datagrams crossed in each), data moves to the TLS connection, whose offload path carries more
 //!   per CPU second than datagrams do.
-//! - The moment that connection retransmits (either end), data moves back
+//! - When that connection retransmits more than [`TCP_LOSS`] of its data
+//!   segments (at least [`TCP_LOSS_MIN`], both ends together), data moves back
 //!   to UDP, where a lost packet stalls only its own flow, and stays there at
 //!   least [`HOLD_FIRST`], doubling each time up to [`HOLD_MAX`].
 
@@ -23,6 +24,12 @@ pub const CLEAN_ROUNDS: u32 = 1;
 /// buffer that overflowed once in a burst is not a lossy path (1 % random
 /// loss is ten times this).
 pub const CLEAN_LOSS: f64 = 0.001;
+/// Retransmitted per data segment sent, both ends together, that counts as
+/// loss on the TLS connection (a tail loss probe on a busy machine does not;
+/// 1 % random loss is five times this).
+pub const TCP_LOSS: f64 = 0.002;
+/// Fewest retransmissions in an interval that count as loss.
+pub const TCP_LOSS_MIN: u64 = 2;
 /// First stay on UDP after TCP retransmitted.
 pub const HOLD_FIRST: Duration = Duration::from_secs(30);
 /// Longest stay on UDP after TCP retransmitted.
@@ -116,7 +123,10 @@ impl Chooser {
                 }
             }
             Path::Tcp => {
-                if local.tcp_retrans + peer.tcp_retrans > 0 || !r.udp_works {
+                let retrans = local.tcp_retrans + peer.tcp_retrans;
+                let sent = local.tcp_sent + peer.tcp_sent;
+                let tcp_loss = retrans >= TCP_LOSS_MIN && retrans as f64 > TCP_LOSS * sent as f64;
+                if tcp_loss || !r.udp_works {
                     // Loss on the stream (or UDP gone: then wait for it).
                     self.clean_tcp = false;
                     self.tcp_allowed_at = r.now + self.hold;
@@ -168,6 +178,7 @@ fn delta(now: PathReport, then: PathReport) -> PathReport {
         received: now.received.saturating_sub(then.received),
         lost: now.lost.saturating_sub(then.lost),
         tcp_retrans: now.tcp_retrans.saturating_sub(then.tcp_retrans),
+        tcp_sent: now.tcp_sent.saturating_sub(then.tcp_sent),
     }
 }
 
@@ -201,6 +212,7 @@ mod tests {
             self.local.lost += lost;
             self.peer.lost += lost;
             self.local.tcp_retrans += retrans;
+            self.local.tcp_sent += 1_000;
             self.c.round(Round {
                 udp_works: works,
                 local: self.local,
@@ -226,13 +238,19 @@ mod tests {
         s.step(true, 0, 0, 0);
         assert_eq!(s.step(true, BUSY, 0, 0), Path::Tcp, "a clean busy round");
         assert_eq!(s.step(true, 0, 0, 0), Path::Tcp, "stays while TCP is clean");
-        assert_eq!(s.step(true, 0, 0, 1), Path::Udp, "a retransmission");
+        assert_eq!(
+            s.step(true, 0, 0, 1),
+            Path::Tcp,
+            "one retransmission is a probe, not loss"
+        );
+        assert_eq!(s.step(true, 0, 0, 2), Path::Tcp, "0.2 % is not loss yet");
+        assert_eq!(s.step(true, 0, 0, 10), Path::Udp, "1 % of the segments");
         // Held on UDP for HOLD_FIRST even when clean again.
         for _ in 0..HOLD_FIRST.as_secs() - 1 {
             assert_eq!(s.step(true, BUSY, 0, 0), Path::Udp);
         }
         assert_eq!(s.step(true, BUSY, 0, 0), Path::Tcp, "after the hold");
-        assert_eq!(s.step(true, BUSY, 0, 3), Path::Udp);
+        assert_eq!(s.step(true, BUSY, 0, 30), Path::Udp);
         for _ in 0..2 * HOLD_FIRST.as_secs() - 1 {
             assert_eq!(s.step(true, BUSY, 0, 0), Path::Udp, "the hold doubled");
         }

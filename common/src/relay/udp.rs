@@ -30,6 +30,8 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub const PROBE_FAST: Duration = Duration::from_millis(200);
 /// How long after the start the fast probes go on.
 const FAST_FOR: Duration = Duration::from_secs(3);
+/// Receives taken in one go before the device is written to.
+const DRAIN_ROUNDS: usize = 16;
 /// How long the rest of an unfinished train is waited for.
 const TRAIN_WAIT: Duration = Duration::from_millis(2);
 /// Bytes of a probe's body: a number the reply echoes, and room for the
@@ -132,7 +134,9 @@ where
         };
         let Some(mut batches) = next else { break };
         // Take whatever else has arrived before writing to the device, so
-        // that trains complete and its GRO merges as much as it can.
+        // that trains complete and its GRO merges as much as it can; a
+        // bounded number of times, so the rest of the relay gets its turn.
+        let mut rounds = 0;
         loop {
             for b in batches {
                 let mut rx = Rx {
@@ -143,6 +147,10 @@ where
                     trains: &mut trains,
                 };
                 receive(b, receiver, path, control, &mut rx).await?;
+            }
+            rounds += 1;
+            if rounds == DRAIN_ROUNDS {
+                break;
             }
             match input.try_next(path)? {
                 Some(more) => batches = more,

@@ -37,18 +37,21 @@ pub struct PathReport {
     pub lost: u64,
     /// TCP retransmissions of the TLS connection.
     pub tcp_retrans: u64,
+    /// Data segments the TLS connection sent.
+    pub tcp_sent: u64,
 }
 
 impl PathReport {
     /// Bytes on the wire.
-    pub const LEN: usize = 24;
+    pub const LEN: usize = 32;
 
-    /// Three big-endian u64s.
+    /// Four big-endian u64s.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[..8].copy_from_slice(&self.received.to_be_bytes());
         b[8..16].copy_from_slice(&self.lost.to_be_bytes());
-        b[16..].copy_from_slice(&self.tcp_retrans.to_be_bytes());
+        b[16..24].copy_from_slice(&self.tcp_retrans.to_be_bytes());
+        b[24..].copy_from_slice(&self.tcp_sent.to_be_bytes());
         b
     }
 
@@ -59,6 +62,7 @@ impl PathReport {
             received: word(0)?,
             lost: word(8)?,
             tcp_retrans: word(16)?,
+            tcp_sent: word(24)?,
         })
     }
 }
@@ -126,10 +130,16 @@ impl UdpPath {
     /// What we report about our side of the path.
     pub fn local_report(&self) -> PathReport {
         let (received, lost) = *self.rx_stats.lock().unwrap_or_else(|e| e.into_inner());
+        let (tcp_retrans, tcp_sent) = self
+            .tcp_retrans
+            .as_ref()
+            .and_then(|f| f())
+            .unwrap_or((0, 0));
         PathReport {
             received,
             lost,
-            tcp_retrans: self.tcp_retrans.as_ref().and_then(|f| f()).unwrap_or(0),
+            tcp_retrans,
+            tcp_sent,
         }
     }
 
