@@ -129,20 +129,8 @@ impl UdpSocket {
     pub async fn recv(&self, pool: &mut RecvPool) -> io::Result<Vec<RecvBatch>> {
         loop {
             self.io.readable().await?;
-            let got = self.io.try_io(Interest::READABLE, || {
-                let mut slices: Vec<IoSliceMut<'_>> = pool
-                    .bufs
-                    .iter_mut()
-                    .map(|b| IoSliceMut::new(&mut b[..]))
-                    .collect();
-                self.state
-                    .recv((&self.io).into(), &mut slices, &mut pool.meta)
-            });
-            match got {
-                Ok(n) => return Ok(pool.take(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if transient(&e) => continue,
-                Err(e) => return Err(e),
+            if let Some(batches) = self.try_recv(pool)? {
+                return Ok(batches);
             }
         }
     }
