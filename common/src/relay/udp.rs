@@ -221,6 +221,9 @@ where
         rx.counters.drop_n(DropReason::Forged, n);
         return Ok(());
     }
+    // The datagrams of a batch share their source: the path and the
+    // counts are updated once per batch, not per datagram.
+    let (mut authenticated, mut newest) = (false, false);
     for datagram in b.datagrams_mut() {
         let opened = match receiver.open(datagram) {
             Ok(o) => o,
@@ -232,9 +235,8 @@ where
                 continue;
             }
         };
-        path.received_from(from, to, opened.newest);
-        let (received, lost) = receiver.stats();
-        path.set_rx_stats(received, lost);
+        authenticated = true;
+        newest |= opened.newest;
         match opened.kind {
             Kind::Packet => rx.packet(None, opened.body).await?,
             Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {
@@ -257,6 +259,11 @@ where
                 }
             }
         }
+    }
+    if authenticated {
+        path.received_from(from, to, newest);
+        let (received, lost) = receiver.stats();
+        path.set_rx_stats(received, lost);
     }
     Ok(())
 }
