@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use twoway_common::tls::{self, ServerTlsFiles};
 use twoway_server::pki;
 
 /// Makes `dir/pki` with `pki init` (server name vpn.test on 127.0.0.1),
@@ -32,4 +34,34 @@ pub fn make_pki(dir: &Path, extra: &str) -> PathBuf {
         .replace("10.77.0.128/25", "198.18.77.128/25");
     std::fs::write(&path, format!("{text}\n{extra}")).expect("write server.toml");
     pki_dir
+}
+
+/// [`make_pki`] plus a client "alice", with the TLS configs both ends build
+/// from those files: (PKI folder, server config, alice's client config).
+pub fn alice_tls(
+    dir: &Path,
+) -> (
+    PathBuf,
+    Arc<rustls::ServerConfig>,
+    Arc<rustls::ClientConfig>,
+) {
+    let pki_dir = make_pki(dir, "");
+    pki::issue(&pki::IssueOptions {
+        dir: pki_dir.clone(),
+        identity: "alice".into(),
+        days: 30,
+        out: None,
+    })
+    .expect("pki issue alice");
+    let f = |name: &str| pki_dir.join(name);
+    let server = tls::server_config(&ServerTlsFiles {
+        ca: f("ca.pem"),
+        cert: f("server.pem"),
+        key: f("server.key"),
+        crl: f("crl.pem"),
+    })
+    .expect("server TLS config");
+    let client = tls::client_config(&f("ca.pem"), &f("alice.pem"), &f("alice.key"))
+        .expect("client TLS config");
+    (pki_dir, server, client)
 }

@@ -5,7 +5,7 @@
 //! offer it first; and a peer without ML-KEM still gets X25519. Over TCP on
 //! 127.0.0.1, no root.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs::kx_group;
@@ -13,8 +13,7 @@ use rustls::{NamedGroup, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use twoway_common::secure;
-use twoway_common::tls::{self, ServerTlsFiles};
-use twoway_server::pki;
+use twoway_common::tls;
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -31,23 +30,7 @@ impl Pki {
 
 fn pki() -> Pki {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = twoway_tests::loopback::make_pki(tmp.path(), "");
-    pki::issue(&pki::IssueOptions {
-        dir: dir.clone(),
-        identity: "alice".into(),
-        days: 30,
-        out: None,
-    })
-    .unwrap();
-    let f = |name: &str| Path::new(&dir).join(name);
-    let server = tls::server_config(&ServerTlsFiles {
-        ca: f("ca.pem"),
-        cert: f("server.pem"),
-        key: f("server.key"),
-        crl: f("crl.pem"),
-    })
-    .unwrap();
-    let client = tls::client_config(&f("ca.pem"), &f("alice.pem"), &f("alice.key")).unwrap();
+    let (dir, server, client) = twoway_tests::loopback::alice_tls(tmp.path());
     Pki {
         _dir: tmp,
         dir,

@@ -4,13 +4,11 @@
 //! for by either side, close_notify, and alerts. No root, no network: an
 //! in-memory duplex pipe.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use twoway_common::secure::{self, SecureStream};
-use twoway_common::tls::{self, ServerTlsFiles};
-use twoway_server::pki;
+use twoway_common::tls;
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -20,23 +18,7 @@ struct Pki {
 
 fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
-    let p = twoway_tests::loopback::make_pki(dir.path(), "");
-    pki::issue(&pki::IssueOptions {
-        dir: p.clone(),
-        identity: "alice".into(),
-        days: 30,
-        out: None,
-    })
-    .unwrap();
-    let f = |name: &str| Path::new(&p).join(name);
-    let server = tls::server_config(&ServerTlsFiles {
-        ca: f("ca.pem"),
-        cert: f("server.pem"),
-        key: f("server.key"),
-        crl: f("crl.pem"),
-    })
-    .unwrap();
-    let client = tls::client_config(&f("ca.pem"), &f("alice.pem"), &f("alice.key")).unwrap();
+    let (_, server, client) = twoway_tests::loopback::alice_tls(dir.path());
     Pki {
         _dir: dir,
         server,
