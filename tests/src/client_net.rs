@@ -277,6 +277,14 @@ impl Vpn {
             pids.iter().all(|p| !proc::pid_alive(*p))
         });
         self.check(gone, "the killed client is gone", format_args!("{pids:?}"));
+        let no_tun = crate::wait_until(Duration::from_secs(10), || {
+            !self.lab.exec(ns, &["ip", "-o", "link"]).stdout.contains(": tw-")
+        });
+        self.check(
+            no_tun,
+            "the TUN device went with the process",
+            self.lab.describe(ns),
+        );
     }
 }
 

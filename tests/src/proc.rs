@@ -150,16 +150,24 @@ pub fn signal(pid: u32, signal: Signal) {
     }
 }
 
-/// Whether a process with this PID exists (zombies count as gone).
+/// Whether a process with this PID exists. A zombie counts as gone only
+/// once all its threads have exited: the group leader turns `Z` while other
+/// threads still run, and those threads hold the files (a TUN device, its
+/// routes) until the last one is done.
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3, after the parenthesised command name, is the state.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            // Field 3, after the parenthesised command name, is the state.
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// SIGTERM a child we own, wait up to `grace`, then SIGKILL it.
