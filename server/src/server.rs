@@ -283,7 +283,14 @@ impl Server {
                 // Until its peer speaks, a connection is the first to make room for others.
                 let _ = tcp.peek(&mut [0u8; 1]).await;
                 slot.spoke();
-                Connected::accept(tcp, remote, self.acceptor(), limit).await
+                Connected::accept(
+                    tcp,
+                    remote,
+                    self.acceptor(),
+                    limit,
+                    self.config.tunnel.record_layer,
+                )
+                .await
             };
             tokio::select! {
                 c = tokio::time::timeout(limit, handshake) => c.unwrap_or(Err(SessionError::Timeout(limit))),

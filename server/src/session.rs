@@ -81,9 +81,10 @@ impl Connected {
         remote: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         limit: Duration,
+        layer: twoway_common::tuning::RecordLayer,
     ) -> Result<Self, SessionError> {
         tokio::time::timeout(limit, async {
-            let (stream, peer) = secure::accept(tls, tcp)
+            let (stream, peer) = secure::accept(tls, tcp, layer)
                 .await
                 .map_err(SessionError::Handshake)?;
             if peer.alpn.as_deref() != Some(ALPN) {

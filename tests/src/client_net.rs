@@ -278,7 +278,11 @@ impl Vpn {
         });
         self.check(gone, "the killed client is gone", format_args!("{pids:?}"));
         let no_tun = crate::wait_until(Duration::from_secs(10), || {
-            !self.lab.exec(ns, &["ip", "-o", "link"]).stdout.contains(": tw-")
+            !self
+                .lab
+                .exec(ns, &["ip", "-o", "link"])
+                .stdout
+                .contains(": tw-")
         });
         self.check(
             no_tun,

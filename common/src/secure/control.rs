@@ -6,7 +6,7 @@ use std::io;
 use rustls::AlertDescription;
 
 use super::handshake::Kernel;
-use super::{protocol_error, record_error, tls_error, SecureStream};
+use super::{protocol_error, record_error, tls_error, OwnStream};
 use crate::record::{Opener, Sealer, ALERT, HANDSHAKE};
 
 /// KeyUpdates a peer may send without application data in between (as rustls).
@@ -19,7 +19,7 @@ const USER_CANCELED: u8 = 90;
 const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
 
-impl<T> SecureStream<T> {
+impl<T> OwnStream<T> {
     /// Sends a KeyUpdate under the old key, then switches to the next one.
     pub(super) fn update_tx_key(&mut self, request_peer_update: bool) -> io::Result<()> {
         let message = [KEY_UPDATE, 0, 0, 1, u8::from(request_peer_update)];

@@ -1,6 +1,6 @@
 //! The handshake: rustls's unbuffered connection driven over an async
 //! stream until the handshake is complete, then turned into a
-//! `SecureStream` with the traffic keys rustls hands over (and the UDP
+//! `OwnStream` with the traffic keys rustls hands over (and the UDP
 //! channel's secrets derived from them).
 
 use std::io;
@@ -14,9 +14,11 @@ use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{protocol_error, record_error, tls_error, SecureStream};
+use super::rustls_stream::{Conn, RustlsStream};
+use super::{protocol_error, record_error, tls_error, OwnStream, SecureStream};
 use crate::outside::udp::UdpSecret;
 use crate::record::{self, Opener, Sealer};
+use crate::tuning::RecordLayer;
 
 /// Largest buffer the handshake may need (a long certificate chain).
 const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
@@ -30,26 +32,31 @@ pub struct PeerInfo {
     pub certificates: Vec<CertificateDer<'static>>,
 }
 
-/// Runs a client handshake over `io`.
+/// Runs a client handshake over `io`; `layer` carries the data phase.
 pub async fn connect<T>(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     io: T,
+    layer: RecordLayer,
 ) -> io::Result<SecureStream<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
-    handshake(conn, io).await.map(|(stream, _)| stream)
+    handshake(conn, io, layer).await.map(|(stream, _)| stream)
 }
 
 /// Runs a server handshake over `io`; the caller checks the peer.
-pub async fn accept<T>(config: Arc<ServerConfig>, io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
+pub async fn accept<T>(
+    config: Arc<ServerConfig>,
+    io: T,
+    layer: RecordLayer,
+) -> io::Result<(SecureStream<T>, PeerInfo)>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
-    handshake(conn, io).await
+    handshake(conn, io, layer).await
 }
 
 /// The two unbuffered connection kinds, driven by one handshake loop.
@@ -63,6 +70,7 @@ trait Handshaking {
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn common(&self) -> &CommonState;
     fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
+    fn into_conn(self) -> Conn;
 }
 
 impl Handshaking for UnbufferedClientConnection {
@@ -81,6 +89,9 @@ impl Handshaking for UnbufferedClientConnection {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
         Ok((secrets, Kernel::Client(kernel)))
     }
+    fn into_conn(self) -> Conn {
+        Conn::Client(self)
+    }
 }
 
 impl Handshaking for UnbufferedServerConnection {
@@ -98,6 +109,9 @@ impl Handshaking for UnbufferedServerConnection {
     fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
         Ok((secrets, Kernel::Server(kernel)))
+    }
+    fn into_conn(self) -> Conn {
+        Conn::Server(self)
     }
 }
 
@@ -145,7 +159,11 @@ enum Step {
     Failed(rustls::Error),
 }
 
-async fn handshake<C, T>(mut conn: C, mut io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
+async fn handshake<C, T>(
+    mut conn: C,
+    mut io: T,
+    layer: RecordLayer,
+) -> io::Result<(SecureStream<T>, PeerInfo)>
 where
     C: Handshaking,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -228,6 +246,12 @@ where
             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default(),
     };
+    // Bytes of records rustls did not process start the receive buffer.
+    incoming.truncate(filled);
+    if layer == RecordLayer::Rustls {
+        let stream = RustlsStream::new(io, conn.into_conn(), incoming, early_plain);
+        return Ok((SecureStream::Rustls(Box::new(stream)), peer));
+    }
     let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
     let udp_secret = if C::CLIENT {
         UdpSecret::derive(&secrets.tx.1, &secrets.rx.1)
@@ -236,10 +260,8 @@ where
     };
     let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
     let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
-    // Bytes of records rustls did not process start the receive buffer.
-    incoming.truncate(filled);
     let rx_end = incoming.len();
-    let stream = SecureStream {
+    let stream = OwnStream {
         io,
         rekey_after: kernel.rekey_after(),
         kernel,
@@ -264,7 +286,7 @@ where
         closing: false,
         udp_secret: Some(udp_secret),
     };
-    Ok((stream, peer))
+    Ok((SecureStream::Own(stream), peer))
 }
 
 /// Runs an encoder that needs a large enough buffer, growing `out` as asked.

@@ -38,6 +38,9 @@ use zeroize::{Zeroize, Zeroizing};
 pub const DERIVE_SALT: &[u8] = b"twoway udp v1";
 /// HKDF-Expand label of the channel's secrets.
 pub const DERIVE_LABEL: &[u8] = b"twoway udp secrets";
+/// TLS exporter label of the channel's secrets (RFC 8446 7.5), where the
+/// record layer keeps an exporter (`tunnel.record_layer = "rustls"`).
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-twoway-udp-v1";
 /// Bytes derived: one 32-byte secret per direction.
 pub const EXPORT_LEN: usize = 64;
 /// Length of the AEAD tag at the end of each datagram.

@@ -1,0 +1,484 @@
+//! The data phase on rustls's own record layer (`tunnel.record_layer =
+//! "rustls"`): the unbuffered connection that ran the handshake stays in
+//! charge, seals every record into our send buffer and opens every record
+//! of our receive buffer; it answers KeyUpdate, refreshes its own keys before
+//! their limit, sends alerts and enforces the record limits itself.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::tls_error;
+use crate::record;
+
+/// Receive room: many records per read.
+const RX_ROOM: usize = 256 * 1024;
+/// Sealed bytes we hold before a write waits for the socket.
+const TX_HIGH: usize = 256 * 1024;
+/// Pieces of a write shorter than this are staged and sealed together.
+const STAGE_BELOW: usize = 2048;
+
+/// The connection that ran the handshake.
+pub(super) enum Conn {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+/// What rustls made of the bytes it was given.
+enum Next {
+    /// It produced something (data, a record to send): ask again.
+    Again,
+    /// It needs more bytes from the peer.
+    NeedInput,
+    /// The peer closed the connection (close_notify).
+    Closed,
+}
+
+/// Where one round of rustls's output goes.
+struct Sink<'a, 'b> {
+    /// Plaintext for the caller, as much as fits.
+    buf: Option<&'a mut ReadBuf<'b>>,
+    /// Plaintext that did not fit.
+    plain: &'a mut Vec<u8>,
+    /// Records to send.
+    tx: &'a mut Vec<u8>,
+}
+
+impl Sink<'_, '_> {
+    fn deliver(&mut self, payload: &[u8]) {
+        let mut rest = payload;
+        if self.plain.is_empty() {
+            if let Some(buf) = self.buf.as_mut() {
+                let n = buf.remaining().min(rest.len());
+                buf.put_slice(&rest[..n]);
+                rest = &rest[n..];
+            }
+        }
+        self.plain.extend_from_slice(rest);
+    }
+
+    fn encode(&mut self, encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>) {
+        grow_into(self.tx, encode, |e| match e {
+            EncodeError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        });
+    }
+}
+
+/// Runs `write` into the free end of `tx`, growing it as asked; returns
+/// write's error if it is not about room.
+fn grow_into<E>(
+    tx: &mut Vec<u8>,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Option<E> {
+    let start = tx.len();
+    let mut room = record::MAX_RECORD;
+    loop {
+        tx.resize(start + room, 0);
+        match write(&mut tx[start..]) {
+            Ok(n) => {
+                tx.truncate(start + n);
+                return None;
+            }
+            Err(e) => match needs(&e) {
+                Some(required) if required > room => room = required,
+                _ => {
+                    tx.truncate(start);
+                    return Some(e);
+                }
+            },
+        }
+    }
+}
+
+/// One step of rustls over `incoming`; returns the bytes it consumed.
+fn step<D>(
+    status: UnbufferedStatus<'_, '_, D>,
+    sink: &mut Sink<'_, '_>,
+) -> Result<(usize, Next), rustls::Error> {
+    let UnbufferedStatus { mut discard, state } = status;
+    let next = match state? {
+        ConnectionState::ReadTraffic(mut traffic) => {
+            while let Some(record) = traffic.next_record() {
+                let record = record?;
+                discard += record.discard;
+                sink.deliver(record.payload);
+            }
+            Next::Again
+        }
+        ConnectionState::EncodeTlsData(mut encode) => {
+            sink.encode(|out| encode.encode(out));
+            Next::Again
+        }
+        // The records are in our send buffer, which goes out in order.
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Next::Again
+        }
+        ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => Next::NeedInput,
+        ConnectionState::PeerClosed | ConnectionState::Closed => Next::Closed,
+        _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+    };
+    Ok((discard, next))
+}
+
+/// A TLS 1.3 stream after the handshake whose records rustls protects.
+pub struct RustlsStream<T> {
+    io: T,
+    conn: Conn,
+    /// Received bytes not yet given to rustls: rx[..rx_end].
+    rx: Vec<u8>,
+    rx_end: usize,
+    /// Opened content not yet delivered: plain[plain_start..].
+    plain: Vec<u8>,
+    plain_start: usize,
+    /// Sealed bytes not yet written: tx[tx_start..].
+    tx: Vec<u8>,
+    tx_start: usize,
+    /// Small pieces of a vectored write, sealed together.
+    stage: Vec<u8>,
+    peer_closed: bool,
+    read_failed: bool,
+    closing: bool,
+}
+
+impl<T> std::fmt::Debug for RustlsStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RustlsStream")
+            .field("rx_pending", &self.rx_end)
+            .field("tx_pending", &(self.tx.len() - self.tx_start))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> RustlsStream<T> {
+    /// Takes over after the handshake: `rx` holds bytes rustls has not
+    /// processed yet, `early` data that came with the handshake.
+    pub(super) fn new(io: T, conn: Conn, mut rx: Vec<u8>, early: Vec<u8>) -> Self {
+        let rx_end = rx.len();
+        rx.resize(rx_end.max(RX_ROOM), 0);
+        Self {
+            io,
+            conn,
+            rx,
+            rx_end,
+            plain: early,
+            plain_start: 0,
+            tx: Vec::new(),
+            tx_start: 0,
+            stage: Vec::new(),
+            peer_closed: false,
+            read_failed: false,
+            closing: false,
+        }
+    }
+
+    /// The transport underneath.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Lets rustls work through the received bytes, delivering into `buf`.
+    /// Returns whether it needs more input.
+    fn process(&mut self, mut buf: Option<&mut ReadBuf<'_>>) -> io::Result<Next> {
+        loop {
+            let mut sink = Sink {
+                buf: buf.as_deref_mut(),
+                plain: &mut self.plain,
+                tx: &mut self.tx,
+            };
+            let incoming = &mut self.rx[..self.rx_end];
+            let (discard, next) = match &mut self.conn {
+                Conn::Client(c) => step(c.process_tls_records(incoming), &mut sink),
+                Conn::Server(s) => step(s.process_tls_records(incoming), &mut sink),
+            }
+            .inspect_err(|_| self.queue_alert())
+            .map_err(tls_error)?;
+            self.rx.copy_within(discard..self.rx_end, 0);
+            self.rx_end -= discard;
+            match next {
+                Next::Again => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// After a failure rustls has an alert for the peer: queue it.
+    fn queue_alert(&mut self) {
+        for _ in 0..2 {
+            let mut sink = Sink {
+                buf: None,
+                plain: &mut self.plain,
+                tx: &mut self.tx,
+            };
+            let more = match &mut self.conn {
+                Conn::Client(c) => alert_step(c.process_tls_records(&mut []), &mut sink),
+                Conn::Server(s) => alert_step(s.process_tls_records(&mut []), &mut sink),
+            };
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Seals `data` as application data into the send buffer.
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let mut sink = Sink {
+                buf: None,
+                plain: &mut self.plain,
+                tx: &mut self.tx,
+            };
+            // Pending records (a KeyUpdate answer) go first; then we may write.
+            let written = match &mut self.conn {
+                Conn::Client(c) => write_step(c.process_tls_records(&mut []), &mut sink, data),
+                Conn::Server(s) => write_step(s.process_tls_records(&mut []), &mut sink, data),
+            }?;
+            if written {
+                return Ok(());
+            }
+        }
+    }
+
+    fn seal_stage(&mut self) -> io::Result<()> {
+        let stage = std::mem::take(&mut self.stage);
+        let sealed = self.encrypt(&stage);
+        self.stage = stage;
+        self.stage.clear();
+        sealed
+    }
+}
+
+/// One step towards sealing `data`: true once it is in the send buffer.
+fn write_step<D>(
+    status: UnbufferedStatus<'_, '_, D>,
+    sink: &mut Sink<'_, '_>,
+    data: &[u8],
+) -> io::Result<bool> {
+    match status.state.map_err(tls_error)? {
+        ConnectionState::WriteTraffic(mut traffic) => {
+            match grow_into(
+                sink.tx,
+                |out| traffic.encrypt(data, out),
+                |e| match e {
+                    EncryptError::InsufficientSize(s) => Some(s.required_size),
+                    _ => None,
+                },
+            ) {
+                None => Ok(true),
+                Some(e) => Err(io::Error::other(e.to_string())),
+            }
+        }
+        ConnectionState::EncodeTlsData(mut encode) => {
+            sink.encode(|out| encode.encode(out));
+            Ok(false)
+        }
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Ok(false)
+        }
+        ConnectionState::PeerClosed | ConnectionState::Closed => {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        // Received data is taken by reads; an empty input leaves none.
+        _ => Err(tls_error(rustls::Error::General(
+            "TLS state does not allow writing".into(),
+        ))),
+    }
+}
+
+impl<T: AsyncWrite + Unpin> RustlsStream<T> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.tx_start < self.tx.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.tx[self.tx_start..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tx_start += n;
+        }
+        self.tx.clear();
+        self.tx_start = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_failed {
+            return Poll::Ready(Err(super::protocol_error("connection failed earlier")));
+        }
+        let result = this.poll_read_inner(cx, buf);
+        if matches!(result, Poll::Ready(Err(_))) {
+            this.read_failed = true;
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> RustlsStream<T> {
+    fn poll_read_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.plain_start < self.plain.len() {
+                let n = buf.remaining().min(self.plain.len() - self.plain_start);
+                buf.put_slice(&self.plain[self.plain_start..self.plain_start + n]);
+                self.plain_start += n;
+                if self.plain_start == self.plain.len() {
+                    self.plain.clear();
+                    self.plain_start = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if self.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            let next = self.process(Some(buf))?;
+            // Answers rustls queued (KeyUpdate) leave now if the socket takes them.
+            if self.tx_start < self.tx.len() {
+                let _ = self.poll_drain(cx);
+            }
+            if let Next::Closed = next {
+                self.peer_closed = true;
+            }
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            if self.plain_start < self.plain.len() {
+                continue;
+            }
+            if self.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if self.rx_end == self.rx.len() {
+                // A record larger than the room: TLS allows none.
+                return Poll::Ready(Err(tls_error(rustls::Error::General(
+                    "record larger than the receive buffer".into(),
+                ))));
+            }
+            let mut read = ReadBuf::new(&mut self.rx[self.rx_end..]);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n == 0 {
+                // TCP ended without close_notify: a truncation (RFC 8446 6.1).
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.rx_end += n;
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.tx.len() - this.tx_start >= TX_HIGH {
+            ready!(this.poll_drain(cx))?;
+        }
+        if this.closing {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut n = 0;
+        for buf in bufs {
+            if buf.len() < STAGE_BELOW {
+                if this.stage.len() + buf.len() > record::MAX_PLAINTEXT {
+                    this.seal_stage()?;
+                }
+                this.stage.extend_from_slice(buf);
+            } else {
+                this.seal_stage()?;
+                this.encrypt(buf)?;
+            }
+            n += buf.len();
+        }
+        this.seal_stage()?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closing {
+            this.closing = true;
+            let mut sink = Sink {
+                buf: None,
+                plain: &mut this.plain,
+                tx: &mut this.tx,
+            };
+            let _ = match &mut this.conn {
+                Conn::Client(c) => close_step(c.process_tls_records(&mut []), &mut sink),
+                Conn::Server(s) => close_step(s.process_tls_records(&mut []), &mut sink),
+            };
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// Encodes a record rustls wants to send (an alert); true if there may be more.
+fn alert_step<D>(status: UnbufferedStatus<'_, '_, D>, sink: &mut Sink<'_, '_>) -> bool {
+    match status.state {
+        Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+            sink.encode(|out| encode.encode(out));
+            true
+        }
+        Ok(ConnectionState::TransmitTlsData(transmit)) => {
+            transmit.done();
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Queues close_notify if the connection still allows writing.
+fn close_step<D>(status: UnbufferedStatus<'_, '_, D>, sink: &mut Sink<'_, '_>) -> Option<()> {
+    if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
+        grow_into(
+            sink.tx,
+            |out| traffic.queue_close_notify(out),
+            |e| match e {
+                EncryptError::InsufficientSize(s) => Some(s.required_size),
+                _ => None,
+            },
+        );
+        return Some(());
+    }
+    None
+}
