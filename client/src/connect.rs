@@ -136,7 +136,7 @@ const UDP_RECV_BATCHES: usize = 32;
 
 impl Connection {
     /// The UDP channel of this session, when the server offered it: a socket
-    /// to the server's address and port, keys from this TLS session. None
+    /// to the server's address and port, keys from the secrets in the assignment. None
     /// when the server did not offer it or the socket cannot be made (data
     /// then stays on the TLS connection).
     pub fn udp_channel(&mut self, transport: Transport) -> Option<Udp> {
@@ -144,7 +144,7 @@ impl Connection {
             return None;
         }
         let number = self.assignment.udp_session?;
-        let secret = self.outside.stream.take_udp_secret()?;
+        let secret = self.assignment.udp_secret.take()?;
         let socket = match UdpSocket::connect(self.peer) {
             Ok(s) => s,
             Err(e) => {

@@ -88,6 +88,7 @@ mod tests {
             timeout_secs: 60,
             features: vec![],
             udp_session: None,
+            udp_secret: None,
         };
         let env = environment(&a, "tw-alice", "vpn:4433");
         let get = |k: &str| {

@@ -60,17 +60,22 @@ pub struct Assignment {
     /// With feature `udp`: the session's number in UDP datagrams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_session: Option<u32>,
+    /// With feature `udp`: the secrets the session's UDP keys come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_secret: Option<crate::outside::udp::UdpSecret>,
 }
 
 impl Assignment {
     /// Whether `other` gives the device the same configuration (the UDP
-    /// session number is new on every connection and does not count).
+    /// session number and secrets are new on every connection and do not count).
     pub fn same_network(&self, other: &Assignment) -> bool {
         Assignment {
             udp_session: None,
+            udp_secret: None,
             ..self.clone()
         } == Assignment {
             udp_session: None,
+            udp_secret: None,
             ..other.clone()
         }
     }
@@ -213,10 +218,16 @@ mod tests {
             timeout_secs: 60,
             features: vec!["udp".into()],
             udp_session: Some(0xdead_beef),
+            udp_secret: Some(crate::outside::udp::UdpSecret::generate()),
         };
         assert_eq!(decode::<Assignment>(&encode(&a)).unwrap(), a);
+        assert!(
+            !format!("{a:?}").contains(&encode_hex_of(&a)),
+            "Debug shows no secret"
+        );
         let other = Assignment {
             udp_session: Some(7),
+            udp_secret: Some(crate::outside::udp::UdpSecret::generate()),
             ..a.clone()
         };
         assert!(
@@ -228,6 +239,27 @@ mod tests {
             ..a.clone()
         };
         assert!(!a.same_network(&moved));
+    }
+
+    /// The udp_secret as it appears in the JSON.
+    fn encode_hex_of(a: &Assignment) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&encode(a)).unwrap();
+        v["udp_secret"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_udp_secret_is_128_lowercase_hex_digits() {
+        let ok = format!(r#"{{"s":"{}"}}"#, "0f".repeat(64));
+        #[derive(serde::Deserialize)]
+        struct S {
+            #[allow(dead_code)]
+            s: crate::outside::udp::UdpSecret,
+        }
+        assert!(serde_json::from_str::<S>(&ok).is_ok());
+        for bad in ["0f".repeat(63), "0F".repeat(64), "0g".repeat(64), "0f".repeat(65)] {
+            let json = format!(r#"{{"s":"{bad}"}}"#);
+            assert!(serde_json::from_str::<S>(&json).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
 use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP};
+use twoway_common::outside::udp::UdpSecret;
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::{self, Role, UdpPath};
 use twoway_common::queue;
@@ -316,7 +317,7 @@ impl Server {
 
     async fn session<I: Inside>(
         self: &Arc<Self>,
-        mut client: Identified,
+        client: Identified,
         inside: &I,
         shutdown: CancellationToken,
     ) {
@@ -371,16 +372,17 @@ impl Server {
                 return log_refusal(&self.stats, &client.refuse(code, message).await)
             }
         };
-        // The UDP channel, when both ends want it: keys from this TLS
-        // session, a number the endpoint routes its datagrams by.
-        let secret = client.take_udp_secret();
-        let udp = match (self.udp.get(), secret) {
-            (Some(endpoint), Some(secret)) if client.features.iter().any(|f| f == FEATURE_UDP) => {
+        // The UDP channel, when both ends want it: fresh secrets sent inside
+        // this TLS session, a number the endpoint routes its datagrams by.
+        let udp = match self.udp.get() {
+            Some(endpoint) if client.features.iter().any(|f| f == FEATURE_UDP) => {
                 let (registration, input) = endpoint.register();
                 let number = registration.number;
+                let secret = UdpSecret::generate();
                 let (seal, open) = secret.split(Role::Server, REKEY_AFTER);
                 assignment.features.push(FEATURE_UDP.to_owned());
                 assignment.udp_session = Some(number);
+                assignment.udp_secret = Some(secret);
                 let path = UdpPath::new(endpoint.socket(), None)
                     .with_tcp_retrans(client.tcp_retrans_reader());
                 let channel = relay::Udp {

@@ -11,7 +11,6 @@ use twoway_common::frame::FrameType;
 use twoway_common::identity::{self, IdentitySource};
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
-use twoway_common::outside::udp::UdpSecret;
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::queue::QueueRx;
 use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
@@ -167,11 +166,6 @@ impl Identified {
     /// Reads the TLS connection's TCP retransmissions (for UDP path reports).
     pub fn tcp_retrans_reader(&self) -> Option<twoway_common::outside::tcp_info::RetransFn> {
         twoway_common::outside::tcp_info::retrans_reader(self.outside.stream.get_ref())
-    }
-
-    /// The UDP channel's secrets of this TLS session (once).
-    pub fn take_udp_secret(&mut self) -> Option<UdpSecret> {
-        self.outside.stream.take_udp_secret()
     }
 
     /// Tells the client why it is refused and closes.

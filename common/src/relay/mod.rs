@@ -143,6 +143,8 @@ pub enum RelayEnd {
 enum Control {
     Pong(Bytes),
     Bye(Bye),
+    /// The peer said Bye: end the TLS stream with close_notify.
+    Close,
     /// Client: send a UDP probe with this number.
     Probe(u64),
     /// Server: answer a UDP probe (its body) at the address it came from.
@@ -250,7 +252,14 @@ where
     tokio::pin!(read, write, stop, udp_side);
     let bye = tokio::select! {
         end = &mut read => match end {
-            Ok(bye) => return RelayEnd::PeerBye(bye),
+            Ok(bye) => {
+                // Answer with close_notify, so the peer sees a clean end.
+                let closed = async {
+                    let _ = tokio::join!(control_tx.send(Control::Close), &mut write);
+                };
+                let _ = tokio::time::timeout(BYE_GRACE, closed).await;
+                return RelayEnd::PeerBye(bye);
+            }
             Err(e) if e.is_protocol_violation() => Bye::new(ByeReason::ProtocolError, e.to_string()),
             Err(e) => return RelayEnd::Lost(e),
         },
@@ -453,6 +462,12 @@ async fn write_loop<S: AsyncWrite>(
                 Some(Control::Pong(payload)) => out.frame(FrameType::Pong, &payload),
                 Some(Control::Bye(bye)) => {
                     out.frame(FrameType::Bye, &message::encode(&bye));
+                    out.write_to(&mut writer).await?;
+                    writer.flush().await?;
+                    writer.shutdown().await?;
+                    return Ok(());
+                }
+                Some(Control::Close) => {
                     out.write_to(&mut writer).await?;
                     writer.flush().await?;
                     writer.shutdown().await?;

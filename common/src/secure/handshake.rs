@@ -1,7 +1,7 @@
 //! The handshake: rustls's unbuffered connection driven over an async
-//! stream until the handshake is complete, then turned into a
-//! `OwnStream` with the traffic keys rustls hands over (and the UDP
-//! channel's secrets derived from them).
+//! stream until the handshake is complete, then turned into the data phase
+//! of the chosen record layer: an `OwnStream` with the traffic keys rustls
+//! hands over, or a `RustlsStream` that keeps the connection.
 
 use std::io;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rustls_stream::{Conn, RustlsStream};
 use super::{protocol_error, record_error, tls_error, OwnStream, SecureStream};
-use crate::outside::udp::UdpSecret;
 use crate::record::{self, Opener, Sealer};
 use crate::tuning::RecordLayer;
 
@@ -42,8 +41,15 @@ pub async fn connect<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let wants_alpn = !config.alpn_protocols.is_empty();
     let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
-    handshake(conn, io, layer).await.map(|(stream, _)| stream)
+    let (stream, peer) = handshake(conn, io, layer).await?;
+    // rustls refuses a protocol we did not offer, but accepts a server that
+    // chose none; ours always chooses one.
+    if wants_alpn && peer.alpn.is_none() {
+        return Err(tls_error(rustls::Error::NoApplicationProtocol));
+    }
+    Ok(stream)
 }
 
 /// Runs a server handshake over `io`; the caller checks the peer.
@@ -62,8 +68,6 @@ where
 /// The two unbuffered connection kinds, driven by one handshake loop.
 trait Handshaking {
     type Data;
-    /// Whether this end is the client (its send keys are client-to-server).
-    const CLIENT: bool;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -75,7 +79,6 @@ trait Handshaking {
 
 impl Handshaking for UnbufferedClientConnection {
     type Data = ClientConnectionData;
-    const CLIENT: bool = true;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -96,7 +99,6 @@ impl Handshaking for UnbufferedClientConnection {
 
 impl Handshaking for UnbufferedServerConnection {
     type Data = ServerConnectionData;
-    const CLIENT: bool = false;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -253,11 +255,6 @@ where
         return Ok((SecureStream::Rustls(Box::new(stream)), peer));
     }
     let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
-    let udp_secret = if C::CLIENT {
-        UdpSecret::derive(&secrets.tx.1, &secrets.rx.1)
-    } else {
-        UdpSecret::derive(&secrets.rx.1, &secrets.tx.1)
-    };
     let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
     let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
     let rx_end = incoming.len();
@@ -281,10 +278,11 @@ where
         stage: Vec::new(),
         key_updates_in_a_row: 0,
         key_update_answer_pending: false,
+        warnings_in_a_row: 0,
+        hs_partial: Vec::new(),
         read_failed: false,
         peer_closed: false,
         closing: false,
-        udp_secret: Some(udp_secret),
     };
     Ok((SecureStream::Own(stream), peer))
 }

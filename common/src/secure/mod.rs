@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::outside::udp::UdpSecret;
 use crate::record::RecordError;
 
 mod control;
@@ -56,15 +55,6 @@ impl<T> SecureStream<T> {
         match self {
             Self::Own(s) => s.get_ref(),
             Self::Rustls(s) => s.get_ref(),
-        }
-    }
-
-    /// The UDP channel's secrets of this TLS session (once; they are not
-    /// kept here afterwards).
-    pub fn take_udp_secret(&mut self) -> Option<UdpSecret> {
-        match self {
-            Self::Own(s) => s.take_udp_secret(),
-            Self::Rustls(_) => None,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::handshake::Kernel;
-use super::{protocol_error, record_error};
+use super::{control, protocol_error, record_error};
 use crate::record::{self, Opener, Sealer, ALERT, APPLICATION_DATA};
 
 /// Receive buffer while traffic flows: many records per read.
@@ -62,16 +62,19 @@ pub struct OwnStream<T> {
     pub(super) tx_last: usize,
     /// KeyUpdates received since the last application data.
     pub(super) key_updates_in_a_row: u32,
-    /// Our answer to a KeyUpdate request is sealed but not yet written.
+    /// Our answer to a KeyUpdate request is sealed and no application data
+    /// has been sealed since: it answers further requests too (RFC 8446 4.6.3).
     pub(super) key_update_answer_pending: bool,
+    /// Warning alerts (user_canceled) since the last application data.
+    pub(super) warnings_in_a_row: u32,
+    /// The start of a post-handshake message continued in the next record.
+    pub(super) hs_partial: Vec<u8>,
     /// A read failed: the connection cannot be read any further.
     pub(super) read_failed: bool,
     /// The peer sent close_notify.
     pub(super) peer_closed: bool,
     /// We sealed close_notify: nothing more may be written.
     pub(super) closing: bool,
-    /// The UDP channel's secrets, exported at the end of the handshake.
-    pub(super) udp_secret: Option<crate::outside::udp::UdpSecret>,
 }
 
 impl<T> std::fmt::Debug for OwnStream<T> {
@@ -90,12 +93,6 @@ impl<T> OwnStream<T> {
         &self.io
     }
 
-    /// The UDP channel's secrets of this TLS session (once; they are not
-    /// kept here afterwards).
-    pub fn take_udp_secret(&mut self) -> Option<crate::outside::udp::UdpSecret> {
-        self.udp_secret.take()
-    }
-
     /// Replaces our send key after this many records instead of half the
     /// cipher's confidentiality limit (tests use a small number).
     pub fn set_rekey_after(&mut self, records: u64) {
@@ -112,6 +109,11 @@ impl<T> OwnStream<T> {
     pub(super) fn seal(&mut self, content_type: u8, content: &[u8]) -> io::Result<()> {
         if self.sealer.records() >= self.rekey_after {
             self.update_tx_key(false)?;
+        }
+        if content_type == APPLICATION_DATA {
+            // Our answer to a KeyUpdate request goes out before this data; a
+            // request that arrives from now on needs an answer of its own.
+            self.key_update_answer_pending = false;
         }
         self.seal_now(content_type, content)
     }
@@ -228,7 +230,14 @@ impl<T: AsyncRead + Unpin> OwnStream<T> {
             self.rx_start += len;
             progress = true;
             if content_type == APPLICATION_DATA {
-                self.key_updates_in_a_row = 0;
+                if !self.hs_partial.is_empty() {
+                    // RFC 8446 5.1: a handshake message may not be interleaved.
+                    return Err(protocol_error("application data inside a handshake message"));
+                }
+                if n > 0 {
+                    self.key_updates_in_a_row = 0;
+                    self.warnings_in_a_row = 0;
+                }
                 if direct {
                     buf.advance(n);
                 }
@@ -280,7 +289,7 @@ impl<T: AsyncWrite + Unpin> OwnStream<T> {
     }
 
     /// Writes the send buffer out.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(super) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.tx_start < self.tx_end {
             let n = ready!(
                 Pin::new(&mut self.io).poll_write(cx, &self.tx[self.tx_start..self.tx_end])
@@ -291,14 +300,13 @@ impl<T: AsyncWrite + Unpin> OwnStream<T> {
             self.tx_start += n;
         }
         self.tx_last = self.tx_end;
-        self.key_update_answer_pending = false;
         self.tx_start = 0;
         self.tx_end = 0;
         Poll::Ready(Ok(()))
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for OwnStream<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for OwnStream<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -309,8 +317,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for OwnStream<T> {
             return Poll::Ready(Err(protocol_error("connection failed earlier")));
         }
         let result = this.poll_read_inner(cx, buf);
-        if matches!(result, Poll::Ready(Err(_))) {
+        if let Poll::Ready(Err(e)) = &result {
             this.read_failed = true;
+            if let Some(alert) = control::alert_for(e) {
+                this.send_fatal_alert(alert, cx);
+            }
         }
         result
     }
@@ -338,10 +349,14 @@ impl<T: AsyncRead + Unpin> OwnStream<T> {
                 continue;
             }
             if ready!(this.poll_fill(cx))? == 0 {
-                if this.rx_start != this.rx_end {
-                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                }
-                return Poll::Ready(Ok(()));
+                // The TCP stream ended without close_notify: the data may
+                // have been cut short (RFC 8446 6.1), which is an error.
+                let what = if this.rx_start != this.rx_end {
+                    "connection closed inside a TLS record"
+                } else {
+                    "connection closed without close_notify"
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, what)));
             }
         }
     }

@@ -71,6 +71,7 @@ impl Server {
                 vec![]
             },
             udp_session: None,
+            udp_secret: None,
         })
     }
 

@@ -1,18 +1,14 @@
-//! Keys of the UDP data channel, bound to the TLS 1.3 session they come
-//! from. rustls 0.23's unbuffered connection, which runs our handshake so
-//! that we can take over the record keys, offers no exporter (RFC 8446 7.5),
-//! so both ends derive the channel's 64 secret bytes from that session's
-//! first application traffic keys, which only its two ends know:
-//!
-//! ```text
-//! prk     = HKDF-Extract(salt = "twoway udp v1",
-//!                        ikm = key_c2s || iv_c2s || key_s2c || iv_s2c)
-//! secrets = HKDF-Expand(prk, "twoway udp secrets", 64)
-//! ```
+//! Keys of the UDP data channel, bound to the TLS 1.3 session that carries
+//! them. The server draws 64 random bytes for each session and sends them
+//! inside that session's Assign message (as OpenVPN's key method 2 and
+//! AnyConnect's DTLS master secret travel inside their TLS channel), so only
+//! the two authenticated ends know them and they die with the session. Any
+//! TLS stack can carry them: they do not depend on our record layer or on a
+//! TLS exporter (rustls's unbuffered connection, which runs our handshake,
+//! offers none).
 //!
 //! The first 32 bytes are the client-to-server secret, the last 32 the
-//! server-to-client secret. HKDF is one-way: the channel's keys reveal
-//! nothing of the TLS keys. Each direction's secret is a chain of epochs,
+//! server-to-client secret. Each direction's secret is a chain of epochs,
 //! ratcheted forward with HKDF-Expand (SHA-256):
 //!
 //! ```text
@@ -30,18 +26,10 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, NONCE_LEN};
-use aws_lc_rs::hkdf::{KeyType, Prk, Salt, HKDF_SHA256};
-use rustls::ConnectionTrafficSecrets;
+use aws_lc_rs::hkdf::{KeyType, Prk, HKDF_SHA256};
 use zeroize::{Zeroize, Zeroizing};
 
-/// HKDF-Extract salt of the channel's secrets.
-pub const DERIVE_SALT: &[u8] = b"twoway udp v1";
-/// HKDF-Expand label of the channel's secrets.
-pub const DERIVE_LABEL: &[u8] = b"twoway udp secrets";
-/// TLS exporter label of the channel's secrets (RFC 8446 7.5), where the
-/// record layer keeps an exporter (`tunnel.record_layer = "rustls"`).
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-twoway-udp-v1";
-/// Bytes derived: one 32-byte secret per direction.
+/// Secret bytes of a session: one 32-byte secret per direction.
 pub const EXPORT_LEN: usize = 64;
 /// Length of the AEAD tag at the end of each datagram.
 pub const TAG_LEN: usize = 16;
@@ -51,8 +39,44 @@ pub const REKEY_AFTER: u64 = 1 << 22;
 
 const SECRET_LEN: usize = 32;
 
-/// The exported secrets of one TLS session. Debug prints no key bytes.
+/// The UDP secrets of one TLS session. Debug prints no key bytes; in JSON
+/// (the Assign message) they are 128 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UdpSecret(Zeroizing<[u8; EXPORT_LEN]>);
+
+impl serde::Serialize for UdpSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut hex = Zeroizing::new(String::with_capacity(2 * EXPORT_LEN));
+        for b in self.0.iter() {
+            hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        s.serialize_str(&hex)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UdpSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hex = Zeroizing::new(String::deserialize(d)?);
+        let digits = hex.as_bytes();
+        if digits.len() != 2 * EXPORT_LEN {
+            return Err(serde::de::Error::custom(format!(
+                "udp_secret must be {} hex digits",
+                2 * EXPORT_LEN
+            )));
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(serde::de::Error::custom("udp_secret must be lowercase hex")),
+        };
+        let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
+        for (i, pair) in digits.chunks_exact(2).enumerate() {
+            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Ok(Self(out))
+    }
+}
 
 impl fmt::Debug for UdpSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -75,26 +99,10 @@ impl UdpSecret {
         Self(Zeroizing::new(exported))
     }
 
-    /// Derives the secrets from the TLS session's first application traffic
-    /// keys, client-to-server and server-to-client.
-    pub fn derive(c2s: &ConnectionTrafficSecrets, s2c: &ConnectionTrafficSecrets) -> Self {
-        let mut ikm = Zeroizing::new(Vec::with_capacity(2 * (32 + NONCE_LEN)));
-        for secrets in [c2s, s2c] {
-            let (key, iv) = match secrets {
-                ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-                | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-                | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
-                // rustls marks the enum non-exhaustive; TLS 1.3 has no other suites.
-                _ => unreachable!("a TLS 1.3 suite rustls does not have"),
-            };
-            ikm.extend_from_slice(key.as_ref());
-            ikm.extend_from_slice(iv.as_ref());
-        }
-        let prk = Salt::new(HKDF_SHA256, DERIVE_SALT).extract(&ikm);
+    /// Fresh random secrets for a new session (the server draws them).
+    pub fn generate() -> Self {
         let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
-        prk.expand(&[DERIVE_LABEL], Len(EXPORT_LEN))
-            .and_then(|okm| okm.fill(&mut out[..]))
-            .expect("HKDF-Expand of 64 bytes");
+        aws_lc_rs::rand::fill(&mut out[..]).expect("the system's random number generator");
         Self(out)
     }
 

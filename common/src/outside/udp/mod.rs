@@ -12,6 +12,6 @@ pub mod replay;
 pub mod socket;
 
 pub use datagram::{Kind, Receiver, Sender};
-pub use keys::{Role, UdpSecret, EXPORTER_LABEL, EXPORT_LEN};
+pub use keys::{Role, UdpSecret, EXPORT_LEN};
 pub use path::UdpPath;
 pub use socket::{RecvBatch, RecvPool, UdpSocket};
