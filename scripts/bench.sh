@@ -13,8 +13,7 @@
 # Systems: plain (a temporary route in cli via srv, no VPN); twoway (default
 # client config: transport "auto", data over UDP when it gets through);
 # twoway-tcp (the same with transport = "tcp" in the client config; the server
-# stays auto); twoway-rustls (twoway-tcp with tunnel.record_layer = "rustls"
-# on both ends: rustls's own record layer instead of ours); openvpn-tcp and openvpn-udp (OpenVPN 2.6 over TCP or UDP with
+# stays auto); openvpn-tcp and openvpn-udp (OpenVPN 2.6 over TCP or UDP with
 # mutual certificates, Debian's defaults, no tcp-nodelay, otherwise alike).
 # For twoway, `twoway status --json` gives the transport right after the start
 # (the default system waits up to 10 s for "udp") and at the end (udp, or tcp
@@ -55,8 +54,7 @@
 #   --reps N         repetitions (default 2)
 #   --secs S         seconds per iperf3 run (default 10, at least 2)
 #   --systems LIST   comma-separated subset of
-#                    plain,twoway,twoway-tcp,twoway-rustls,openvpn-tcp,openvpn-udp
-#                    (default: all)
+#                    plain,twoway,twoway-tcp,openvpn-tcp,openvpn-udp (default: all)
 #   --links LIST     comma-separated subset of clean,lossy,wan (default: all)
 #   --quick          a smoke run: 1 repetition, 3 s
 #   --no-build       use the binaries in target/release as they are
@@ -83,7 +81,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 helper=$here/bench/report.py
-all_systems=plain,twoway,twoway-tcp,twoway-rustls,openvpn-tcp,openvpn-udp
+all_systems=plain,twoway,twoway-tcp,openvpn-tcp,openvpn-udp
 all_links=clean,lossy,wan
 # The lossy link and the WAN (the bridge's settings, each way).
 loss_pct=1
@@ -143,7 +141,7 @@ for s in "${sys_list[@]}"; do
     seen[$s]=1
 done
 want() { [[ -n ${seen[$1]:-} ]]; }
-want_twoway() { want twoway || want twoway-tcp || want twoway-rustls; }
+want_twoway() { want twoway || want twoway-tcp; }
 want_openvpn() { want openvpn-tcp || want openvpn-udp; }
 IFS=, read -r -a link_list <<<"$links"
 [[ ${#link_list[@]} -gt 0 ]] || { echo "bench: --links is empty" >&2; exit 2; }
@@ -461,17 +459,7 @@ if want_twoway; then
     # so it goes before the first [table]).
     { echo 'transport = "tcp"'; cat "$pki/bench.toml"; } >"$pki/bench-tcp.toml"
     grep -q '^transport *=' "$pki/bench.toml" && die "bench.toml already sets transport; the bench expects the default (auto)"
-    # twoway-rustls: twoway-tcp with rustls's own record layer on both ends
-    # (tunnel.record_layer = "rustls"), to weigh it against ours.
-    sed '/^\[tunnel\]/a record_layer = "rustls"' "$pki/server.toml" >"$pki/server-rustls.toml"
-    if grep -q '^\[tunnel\]' "$pki/bench-tcp.toml"; then
-        sed '/^\[tunnel\]/a record_layer = "rustls"' "$pki/bench-tcp.toml" >"$pki/bench-rustls.toml"
-    else
-        { cat "$pki/bench-tcp.toml"; printf '\n[tunnel]\nrecord_layer = "rustls"\n'; } >"$pki/bench-rustls.toml"
-    fi
-    grep -q '^record_layer = "rustls"' "$pki/server-rustls.toml" || die "could not set record_layer in server-rustls.toml"
-    cp "$pki/server.toml" "$pki/server-rustls.toml" "$pki/policy.toml" "$pki/bench.toml" "$pki/bench-tcp.toml" \
-        "$pki/bench-rustls.toml" "$tmp/logs/" 2>/dev/null || true
+    cp "$pki/server.toml" "$pki/policy.toml" "$pki/bench.toml" "$pki/bench-tcp.toml" "$tmp/logs/" 2>/dev/null || true
 fi
 
 ovpn_dir=$tmp/openvpn
@@ -637,12 +625,11 @@ pids_plain() { :; }
 
 start_twoway() { start_twoway_with "$1" "$tw_dir/pki/bench.toml"; }
 start_twoway-tcp() { start_twoway_with "$1" "$tw_dir/pki/bench-tcp.toml"; }
-start_twoway-rustls() { start_twoway_with "$1" "$tw_dir/pki/bench-rustls.toml" "$tw_dir/pki/server-rustls.toml"; }
-start_twoway_with() { # REP CLIENT_CONFIG [SERVER_CONFIG]
+start_twoway_with() { # REP CLIENT_CONFIG
     local rep=$1 rc=0 tag
     tw_cfg=$2
     tag=$cur_link-$(basename "$tw_cfg" .toml)-rep$rep
-    ip netns exec "$srv" "$server" run --config "${3:-$tw_dir/pki/server.toml}" \
+    ip netns exec "$srv" "$server" run --config "$tw_dir/pki/server.toml" \
         >>"$tmp/logs/twoway-server-$tag.log" 2>&1 &
     tw_server_pid=$!
     wait_until 10 listening "$srv" "$tw_port" "$tw_server_pid" || rc=$?
@@ -672,7 +659,6 @@ pids_twoway() {
     ns_pids_named "$cli" twoway
 }
 pids_twoway-tcp() { pids_twoway; }
-pids_twoway-rustls() { pids_twoway; }
 # The transport the running twoway client reports (udp, tcp; "?" if unknown).
 tw_transport() {
     timeout -k 2 10 ip netns exec "$cli" "$twoway" status --config "$tw_cfg" --json 2>/dev/null |
@@ -718,7 +704,7 @@ pids_openvpn-udp() { pids_openvpn-tcp; }
 stop_system() {
     case $1 in
         plain) stop_plain ;;
-        twoway | twoway-tcp | twoway-rustls) stop_twoway ;;
+        twoway | twoway-tcp) stop_twoway ;;
         openvpn-tcp | openvpn-udp) stop_openvpn ;;
     esac
 }
@@ -814,7 +800,7 @@ check_transport() { # SYS REP start|end
             t=$(tw_transport)
             [[ $when == end || $t == udp ]] || fail_step "$rep" "$sys" "twoway (transport auto) reports transport '$t' at the $when, not udp"
             ;;
-        twoway-tcp | twoway-rustls)
+        twoway-tcp)
             t=$(tw_transport)
             [[ $t == tcp ]] || fail_step "$rep" "$sys" "twoway with transport = \"tcp\" reports transport '$t' at the $when"
             ;;

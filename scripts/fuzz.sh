@@ -11,7 +11,9 @@
 # policy.toml and a client config from arbitrary UTF-8, with validation),
 # ip_header (IP source/destination and offload header validation), datagram
 # (the UDP datagram decoder with fixed keys: sequences of sealed, replayed,
-# altered and arbitrary datagrams against a model of the replay window).
+# altered and arbitrary datagrams against a model of the replay window),
+# secure_stream (the TLS stream after a real handshake, as the server reads
+# it: data, foreign bytes beneath TLS, close_notify and cuts).
 #
 # cargo-fuzz is installed from crates.io if missing. It needs nightly compiler
 # flags (libFuzzer instrumentation, AddressSanitizer); with only a stable
@@ -25,7 +27,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 secs=${1:-60}
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 ]] || { echo "usage: $0 [SECONDS]" >&2; exit 2; }
-read -r -a targets <<<"${FUZZ_TARGETS:-frame message config ip_header datagram}"
+read -r -a targets <<<"${FUZZ_TARGETS:-frame message config ip_header datagram secure_stream}"
 
 if [[ -f $HOME/.cargo/env ]] && ! command -v cargo >/dev/null; then
     # shellcheck disable=SC1091

@@ -82,9 +82,6 @@ pub struct TunnelSection {
     /// TCP congestion control of the outside connection ("" = the system's).
     #[serde(default = "twoway_common::tuning::default_congestion")]
     pub congestion: String,
-    /// TLS record layer of the data phase (see twoway_common::secure).
-    #[serde(default)]
-    pub record_layer: twoway_common::tuning::RecordLayer,
 }
 
 fn default_allow_lan() -> bool {
@@ -99,7 +96,6 @@ impl Default for TunnelSection {
             allow_lan: default_allow_lan(),
             nice: twoway_common::tuning::default_nice(),
             congestion: twoway_common::tuning::default_congestion(),
-            record_layer: twoway_common::tuning::RecordLayer::default(),
         }
     }
 }

@@ -82,7 +82,7 @@ async fn handshake(
         .map_err(|e| ClientError::Internal(format!("local address: {e}")))?;
     let name =
         tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
-    let stream = secure::connect(tls_config, name, tcp, config.tunnel.record_layer)
+    let stream = secure::connect(tls_config, name, tcp)
         .await
         .map_err(|e| tls_failure(&e, &config.server))?;
     let mut outside = Outside::new(stream);

@@ -22,7 +22,7 @@ fn assignment(routes: &[&str], v6: bool) -> Assignment {
         timeout_secs: 60,
         features: vec![],
         udp_session: None,
-            udp_secret: None,
+        udp_secret: None,
     }
 }
 

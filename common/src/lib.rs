@@ -17,7 +17,6 @@ pub mod offload;
 pub mod outside;
 pub mod priority;
 pub mod queue;
-pub mod record;
 pub mod relay;
 pub mod secure;
 pub mod tls;

@@ -256,7 +256,12 @@ mod tests {
             s: crate::outside::udp::UdpSecret,
         }
         assert!(serde_json::from_str::<S>(&ok).is_ok());
-        for bad in ["0f".repeat(63), "0F".repeat(64), "0g".repeat(64), "0f".repeat(65)] {
+        for bad in [
+            "0f".repeat(63),
+            "0F".repeat(64),
+            "0g".repeat(64),
+            "0f".repeat(65),
+        ] {
             let json = format!(r#"{{"s":"{bad}"}}"#);
             assert!(serde_json::from_str::<S>(&json).is_err(), "{bad}");
         }

@@ -22,18 +22,6 @@ pub enum Transport {
     Tcp,
 }
 
-/// Which TLS record layer carries the data phase (`tunnel.record_layer`);
-/// see crate::secure. Local to each end: the wire is TLS 1.3 either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecordLayer {
-    /// twoway's own record layer over keys rustls hands over.
-    #[default]
-    Twoway,
-    /// rustls's buffered connection.
-    Rustls,
-}
-
 /// Default of `tunnel.nice`.
 pub fn default_nice() -> i32 {
     crate::priority::DEFAULT_NICE

@@ -189,9 +189,6 @@ pub struct TunnelSection {
     /// TCP congestion control of the outside connection ("" = the system's).
     #[serde(default = "twoway_common::tuning::default_congestion")]
     pub congestion: String,
-    /// TLS record layer of the data phase (see twoway_common::secure).
-    #[serde(default)]
-    pub record_layer: twoway_common::tuning::RecordLayer,
     /// `auto`: also listen for the UDP data channel on `listen`'s address
     /// and port; `tcp`: data always stays on the TLS connection.
     #[serde(default)]
@@ -211,7 +208,6 @@ impl Default for TunnelSection {
             queues: 0,
             nice: twoway_common::tuning::default_nice(),
             congestion: twoway_common::tuning::default_congestion(),
-            record_layer: twoway_common::tuning::RecordLayer::default(),
         }
     }
 }

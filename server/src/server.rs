@@ -18,8 +18,8 @@ use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
 use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP};
-use twoway_common::outside::udp::UdpSecret;
 use twoway_common::outside::udp::keys::REKEY_AFTER;
+use twoway_common::outside::udp::UdpSecret;
 use twoway_common::outside::udp::{self, Role, UdpPath};
 use twoway_common::queue;
 use twoway_common::relay::UdpInput;
@@ -284,14 +284,7 @@ impl Server {
                 // Until its peer speaks, a connection is the first to make room for others.
                 let _ = tcp.peek(&mut [0u8; 1]).await;
                 slot.spoke();
-                Connected::accept(
-                    tcp,
-                    remote,
-                    self.acceptor(),
-                    limit,
-                    self.config.tunnel.record_layer,
-                )
-                .await
+                Connected::accept(tcp, remote, self.acceptor(), limit).await
             };
             tokio::select! {
                 c = tokio::time::timeout(limit, handshake) => c.unwrap_or(Err(SessionError::Timeout(limit))),

@@ -80,10 +80,9 @@ impl Connected {
         remote: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         limit: Duration,
-        layer: twoway_common::tuning::RecordLayer,
     ) -> Result<Self, SessionError> {
         tokio::time::timeout(limit, async {
-            let (stream, peer) = secure::accept(tls, tcp, layer)
+            let (stream, peer) = secure::accept(tls, tcp)
                 .await
                 .map_err(SessionError::Handshake)?;
             if peer.alpn.as_deref() != Some(ALPN) {

@@ -14,7 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use twoway_common::secure;
 use twoway_common::tls;
-use twoway_common::tuning::RecordLayer;
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -78,7 +77,7 @@ async fn twoway_client_and_server_negotiate_x25519mlkem768() {
     let (c, s) = tcp_pair().await;
     let acceptor = tokio_rustls::TlsAcceptor::from(p.server.clone());
     let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), name(), c, RecordLayer::Twoway),
+        secure::connect(p.client.clone(), name(), c),
         acceptor.accept(s)
     );
     let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
@@ -99,7 +98,7 @@ async fn twoway_client_and_server_negotiate_x25519mlkem768() {
     let (c, s) = tcp_pair().await;
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), s, RecordLayer::Twoway),
+        secure::accept(p.server.clone(), s),
         connector.connect(name(), c)
     );
     let ((mut ours, _peer), mut theirs) = (ours.unwrap(), theirs.unwrap());
@@ -140,7 +139,7 @@ async fn a_client_without_ml_kem_gets_x25519() {
     let (c, s) = tcp_pair().await;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), s, RecordLayer::Twoway),
+        secure::accept(p.server.clone(), s),
         connector.connect(name(), c)
     );
     let ((mut ours, _peer), mut theirs) = (ours.unwrap(), theirs.unwrap());

@@ -1,6 +1,6 @@
-//! twoway's own TLS 1.3 record layer (twoway_common::secure) against
-//! rustls's standard buffered connection (through tokio-rustls) as the
-//! reference peer: data both ways in many record sizes, key updates asked
+//! twoway's TLS stream (twoway_common::secure: rustls's unbuffered
+//! connection driven through our buffers) against rustls's standard buffered
+//! connection (through tokio-rustls) as the reference peer: data both ways in many record sizes, key updates asked
 //! for by either side, close_notify, and alerts. No root, no network: an
 //! in-memory duplex pipe.
 
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use twoway_common::secure::{self, SecureStream};
 use twoway_common::tls;
-use twoway_common::tuning::RecordLayer;
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -34,7 +33,6 @@ fn name() -> rustls::pki_types::ServerName<'static> {
 /// Ours as the client, rustls's buffered server as the peer.
 async fn ours_client(
     p: &Pki,
-    layer: RecordLayer,
 ) -> (
     SecureStream<DuplexStream>,
     tokio_rustls::server::TlsStream<DuplexStream>,
@@ -42,7 +40,7 @@ async fn ours_client(
     let (a, b) = tokio::io::duplex(64 * 1024);
     let acceptor = tokio_rustls::TlsAcceptor::from(p.server.clone());
     let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), name(), a, layer),
+        secure::connect(p.client.clone(), name(), a),
         acceptor.accept(b)
     );
     (ours.unwrap(), theirs.unwrap())
@@ -51,7 +49,6 @@ async fn ours_client(
 /// Ours as the server, rustls's buffered client as the peer.
 async fn ours_server(
     p: &Pki,
-    layer: RecordLayer,
 ) -> (
     SecureStream<DuplexStream>,
     tokio_rustls::client::TlsStream<DuplexStream>,
@@ -59,7 +56,7 @@ async fn ours_server(
     let (a, b) = tokio::io::duplex(64 * 1024);
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), a, layer),
+        secure::accept(p.server.clone(), a),
         connector.connect(name(), b)
     );
     let (ours, peer) = ours.unwrap();
@@ -67,9 +64,6 @@ async fn ours_server(
     assert_eq!(peer.certificates.len(), 1, "the client's leaf");
     (ours, theirs.unwrap())
 }
-
-/// Both record layers: every behaviour below holds for either.
-const LAYERS: [RecordLayer; 2] = [RecordLayer::Twoway, RecordLayer::Rustls];
 
 /// A pattern that shows misplaced or reordered bytes.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -102,123 +96,114 @@ where
 #[tokio::test]
 async fn data_both_ways_with_rustls_as_the_server() {
     let p = pki();
-    for layer in LAYERS {
-        let (mut ours, mut theirs) = ours_client(&p, layer).await;
-        for (len, chunk) in [
-            (1, 1),
-            (5000, 7),
-            (100_000, 16_384),
-            (300_000, 65_536),
-            (70_000, 3),
-        ] {
-            send(&mut ours, &mut theirs, &pattern(len, 1), chunk).await;
-            send(&mut theirs, &mut ours, &pattern(len, 2), chunk).await;
-        }
+    let (mut ours, mut theirs) = ours_client(&p).await;
+    for (len, chunk) in [
+        (1, 1),
+        (5000, 7),
+        (100_000, 16_384),
+        (300_000, 65_536),
+        (70_000, 3),
+    ] {
+        send(&mut ours, &mut theirs, &pattern(len, 1), chunk).await;
+        send(&mut theirs, &mut ours, &pattern(len, 2), chunk).await;
     }
 }
 
 #[tokio::test]
 async fn data_both_ways_with_rustls_as_the_client() {
     let p = pki();
-    for layer in LAYERS {
-        let (mut ours, mut theirs) = ours_server(&p, layer).await;
-        for (len, chunk) in [(1, 1), (5000, 7), (100_000, 16_384), (300_000, 65_536)] {
-            send(&mut theirs, &mut ours, &pattern(len, 3), chunk).await;
-            send(&mut ours, &mut theirs, &pattern(len, 4), chunk).await;
-        }
-        // Small reads take a large record in pieces.
-        let data = pattern(40_000, 5);
-        theirs.write_all(&data).await.unwrap();
-        theirs.flush().await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 100];
-        while got.len() < data.len() {
-            let n = ours.read(&mut buf).await.unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(got == data);
+    let (mut ours, mut theirs) = ours_server(&p).await;
+    for (len, chunk) in [(1, 1), (5000, 7), (100_000, 16_384), (300_000, 65_536)] {
+        send(&mut theirs, &mut ours, &pattern(len, 3), chunk).await;
+        send(&mut ours, &mut theirs, &pattern(len, 4), chunk).await;
     }
+    // Small reads take a large record in pieces.
+    let data = pattern(40_000, 5);
+    theirs.write_all(&data).await.unwrap();
+    theirs.flush().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 100];
+    while got.len() < data.len() {
+        let n = ours.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == data);
 }
 
 #[tokio::test]
 async fn a_key_update_asked_by_rustls_is_answered() {
     let p = pki();
-    for layer in LAYERS {
-        let (mut ours, mut theirs) = ours_server(&p, layer).await;
-        send(&mut ours, &mut theirs, &pattern(1000, 6), 1000).await;
-        // rustls sends KeyUpdate(update_requested): we switch our receive key,
-        // answer with our own KeyUpdate and switch our send key.
-        theirs.get_mut().1.refresh_traffic_keys().unwrap();
-        send(&mut theirs, &mut ours, &pattern(50_000, 7), 4096).await;
-        send(&mut ours, &mut theirs, &pattern(50_000, 8), 4096).await;
-        theirs.get_mut().1.refresh_traffic_keys().unwrap();
-        send(&mut theirs, &mut ours, &pattern(10, 9), 10).await;
-        send(&mut ours, &mut theirs, &pattern(10, 10), 10).await;
-    }
-}
-
-#[tokio::test]
-async fn our_key_is_replaced_before_its_limit() {
-    let p = pki();
-    let (mut ours, mut theirs) = ours_client(&p, RecordLayer::Twoway).await;
-    let SecureStream::Own(own) = &mut ours else {
-        unreachable!("our record layer was asked for")
-    };
-    own.set_rekey_after(3);
-    // Many records, each key sealing at most three: rustls must follow every
-    // KeyUpdate or the data would not authenticate.
-    send(&mut ours, &mut theirs, &pattern(200_000, 11), 1000).await;
-    let SecureStream::Own(own) = &ours else {
-        unreachable!()
-    };
-    assert!(own.tx_key_updates() >= 60, "{}", own.tx_key_updates());
-    send(&mut theirs, &mut ours, &pattern(20_000, 12), 1000).await;
+    let (mut ours, mut theirs) = ours_server(&p).await;
+    send(&mut ours, &mut theirs, &pattern(1000, 6), 1000).await;
+    // rustls sends KeyUpdate(update_requested): we switch our receive key,
+    // answer with our own KeyUpdate and switch our send key.
+    theirs.get_mut().1.refresh_traffic_keys().unwrap();
+    send(&mut theirs, &mut ours, &pattern(50_000, 7), 4096).await;
+    send(&mut ours, &mut theirs, &pattern(50_000, 8), 4096).await;
+    theirs.get_mut().1.refresh_traffic_keys().unwrap();
+    send(&mut theirs, &mut ours, &pattern(10, 9), 10).await;
+    send(&mut ours, &mut theirs, &pattern(10, 10), 10).await;
 }
 
 #[tokio::test]
 async fn close_notify_ends_the_stream_cleanly_both_ways() {
     let p = pki();
-    for layer in LAYERS {
-        let (mut ours, mut theirs) = ours_client(&p, layer).await;
-        ours.write_all(b"last words").await.unwrap();
-        ours.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        theirs.read_to_end(&mut rest).await.unwrap();
-        assert_eq!(rest, b"last words");
+    let (mut ours, mut theirs) = ours_client(&p).await;
+    ours.write_all(b"last words").await.unwrap();
+    ours.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    theirs.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"last words");
 
-        let (mut ours, mut theirs) = ours_server(&p, layer).await;
-        theirs.write_all(b"bye").await.unwrap();
-        theirs.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        ours.read_to_end(&mut rest).await.unwrap();
-        assert_eq!(rest, b"bye");
-    }
+    let (mut ours, mut theirs) = ours_server(&p).await;
+    theirs.write_all(b"bye").await.unwrap();
+    theirs.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    ours.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"bye");
 }
 
 #[tokio::test]
 async fn a_forged_record_ends_the_stream_with_an_error() {
     let p = pki();
-    for layer in LAYERS {
-        let (mut ours, mut theirs) = ours_client(&p, layer).await;
-        send(&mut theirs, &mut ours, b"real", 4).await;
-        // Bypass rustls: a well-formed header around bytes nobody sealed.
-        let mut forged = vec![23, 3, 3, 0, 40];
-        forged.extend_from_slice(&[0x55; 40]);
-        theirs.get_mut().0.write_all(&forged).await.unwrap();
-        let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("authentication") || text.contains("decrypt"),
-            "{text}"
-        );
-    }
+    let (mut ours, mut theirs) = ours_client(&p).await;
+    send(&mut theirs, &mut ours, b"real", 4).await;
+    // Bypass rustls: a well-formed header around bytes nobody sealed.
+    let mut forged = vec![23, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0x55; 40]);
+    theirs.get_mut().0.write_all(&forged).await.unwrap();
+    let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("decrypt"), "{text}");
+    // The peer is told why: a fatal bad_record_mac alert, then the end.
+    let err = theirs.read(&mut [0u8; 100]).await.unwrap_err();
+    assert!(
+        matches!(
+            tls::rustls_error(&err),
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadRecordMac
+            ))
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_closed_without_close_notify_is_an_error() {
+    // RFC 8446 6.1: without close_notify the data may have been cut short.
+    let p = pki();
+    let (mut ours, mut theirs) = ours_server(&p).await;
+    send(&mut theirs, &mut ours, b"all of it?", 10).await;
+    theirs.get_mut().0.shutdown().await.unwrap();
+    let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
 }
 
 #[tokio::test]
 async fn key_update_requests_without_data_are_limited() {
     let p = pki();
-    let (mut ours, mut theirs) = ours_server(&p, RecordLayer::Twoway).await;
+    let (mut ours, mut theirs) = ours_server(&p).await;
     // Up to the limit: followed (and answered once), data still flows.
     for _ in 0..32 {
         theirs.get_mut().1.refresh_traffic_keys().unwrap();
@@ -244,15 +229,12 @@ async fn data_sent_right_behind_the_finished_message_arrives() {
     let p = pki();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), a, RecordLayer::Twoway),
-        async {
-            let mut c = connector.connect(name(), b).await.unwrap();
-            c.write_all(b"right behind").await.unwrap();
-            c.flush().await.unwrap();
-            c
-        }
-    );
+    let (ours, theirs) = tokio::join!(secure::accept(p.server.clone(), a), async {
+        let mut c = connector.connect(name(), b).await.unwrap();
+        c.write_all(b"right behind").await.unwrap();
+        c.flush().await.unwrap();
+        c
+    });
     let (mut ours, _) = ours.unwrap();
     let mut got = [0u8; 12];
     ours.read_exact(&mut got).await.unwrap();
@@ -263,17 +245,15 @@ async fn data_sent_right_behind_the_finished_message_arrives() {
 #[tokio::test]
 async fn a_stream_cut_inside_a_record_is_an_error() {
     let p = pki();
-    for layer in LAYERS {
-        let (mut ours, mut theirs) = ours_client(&p, layer).await;
-        // A record header announcing 100 bytes, then the connection ends.
-        theirs
-            .get_mut()
-            .0
-            .write_all(&[23, 3, 3, 0, 100, 1, 2, 3])
-            .await
-            .unwrap();
-        theirs.get_mut().0.shutdown().await.unwrap();
-        let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
-    }
+    let (mut ours, mut theirs) = ours_client(&p).await;
+    // A record header announcing 100 bytes, then the connection ends.
+    theirs
+        .get_mut()
+        .0
+        .write_all(&[23, 3, 3, 0, 100, 1, 2, 3])
+        .await
+        .unwrap();
+    theirs.get_mut().0.shutdown().await.unwrap();
+    let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
 }

@@ -1,23 +1,19 @@
 //! The handshake: rustls's unbuffered connection driven over an async
-//! stream until the handshake is complete, then turned into the data phase
-//! of the chosen record layer: an `OwnStream` with the traffic keys rustls
-//! hands over, or a `RustlsStream` that keeps the connection.
+//! stream until the handshake is complete; the same connection then carries
+//! the data phase in a [`SecureStream`].
 
 use std::io;
 use std::sync::Arc;
 
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
-use rustls::kernel::KernelConnection;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::rustls_stream::{Conn, RustlsStream};
-use super::{protocol_error, record_error, tls_error, OwnStream, SecureStream};
-use crate::record::{self, Opener, Sealer};
-use crate::tuning::RecordLayer;
+use super::stream::Conn;
+use super::{protocol_error, tls_error, SecureStream, MAX_RECORD};
 
 /// Largest buffer the handshake may need (a long certificate chain).
 const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
@@ -31,19 +27,18 @@ pub struct PeerInfo {
     pub certificates: Vec<CertificateDer<'static>>,
 }
 
-/// Runs a client handshake over `io`; `layer` carries the data phase.
+/// Runs a client handshake over `io`.
 pub async fn connect<T>(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     io: T,
-    layer: RecordLayer,
 ) -> io::Result<SecureStream<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let wants_alpn = !config.alpn_protocols.is_empty();
     let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
-    let (stream, peer) = handshake(conn, io, layer).await?;
+    let (stream, peer) = handshake(conn, io).await?;
     // rustls refuses a protocol we did not offer, but accepts a server that
     // chose none; ours always chooses one.
     if wants_alpn && peer.alpn.is_none() {
@@ -53,16 +48,12 @@ where
 }
 
 /// Runs a server handshake over `io`; the caller checks the peer.
-pub async fn accept<T>(
-    config: Arc<ServerConfig>,
-    io: T,
-    layer: RecordLayer,
-) -> io::Result<(SecureStream<T>, PeerInfo)>
+pub async fn accept<T>(config: Arc<ServerConfig>, io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
-    handshake(conn, io, layer).await
+    handshake(conn, io).await
 }
 
 /// The two unbuffered connection kinds, driven by one handshake loop.
@@ -73,7 +64,6 @@ trait Handshaking {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn common(&self) -> &CommonState;
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
     fn into_conn(self) -> Conn;
 }
 
@@ -87,10 +77,6 @@ impl Handshaking for UnbufferedClientConnection {
     }
     fn common(&self) -> &CommonState {
         self
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Kernel::Client(kernel)))
     }
     fn into_conn(self) -> Conn {
         Conn::Client(self)
@@ -108,49 +94,8 @@ impl Handshaking for UnbufferedServerConnection {
     fn common(&self) -> &CommonState {
         self
     }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Kernel::Server(kernel)))
-    }
     fn into_conn(self) -> Conn {
         Conn::Server(self)
-    }
-}
-
-/// What is left of rustls after the handshake: key derivation for KeyUpdate.
-pub(super) enum Kernel {
-    Client(KernelConnection<ClientConnectionData>),
-    Server(KernelConnection<ServerConnectionData>),
-}
-
-impl Kernel {
-    pub(super) fn update_tx(
-        &mut self,
-    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Self::Client(k) => k.update_tx_secret(),
-            Self::Server(k) => k.update_tx_secret(),
-        }
-    }
-
-    pub(super) fn update_rx(
-        &mut self,
-    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Self::Client(k) => k.update_rx_secret(),
-            Self::Server(k) => k.update_rx_secret(),
-        }
-    }
-
-    /// Records one key may seal: half the cipher's confidentiality limit.
-    fn rekey_after(&self) -> u64 {
-        let suite = match self {
-            Self::Client(k) => k.negotiated_cipher_suite(),
-            Self::Server(k) => k.negotiated_cipher_suite(),
-        };
-        suite
-            .tls13()
-            .map_or(1 << 23, |s| s.common.confidentiality_limit / 2)
     }
 }
 
@@ -161,16 +106,12 @@ enum Step {
     Failed(rustls::Error),
 }
 
-async fn handshake<C, T>(
-    mut conn: C,
-    mut io: T,
-    layer: RecordLayer,
-) -> io::Result<(SecureStream<T>, PeerInfo)>
+async fn handshake<C, T>(mut conn: C, mut io: T) -> io::Result<(SecureStream<T>, PeerInfo)>
 where
     C: Handshaking,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut incoming = vec![0u8; record::MAX_RECORD];
+    let mut incoming = vec![0u8; MAX_RECORD];
     let mut filled = 0;
     let mut outgoing = Vec::new();
     let mut pending = 0;
@@ -250,41 +191,8 @@ where
     };
     // Bytes of records rustls did not process start the receive buffer.
     incoming.truncate(filled);
-    if layer == RecordLayer::Rustls {
-        let stream = RustlsStream::new(io, conn.into_conn(), incoming, early_plain);
-        return Ok((SecureStream::Rustls(Box::new(stream)), peer));
-    }
-    let (secrets, kernel) = conn.into_kernel().map_err(tls_error)?;
-    let sealer = Sealer::new(&secrets.tx.1, secrets.tx.0).map_err(record_error)?;
-    let opener = Opener::new(&secrets.rx.1, secrets.rx.0).map_err(record_error)?;
-    let rx_end = incoming.len();
-    let stream = OwnStream {
-        io,
-        rekey_after: kernel.rekey_after(),
-        kernel,
-        tx_key_updates: 0,
-        opener,
-        sealer,
-        rx: incoming,
-        rx_start: 0,
-        rx_end,
-        rx_busy: false,
-        plain: early_plain,
-        plain_start: 0,
-        tx: Vec::new(),
-        tx_start: 0,
-        tx_end: 0,
-        tx_last: 0,
-        stage: Vec::new(),
-        key_updates_in_a_row: 0,
-        key_update_answer_pending: false,
-        warnings_in_a_row: 0,
-        hs_partial: Vec::new(),
-        read_failed: false,
-        peer_closed: false,
-        closing: false,
-    };
-    Ok((SecureStream::Own(stream), peer))
+    let stream = SecureStream::new(io, conn.into_conn(), incoming, early_plain);
+    Ok((stream, peer))
 }
 
 /// Runs an encoder that needs a large enough buffer, growing `out` as asked.

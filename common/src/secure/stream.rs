@@ -1,8 +1,10 @@
-//! The data phase on rustls's own record layer (`tunnel.record_layer =
-//! "rustls"`): the unbuffered connection that ran the handshake stays in
+//! The data phase: the unbuffered connection that ran the handshake stays in
 //! charge, seals every record into our send buffer and opens every record
 //! of our receive buffer; it answers KeyUpdate, refreshes its own keys before
-//! their limit, sends alerts and enforces the record limits itself.
+//! their limit, sends and understands alerts and enforces the record limits.
+//! Writes are sealed into a buffer that reaches the socket on flush (or when
+//! it holds TX_HIGH bytes): callers flush after each batch. A TCP stream that
+//! ends without close_notify reads as an error (truncation, RFC 8446 6.1).
 
 use std::io;
 use std::pin::Pin;
@@ -13,8 +15,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::tls_error;
-use crate::record;
+use super::{tls_error, MAX_RECORD};
 
 /// Receive room: many records per read.
 const RX_ROOM: usize = 256 * 1024;
@@ -22,6 +23,8 @@ const RX_ROOM: usize = 256 * 1024;
 const TX_HIGH: usize = 256 * 1024;
 /// Pieces of a write shorter than this are staged and sealed together.
 const STAGE_BELOW: usize = 2048;
+/// Most content one record carries.
+const MAX_PLAINTEXT: usize = 1 << 14;
 
 /// The connection that ran the handshake.
 pub(super) enum Conn {
@@ -78,7 +81,7 @@ fn grow_into<E>(
     needs: impl Fn(&E) -> Option<usize>,
 ) -> Option<E> {
     let start = tx.len();
-    let mut room = record::MAX_RECORD;
+    let mut room = MAX_RECORD;
     loop {
         tx.resize(start + room, 0);
         match write(&mut tx[start..]) {
@@ -128,8 +131,8 @@ fn step<D>(
     Ok((discard, next))
 }
 
-/// A TLS 1.3 stream after the handshake whose records rustls protects.
-pub struct RustlsStream<T> {
+/// A TLS 1.3 stream after the handshake (see the module comment).
+pub struct SecureStream<T> {
     io: T,
     conn: Conn,
     /// Received bytes not yet given to rustls: rx[..rx_end].
@@ -148,16 +151,16 @@ pub struct RustlsStream<T> {
     closing: bool,
 }
 
-impl<T> std::fmt::Debug for RustlsStream<T> {
+impl<T> std::fmt::Debug for SecureStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RustlsStream")
+        f.debug_struct("SecureStream")
             .field("rx_pending", &self.rx_end)
             .field("tx_pending", &(self.tx.len() - self.tx_start))
             .finish_non_exhaustive()
     }
 }
 
-impl<T> RustlsStream<T> {
+impl<T> SecureStream<T> {
     /// Takes over after the handshake: `rx` holds bytes rustls has not
     /// processed yet, `early` data that came with the handshake.
     pub(super) fn new(io: T, conn: Conn, mut rx: Vec<u8>, early: Vec<u8>) -> Self {
@@ -182,6 +185,11 @@ impl<T> RustlsStream<T> {
     /// The transport underneath.
     pub fn get_ref(&self) -> &T {
         &self.io
+    }
+
+    /// The transport underneath; bytes written to it bypass TLS.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
     }
 
     /// Lets rustls work through the received bytes, delivering into `buf`.
@@ -296,7 +304,7 @@ fn write_step<D>(
     }
 }
 
-impl<T: AsyncWrite + Unpin> RustlsStream<T> {
+impl<T: AsyncWrite + Unpin> SecureStream<T> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.tx_start < self.tx.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.tx[self.tx_start..]))?;
@@ -311,7 +319,7 @@ impl<T: AsyncWrite + Unpin> RustlsStream<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecureStream<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -324,12 +332,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<T> {
         let result = this.poll_read_inner(cx, buf);
         if matches!(result, Poll::Ready(Err(_))) {
             this.read_failed = true;
+            // The fatal alert rustls queued tells the peer why, if the
+            // socket takes it now; nothing else is written after it.
+            let _ = this.poll_drain(cx);
+            this.closing = true;
         }
         result
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> RustlsStream<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> SecureStream<T> {
     fn poll_read_inner(
         &mut self,
         cx: &mut Context<'_>,
@@ -385,7 +397,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> RustlsStream<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -409,7 +421,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<T> {
         let mut n = 0;
         for buf in bufs {
             if buf.len() < STAGE_BELOW {
-                if this.stage.len() + buf.len() > record::MAX_PLAINTEXT {
+                if this.stage.len() + buf.len() > MAX_PLAINTEXT {
                     this.seal_stage()?;
                 }
                 this.stage.extend_from_slice(buf);
