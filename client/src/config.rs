@@ -311,7 +311,7 @@ socket = "/run/twoway/alice.sock"
         assert!(e.contains("tunnel.congestion"), "{e}");
         let c = parse(&format!("{GOOD}[tunnel]\ncongestion = \"\"\n")).unwrap();
         assert_eq!(c.tunnel.congestion, "");
-        assert_eq!(parse(GOOD).unwrap().tunnel.congestion, "cubic");
+        assert_eq!(parse(GOOD).unwrap().tunnel.congestion, "auto");
     }
 
     #[test]

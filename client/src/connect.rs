@@ -10,7 +10,7 @@ use twoway_common::frame::FrameType;
 use twoway_common::message::{
     self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, PROTOCOL_VERSION,
 };
-use twoway_common::outside::tcp_info::retrans_reader;
+use twoway_common::outside::tcp_info::TcpHandle;
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::{self, RecvPool, Role, UdpPath, UdpSocket};
 use twoway_common::outside::{Outside, OutsideError};
@@ -139,7 +139,7 @@ impl Connection {
     /// to the server's address and port, keys from the secrets in the assignment. None
     /// when the server did not offer it or the socket cannot be made (data
     /// then stays on the TLS connection).
-    pub fn udp_channel(&mut self, transport: Transport) -> Option<Udp> {
+    pub fn udp_channel(&mut self, transport: Transport, congestion: &str) -> Option<Udp> {
         if !self.assignment.features.iter().any(|f| f == FEATURE_UDP) {
             return None;
         }
@@ -154,7 +154,7 @@ impl Connection {
         };
         let (seal, open) = secret.split(Role::Client, REKEY_AFTER);
         let path = UdpPath::new(std::sync::Arc::new(socket), Some(self.peer))
-            .with_tcp_retrans(retrans_reader(self.outside.stream.get_ref()));
+            .with_tcp(TcpHandle::new(self.outside.stream.get_ref(), congestion));
         Some(Udp {
             path: std::sync::Arc::new(path),
             sender: udp::Sender::new(number, seal),

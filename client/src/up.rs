@@ -192,7 +192,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                 None => return Ok(()),
             },
         };
-        let udp = connection.udp_channel(config.transport);
+        let udp = connection.udp_channel(config.transport, &config.tunnel.congestion);
         status.udp(udp.as_ref().map(|u| u.path.clone()));
         let Connection {
             outside,

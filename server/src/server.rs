@@ -377,7 +377,7 @@ impl Server {
                 assignment.udp_session = Some(number);
                 assignment.udp_secret = Some(secret);
                 let path = UdpPath::new(endpoint.socket(), None)
-                    .with_tcp_retrans(client.tcp_retrans_reader());
+                    .with_tcp(client.tcp_handle(&self.config.tunnel.congestion));
                 let channel = relay::Udp {
                     path: Arc::new(path),
                     sender: udp::Sender::new(number, seal),

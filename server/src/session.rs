@@ -163,8 +163,11 @@ pub struct Identified {
 
 impl Identified {
     /// Reads the TLS connection's TCP retransmissions (for UDP path reports).
-    pub fn tcp_retrans_reader(&self) -> Option<twoway_common::outside::tcp_info::RetransFn> {
-        twoway_common::outside::tcp_info::retrans_reader(self.outside.stream.get_ref())
+    pub fn tcp_handle(
+        &self,
+        congestion: &str,
+    ) -> Option<std::sync::Arc<twoway_common::outside::tcp_info::TcpHandle>> {
+        twoway_common::outside::tcp_info::TcpHandle::new(self.outside.stream.get_ref(), congestion)
     }
 
     /// Tells the client why it is refused and closes.

@@ -18,6 +18,7 @@ use crate::message::{self, Bye, ByeReason};
 use crate::offload;
 use crate::outside::udp::datagram::Kind;
 use crate::outside::udp::path as udp_path;
+use crate::outside::tcp_info::TcpUse;
 use crate::outside::udp::Role;
 use crate::outside::{Outside, OutsideError, READ_CHUNK};
 use crate::queue::{QueueRx, QueueTx};
@@ -129,6 +130,23 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
+/// The Path frame's byte: 1 data on UDP, 0 data on the TLS connection
+/// because UDP does not work, 2 data on the TLS connection because the path
+/// is clean and busy.
+fn path_byte(why: TcpUse) -> u8 {
+    match why {
+        TcpUse::Control => 1,
+        TcpUse::Fallback => 0,
+        TcpUse::CleanData => 2,
+    }
+}
+
+fn path_use(byte: u8) -> Option<TcpUse> {
+    [TcpUse::Control, TcpUse::Fallback, TcpUse::CleanData]
+        .into_iter()
+        .find(|&why| path_byte(why) == byte)
+}
+
 /// How a relay ended.
 #[derive(Debug)]
 pub enum RelayEnd {
@@ -149,8 +167,8 @@ enum Control {
     Probe(u64),
     /// Server: answer a UDP probe (its body) at the address it came from.
     ProbeReply(Bytes, std::net::SocketAddr),
-    /// Client: tell the server whether data uses UDP now.
-    Path(bool),
+    /// Client: tell the server where data goes now, and why.
+    Path(TcpUse),
 }
 
 /// What the two ends agreed on for this session.
@@ -243,9 +261,9 @@ where
             },
             _ = probe => {}
         }
-        path.set_sending(false);
+        path.carry_on(TcpUse::Fallback);
         if *role == Role::Client {
-            let _ = control_tx.send(Control::Path(false)).await;
+            let _ = control_tx.send(Control::Path(TcpUse::Fallback)).await;
         }
         std::future::pending::<()>().await
     };
@@ -339,11 +357,10 @@ where
                 FrameType::Pong => {}
                 // The client says where data goes (it decides from its probes).
                 FrameType::Path if udp.is_some() => match frame.payload.as_ref() {
-                    [on @ (0 | 1)] => {
-                        if let Some(path) = udp {
-                            path.set_sending(*on == 1);
-                        }
-                    }
+                    [b] => match (path_use(*b), udp) {
+                        (Some(why), Some(path)) => path.carry_on(why),
+                        _ => return Err(OutsideError::Unexpected(FrameType::Path)),
+                    },
                     _ => return Err(OutsideError::Unexpected(FrameType::Path)),
                 },
                 FrameType::Bye => {
@@ -473,7 +490,7 @@ async fn write_loop<S: AsyncWrite>(
                     writer.shutdown().await?;
                     return Ok(());
                 }
-                Some(Control::Path(on)) => out.frame(FrameType::Path, &[u8::from(on)]),
+                Some(Control::Path(why)) => out.frame(FrameType::Path, &[path_byte(why)]),
                 Some(Control::Probe(n)) => {
                     if let Some(u) = udp.as_mut() {
                         let pad = [0u8; udp::PROBE_BODY - 8];

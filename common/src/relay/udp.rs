@@ -14,6 +14,7 @@ use super::choice::{Chooser, Path as Choice, Round};
 use super::train::{Collector, Splitter, Step, TAG_LEN};
 use super::{Batch, Control, Counters, DropReason};
 use crate::inside::Inside;
+use crate::outside::tcp_info::TcpUse;
 use crate::offload;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
 use crate::outside::udp::path::{self as udp_path, PathReport};
@@ -303,7 +304,14 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
             continue;
         };
         let udp = next == Choice::Udp;
-        path.set_sending(udp);
+        let why = if udp {
+            TcpUse::Control
+        } else if round.udp_works {
+            TcpUse::CleanData
+        } else {
+            TcpUse::Fallback
+        };
+        path.carry_on(why);
         if udp {
             tracing::info!("UDP path works; data moves to UDP");
         } else if round.udp_works {
@@ -313,7 +321,7 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
         } else {
             tracing::warn!("no UDP datagram for {limit:?}; data moves to the TLS connection");
         }
-        if control.send(Control::Path(udp)).await.is_err() {
+        if control.send(Control::Path(why)).await.is_err() {
             return;
         }
     }

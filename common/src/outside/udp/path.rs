@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::socket::UdpSocket;
-use crate::outside::tcp_info::RetransFn;
+use crate::outside::tcp_info::{TcpHandle, TcpUse};
 
 /// Whether datagrams can be sent to `addr`: no port 0, no unspecified,
 /// multicast or broadcast address. Nothing legitimate comes from such a
@@ -85,8 +85,8 @@ pub struct UdpPath {
     rx_stats: Mutex<(u64, u64)>,
     /// The peer's last report.
     peer_report: Mutex<Option<PathReport>>,
-    /// Our TLS connection's retransmission count.
-    tcp_retrans: Option<RetransFn>,
+    /// Our TLS connection.
+    tcp: Option<Arc<TcpHandle>>,
 }
 
 impl std::fmt::Debug for UdpPath {
@@ -112,14 +112,23 @@ impl UdpPath {
             moves: AtomicU64::new(0),
             rx_stats: Mutex::new((0, 0)),
             peer_report: Mutex::new(None),
-            tcp_retrans: None,
+            tcp: None,
         }
     }
 
-    /// Reads the TLS connection's retransmissions with `f` (for reports).
-    pub fn with_tcp_retrans(mut self, f: Option<RetransFn>) -> Self {
-        self.tcp_retrans = f;
+    /// The session's TLS connection: its retransmissions go into reports,
+    /// and it learns what it carries when data moves.
+    pub fn with_tcp(mut self, tcp: Option<Arc<TcpHandle>>) -> Self {
+        self.tcp = tcp;
         self
+    }
+
+    /// Data moves to UDP or to the TLS connection (`why` says which use).
+    pub fn carry_on(&self, why: TcpUse) {
+        self.set_sending(why == TcpUse::Control);
+        if let Some(tcp) = &self.tcp {
+            tcp.used_for(why);
+        }
     }
 
     /// Our receive side's counts (from the datagram receiver).
@@ -131,9 +140,9 @@ impl UdpPath {
     pub fn local_report(&self) -> PathReport {
         let (received, lost) = *self.rx_stats.lock().unwrap_or_else(|e| e.into_inner());
         let (tcp_retrans, tcp_sent) = self
-            .tcp_retrans
+            .tcp
             .as_ref()
-            .and_then(|f| f())
+            .and_then(|t| t.counts())
             .unwrap_or((0, 0));
         PathReport {
             received,
