@@ -13,7 +13,9 @@
 # Systems: plain (a temporary route in cli via srv, no VPN); twoway (default
 # client config: transport "auto", data over UDP when it gets through);
 # twoway-tcp (the same with transport = "tcp" in the client config; the server
-# stays auto); openvpn-tcp and openvpn-udp (OpenVPN 2.6 over TCP or UDP with
+# stays auto; its outer TCP runs tunnel.congestion = "auto", BBR here);
+# twoway-tcp-cubic (twoway-tcp with congestion = "cubic" on both ends; only
+# when named in --systems); openvpn-tcp and openvpn-udp (OpenVPN 2.6 over TCP or UDP with
 # mutual certificates, Debian's defaults, no tcp-nodelay, otherwise alike).
 # For twoway, `twoway status --json` gives the transport right after the start
 # (the default system waits up to 10 s for "udp") and at the end (udp, or tcp
@@ -54,7 +56,8 @@
 #   --reps N         repetitions (default 2)
 #   --secs S         seconds per iperf3 run (default 10, at least 2)
 #   --systems LIST   comma-separated subset of
-#                    plain,twoway,twoway-tcp,openvpn-tcp,openvpn-udp (default: all)
+#                    plain,twoway,twoway-tcp,openvpn-tcp,openvpn-udp (default:
+#                    these) and twoway-tcp-cubic
 #   --links LIST     comma-separated subset of clean,lossy,wan (default: all)
 #   --quick          a smoke run: 1 repetition, 3 s
 #   --no-build       use the binaries in target/release as they are
@@ -136,12 +139,12 @@ IFS=, read -r -a sys_list <<<"$systems"
 [[ ${#sys_list[@]} -gt 0 ]] || { echo "bench: --systems is empty" >&2; exit 2; }
 declare -A seen=()
 for s in "${sys_list[@]}"; do
-    [[ ,$all_systems, == *,"$s",* ]] || { echo "bench: unknown system '$s' (known: $all_systems)" >&2; exit 2; }
+    [[ ,$all_systems,twoway-tcp-cubic, == *,"$s",* ]] || { echo "bench: unknown system '$s' (known: $all_systems,twoway-tcp-cubic)" >&2; exit 2; }
     [[ -z ${seen[$s]:-} ]] || { echo "bench: system '$s' given twice" >&2; exit 2; }
     seen[$s]=1
 done
 want() { [[ -n ${seen[$1]:-} ]]; }
-want_twoway() { want twoway || want twoway-tcp; }
+want_twoway() { want twoway || want twoway-tcp || want twoway-tcp-cubic; }
 want_openvpn() { want openvpn-tcp || want openvpn-udp; }
 IFS=, read -r -a link_list <<<"$links"
 [[ ${#link_list[@]} -gt 0 ]] || { echo "bench: --links is empty" >&2; exit 2; }
@@ -459,7 +462,18 @@ if want_twoway; then
     # so it goes before the first [table]).
     { echo 'transport = "tcp"'; cat "$pki/bench.toml"; } >"$pki/bench-tcp.toml"
     grep -q '^transport *=' "$pki/bench.toml" && die "bench.toml already sets transport; the bench expects the default (auto)"
-    cp "$pki/server.toml" "$pki/policy.toml" "$pki/bench.toml" "$pki/bench-tcp.toml" "$tmp/logs/" 2>/dev/null || true
+    # twoway-tcp-cubic: twoway-tcp with tunnel.congestion = "cubic" on both
+    # ends instead of "auto" (which runs BBR when TCP carries data because
+    # UDP is not used), to weigh the two.
+    sed '/^\[tunnel\]/a congestion = "cubic"' "$pki/server.toml" >"$pki/server-cubic.toml"
+    if grep -q '^\[tunnel\]' "$pki/bench-tcp.toml"; then
+        sed '/^\[tunnel\]/a congestion = "cubic"' "$pki/bench-tcp.toml" >"$pki/bench-tcp-cubic.toml"
+    else
+        { cat "$pki/bench-tcp.toml"; printf '\n[tunnel]\ncongestion = "cubic"\n'; } >"$pki/bench-tcp-cubic.toml"
+    fi
+    grep -q '^congestion = "cubic"' "$pki/server-cubic.toml" || die "could not set congestion in server-cubic.toml"
+    cp "$pki/server.toml" "$pki/server-cubic.toml" "$pki/policy.toml" "$pki/bench.toml" "$pki/bench-tcp.toml" \
+        "$pki/bench-tcp-cubic.toml" "$tmp/logs/" 2>/dev/null || true
 fi
 
 ovpn_dir=$tmp/openvpn
@@ -625,11 +639,12 @@ pids_plain() { :; }
 
 start_twoway() { start_twoway_with "$1" "$tw_dir/pki/bench.toml"; }
 start_twoway-tcp() { start_twoway_with "$1" "$tw_dir/pki/bench-tcp.toml"; }
-start_twoway_with() { # REP CLIENT_CONFIG
+start_twoway-tcp-cubic() { start_twoway_with "$1" "$tw_dir/pki/bench-tcp-cubic.toml" "$tw_dir/pki/server-cubic.toml"; }
+start_twoway_with() { # REP CLIENT_CONFIG [SERVER_CONFIG]
     local rep=$1 rc=0 tag
     tw_cfg=$2
     tag=$cur_link-$(basename "$tw_cfg" .toml)-rep$rep
-    ip netns exec "$srv" "$server" run --config "$tw_dir/pki/server.toml" \
+    ip netns exec "$srv" "$server" run --config "${3:-$tw_dir/pki/server.toml}" \
         >>"$tmp/logs/twoway-server-$tag.log" 2>&1 &
     tw_server_pid=$!
     wait_until 10 listening "$srv" "$tw_port" "$tw_server_pid" || rc=$?
@@ -659,6 +674,7 @@ pids_twoway() {
     ns_pids_named "$cli" twoway
 }
 pids_twoway-tcp() { pids_twoway; }
+pids_twoway-tcp-cubic() { pids_twoway; }
 # The transport the running twoway client reports (udp, tcp; "?" if unknown).
 tw_transport() {
     timeout -k 2 10 ip netns exec "$cli" "$twoway" status --config "$tw_cfg" --json 2>/dev/null |
@@ -704,7 +720,7 @@ pids_openvpn-udp() { pids_openvpn-tcp; }
 stop_system() {
     case $1 in
         plain) stop_plain ;;
-        twoway | twoway-tcp) stop_twoway ;;
+        twoway | twoway-tcp | twoway-tcp-cubic) stop_twoway ;;
         openvpn-tcp | openvpn-udp) stop_openvpn ;;
     esac
 }
@@ -800,7 +816,7 @@ check_transport() { # SYS REP start|end
             t=$(tw_transport)
             [[ $when == end || $t == udp ]] || fail_step "$rep" "$sys" "twoway (transport auto) reports transport '$t' at the $when, not udp"
             ;;
-        twoway-tcp)
+        twoway-tcp | twoway-tcp-cubic)
             t=$(tw_transport)
             [[ $t == tcp ]] || fail_step "$rep" "$sys" "twoway with transport = \"tcp\" reports transport '$t' at the $when"
             ;;
