@@ -123,8 +123,8 @@ impl Chooser {
                 }
             }
             Path::Tcp => {
-                let retrans = local.tcp_retrans + peer.tcp_retrans;
-                let sent = local.tcp_sent + peer.tcp_sent;
+                let retrans = local.tcp_retrans.saturating_add(peer.tcp_retrans);
+                let sent = local.tcp_sent.saturating_add(peer.tcp_sent);
                 let tcp_loss = retrans >= TCP_LOSS_MIN && retrans as f64 > TCP_LOSS * sent as f64;
                 if tcp_loss || !r.udp_works {
                     // Loss on the stream (or UDP gone: then wait for it).
@@ -145,8 +145,8 @@ impl Chooser {
                 if !r.udp_works {
                     Path::Tcp
                 } else {
-                    let received = local.received + peer.received;
-                    let lost = local.lost + peer.lost;
+                    let received = local.received.saturating_add(peer.received);
+                    let lost = local.lost.saturating_add(peer.lost);
                     let busy = received >= BUSY;
                     let clean = r.peer.is_some() && (lost as f64) <= CLEAN_LOSS * received as f64;
                     self.clean_rounds = if busy && clean {
@@ -173,6 +173,8 @@ impl Chooser {
     }
 }
 
+/// The counts of one round; the peer's report is the peer's word, so sums
+/// above saturate rather than overflow on absurd values.
 fn delta(now: PathReport, then: PathReport) -> PathReport {
     PathReport {
         received: now.received.saturating_sub(then.received),

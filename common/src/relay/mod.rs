@@ -24,7 +24,7 @@ use crate::outside::{Outside, OutsideError, READ_CHUNK};
 use crate::queue::{QueueRx, QueueTx};
 
 mod choice;
-mod train;
+pub mod train;
 mod udp;
 
 pub use udp::{Udp, UdpInput};
@@ -167,6 +167,10 @@ enum Control {
     Probe(u64),
     /// Server: answer a UDP probe (its body) at the address it came from.
     ProbeReply(Bytes, std::net::SocketAddr),
+    /// Server: challenge a new address of the client.
+    Challenge([u8; udp_path::CHALLENGE_LEN], std::net::SocketAddr),
+    /// Client: echo the server's challenge.
+    Respond([u8; udp_path::CHALLENGE_LEN]),
     /// Client: tell the server where data goes now, and why.
     Path(TcpUse),
 }
@@ -502,6 +506,19 @@ async fn write_loop<S: AsyncWrite>(
                 Some(Control::ProbeReply(body, to)) => {
                     if let Some(u) = udp.as_mut() {
                         udp::send_to(u, Kind::ProbeReply, &body, to).await?;
+                    }
+                    continue;
+                }
+                Some(Control::Challenge(bytes, to)) => {
+                    if let Some(u) = udp.as_mut() {
+                        udp::send_to(u, Kind::Challenge, &bytes, to).await?;
+                    }
+                    continue;
+                }
+                Some(Control::Respond(bytes)) => {
+                    if let Some(u) = udp.as_mut() {
+                        datagrams.push(u, Kind::Response, &[&bytes], counters).await?;
+                        datagrams.flush(&u.path).await?;
                     }
                     continue;
                 }

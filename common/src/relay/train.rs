@@ -218,10 +218,14 @@ fn join(segments: &[Vec<u8>]) -> Option<(Header, Vec<u8>)> {
         usize::from(first[0] & 0x0f) * 4
     };
     let proto = if v6 { *first.get(6)? } else { *first.get(9)? };
-    if proto != 6 || (!v6 && first[0] >> 4 != 4) {
+    if proto != 6 || (!v6 && (first[0] >> 4 != 4 || ip_len < 20)) {
         return None;
     }
+    // A TCP header is at least 20 bytes (the flags and checksum below are in it).
     let tcp_len = usize::from(first.get(ip_len + 12)? >> 4) * 4;
+    if tcp_len < 20 {
+        return None;
+    }
     let hdr_len = ip_len + tcp_len;
     let gso = first.len().checked_sub(hdr_len).filter(|g| *g > 0)?;
     let last = segments.last()?;

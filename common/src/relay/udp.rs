@@ -15,6 +15,7 @@ use super::train::{Collector, Splitter, Step, TAG_LEN};
 use super::{Batch, Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::outside::tcp_info::TcpUse;
+use crate::outside::udp::path::CHALLENGE_LEN;
 use crate::offload;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
 use crate::outside::udp::path::{self as udp_path, PathReport};
@@ -224,8 +225,9 @@ where
     }
     // The datagrams of a batch share their source: the path and the
     // counts are updated once per batch, not per datagram.
-    let (mut authenticated, mut newest) = (false, false);
+    let (mut authenticated, mut newest, mut largest) = (false, false, 0);
     for datagram in b.datagrams_mut() {
+        let size = datagram.len();
         let opened = match receiver.open(datagram) {
             Ok(o) => o,
             Err(e) => {
@@ -238,6 +240,7 @@ where
         };
         authenticated = true;
         newest |= opened.newest;
+        largest = largest.max(size);
         match opened.kind {
             Kind::Packet => rx.packet(None, opened.body).await?,
             Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {
@@ -259,10 +262,27 @@ where
                     path.set_peer_report(report);
                 }
             }
+            // Client: the server saw us at a new address; prove it is ours.
+            Kind::Challenge => match <[u8; CHALLENGE_LEN]>::try_from(&*opened.body) {
+                Ok(bytes) => {
+                    let _ = control.try_send(Control::Respond(bytes));
+                }
+                Err(_) => rx.counters.drop_packet(DropReason::Malformed),
+            },
+            // Server: our challenge came back from where we sent it.
+            Kind::Response => {
+                path.validated(from, opened.body);
+            }
         }
     }
     if authenticated {
-        path.received_from(from, to, newest);
+        // A challenge is no larger than the datagram that asked for it:
+        // never an amplifier, even towards an address not yet proved.
+        if let Some(bytes) = path.received_from(from, to, newest) {
+            if largest >= OVERHEAD + CHALLENGE_LEN {
+                let _ = control.try_send(Control::Challenge(bytes, from));
+            }
+        }
         let (received, lost) = receiver.stats();
         path.set_rx_stats(received, lost);
     }

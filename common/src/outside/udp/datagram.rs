@@ -38,6 +38,11 @@ pub enum Kind {
     /// One segment of a large TCP packet, behind a 4-byte train tag
     /// (train number u16, index, count); the segment is a complete packet.
     Segment = 0x04,
+    /// Server to client: 8 random bytes the client must send back from the
+    /// new address the server saw it at, before data goes there.
+    Challenge = 0x05,
+    /// Client to server: a Challenge's bytes, echoed.
+    Response = 0x06,
 }
 
 impl Kind {
@@ -47,6 +52,8 @@ impl Kind {
             0x02 => Self::Probe,
             0x03 => Self::ProbeReply,
             0x04 => Self::Segment,
+            0x05 => Self::Challenge,
+            0x06 => Self::Response,
             _ => return None,
         })
     }

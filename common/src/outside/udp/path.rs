@@ -87,6 +87,23 @@ pub struct UdpPath {
     peer_report: Mutex<Option<PathReport>>,
     /// Our TLS connection.
     tcp: Option<Arc<TcpHandle>>,
+    /// An address the peer may have moved to, challenged and not yet answered.
+    candidate: Mutex<Option<Candidate>>,
+}
+
+/// Bytes of a path challenge.
+pub const CHALLENGE_LEN: usize = 8;
+/// An unanswered challenge is sent again after this long (on the next
+/// datagram from that address).
+const CHALLENGE_AGAIN: Duration = Duration::from_millis(200);
+
+/// A new address the peer's datagrams came from, and our challenge to it.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    from: SocketAddr,
+    to: Option<IpAddr>,
+    bytes: [u8; CHALLENGE_LEN],
+    sent: Instant,
 }
 
 impl std::fmt::Debug for UdpPath {
@@ -113,6 +130,7 @@ impl UdpPath {
             rx_stats: Mutex::new((0, 0)),
             peer_report: Mutex::new(None),
             tcp: None,
+            candidate: Mutex::new(None),
         }
     }
 
@@ -176,26 +194,65 @@ impl UdpPath {
 
     /// An authenticated, fresh datagram arrived from `from`, sent to our
     /// `to`. If it is the `newest` the peer ever sent (its counter is the
-    /// highest so far), the peer lives there now; an older one that arrives
-    /// late (reordered, or held back and re-sent by someone on the path)
-    /// does not move the path back to where the peer was (RFC 9000 9.3:
-    /// only the highest-numbered packet changes the address).
-    pub fn received_from(&self, from: SocketAddr, to: Option<IpAddr>, newest: bool) {
+    /// highest so far) and comes from another address than the peer's, the
+    /// peer may have moved (NAT rebinding, roaming), or someone on the path
+    /// raced a copy of it from elsewhere. So the path does not move yet
+    /// (RFC 9000 8.2 and 9.3): the answer is a challenge to send to `from`,
+    /// and only the peer's echo of it from there ([`Self::validated`]) moves
+    /// the path. An older datagram that arrives late (reordered, or held back
+    /// and re-sent) asks nothing.
+    pub fn received_from(
+        &self,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+        newest: bool,
+    ) -> Option<[u8; CHALLENGE_LEN]> {
         let ms = self.created.elapsed().as_millis() as u64 + 1;
         self.last_rx.store(ms, Ordering::Relaxed);
         if self.fixed || !newest {
-            return;
+            return None;
         }
         let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
-        if peer.0 != Some(from) {
-            if peer.0.is_some() {
-                self.moves.fetch_add(1, Ordering::Relaxed);
+        if peer.0 == Some(from) {
+            if to.is_some() {
+                peer.1 = to;
             }
-            peer.0 = Some(from);
+            return None;
         }
-        if to.is_some() {
-            peer.1 = to;
+        drop(peer);
+        let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match &mut *candidate {
+            // One challenge in flight per address, repeated while unanswered.
+            Some(c) if c.from == from && now.duration_since(c.sent) < CHALLENGE_AGAIN => None,
+            _ => {
+                let mut bytes = [0u8; CHALLENGE_LEN];
+                aws_lc_rs::rand::fill(&mut bytes).ok()?;
+                *candidate = Some(Candidate {
+                    from,
+                    to,
+                    bytes,
+                    sent: now,
+                });
+                Some(bytes)
+            }
         }
+    }
+
+    /// The peer echoed `bytes` from `from`: if that answers our challenge
+    /// to that address, the peer lives there now.
+    pub fn validated(&self, from: SocketAddr, bytes: &[u8]) -> bool {
+        let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = candidate.as_ref().filter(|c| c.from == from && c.bytes[..] == *bytes) else {
+            return false;
+        };
+        let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
+        if peer.0.is_some() {
+            self.moves.fetch_add(1, Ordering::Relaxed);
+        }
+        *peer = (Some(c.from), c.to.or(peer.1));
+        *candidate = None;
+        true
     }
 
     /// How long ago the last authenticated datagram arrived (None: never).
@@ -235,17 +292,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_newest_datagram_moves_the_peer() {
+    async fn a_new_address_is_challenged_and_only_its_echo_moves_the_peer() {
         let path = server_path().await;
         let old: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let new: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        path.received_from(old, None, true);
-        path.received_from(new, None, true);
-        // A late datagram from the old address (reordered, or replayed first
-        // by someone on the path) counts as traffic but moves nothing.
-        path.received_from(old, None, false);
+        let elsewhere: SocketAddr = "198.51.100.9:5000".parse().unwrap();
+        // Even the first address is proved before data goes there.
+        let first = path.received_from(old, None, true).expect("a challenge");
+        assert_eq!(path.peer(), None);
+        assert!(!path.validated(elsewhere, &first), "an echo from elsewhere");
+        assert!(path.validated(old, &first));
+        assert_eq!(path.peer(), Some(old));
+        assert_eq!(path.moves.load(Ordering::Relaxed), 0);
+
+        // A datagram from a new address (a rebinding, or a copy raced by
+        // someone on the path) is challenged; the path stays.
+        let challenge = path.received_from(new, None, true).expect("a challenge");
+        assert_eq!(path.peer(), Some(old));
+        assert_eq!(
+            path.received_from(new, None, true),
+            None,
+            "one challenge in flight per address"
+        );
+        let mut wrong = challenge;
+        wrong[0] ^= 1;
+        assert!(!path.validated(new, &wrong), "a wrong echo");
+        assert!(!path.validated(old, &challenge), "the echo from the old address");
+        assert_eq!(path.peer(), Some(old));
+        assert!(path.validated(new, &challenge));
         assert_eq!(path.peer(), Some(new));
         assert_eq!(path.moves.load(Ordering::Relaxed), 1);
+        assert!(!path.validated(new, &challenge), "an echo counts once");
+
+        // A late datagram from the old address (reordered, or replayed first
+        // by someone on the path) counts as traffic but asks nothing.
+        assert_eq!(path.received_from(old, None, false), None);
+        assert_eq!(path.peer(), Some(new));
         assert!(path.since_rx().is_some());
     }
 
