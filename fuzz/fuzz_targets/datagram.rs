@@ -23,7 +23,9 @@ use libfuzzer_sys::fuzz_target;
 use twoway_common::outside::udp::datagram::{
     DatagramError, Header, Kind, Receiver, Sender, HEADER_LEN, OVERHEAD,
 };
-use twoway_common::outside::udp::keys::{KeyError, Role, UdpSecret, EXPORT_LEN, REKEY_AFTER};
+use twoway_common::outside::udp::keys::{
+    KeyError, Role, UdpSecret, EXPORT_LEN, MAX_EPOCH_JUMP, REKEY_AFTER,
+};
 use twoway_common::outside::udp::replay::WINDOW;
 
 const SESSION: u32 = 0x5eed_0001;
@@ -72,8 +74,11 @@ impl Model {
             return Err(DatagramError::Replayed);
         }
         let e = counter / self.rekey;
-        let held =
-            e == self.epoch || e == self.epoch + 1 || (self.epoch > 0 && e == self.epoch - 1);
+        // The epoch before, the current one, the next, and up to
+        // MAX_EPOCH_JUMP beyond it (keys derived when every datagram of the
+        // epochs between was lost).
+        let held = (self.epoch..=self.epoch + 1 + MAX_EPOCH_JUMP).contains(&e)
+            || (self.epoch > 0 && e == self.epoch - 1);
         if !held {
             return Err(DatagramError::Key(KeyError::Epoch));
         }
