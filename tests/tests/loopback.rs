@@ -338,11 +338,13 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
     assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn the_server_answers_a_clients_bye_with_close_notify() {
-    let s = start("").await;
-    issue(&s.pki, "alice");
-    let c = client_config(&s, "alice");
+/// A session driven by hand over rustls's buffered client: Hello sent,
+/// Assign received.
+async fn hand_made_session(
+    s: &Setup,
+    identity: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let c = client_config(s, identity);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
         .await
         .unwrap();
@@ -362,6 +364,14 @@ async fn the_server_answers_a_clients_bye_with_close_notify() {
     let mut buf = vec![0u8; 4096];
     let n = tls_stream.read(&mut buf).await.unwrap();
     assert!(n > 4 && buf[0] == FrameType::Assign as u8);
+    tls_stream
+}
+
+#[tokio::test]
+async fn the_server_answers_a_clients_bye_with_close_notify() {
+    let s = start("").await;
+    issue(&s.pki, "alice");
+    let mut tls_stream = hand_made_session(&s, "alice").await;
     let mut out = BytesMut::new();
     let bye = Bye::new(ByeReason::Shutdown, "client going");
     frame::encode(FrameType::Bye, &message::encode(&bye), &mut out);
@@ -391,26 +401,7 @@ async fn garbage_in_a_session_closes_only_that_session() {
     let bob = client(&s, "bob").await;
 
     // alice authenticates properly, then sends an unknown frame type.
-    let c = client_config(&s, "alice");
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
-        .await
-        .unwrap();
-    let name = twoway_common::tls::server_name("vpn.test").unwrap();
-    let mut tls_stream = tokio_rustls::TlsConnector::from(tls(&c))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let mut out = BytesMut::new();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        features: vec![],
-        software: "test".into(),
-    };
-    frame::encode(FrameType::Hello, &message::encode(&hello), &mut out);
-    tls_stream.write_all(&out).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tls_stream.read(&mut buf).await.unwrap();
-    assert!(n > 4 && buf[0] == FrameType::Assign as u8);
+    let mut tls_stream = hand_made_session(&s, "alice").await;
     tls_stream
         .write_all(&[0x7f, 0, 0, 3, 1, 2, 3])
         .await

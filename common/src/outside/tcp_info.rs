@@ -109,15 +109,18 @@ mod tests {
 
     fn congestion(socket: &std::net::TcpStream) -> String {
         let name = socket2::SockRef::from(socket).tcp_congestion().unwrap();
-        String::from_utf8_lossy(&name).trim_end_matches('\0').to_owned()
+        String::from_utf8_lossy(&name)
+            .trim_end_matches('\0')
+            .to_owned()
     }
 
     #[test]
     fn auto_congestion_follows_the_use() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-            .unwrap_or_default();
+        let available =
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                .unwrap_or_default();
         if !(available.contains("bbr") && available.contains("cubic")) {
             // tcp_bbr is a module; without it `auto` stays on what it has.
             eprintln!("skipped: this kernel offers {available:?}");

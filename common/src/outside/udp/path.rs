@@ -157,11 +157,7 @@ impl UdpPath {
     /// What we report about our side of the path.
     pub fn local_report(&self) -> PathReport {
         let (received, lost) = *self.rx_stats.lock().unwrap_or_else(|e| e.into_inner());
-        let (tcp_retrans, tcp_sent) = self
-            .tcp
-            .as_ref()
-            .and_then(|t| t.counts())
-            .unwrap_or((0, 0));
+        let (tcp_retrans, tcp_sent) = self.tcp.as_ref().and_then(|t| t.counts()).unwrap_or((0, 0));
         PathReport {
             received,
             lost,
@@ -243,7 +239,10 @@ impl UdpPath {
     /// to that address, the peer lives there now.
     pub fn validated(&self, from: SocketAddr, bytes: &[u8]) -> bool {
         let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(c) = candidate.as_ref().filter(|c| c.from == from && c.bytes[..] == *bytes) else {
+        let Some(c) = candidate
+            .as_ref()
+            .filter(|c| c.from == from && c.bytes[..] == *bytes)
+        else {
             return false;
         };
         let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
@@ -317,7 +316,10 @@ mod tests {
         let mut wrong = challenge;
         wrong[0] ^= 1;
         assert!(!path.validated(new, &wrong), "a wrong echo");
-        assert!(!path.validated(old, &challenge), "the echo from the old address");
+        assert!(
+            !path.validated(old, &challenge),
+            "the echo from the old address"
+        );
         assert_eq!(path.peer(), Some(old));
         assert!(path.validated(new, &challenge));
         assert_eq!(path.peer(), Some(new));
