@@ -263,7 +263,7 @@ where
                 }
             }
             // Client: the server saw us at a new address; prove it is ours.
-            Kind::Challenge => match <[u8; CHALLENGE_LEN]>::try_from(&*opened.body) {
+            Kind::Challenge => match <[u8; CHALLENGE_LEN]>::try_from(opened.body) {
                 Ok(bytes) => {
                     let _ = control.try_send(Control::Respond(bytes));
                 }

@@ -217,6 +217,26 @@ impl<T> SecureStream<T> {
         }
     }
 
+    /// Replaces our send key now (a KeyUpdate that asks the peer to update
+    /// too); it goes out with the next write or flush. rustls does this by
+    /// itself before a key reaches its confidentiality limit.
+    pub fn refresh_traffic_keys(&mut self) -> io::Result<()> {
+        loop {
+            let mut sink = Sink {
+                buf: None,
+                plain: &mut self.plain,
+                tx: &mut self.tx,
+            };
+            let done = match &mut self.conn {
+                Conn::Client(c) => refresh_step(c.process_tls_records(&mut []), &mut sink),
+                Conn::Server(s) => refresh_step(s.process_tls_records(&mut []), &mut sink),
+            }?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
     /// After a failure rustls has an alert for the peer: queue it.
     fn queue_alert(&mut self) {
         for _ in 0..2 {
@@ -461,6 +481,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// One step towards a KeyUpdate of our own: true once rustls has it.
+fn refresh_step<D>(
+    status: UnbufferedStatus<'_, '_, D>,
+    sink: &mut Sink<'_, '_>,
+) -> io::Result<bool> {
+    match status.state.map_err(tls_error)? {
+        ConnectionState::WriteTraffic(traffic) => {
+            traffic.refresh_traffic_keys().map_err(tls_error)?;
+            Ok(true)
+        }
+        ConnectionState::EncodeTlsData(mut encode) => {
+            sink.encode(|out| encode.encode(out));
+            Ok(false)
+        }
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Ok(false)
+        }
+        _ => Err(io::ErrorKind::BrokenPipe.into()),
     }
 }
 
