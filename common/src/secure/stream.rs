@@ -15,7 +15,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{tls_error, MAX_RECORD};
+use super::{protocol_error, tls_error, MAX_RECORD};
 
 /// Receive room: many records per read.
 const RX_ROOM: usize = 256 * 1024;
@@ -32,7 +32,22 @@ pub(super) enum Conn {
     Server(UnbufferedServerConnection),
 }
 
-/// What rustls made of the bytes it was given.
+/// What the caller wants once rustls has worked through the received bytes.
+#[derive(Clone, Copy)]
+enum Goal<'d> {
+    /// Plaintext.
+    Read,
+    /// To seal these bytes as application data.
+    Write(&'d [u8]),
+    /// A KeyUpdate of our own.
+    Refresh,
+    /// To queue close_notify.
+    Close,
+    /// To queue the alert rustls has after a failure.
+    Alert,
+}
+
+/// What a step of rustls came to.
 enum Next {
     /// It produced something (data, a record to send): ask again.
     Again,
@@ -40,6 +55,8 @@ enum Next {
     NeedInput,
     /// The peer closed the connection (close_notify).
     Closed,
+    /// The goal is reached.
+    Done,
 }
 
 /// Where one round of rustls's output goes.
@@ -100,16 +117,28 @@ fn grow_into<E>(
     }
 }
 
-/// One step of rustls over `incoming`; returns the bytes it consumed.
+/// One step of rustls over the received bytes towards `goal`; returns the
+/// bytes it consumed. rustls keeps a post-handshake message that spans
+/// records in those bytes, so every step, a write's too, sees all of them.
 fn step<D>(
     status: UnbufferedStatus<'_, '_, D>,
     sink: &mut Sink<'_, '_>,
-) -> Result<(usize, Next), rustls::Error> {
+    goal: Goal<'_>,
+) -> io::Result<(usize, Next)> {
     let UnbufferedStatus { mut discard, state } = status;
-    let next = match state? {
+    let state = state.map_err(tls_error)?;
+    if let Goal::Alert = goal {
+        // rustls queues its alert before it deframes anything more: take
+        // that and stop, so the bytes that failed are not looked at again.
+        if let ConnectionState::EncodeTlsData(mut encode) = state {
+            sink.encode(|out| encode.encode(out));
+        }
+        return Ok((discard, Next::Done));
+    }
+    let next = match state {
         ConnectionState::ReadTraffic(mut traffic) => {
             while let Some(record) = traffic.next_record() {
-                let record = record?;
+                let record = record.map_err(tls_error)?;
                 discard += record.discard;
                 sink.deliver(record.payload);
             }
@@ -124,9 +153,33 @@ fn step<D>(
             transmit.done();
             Next::Again
         }
-        ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => Next::NeedInput,
-        ConnectionState::PeerClosed | ConnectionState::Closed => Next::Closed,
-        _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+        ConnectionState::WriteTraffic(mut traffic) => {
+            let room = |e: &EncryptError| match e {
+                EncryptError::InsufficientSize(s) => Some(s.required_size),
+                _ => None,
+            };
+            let failed = match goal {
+                Goal::Read => return Ok((discard, Next::NeedInput)),
+                Goal::Alert => None,
+                Goal::Write(data) => grow_into(sink.tx, |out| traffic.encrypt(data, out), room),
+                Goal::Close => grow_into(sink.tx, |out| traffic.queue_close_notify(out), room),
+                Goal::Refresh => {
+                    traffic.refresh_traffic_keys().map_err(tls_error)?;
+                    None
+                }
+            };
+            if let Some(e) = failed {
+                return Err(io::Error::other(e.to_string()));
+            }
+            Next::Done
+        }
+        ConnectionState::BlockedHandshake => Next::NeedInput,
+        ConnectionState::PeerClosed | ConnectionState::Closed => match goal {
+            Goal::Read => Next::Closed,
+            Goal::Write(_) | Goal::Refresh => return Err(io::ErrorKind::BrokenPipe.into()),
+            Goal::Close | Goal::Alert => Next::Done,
+        },
+        _ => return Err(protocol_error("unexpected TLS state")),
     };
     Ok((discard, next))
 }
@@ -147,7 +200,7 @@ pub struct SecureStream<T> {
     /// Small pieces of a vectored write, sealed together.
     stage: Vec<u8>,
     peer_closed: bool,
-    read_failed: bool,
+    failed: bool,
     closing: bool,
 }
 
@@ -177,7 +230,7 @@ impl<T> SecureStream<T> {
             tx_start: 0,
             stage: Vec::new(),
             peer_closed: false,
-            read_failed: false,
+            failed: false,
             closing: false,
         }
     }
@@ -192,9 +245,14 @@ impl<T> SecureStream<T> {
         &mut self.io
     }
 
-    /// Lets rustls work through the received bytes, delivering into `buf`.
-    /// Returns whether it needs more input.
-    fn process(&mut self, mut buf: Option<&mut ReadBuf<'_>>) -> io::Result<Next> {
+    /// Lets rustls work through the received bytes (plaintext into `buf`
+    /// as far as it fits, the rest set aside) until `goal` is reached or it
+    /// needs more input. A failure queues rustls's alert for the peer.
+    fn drive(&mut self, mut buf: Option<&mut ReadBuf<'_>>, goal: Goal<'_>) -> io::Result<Next> {
+        if self.failed {
+            // rustls must not see the bytes that failed again.
+            return Err(protocol_error("connection failed earlier"));
+        }
         loop {
             let mut sink = Sink {
                 buf: buf.as_deref_mut(),
@@ -202,12 +260,20 @@ impl<T> SecureStream<T> {
                 tx: &mut self.tx,
             };
             let incoming = &mut self.rx[..self.rx_end];
-            let (discard, next) = match &mut self.conn {
-                Conn::Client(c) => step(c.process_tls_records(incoming), &mut sink),
-                Conn::Server(s) => step(s.process_tls_records(incoming), &mut sink),
-            }
-            .inspect_err(|_| self.queue_alert())
-            .map_err(tls_error)?;
+            let stepped = match &mut self.conn {
+                Conn::Client(c) => step(c.process_tls_records(incoming), &mut sink, goal),
+                Conn::Server(s) => step(s.process_tls_records(incoming), &mut sink, goal),
+            };
+            let (discard, next) = match stepped {
+                Ok(stepped) => stepped,
+                Err(e) => {
+                    if !matches!(goal, Goal::Alert) {
+                        let _ = self.drive(None, Goal::Alert);
+                    }
+                    self.failed = true;
+                    return Err(e);
+                }
+            };
             self.rx.copy_within(discard..self.rx_end, 0);
             self.rx_end -= discard;
             match next {
@@ -221,59 +287,19 @@ impl<T> SecureStream<T> {
     /// too); it goes out with the next write or flush. rustls does this by
     /// itself before a key reaches its confidentiality limit.
     pub fn refresh_traffic_keys(&mut self) -> io::Result<()> {
-        loop {
-            let mut sink = Sink {
-                buf: None,
-                plain: &mut self.plain,
-                tx: &mut self.tx,
-            };
-            let done = match &mut self.conn {
-                Conn::Client(c) => refresh_step(c.process_tls_records(&mut []), &mut sink),
-                Conn::Server(s) => refresh_step(s.process_tls_records(&mut []), &mut sink),
-            }?;
-            if done {
-                return Ok(());
-            }
-        }
+        self.drive(None, Goal::Refresh).map(drop)
     }
 
-    /// After a failure rustls has an alert for the peer: queue it.
-    fn queue_alert(&mut self) {
-        for _ in 0..2 {
-            let mut sink = Sink {
-                buf: None,
-                plain: &mut self.plain,
-                tx: &mut self.tx,
-            };
-            let more = match &mut self.conn {
-                Conn::Client(c) => alert_step(c.process_tls_records(&mut []), &mut sink),
-                Conn::Server(s) => alert_step(s.process_tls_records(&mut []), &mut sink),
-            };
-            if !more {
-                return;
-            }
-        }
-    }
-
-    /// Seals `data` as application data into the send buffer.
+    /// Seals `data` as application data into the send buffer (records
+    /// rustls has queued, such as a KeyUpdate answer, go first).
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        loop {
-            let mut sink = Sink {
-                buf: None,
-                plain: &mut self.plain,
-                tx: &mut self.tx,
-            };
-            // Pending records (a KeyUpdate answer) go first; then we may write.
-            let written = match &mut self.conn {
-                Conn::Client(c) => write_step(c.process_tls_records(&mut []), &mut sink, data),
-                Conn::Server(s) => write_step(s.process_tls_records(&mut []), &mut sink, data),
-            }?;
-            if written {
-                return Ok(());
-            }
+        match self.drive(None, Goal::Write(data))? {
+            Next::Done => Ok(()),
+            // A handshake message in progress cannot block a TLS 1.3 write.
+            _ => Err(protocol_error("TLS state does not allow writing")),
         }
     }
 
@@ -283,44 +309,6 @@ impl<T> SecureStream<T> {
         self.stage = stage;
         self.stage.clear();
         sealed
-    }
-}
-
-/// One step towards sealing `data`: true once it is in the send buffer.
-fn write_step<D>(
-    status: UnbufferedStatus<'_, '_, D>,
-    sink: &mut Sink<'_, '_>,
-    data: &[u8],
-) -> io::Result<bool> {
-    match status.state.map_err(tls_error)? {
-        ConnectionState::WriteTraffic(mut traffic) => {
-            match grow_into(
-                sink.tx,
-                |out| traffic.encrypt(data, out),
-                |e| match e {
-                    EncryptError::InsufficientSize(s) => Some(s.required_size),
-                    _ => None,
-                },
-            ) {
-                None => Ok(true),
-                Some(e) => Err(io::Error::other(e.to_string())),
-            }
-        }
-        ConnectionState::EncodeTlsData(mut encode) => {
-            sink.encode(|out| encode.encode(out));
-            Ok(false)
-        }
-        ConnectionState::TransmitTlsData(transmit) => {
-            transmit.done();
-            Ok(false)
-        }
-        ConnectionState::PeerClosed | ConnectionState::Closed => {
-            Err(io::ErrorKind::BrokenPipe.into())
-        }
-        // Received data is taken by reads; an empty input leaves none.
-        _ => Err(tls_error(rustls::Error::General(
-            "TLS state does not allow writing".into(),
-        ))),
     }
 }
 
@@ -346,12 +334,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecureStream<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.read_failed {
-            return Poll::Ready(Err(super::protocol_error("connection failed earlier")));
+        if this.failed {
+            return Poll::Ready(Err(protocol_error("connection failed earlier")));
         }
         let result = this.poll_read_inner(cx, buf);
         if matches!(result, Poll::Ready(Err(_))) {
-            this.read_failed = true;
+            this.failed = true;
             // The fatal alert rustls queued tells the peer why, if the
             // socket takes it now; nothing else is written after it.
             let _ = this.poll_drain(cx);
@@ -382,7 +370,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SecureStream<T> {
                 return Poll::Ready(Ok(()));
             }
             let before = buf.filled().len();
-            let next = self.process(Some(buf))?;
+            let next = self.drive(Some(buf), Goal::Read)?;
             // Answers rustls queued (KeyUpdate) leave now if the socket takes them.
             if self.tx_start < self.tx.len() {
                 let _ = self.poll_drain(cx);
@@ -469,70 +457,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         let this = self.get_mut();
         if !this.closing {
             this.closing = true;
-            let mut sink = Sink {
-                buf: None,
-                plain: &mut this.plain,
-                tx: &mut this.tx,
-            };
-            let _ = match &mut this.conn {
-                Conn::Client(c) => close_step(c.process_tls_records(&mut []), &mut sink),
-                Conn::Server(s) => close_step(s.process_tls_records(&mut []), &mut sink),
-            };
+            // Queued if the connection still allows writing; the close goes on.
+            let _ = this.drive(None, Goal::Close);
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
-}
-
-/// One step towards a KeyUpdate of our own: true once rustls has it.
-fn refresh_step<D>(
-    status: UnbufferedStatus<'_, '_, D>,
-    sink: &mut Sink<'_, '_>,
-) -> io::Result<bool> {
-    match status.state.map_err(tls_error)? {
-        ConnectionState::WriteTraffic(traffic) => {
-            traffic.refresh_traffic_keys().map_err(tls_error)?;
-            Ok(true)
-        }
-        ConnectionState::EncodeTlsData(mut encode) => {
-            sink.encode(|out| encode.encode(out));
-            Ok(false)
-        }
-        ConnectionState::TransmitTlsData(transmit) => {
-            transmit.done();
-            Ok(false)
-        }
-        _ => Err(io::ErrorKind::BrokenPipe.into()),
-    }
-}
-
-/// Encodes a record rustls wants to send (an alert); true if there may be more.
-fn alert_step<D>(status: UnbufferedStatus<'_, '_, D>, sink: &mut Sink<'_, '_>) -> bool {
-    match status.state {
-        Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-            sink.encode(|out| encode.encode(out));
-            true
-        }
-        Ok(ConnectionState::TransmitTlsData(transmit)) => {
-            transmit.done();
-            false
-        }
-        _ => false,
-    }
-}
-
-/// Queues close_notify if the connection still allows writing.
-fn close_step<D>(status: UnbufferedStatus<'_, '_, D>, sink: &mut Sink<'_, '_>) -> Option<()> {
-    if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
-        grow_into(
-            sink.tx,
-            |out| traffic.queue_close_notify(out),
-            |e| match e {
-                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                _ => None,
-            },
-        );
-        return Some(());
-    }
-    None
 }
