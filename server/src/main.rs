@@ -20,7 +20,18 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<TunError>() {
         return if e.is_privilege() { 5 } else { 1 };
     }
-    if err.downcast_ref::<ConfigErrors>().is_some()
+    // The configured address is taken or not this machine's: a configuration
+    // error (systemd should not restart into it every 2 s).
+    let address_unusable = err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+            )
+        })
+    });
+    if address_unusable
+        || err.downcast_ref::<ConfigErrors>().is_some()
         || err.downcast_ref::<StartError>().is_some()
         || err.downcast_ref::<twoway_server::pki::PkiError>().is_some()
     {

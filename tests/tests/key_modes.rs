@@ -186,3 +186,38 @@ fn up_without_privilege_exits_5_before_looking_at_the_key() {
     assert_eq!(out.code(), Some(5), "up as nobody:\n{out}");
     assert!(!out.stderr.contains("alice.key"), "{out}");
 }
+
+/// Not a key mode, but the same kind of start failure: `listen` taken by
+/// another program is a configuration error (exit 2, naming the key), not
+/// an internal one (1), which systemd would restart every 2 s forever.
+#[test]
+fn run_with_its_port_taken_exits_2() {
+    if !require_root_or_skip("run_with_its_port_taken_exits_2") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let config = pki.join("server.toml");
+    toml_files::edit_toml(&config, |t| {
+        toml_files::set(t, "listen", "127.0.0.1:4433");
+        toml_files::set(t, "control.socket", path_str(&dir.path().join("s.sock")));
+        toml_files::set(t, "state.dir", path_str(&dir.path().join("state")));
+    });
+    // In a namespace of its own: loopback up, a listener on the port, then
+    // the server.
+    let script = format!(
+        "ip link set lo up && \
+         (timeout 20 python3 -c 'import socket, time; s = socket.socket(); \
+           s.bind((\"127.0.0.1\", 4433)); s.listen(); time.sleep(20)' &) && \
+         sleep 0.5 && exec {} run --config {}",
+        bins().server_str(),
+        path_str(&config)
+    );
+    let out = proc::run(&["unshare", "--net", "--", "sh", "-c", &script], secs(30));
+    assert_eq!(out.code(), Some(2), "run with its port taken:\n{out}");
+    assert!(
+        out.stderr
+            .contains("cannot listen on 127.0.0.1:4433 (key `listen` in "),
+        "{out}"
+    );
+}
