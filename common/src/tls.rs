@@ -187,8 +187,6 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    // crate::secure protects the data records itself with the traffic keys.
-    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -212,7 +210,8 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
             source,
         })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.enable_secret_extraction = true;
+    // No resumption: a ticket from a server is never offered back.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

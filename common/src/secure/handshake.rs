@@ -102,6 +102,7 @@ impl Handshaking for UnbufferedServerConnection {
 /// What the handshake loop does after rustls has looked at the input.
 enum Step {
     Read,
+    PeerClosed,
     Writable,
     Failed(rustls::Error),
 }
@@ -116,6 +117,7 @@ where
     let mut outgoing = Vec::new();
     let mut pending = 0;
     let mut early_plain = Vec::new();
+    let mut peer_closed = false;
     loop {
         let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..filled]);
         let step = match state {
@@ -144,9 +146,9 @@ where
             // A server may send before the client's last flight arrived; we
             // wait for the handshake to complete.
             Ok(ConnectionState::WriteTraffic(_)) => Some(Step::Writable),
-            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
-                return Err(io::ErrorKind::UnexpectedEof.into())
-            }
+            // close_notify right behind the peer's Finished (and its data).
+            Ok(ConnectionState::PeerClosed) => Some(Step::PeerClosed),
+            Ok(ConnectionState::Closed) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => return Err(protocol_error("unexpected handshake state")),
         };
         incoming.copy_within(discard..filled, 0);
@@ -154,6 +156,11 @@ where
         match step {
             None => continue,
             Some(Step::Writable) if !conn.common().is_handshaking() => break,
+            Some(Step::PeerClosed) if !conn.common().is_handshaking() => {
+                peer_closed = true;
+                break;
+            }
+            Some(Step::PeerClosed) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Some(Step::Read | Step::Writable) => {
                 if filled == incoming.len() {
                     if incoming.len() >= MAX_HANDSHAKE_BUF {
@@ -191,7 +198,7 @@ where
     };
     // Bytes of records rustls did not process start the receive buffer.
     incoming.truncate(filled);
-    let stream = SecureStream::new(io, conn.into_conn(), incoming, early_plain);
+    let stream = SecureStream::new(io, conn.into_conn(), incoming, early_plain, peer_closed);
     Ok((stream, peer))
 }
 

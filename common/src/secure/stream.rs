@@ -23,6 +23,8 @@ const RX_ROOM: usize = 256 * 1024;
 const TX_HIGH: usize = 256 * 1024;
 /// Pieces of a write shorter than this are staged and sealed together.
 const STAGE_BELOW: usize = 2048;
+/// An encrypted TLS 1.3 alert: header, 2 bytes, content type, 16-byte tag.
+const ALERT_RECORD: usize = 5 + 2 + 1 + 16;
 /// Most content one record carries.
 const MAX_PLAINTEXT: usize = 1 << 14;
 
@@ -131,7 +133,13 @@ fn step<D>(
         // rustls queues its alert before it deframes anything more: take
         // that and stop, so the bytes that failed are not looked at again.
         if let ConnectionState::EncodeTlsData(mut encode) = state {
+            let before = sink.tx.len();
             sink.encode(|out| encode.encode(out));
+            // A pending KeyUpdate answer goes out in front of the alert
+            // (rustls queues both); an encrypted alert record is 24 bytes.
+            if sink.tx.len() - before != ALERT_RECORD {
+                return Ok((discard, Next::Again));
+            }
         }
         return Ok((discard, Next::Done));
     }
@@ -216,7 +224,13 @@ impl<T> std::fmt::Debug for SecureStream<T> {
 impl<T> SecureStream<T> {
     /// Takes over after the handshake: `rx` holds bytes rustls has not
     /// processed yet, `early` data that came with the handshake.
-    pub(super) fn new(io: T, conn: Conn, mut rx: Vec<u8>, early: Vec<u8>) -> Self {
+    pub(super) fn new(
+        io: T,
+        conn: Conn,
+        mut rx: Vec<u8>,
+        early: Vec<u8>,
+        peer_closed: bool,
+    ) -> Self {
         let rx_end = rx.len();
         rx.resize(rx_end.max(RX_ROOM), 0);
         Self {
@@ -229,7 +243,7 @@ impl<T> SecureStream<T> {
             tx: Vec::new(),
             tx_start: 0,
             stage: Vec::new(),
-            peer_closed: false,
+            peer_closed,
             failed: false,
             closing: false,
         }
@@ -253,41 +267,48 @@ impl<T> SecureStream<T> {
             // rustls must not see the bytes that failed again.
             return Err(protocol_error("connection failed earlier"));
         }
-        loop {
+        // Consumed bytes leave the front of rx once per call, not per
+        // record (rustls returns after every record): rx[start..] is what
+        // rustls has not discarded.
+        let mut start = 0;
+        let result = loop {
             let mut sink = Sink {
                 buf: buf.as_deref_mut(),
                 plain: &mut self.plain,
                 tx: &mut self.tx,
             };
-            let incoming = &mut self.rx[..self.rx_end];
+            let incoming = &mut self.rx[start..self.rx_end];
             let stepped = match &mut self.conn {
                 Conn::Client(c) => step(c.process_tls_records(incoming), &mut sink, goal),
                 Conn::Server(s) => step(s.process_tls_records(incoming), &mut sink, goal),
             };
-            let (discard, next) = match stepped {
-                Ok(stepped) => stepped,
-                Err(e) => {
-                    if !matches!(goal, Goal::Alert) {
-                        let _ = self.drive(None, Goal::Alert);
-                    }
-                    self.failed = true;
-                    return Err(e);
+            match stepped {
+                Ok((discard, Next::Again)) => start += discard,
+                Ok((discard, other)) => {
+                    start += discard;
+                    break Ok(other);
                 }
-            };
-            self.rx.copy_within(discard..self.rx_end, 0);
-            self.rx_end -= discard;
-            match next {
-                Next::Again => continue,
-                other => return Ok(other),
+                Err(e) => break Err(e),
             }
+        };
+        self.rx.copy_within(start..self.rx_end, 0);
+        self.rx_end -= start;
+        if result.is_err() {
+            if !matches!(goal, Goal::Alert) {
+                let _ = self.drive(None, Goal::Alert);
+            }
+            self.failed = true;
         }
+        result
     }
 
     /// Replaces our send key now (a KeyUpdate that asks the peer to update
     /// too); it goes out with the next write or flush. rustls does this by
     /// itself before a key reaches its confidentiality limit.
     pub fn refresh_traffic_keys(&mut self) -> io::Result<()> {
-        self.drive(None, Goal::Refresh).map(drop)
+        self.drive(None, Goal::Refresh)?;
+        // Have rustls hand the KeyUpdate over now, so a flush sends it.
+        self.drive(None, Goal::Write(&[])).map(drop)
     }
 
     /// Seals `data` as application data into the send buffer (records
@@ -371,10 +392,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SecureStream<T> {
             }
             let before = buf.filled().len();
             let next = self.drive(Some(buf), Goal::Read)?;
-            // Answers rustls queued (KeyUpdate) leave now if the socket takes them.
-            if self.tx_start < self.tx.len() {
-                let _ = self.poll_drain(cx);
-            }
             if let Next::Closed = next {
                 self.peer_closed = true;
             }
