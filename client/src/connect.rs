@@ -33,6 +33,9 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// This host's end of the connection.
     pub local: SocketAddr,
+    /// The UDP secrets the assignment carried, taken out of it at once so
+    /// that no kept copy of the assignment (status, the tunnel) holds them.
+    udp_secret: Option<twoway_common::outside::udp::UdpSecret>,
 }
 
 /// Connects, authenticates and waits for the assignment.
@@ -111,13 +114,15 @@ async fn handshake(
     })?;
     match frame.kind {
         FrameType::Assign => {
-            let assignment = message::decode(&frame.payload)
+            let mut assignment: Assignment = message::decode(&frame.payload)
                 .map_err(|e| ClientError::Internal(format!("bad assignment from server: {e}")))?;
+            let udp_secret = assignment.udp_secret.take();
             Ok(Connection {
                 outside,
                 assignment,
                 peer,
                 local,
+                udp_secret,
             })
         }
         FrameType::Refuse => {
@@ -144,7 +149,7 @@ impl Connection {
             return None;
         }
         let number = self.assignment.udp_session?;
-        let secret = self.assignment.udp_secret.take()?;
+        let secret = self.udp_secret.take()?;
         let socket = match UdpSocket::connect(self.peer) {
             Ok(s) => s,
             Err(e) => {

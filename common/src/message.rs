@@ -218,7 +218,7 @@ mod tests {
             timeout_secs: 60,
             features: vec!["udp".into()],
             udp_session: Some(0xdead_beef),
-            udp_secret: Some(crate::outside::udp::UdpSecret::generate()),
+            udp_secret: crate::outside::udp::UdpSecret::generate(),
         };
         assert_eq!(decode::<Assignment>(&encode(&a)).unwrap(), a);
         assert!(
@@ -227,7 +227,7 @@ mod tests {
         );
         let other = Assignment {
             udp_session: Some(7),
-            udp_secret: Some(crate::outside::udp::UdpSecret::generate()),
+            udp_secret: crate::outside::udp::UdpSecret::generate(),
             ..a.clone()
         };
         assert!(

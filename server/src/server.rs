@@ -367,11 +367,21 @@ impl Server {
         };
         // The UDP channel, when both ends want it: fresh secrets sent inside
         // this TLS session, a number the endpoint routes its datagrams by.
-        let udp = match self.udp.get() {
-            Some(endpoint) if client.features.iter().any(|f| f == FEATURE_UDP) => {
+        // Without random secrets (the RNG failed) the session stays on TCP.
+        let secret = self
+            .udp
+            .get()
+            .filter(|_| client.features.iter().any(|f| f == FEATURE_UDP))
+            .and_then(|_| {
+                UdpSecret::generate().or_else(|| {
+                    warn!("no random bytes for UDP keys; this session stays on TCP");
+                    None
+                })
+            });
+        let udp = match (self.udp.get(), secret) {
+            (Some(endpoint), Some(secret)) => {
                 let (registration, input) = endpoint.register();
                 let number = registration.number;
-                let secret = UdpSecret::generate();
                 let (seal, open) = secret.split(Role::Server, REKEY_AFTER);
                 assignment.features.push(FEATURE_UDP.to_owned());
                 assignment.udp_session = Some(number);

@@ -176,11 +176,14 @@ impl Identified {
     }
 
     /// Sends the assignment; the session may relay from now on.
-    pub async fn assign(mut self, assignment: Assignment) -> Result<Assigned, SessionError> {
+    pub async fn assign(mut self, mut assignment: Assignment) -> Result<Assigned, SessionError> {
         self.outside
             .write_message(FrameType::Assign, &assignment)
             .await
             .map_err(SessionError::Assign)?;
+        // The session's UDP keys hold what they need; the kept assignment
+        // does not keep the secrets.
+        assignment.udp_secret = None;
         Ok(Assigned {
             outside: self.outside,
             remote: self.remote,

@@ -99,11 +99,12 @@ impl UdpSecret {
         Self(Zeroizing::new(exported))
     }
 
-    /// Fresh random secrets for a new session (the server draws them).
-    pub fn generate() -> Self {
+    /// Fresh random secrets for a new session (the server draws them);
+    /// None if the system's random number generator fails.
+    pub fn generate() -> Option<Self> {
         let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
-        aws_lc_rs::rand::fill(&mut out[..]).expect("the system's random number generator");
-        Self(out)
+        aws_lc_rs::rand::fill(&mut out[..]).ok()?;
+        Some(Self(out))
     }
 
     fn half(&self, client_to_server: bool) -> Zeroizing<[u8; SECRET_LEN]> {
