@@ -641,7 +641,14 @@ async fn ours_as_client(suite: &str, extra: &[&str]) {
         "the client certificate s_server received"
     );
     // -Verify and -verify_return_error: the handshake fails unless OpenSSL
-    // verified alice's certificate against the CA; it says so per level.
+    // verified alice's certificate against the CA; it says so per level (on
+    // stderr, which is read on its own thread: wait for the line).
+    server
+        .wait("OpenSSL to report alice's certificate verified", |p| {
+            p.stderr_text()
+                .contains("depth=0 CN = alice\nverify return:1\n")
+        })
+        .await;
     let err = server.stderr_text();
     assert!(
         err.contains("depth=0 CN = alice\nverify return:1\n"),
