@@ -68,7 +68,7 @@ struct Sink<'a, 'b> {
     /// Plaintext that did not fit.
     plain: &'a mut Vec<u8>,
     /// Records to send.
-    tx: &'a mut Vec<u8>,
+    tx: &'a mut SendBuf,
 }
 
 impl Sink<'_, '_> {
@@ -85,36 +85,65 @@ impl Sink<'_, '_> {
     }
 
     fn encode(&mut self, encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>) {
-        grow_into(self.tx, encode, |e| match e {
+        self.tx.append(encode, |e| match e {
             EncodeError::InsufficientSize(s) => Some(s.required_size),
             _ => None,
         });
     }
 }
 
-/// Runs `write` into the free end of `tx`, growing it as asked; returns
-/// write's error if it is not about room.
-fn grow_into<E>(
-    tx: &mut Vec<u8>,
-    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
-    needs: impl Fn(&E) -> Option<usize>,
-) -> Option<E> {
-    let start = tx.len();
-    let mut room = MAX_RECORD;
-    loop {
-        tx.resize(start + room, 0);
-        match write(&mut tx[start..]) {
-            Ok(n) => {
-                tx.truncate(start + n);
-                return None;
+/// Sealed records waiting for the socket: buf[start..end]. The buffer keeps
+/// its length between uses, so room is zeroed only when it grows, not for
+/// every record.
+#[derive(Default)]
+struct SendBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl SendBuf {
+    /// Bytes waiting.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Runs `write` into the free room, growing it as asked; returns
+    /// write's error if it is not about room.
+    fn append<E>(
+        &mut self,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+        needs: impl Fn(&E) -> Option<usize>,
+    ) -> Option<E> {
+        let mut room = MAX_RECORD;
+        loop {
+            if self.buf.len() < self.end + room {
+                self.buf.resize(self.end + room, 0);
             }
-            Err(e) => match needs(&e) {
-                Some(required) if required > room => room = required,
-                _ => {
-                    tx.truncate(start);
-                    return Some(e);
+            match write(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return None;
                 }
-            },
+                Err(e) => match needs(&e) {
+                    Some(required) if required > self.buf.len() - self.end => room = required,
+                    _ => return Some(e),
+                },
+            }
+        }
+    }
+
+    /// `n` bytes reached the socket.
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            // Empty: start again at the front; a burst's large buffer is
+            // given back once the traffic is small again.
+            if self.end < 4096 && self.buf.len() > 4 * MAX_RECORD {
+                self.buf = Vec::new();
+            }
+            self.start = 0;
+            self.end = 0;
         }
     }
 }
@@ -133,11 +162,11 @@ fn step<D>(
         // rustls queues its alert before it deframes anything more: take
         // that and stop, so the bytes that failed are not looked at again.
         if let ConnectionState::EncodeTlsData(mut encode) = state {
-            let before = sink.tx.len();
+            let before = sink.tx.end;
             sink.encode(|out| encode.encode(out));
             // A pending KeyUpdate answer goes out in front of the alert
             // (rustls queues both); an encrypted alert record is 24 bytes.
-            if sink.tx.len() - before != ALERT_RECORD {
+            if sink.tx.end - before != ALERT_RECORD {
                 return Ok((discard, Next::Again));
             }
         }
@@ -169,8 +198,8 @@ fn step<D>(
             let failed = match goal {
                 Goal::Read => return Ok((discard, Next::NeedInput)),
                 Goal::Alert => None,
-                Goal::Write(data) => grow_into(sink.tx, |out| traffic.encrypt(data, out), room),
-                Goal::Close => grow_into(sink.tx, |out| traffic.queue_close_notify(out), room),
+                Goal::Write(data) => sink.tx.append(|out| traffic.encrypt(data, out), room),
+                Goal::Close => sink.tx.append(|out| traffic.queue_close_notify(out), room),
                 Goal::Refresh => {
                     traffic.refresh_traffic_keys().map_err(tls_error)?;
                     None
@@ -202,9 +231,8 @@ pub struct SecureStream<T> {
     /// Opened content not yet delivered: plain[plain_start..].
     plain: Vec<u8>,
     plain_start: usize,
-    /// Sealed bytes not yet written: tx[tx_start..].
-    tx: Vec<u8>,
-    tx_start: usize,
+    /// Sealed bytes not yet written.
+    tx: SendBuf,
     /// Small pieces of a vectored write, sealed together.
     stage: Vec<u8>,
     peer_closed: bool,
@@ -216,7 +244,7 @@ impl<T> std::fmt::Debug for SecureStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecureStream")
             .field("rx_pending", &self.rx_end)
-            .field("tx_pending", &(self.tx.len() - self.tx_start))
+            .field("tx_pending", &self.tx.pending().len())
             .finish_non_exhaustive()
     }
 }
@@ -240,8 +268,7 @@ impl<T> SecureStream<T> {
             rx_end,
             plain: early,
             plain_start: 0,
-            tx: Vec::new(),
-            tx_start: 0,
+            tx: SendBuf::default(),
             stage: Vec::new(),
             peer_closed,
             failed: false,
@@ -335,15 +362,13 @@ impl<T> SecureStream<T> {
 
 impl<T: AsyncWrite + Unpin> SecureStream<T> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.tx_start < self.tx.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.tx[self.tx_start..]))?;
+        while !self.tx.pending().is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.tx.pending()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.tx_start += n;
+            self.tx.consume(n);
         }
-        self.tx.clear();
-        self.tx_start = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -437,7 +462,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.tx.len() - this.tx_start >= TX_HIGH {
+        if this.tx.pending().len() >= TX_HIGH {
             ready!(this.poll_drain(cx))?;
         }
         if this.closing {
