@@ -352,3 +352,77 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod audit3 {
+    use super::*;
+
+    fn path() -> UdpPath {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        UdpPath::new(Arc::new(socket), None)
+    }
+
+    /// Finding: a re-challenge draws NEW bytes, so with a round trip over
+    /// CHALLENGE_AGAIN (200 ms) and steady traffic from the new address,
+    /// every echo answers a challenge that was already replaced.
+    #[tokio::test]
+    async fn audit3_rtt_over_200ms_never_validates_with_steady_traffic() {
+        let p = path();
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let c = p.received_from(a, None, true).unwrap();
+        assert!(p.validated(a, &c));
+        // Client rebinds to n; 300 ms RTT; it sends a datagram every 50 ms.
+        let mut in_flight = std::collections::VecDeque::new();
+        let t0 = Instant::now();
+        let mut moved = false;
+        while t0.elapsed() < Duration::from_secs(2) {
+            if let Some(ch) = p.received_from(n, None, true) {
+                in_flight.push_back((Instant::now(), ch));
+            }
+            // Echoes come back one RTT after their challenge.
+            while in_flight.front().is_some_and(|(t, _)| t.elapsed() >= Duration::from_millis(300)) {
+                let (_, ch) = in_flight.pop_front().unwrap();
+                moved |= p.validated(n, &ch);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(moved, "2 s of steady traffic from the new address, path still at {:?}", p.peer());
+    }
+
+    /// Finding: a candidate never expires and is not dropped when the peer's
+    /// datagrams come from its validated address again; a late Response for
+    /// it (held back and injected from the stale address) moves the path
+    /// to where the client no longer is.
+    #[tokio::test]
+    async fn audit3_stale_candidate_moves_path_after_client_returned() {
+        let p = path();
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let c = p.received_from(a, None, true).unwrap();
+        assert!(p.validated(a, &c));
+        let stale = p.received_from(n, None, true).unwrap();
+        // The client is back at a; many newest datagrams from there.
+        for _ in 0..10 {
+            assert_eq!(p.received_from(a, None, true), None);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!p.validated(n, &stale), "a stale candidate moved the path to {n}");
+    }
+
+    /// Finding: on-path racing. The attacker races a copy of a fresh datagram
+    /// from x, forwards the challenge (spoofing the server) to the client at
+    /// a, and races the client's Response from x too: the path moves to x.
+    #[tokio::test]
+    async fn audit3_on_path_attacker_redirects_with_forwarded_challenge() {
+        let p = path();
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let x: SocketAddr = "203.0.113.66:666".parse().unwrap();
+        let c = p.received_from(a, None, true).unwrap();
+        assert!(p.validated(a, &c));
+        let ch = p.received_from(x, None, true).expect("challenge to x");
+        // The client echoes any challenge it opens; its Response (from a)
+        // is copied and raced from x (the original from a is then a replay).
+        assert!(!p.validated(x, &ch), "path pulled to {:?}", p.peer());
+    }
+}
