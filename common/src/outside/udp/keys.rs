@@ -343,6 +343,8 @@ impl OpenKeys {
             let next = std::mem::replace(&mut self.next, after);
             self.previous = Some(std::mem::replace(&mut self.current, next));
             self.epoch = epoch;
+            // Keys derived ahead hold a secret the chain has now passed.
+            self.ahead = None;
         }
         Ok(len)
     }
@@ -609,7 +611,10 @@ mod audit3 {
         }
         assert_eq!(rx.epoch(), 4);
         let kept = rx.ahead.as_ref().map(|(c, _, _)| c.epoch);
-        assert_eq!(kept, None, "secret of past epoch {kept:?} still held at epoch 4");
+        assert_eq!(
+            kept, None,
+            "secret of past epoch {kept:?} still held at epoch 4"
+        );
     }
 
     /// Cost of forged datagrams: ordinary forgery vs. alternating jump
