@@ -165,10 +165,16 @@ enum Control {
     Close,
     /// Client: send a UDP probe with this number.
     Probe(u64),
-    /// Server: answer a UDP probe (its body) at the address it came from.
-    ProbeReply(Bytes, std::net::SocketAddr),
-    /// Server: challenge a new address of the client.
-    Challenge([u8; udp_path::CHALLENGE_LEN], std::net::SocketAddr),
+    /// Server: answer a UDP probe (its body) at the address it came from,
+    /// from the address it was sent to.
+    ProbeReply(Bytes, std::net::SocketAddr, Option<std::net::IpAddr>),
+    /// Server: challenge a new address of the client (from the address its
+    /// datagram was sent to).
+    Challenge(
+        [u8; udp_path::CHALLENGE_LEN],
+        std::net::SocketAddr,
+        Option<std::net::IpAddr>,
+    ),
     /// Client: echo the server's challenge.
     Respond([u8; udp_path::CHALLENGE_LEN]),
     /// Client: tell the server where data goes now, and why.
@@ -503,15 +509,15 @@ async fn write_loop<S: AsyncWrite>(
                     }
                     continue;
                 }
-                Some(Control::ProbeReply(body, to)) => {
+                Some(Control::ProbeReply(body, to, src)) => {
                     if let Some(u) = udp.as_mut() {
-                        udp::send_to(u, Kind::ProbeReply, &body, to).await?;
+                        udp::send_to(u, Kind::ProbeReply, &body, to, src).await?;
                     }
                     continue;
                 }
-                Some(Control::Challenge(bytes, to)) => {
+                Some(Control::Challenge(bytes, to, src)) => {
                     if let Some(u) = udp.as_mut() {
-                        udp::send_to(u, Kind::Challenge, &bytes, to).await?;
+                        udp::send_to(u, Kind::Challenge, &bytes, to, src).await?;
                     }
                     continue;
                 }

@@ -4,7 +4,7 @@
 //! path. Like the rest of the relay it knows no configuration.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,7 +255,7 @@ where
                 if opened.body.len() >= PROBE_BODY {
                     body.extend_from_slice(&path.local_report().encode());
                 }
-                let _ = control.try_send(Control::ProbeReply(body.into(), from));
+                let _ = control.try_send(Control::ProbeReply(body.into(), from, to));
             }
             Kind::ProbeReply => {
                 if let Some(report) = opened.body.get(8..).and_then(PathReport::decode) {
@@ -280,7 +280,7 @@ where
         // never an amplifier, even towards an address not yet proved.
         if let Some(bytes) = path.received_from(from, to, newest) {
             if largest >= OVERHEAD + CHALLENGE_LEN {
-                let _ = control.try_send(Control::Challenge(bytes, from));
+                let _ = control.try_send(Control::Challenge(bytes, from, to));
             }
         }
         let (received, lost) = receiver.stats();
@@ -483,10 +483,13 @@ pub(super) async fn send_to(
     kind: Kind,
     body: &[u8],
     to: SocketAddr,
+    src: Option<IpAddr>,
 ) -> io::Result<()> {
     let mut buf = Vec::with_capacity(OVERHEAD + body.len());
     if udp.sender.seal(kind, &[body], &mut buf).is_ok() {
-        let from = udp.path.route().and_then(|r| r.1);
+        // From the address the datagram we answer was sent to (the peer's
+        // connected socket takes nothing else), else the path's.
+        let from = src.or_else(|| udp.path.route().and_then(|r| r.1));
         udp.path.socket.send(to, from, &buf, buf.len()).await?;
     }
     Ok(())
