@@ -8,11 +8,11 @@ use std::sync::Arc;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::stream::Conn;
+use super::stream::{Conn, SendBuf};
 use super::{protocol_error, tls_error, SecureStream, MAX_RECORD};
 
 /// Largest buffer the handshake may need (a long certificate chain).
@@ -114,8 +114,7 @@ where
 {
     let mut incoming = vec![0u8; MAX_RECORD];
     let mut filled = 0;
-    let mut outgoing = Vec::new();
-    let mut pending = 0;
+    let mut outgoing = SendBuf::default();
     let mut early_plain = Vec::new();
     let mut peer_closed = false;
     loop {
@@ -132,13 +131,13 @@ where
                 None
             }
             Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                encode_into(&mut outgoing, &mut pending, |out| encode.encode(out))?;
+                outgoing.encode(|out| encode.encode(out))?;
                 None
             }
             Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                io.write_all(&outgoing[..pending]).await?;
+                io.write_all(outgoing.pending()).await?;
                 io.flush().await?;
-                pending = 0;
+                outgoing.consume(outgoing.pending().len());
                 transmit.done();
                 None
             }
@@ -179,8 +178,8 @@ where
                 // rustls queued an alert for the peer: tell it why, if we can.
                 let UnbufferedStatus { state, .. } = conn.process(&mut incoming[..filled]);
                 if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
-                    if encode_into(&mut outgoing, &mut pending, |out| encode.encode(out)).is_ok() {
-                        let _ = io.write_all(&outgoing[..pending]).await;
+                    if outgoing.encode(|out| encode.encode(out)).is_ok() {
+                        let _ = io.write_all(outgoing.pending()).await;
                         let _ = io.flush().await;
                     }
                 }
@@ -200,22 +199,4 @@ where
     incoming.truncate(filled);
     let stream = SecureStream::new(io, conn.into_conn(), incoming, early_plain, peer_closed);
     Ok((stream, peer))
-}
-
-/// Runs an encoder that needs a large enough buffer, growing `out` as asked.
-fn encode_into(
-    out: &mut Vec<u8>,
-    pending: &mut usize,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> io::Result<()> {
-    loop {
-        match encode(&mut out[*pending..]) {
-            Ok(n) => {
-                *pending += n;
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(e)) => out.resize(*pending + e.required_size, 0),
-            Err(e) => return Err(io::Error::other(e.to_string())),
-        }
-    }
 }

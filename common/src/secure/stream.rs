@@ -85,10 +85,7 @@ impl Sink<'_, '_> {
     }
 
     fn encode(&mut self, encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>) {
-        self.tx.append(encode, |e| match e {
-            EncodeError::InsufficientSize(s) => Some(s.required_size),
-            _ => None,
-        });
+        let _ = self.tx.encode(encode);
     }
 }
 
@@ -96,7 +93,7 @@ impl Sink<'_, '_> {
 /// its length between uses, so room is zeroed only when it grows, not for
 /// every record.
 #[derive(Default)]
-struct SendBuf {
+pub(super) struct SendBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -104,7 +101,7 @@ struct SendBuf {
 
 impl SendBuf {
     /// Bytes waiting.
-    fn pending(&self) -> &[u8] {
+    pub(super) fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
@@ -133,8 +130,22 @@ impl SendBuf {
         }
     }
 
+    /// Appends a record rustls encodes (handshake messages, alerts).
+    pub(super) fn encode(
+        &mut self,
+        encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    ) -> io::Result<()> {
+        match self.append(encode, |e| match e {
+            EncodeError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        }) {
+            None => Ok(()),
+            Some(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
     /// `n` bytes reached the socket.
-    fn consume(&mut self, n: usize) {
+    pub(super) fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
             // Empty: start again at the front; a burst's large buffer is

@@ -3,7 +3,7 @@
 //! inside that session's Assign message (as OpenVPN's key method 2 and
 //! AnyConnect's DTLS master secret travel inside their TLS channel), so only
 //! the two authenticated ends know them and they die with the session. Any
-//! TLS stack can carry them: they do not depend on our record layer or on a
+//! TLS stack can carry them: they do not depend on the record layer or on a
 //! TLS exporter (rustls's unbuffered connection, which runs our handshake,
 //! offers none).
 //!
