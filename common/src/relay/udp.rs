@@ -17,8 +17,8 @@ use crate::inside::Inside;
 use crate::offload;
 use crate::outside::tcp_info::TcpUse;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
-use crate::outside::udp::path::CHALLENGE_LEN;
 use crate::outside::udp::path::{self as udp_path, PathReport};
+use crate::outside::udp::path::{Validation, CHALLENGE_LEN};
 use crate::outside::udp::socket::MAX_SEND;
 use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
 
@@ -36,9 +36,12 @@ const FAST_FOR: Duration = Duration::from_secs(3);
 const DRAIN_ROUNDS: usize = 16;
 /// How long the rest of an unfinished train is waited for.
 const TRAIN_WAIT: Duration = Duration::from_millis(2);
-/// Bytes of a probe's body: a number the reply echoes, and room for the
-/// report the reply carries (so the reply is never larger).
-pub(super) const PROBE_BODY: usize = 8 + PathReport::LEN;
+/// Bytes of a probe reply's body: the number it echoes and our report.
+const REPLY_BODY: usize = 8 + PathReport::LEN;
+/// Bytes of a probe's body: room for the reply's and for a challenge the
+/// server may send beside it to an address not yet proved, so that both
+/// together are never larger than the probe.
+pub(super) const PROBE_BODY: usize = REPLY_BODY + OVERHEAD + CHALLENGE_LEN;
 
 /// Where a session's datagrams come from.
 #[derive(Debug)]
@@ -225,7 +228,8 @@ where
     }
     // The datagrams of a batch share their source: the path and the
     // counts are updated once per batch, not per datagram.
-    let (mut authenticated, mut newest, mut largest) = (false, false, 0);
+    let (mut authenticated, mut newest, mut bytes_in) = (false, false, 0);
+    let mut replies: Vec<Vec<u8>> = Vec::new();
     for datagram in b.datagrams_mut() {
         let size = datagram.len();
         let opened = match receiver.open(datagram) {
@@ -240,22 +244,22 @@ where
         };
         authenticated = true;
         newest |= opened.newest;
-        largest = largest.max(size);
+        bytes_in += size;
         match opened.kind {
             Kind::Packet => rx.packet(None, opened.body).await?,
             Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {
                 Some((tag, segment)) => rx.packet(Some(*tag), segment).await?,
                 None => rx.counters.drop_packet(DropReason::Malformed),
             },
-            // Answered with the same size or less: never an amplifier. A
+            // Answered after the batch, within what it brought (below). A
             // probe with room for it gets our report of the path back.
             Kind::Probe => {
-                let mut body = Vec::with_capacity(PROBE_BODY);
+                let mut body = Vec::with_capacity(REPLY_BODY);
                 body.extend_from_slice(&opened.body[..opened.body.len().min(8)]);
-                if opened.body.len() >= PROBE_BODY {
+                if opened.body.len() >= REPLY_BODY {
                     body.extend_from_slice(&path.local_report().encode());
                 }
-                let _ = control.try_send(Control::ProbeReply(body.into(), from, to));
+                replies.push(body);
             }
             Kind::ProbeReply => {
                 if let Some(report) = opened.body.get(8..).and_then(PathReport::decode) {
@@ -269,24 +273,50 @@ where
                 }
                 Err(_) => rx.counters.drop_packet(DropReason::Malformed),
             },
-            // Server: our challenge came back from where we sent it.
+            // A move away from a validated address challenges it: a peer
+            // still there pulls the path back (RFC 9000 9.3.3).
             Kind::Response => {
-                path.validated(from, opened.body);
+                if let Validation::MovedFrom(old, src, bytes) = path.validated(from, opened.body) {
+                    let _ = control.try_send(Control::Challenge(bytes, old, src));
+                }
             }
         }
     }
     if authenticated {
-        // A challenge is no larger than the datagram that asked for it:
-        // never an amplifier, even towards an address not yet proved.
-        if let Some(bytes) = path.received_from(from, to, newest) {
-            if largest >= OVERHEAD + CHALLENGE_LEN {
-                let _ = control.try_send(Control::Challenge(bytes, from, to));
-            }
+        let proved = path.peer() == Some(from);
+        let challenge = path.received_from(from, to, newest);
+        let (challenge, replies) = answers((!proved).then_some(bytes_in), challenge, replies);
+        if let Some(bytes) = challenge {
+            let _ = control.try_send(Control::Challenge(bytes, from, to));
+        }
+        for body in replies {
+            let _ = control.try_send(Control::ProbeReply(body.into(), from, to));
         }
         let (received, lost) = receiver.stats();
         path.set_rx_stats(received, lost);
     }
     Ok(())
+}
+
+/// Never an amplifier: what one batch of `budget` bytes from an address not
+/// yet proved may draw (`None`: proved, no limit), a challenge first, then as
+/// many probe replies as fit, all counted as they go on the wire.
+fn answers(
+    budget: Option<usize>,
+    challenge: Option<[u8; CHALLENGE_LEN]>,
+    replies: Vec<Vec<u8>>,
+) -> (Option<[u8; CHALLENGE_LEN]>, Vec<Vec<u8>>) {
+    let mut left = budget.unwrap_or(usize::MAX);
+    let mut take = |body_len: usize| match left.checked_sub(OVERHEAD + body_len) {
+        Some(l) => {
+            left = l;
+            true
+        }
+        None => false,
+    };
+    let challenge = challenge.filter(|_| take(CHALLENGE_LEN));
+    let replies = replies.into_iter().take_while(|r| take(r.len())).collect();
+    (challenge, replies)
 }
 
 /// The client's probes: fast right after the start, then once a second;
@@ -493,4 +523,47 @@ pub(super) async fn send_to(
         udp.path.socket.send(to, from, &buf, buf.len()).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(challenge: &Option<[u8; CHALLENGE_LEN]>, replies: &[Vec<u8>]) -> usize {
+        challenge.map_or(0, |_| OVERHEAD + CHALLENGE_LEN)
+            + replies.iter().map(|r| OVERHEAD + r.len()).sum::<usize>()
+    }
+
+    #[test]
+    fn an_unproved_address_draws_no_more_than_it_sent() {
+        let ch = Some([7u8; CHALLENGE_LEN]);
+        let reply = vec![1u8; REPLY_BODY];
+        // A full-size probe has room for its reply and a challenge.
+        let probe = OVERHEAD + PROBE_BODY;
+        let (c, r) = answers(Some(probe), ch, vec![reply.clone()]);
+        assert_eq!((c, r.len()), (ch, 1));
+        assert!(wire(&c, &r) <= probe);
+        // A short probe: the challenge goes, the reply does not fit.
+        let short = OVERHEAD + REPLY_BODY;
+        let (c, r) = answers(Some(short), ch, vec![reply.clone()]);
+        assert_eq!((c, r.len()), (ch, 0));
+        // Many probes in one batch: as many replies as the batch paid for.
+        for n in 1..6 {
+            let (c, r) = answers(Some(n * short), ch, vec![reply.clone(); n]);
+            assert!(wire(&c, &r) <= n * short, "{n} probes");
+            assert_eq!((c, r.len()), (ch, n - 1));
+        }
+        // Too small for even a challenge: nothing.
+        assert_eq!(
+            answers(Some(OVERHEAD), ch, vec![reply.clone()]),
+            (None, vec![])
+        );
+    }
+
+    #[test]
+    fn a_proved_address_gets_every_answer() {
+        let reply = vec![1u8; REPLY_BODY];
+        let (c, r) = answers(None, None, vec![reply; 3]);
+        assert_eq!((c, r.len()), (None, 3));
+    }
 }

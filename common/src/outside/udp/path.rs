@@ -107,6 +107,28 @@ struct Candidate {
     bytes: [u8; CHALLENGE_LEN],
     sent: Instant,
     created: Instant,
+    /// The address the path just left (RFC 9000 9.3.3): if the peer still
+    /// answers there, the move was a copy raced by someone on the path.
+    recheck: bool,
+}
+
+/// What an echo of a challenge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// It answers no live challenge: nothing changes.
+    Ignored,
+    /// The path moved to the echo's address.
+    Moved,
+    /// The path moved to the echo's address, leaving `0`: challenge it with
+    /// `1`, so that a peer still there pulls the path back.
+    MovedFrom(SocketAddr, Option<IpAddr>, [u8; CHALLENGE_LEN]),
+}
+
+impl Validation {
+    /// Whether the path moved.
+    pub fn moved(&self) -> bool {
+        !matches!(self, Self::Ignored)
+    }
 }
 
 impl std::fmt::Debug for UdpPath {
@@ -218,8 +240,13 @@ impl UdpPath {
             }
             drop(peer);
             // The peer is where it was: a pending challenge elsewhere is
-            // stale, and a late answer to it must not move the path.
-            *self.candidate.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            // stale, and a late answer to it must not move the path. (A
+            // recheck of the address just left stays: the peer speaking
+            // from its new address is what a raced copy looks like too.)
+            let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
+            if candidate.is_some_and(|c| !c.recheck) {
+                *candidate = None;
+            }
             return None;
         }
         drop(peer);
@@ -245,6 +272,7 @@ impl UdpPath {
                     bytes,
                     sent: now,
                     created: now,
+                    recheck: false,
                 });
                 Some(bytes)
             }
@@ -252,21 +280,44 @@ impl UdpPath {
     }
 
     /// The peer echoed `bytes` from `from`: if that answers our challenge
-    /// to that address, the peer lives there now.
-    pub fn validated(&self, from: SocketAddr, bytes: &[u8]) -> bool {
+    /// to that address, the peer lives there now. A move away from a
+    /// validated address asks for a challenge to it (RFC 9000 9.3.3): an
+    /// attacker who copies the peer's datagrams and races them (and the
+    /// echo) from elsewhere moved the path, and the peer, still at the old
+    /// address, answers there and pulls it back unless the attacker wins
+    /// that race too. A move back asks nothing more, so a peer reachable at
+    /// both addresses does not make the path swing.
+    pub fn validated(&self, from: SocketAddr, bytes: &[u8]) -> Validation {
         let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(c) = candidate.as_ref().filter(|c| {
+        let Some(c) = candidate.filter(|c| {
             c.from == from && c.bytes[..] == *bytes && c.created.elapsed() < CANDIDATE_LIFETIME
         }) else {
-            return false;
+            return Validation::Ignored;
         };
         let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
-        if peer.0.is_some() {
+        let left = *peer;
+        if left.0.is_some() {
             self.moves.fetch_add(1, Ordering::Relaxed);
         }
-        *peer = (Some(c.from), c.to.or(peer.1));
+        *peer = (Some(c.from), c.to.or(left.1));
         *candidate = None;
-        true
+        let (Some(old), false) = (left.0, c.recheck) else {
+            return Validation::Moved;
+        };
+        let mut bytes = [0u8; CHALLENGE_LEN];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            return Validation::Moved;
+        }
+        let now = Instant::now();
+        *candidate = Some(Candidate {
+            from: old,
+            to: left.1,
+            bytes,
+            sent: now,
+            created: now,
+            recheck: true,
+        });
+        Validation::MovedFrom(old, left.1, bytes)
     }
 
     /// How long ago the last authenticated datagram arrived (None: never).
@@ -314,8 +365,11 @@ mod tests {
         // Even the first address is proved before data goes there.
         let first = path.received_from(old, None, true).expect("a challenge");
         assert_eq!(path.peer(), None);
-        assert!(!path.validated(elsewhere, &first), "an echo from elsewhere");
-        assert!(path.validated(old, &first));
+        assert!(
+            !path.validated(elsewhere, &first).moved(),
+            "an echo from elsewhere"
+        );
+        assert_eq!(path.validated(old, &first), Validation::Moved);
         assert_eq!(path.peer(), Some(old));
         assert_eq!(path.moves.load(Ordering::Relaxed), 0);
 
@@ -330,16 +384,22 @@ mod tests {
         );
         let mut wrong = challenge;
         wrong[0] ^= 1;
-        assert!(!path.validated(new, &wrong), "a wrong echo");
+        assert!(!path.validated(new, &wrong).moved(), "a wrong echo");
         assert!(
-            !path.validated(old, &challenge),
+            !path.validated(old, &challenge).moved(),
             "the echo from the old address"
         );
         assert_eq!(path.peer(), Some(old));
-        assert!(path.validated(new, &challenge));
+        assert!(matches!(
+            path.validated(new, &challenge),
+            Validation::MovedFrom(o, _, _) if o == old
+        ));
         assert_eq!(path.peer(), Some(new));
         assert_eq!(path.moves.load(Ordering::Relaxed), 1);
-        assert!(!path.validated(new, &challenge), "an echo counts once");
+        assert!(
+            !path.validated(new, &challenge).moved(),
+            "an echo counts once"
+        );
 
         // A late datagram from the old address (reordered, or replayed first
         // by someone on the path) counts as traffic but asks nothing.
@@ -386,7 +446,7 @@ mod audit3 {
         let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c));
+        assert!(p.validated(a, &c).moved());
         // Client rebinds to n; 300 ms RTT; it sends a datagram every 50 ms.
         let mut in_flight = std::collections::VecDeque::new();
         let t0 = Instant::now();
@@ -401,7 +461,7 @@ mod audit3 {
                 .is_some_and(|(t, _)| t.elapsed() >= Duration::from_millis(300))
             {
                 let (_, ch) = in_flight.pop_front().unwrap();
-                moved |= p.validated(n, &ch);
+                moved |= p.validated(n, &ch).moved();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -422,7 +482,7 @@ mod audit3 {
         let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c));
+        assert!(p.validated(a, &c).moved());
         let stale = p.received_from(n, None, true).unwrap();
         // The client is back at a; many newest datagrams from there.
         for _ in 0..10 {
@@ -430,27 +490,61 @@ mod audit3 {
         }
         std::thread::sleep(Duration::from_millis(300));
         assert!(
-            !p.validated(n, &stale),
+            !p.validated(n, &stale).moved(),
             "a stale candidate moved the path to {n}"
         );
     }
 
-    /// Finding: on-path racing. The attacker races a copy of a fresh datagram
-    /// from x, forwards the challenge (spoofing the server) to the client at
-    /// a, and races the client's Response from x too: the path moves to x.
+    /// Finding (fixed as RFC 9000 9.3.3 does): on-path racing. The attacker
+    /// races a copy of a fresh datagram from x, forwards the challenge
+    /// (spoofing the server) to the client at a, and races the client's
+    /// Response from x too: the path moves to x. The move challenges a, and
+    /// the client, still there, answers from a: the path comes back. (An
+    /// attacker who wins that race too stays a relay on the path, as RFC
+    /// 9000 9.3.3 says for QUIC; PROTOCOL.md.)
     #[tokio::test]
-    #[ignore = "open finding: the challenge is not bound to the address it was sent to, so an \
-                on-path attacker who forwards it to the client and races the Response from x \
-                moves the path (fix: RFC 9000 9.3.3, challenge the old address too)"]
     async fn audit3_on_path_attacker_redirects_with_forwarded_challenge() {
         let p = path();
         let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let x: SocketAddr = "203.0.113.66:666".parse().unwrap();
         let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c));
+        assert_eq!(p.validated(a, &c), Validation::Moved, "the first address");
         let ch = p.received_from(x, None, true).expect("challenge to x");
-        // The client echoes any challenge it opens; its Response (from a)
-        // is copied and raced from x (the original from a is then a replay).
-        assert!(!p.validated(x, &ch), "path pulled to {:?}", p.peer());
+        let Validation::MovedFrom(back, _, recheck) = p.validated(x, &ch) else {
+            panic!("a move away from a validated address rechecks it");
+        };
+        assert_eq!((back, p.peer()), (a, Some(x)));
+        // The attacker keeps racing copies from x: the recheck stays.
+        assert_eq!(p.received_from(x, None, true), None);
+        // The echo copied and raced from x does not count (wrong address).
+        assert_eq!(p.validated(x, &recheck), Validation::Ignored);
+        // The client's datagrams from a draw the same recheck, not new bytes.
+        std::thread::sleep(CHALLENGE_AGAIN);
+        assert_eq!(p.received_from(a, None, true), Some(recheck));
+        assert_eq!(
+            p.validated(a, &recheck),
+            Validation::Moved,
+            "no recheck of x"
+        );
+        assert_eq!(p.peer(), Some(a));
+        assert_eq!(p.moves.load(Ordering::Relaxed), 2);
+    }
+
+    /// A peer that really moved does not answer at its old address, and one
+    /// reachable at both addresses answers the recheck from its new one:
+    /// neither moves the path back.
+    #[tokio::test]
+    async fn a_real_move_stays() {
+        let p = path();
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let c = p.received_from(a, None, true).unwrap();
+        assert!(p.validated(a, &c).moved());
+        let ch = p.received_from(n, None, true).unwrap();
+        let Validation::MovedFrom(_, _, recheck) = p.validated(n, &ch) else {
+            panic!("recheck of a");
+        };
+        assert_eq!(p.validated(n, &recheck), Validation::Ignored);
+        assert_eq!(p.peer(), Some(n));
     }
 }
