@@ -9,14 +9,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+use twoway_common::outside::udp::inbox::{inbox, InboxRx, InboxTx};
 use twoway_common::outside::udp::{RecvBatch, RecvPool, UdpSocket};
 
-/// Batches queued for one session before more are dropped (a slow session
-/// loses its own datagrams, never another's).
-const SESSION_QUEUE: usize = 256;
+/// Bytes queued for one session before more are dropped (a slow session
+/// loses its own datagrams, never another's): about a millisecond at the
+/// rates one session reaches, as on the client's side (its device queue).
+const SESSION_INBOX: usize = 512 * 1024;
 /// GRO batches read per receive call.
 const RECV_BATCHES: usize = 32;
 
@@ -24,10 +25,11 @@ const RECV_BATCHES: usize = 32;
 #[derive(Debug)]
 pub struct UdpEndpoint {
     socket: Arc<UdpSocket>,
-    sessions: Mutex<HashMap<u32, mpsc::Sender<Vec<RecvBatch>>>>,
+    sessions: Mutex<HashMap<u32, InboxTx>>,
     /// Datagram batches that named no live session or did not parse.
     pub unknown: AtomicU64,
-    /// Batches dropped because their session's queue was full.
+    /// Receive calls' worth of a session's batches dropped because its
+    /// inbox was full.
     pub overflow: AtomicU64,
 }
 
@@ -66,8 +68,8 @@ impl UdpEndpoint {
     }
 
     /// A fresh random session number and the queue its datagrams arrive on.
-    pub fn register(self: &Arc<Self>) -> (Registration, mpsc::Receiver<Vec<RecvBatch>>) {
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    pub fn register(self: &Arc<Self>) -> (Registration, InboxRx) {
+        let (tx, rx) = inbox(SESSION_INBOX);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let number = loop {
             let n = random_u32();

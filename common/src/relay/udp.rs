@@ -17,6 +17,7 @@ use crate::inside::Inside;
 use crate::offload;
 use crate::outside::tcp_info::TcpUse;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
+use crate::outside::udp::inbox::InboxRx;
 use crate::outside::udp::path::{self as udp_path, PathReport};
 use crate::outside::udp::path::{Validation, CHALLENGE_LEN};
 use crate::outside::udp::socket::MAX_SEND;
@@ -47,7 +48,7 @@ pub(super) const PROBE_BODY: usize = REPLY_BODY + OVERHEAD + CHALLENGE_LEN;
 #[derive(Debug)]
 pub enum UdpInput {
     /// The server's shared socket demultiplexes by session number.
-    Channel(mpsc::Receiver<Vec<RecvBatch>>),
+    Channel(InboxRx),
     /// The client reads its own socket.
     Socket(RecvPool),
 }
@@ -99,7 +100,7 @@ impl UdpInput {
     /// More datagrams if they are already there (never waits).
     fn try_next(&mut self, path: &UdpPath) -> io::Result<Option<Vec<RecvBatch>>> {
         match self {
-            Self::Channel(rx) => Ok(rx.try_recv().ok()),
+            Self::Channel(rx) => Ok(rx.try_recv()),
             Self::Socket(pool) => path.socket.try_recv(pool),
         }
     }

@@ -6,6 +6,7 @@
 //! through. docs/PROTOCOL.md describes the wire format.
 
 pub mod datagram;
+pub mod inbox;
 pub mod keys;
 pub mod path;
 pub mod replay;
