@@ -28,8 +28,8 @@ pub struct UdpEndpoint {
     sessions: Mutex<HashMap<u32, InboxTx>>,
     /// Datagram batches that named no live session or did not parse.
     pub unknown: AtomicU64,
-    /// Receive calls' worth of a session's batches dropped because its
-    /// inbox was full.
+    /// Datagram batches (one datagram or a GRO aggregate) dropped because
+    /// their session's inbox was full.
     pub overflow: AtomicU64,
 }
 
@@ -120,8 +120,9 @@ impl UdpEndpoint {
                         .fetch_add(batches.len() as u64, Ordering::Relaxed);
                     continue;
                 };
-                if tx.try_send(batches).is_err() {
-                    self.overflow.fetch_add(1, Ordering::Relaxed);
+                let dropped = tx.send_or_drop(batches) as u64;
+                if dropped > 0 {
+                    self.overflow.fetch_add(dropped, Ordering::Relaxed);
                 }
             }
         }

@@ -37,12 +37,9 @@ const FAST_FOR: Duration = Duration::from_secs(3);
 const DRAIN_ROUNDS: usize = 16;
 /// How long the rest of an unfinished train is waited for.
 const TRAIN_WAIT: Duration = Duration::from_millis(2);
-/// Bytes of a probe reply's body: the number it echoes and our report.
-const REPLY_BODY: usize = 8 + PathReport::LEN;
-/// Bytes of a probe's body: room for the reply's and for a challenge the
-/// server may send beside it to an address not yet proved, so that both
-/// together are never larger than the probe.
-pub(super) const PROBE_BODY: usize = REPLY_BODY + OVERHEAD + CHALLENGE_LEN;
+/// Bytes of a probe's body: a number the reply echoes, and room for the
+/// report the reply carries (so the reply is never larger).
+pub(super) const PROBE_BODY: usize = 8 + PathReport::LEN;
 
 /// Where a session's datagrams come from.
 #[derive(Debug)]
@@ -220,7 +217,13 @@ where
     I: Inside,
     F: Fn(&[u8]) -> Result<(), DropReason>,
 {
-    let (from, to) = (b.from, b.to);
+    // Our address it was sent to is where answers go out from: only a
+    // unicast one (a copy sent to a broadcast or multicast address of ours
+    // would make the send fail).
+    let (from, to) = (
+        b.from,
+        b.to.filter(|ip| udp_path::replyable(&SocketAddr::new(*ip, 1))),
+    );
     if !udp_path::replyable(&from) {
         // Port 0, broadcast...: nothing we could answer or send to.
         let n = b.datagrams_mut().count() as u64;
@@ -229,7 +232,7 @@ where
     }
     // The datagrams of a batch share their source: the path and the
     // counts are updated once per batch, not per datagram.
-    let (mut authenticated, mut newest, mut bytes_in) = (false, false, 0);
+    let (mut authenticated, mut newest, mut largest) = (false, false, 0);
     let mut replies: Vec<Vec<u8>> = Vec::new();
     for datagram in b.datagrams_mut() {
         let size = datagram.len();
@@ -245,19 +248,19 @@ where
         };
         authenticated = true;
         newest |= opened.newest;
-        bytes_in += size;
+        largest = largest.max(size);
         match opened.kind {
             Kind::Packet => rx.packet(None, opened.body).await?,
             Kind::Segment => match opened.body.split_first_chunk::<TAG_LEN>() {
                 Some((tag, segment)) => rx.packet(Some(*tag), segment).await?,
                 None => rx.counters.drop_packet(DropReason::Malformed),
             },
-            // Answered after the batch, within what it brought (below). A
-            // probe with room for it gets our report of the path back.
+            // Answered after the batch (below), with the same size or less.
+            // A probe with room for it gets our report of the path back.
             Kind::Probe => {
-                let mut body = Vec::with_capacity(REPLY_BODY);
+                let mut body = Vec::with_capacity(PROBE_BODY);
                 body.extend_from_slice(&opened.body[..opened.body.len().min(8)]);
-                if opened.body.len() >= REPLY_BODY {
+                if opened.body.len() >= PROBE_BODY {
                     body.extend_from_slice(&path.local_report().encode());
                 }
                 replies.push(body);
@@ -286,7 +289,7 @@ where
     if authenticated {
         let proved = path.peer() == Some(from);
         let challenge = path.received_from(from, to, newest);
-        let (challenge, replies) = answers((!proved).then_some(bytes_in), challenge, replies);
+        let (challenge, replies) = answers(proved, largest, challenge, replies);
         if let Some(bytes) = challenge {
             let _ = control.try_send(Control::Challenge(bytes, from, to));
         }
@@ -299,25 +302,22 @@ where
     Ok(())
 }
 
-/// Never an amplifier: what one batch of `budget` bytes from an address not
-/// yet proved may draw (`None`: proved, no limit), a challenge first, then as
-/// many probe replies as fit, all counted as they go on the wire.
+/// Never an amplifier: what one batch from `from` draws. A proved address
+/// gets its probe replies (each no larger than its probe). An address not
+/// yet proved gets one challenge, no larger than the largest datagram of the
+/// batch, and nothing else: one datagram answers one or more, and the
+/// client takes the challenge as a sign of life as it would a reply.
 fn answers(
-    budget: Option<usize>,
+    proved: bool,
+    largest: usize,
     challenge: Option<[u8; CHALLENGE_LEN]>,
     replies: Vec<Vec<u8>>,
 ) -> (Option<[u8; CHALLENGE_LEN]>, Vec<Vec<u8>>) {
-    let mut left = budget.unwrap_or(usize::MAX);
-    let mut take = |body_len: usize| match left.checked_sub(OVERHEAD + body_len) {
-        Some(l) => {
-            left = l;
-            true
-        }
-        None => false,
-    };
-    let challenge = challenge.filter(|_| take(CHALLENGE_LEN));
-    let replies = replies.into_iter().take_while(|r| take(r.len())).collect();
-    (challenge, replies)
+    if proved {
+        return (None, replies);
+    }
+    let challenge = challenge.filter(|_| largest >= OVERHEAD + CHALLENGE_LEN);
+    (challenge, Vec::new())
 }
 
 /// The client's probes: fast right after the start, then once a second;
@@ -530,41 +530,28 @@ pub(super) async fn send_to(
 mod tests {
     use super::*;
 
-    fn wire(challenge: &Option<[u8; CHALLENGE_LEN]>, replies: &[Vec<u8>]) -> usize {
-        challenge.map_or(0, |_| OVERHEAD + CHALLENGE_LEN)
-            + replies.iter().map(|r| OVERHEAD + r.len()).sum::<usize>()
-    }
-
     #[test]
-    fn an_unproved_address_draws_no_more_than_it_sent() {
+    fn an_unproved_address_gets_one_challenge_no_larger_than_what_it_sent() {
         let ch = Some([7u8; CHALLENGE_LEN]);
-        let reply = vec![1u8; REPLY_BODY];
-        // A full-size probe has room for its reply and a challenge.
+        let reply = vec![1u8; PROBE_BODY];
         let probe = OVERHEAD + PROBE_BODY;
-        let (c, r) = answers(Some(probe), ch, vec![reply.clone()]);
-        assert_eq!((c, r.len()), (ch, 1));
-        assert!(wire(&c, &r) <= probe);
-        // A short probe: the challenge goes, the reply does not fit.
-        let short = OVERHEAD + REPLY_BODY;
-        let (c, r) = answers(Some(short), ch, vec![reply.clone()]);
-        assert_eq!((c, r.len()), (ch, 0));
-        // Many probes in one batch: as many replies as the batch paid for.
-        for n in 1..6 {
-            let (c, r) = answers(Some(n * short), ch, vec![reply.clone(); n]);
-            assert!(wire(&c, &r) <= n * short, "{n} probes");
-            assert_eq!((c, r.len()), (ch, n - 1));
-        }
-        // Too small for even a challenge: nothing.
         assert_eq!(
-            answers(Some(OVERHEAD), ch, vec![reply.clone()]),
+            answers(false, probe, ch, vec![reply.clone(); 3]),
+            (ch, vec![])
+        );
+        // A datagram shorter than the challenge draws nothing.
+        let short = OVERHEAD + CHALLENGE_LEN - 1;
+        assert_eq!(
+            answers(false, short, ch, vec![reply.clone()]),
             (None, vec![])
         );
+        assert_eq!(answers(false, probe, None, vec![reply]), (None, vec![]));
     }
 
     #[test]
-    fn a_proved_address_gets_every_answer() {
-        let reply = vec![1u8; REPLY_BODY];
-        let (c, r) = answers(None, None, vec![reply; 3]);
+    fn a_proved_address_gets_its_probe_replies() {
+        let reply = vec![1u8; PROBE_BODY];
+        let (c, r) = answers(true, OVERHEAD + PROBE_BODY, None, vec![reply; 3]);
         assert_eq!((c, r.len()), (None, 3));
     }
 }

@@ -50,21 +50,36 @@ fn weight(batches: &[RecvBatch]) -> usize {
 }
 
 impl InboxTx {
-    /// Queues `batches`, or gives them back when the inbox is full (an
-    /// empty inbox takes one message, however large) or its relay is gone.
-    pub fn try_send(&self, batches: Vec<RecvBatch>) -> Result<(), Vec<RecvBatch>> {
-        let n = weight(&batches);
-        let queued = self.queued.fetch_add(n, Ordering::AcqRel);
-        if queued > 0 && queued + n > self.max_bytes {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(batches);
-        }
-        self.tx.try_send(batches).map_err(|e| {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            match e {
-                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+    /// Queues what fits of `batches`, in order, and drops the rest (an
+    /// empty inbox takes the first batch, however large); all of them when
+    /// the relay is gone. Gives back how many were dropped.
+    pub fn send_or_drop(&self, mut batches: Vec<RecvBatch>) -> usize {
+        let queued = self.queued.load(Ordering::Acquire);
+        let (mut n, mut taken) = (0, 0);
+        for b in &batches {
+            let w = b.data.len();
+            if (queued > 0 || taken > 0) && queued + n + w > self.max_bytes {
+                break;
             }
-        })
+            n += w;
+            taken += 1;
+        }
+        let dropped = batches.len() - taken;
+        batches.truncate(taken);
+        if batches.is_empty() {
+            return dropped;
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        match self.tx.try_send(batches) {
+            Ok(()) => dropped,
+            Err(e) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                let b = match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                };
+                dropped + b.len()
+            }
+        }
     }
 }
 
@@ -98,20 +113,30 @@ mod tests {
         }]
     }
 
+    fn batches(n: usize, len: usize) -> Vec<RecvBatch> {
+        (0..n).flat_map(|_| batch(len)).collect()
+    }
+
     #[tokio::test]
-    async fn bounded_in_bytes_and_freed_as_the_relay_reads() {
+    async fn bounded_in_bytes_batch_by_batch_and_freed_as_the_relay_reads() {
         let (tx, mut rx) = inbox(100_000);
-        // One message always passes an empty inbox, however large.
-        assert!(tx.try_send(batch(200_000)).is_ok());
-        assert!(tx.try_send(batch(10)).is_err(), "over the bound");
+        // The first batch always passes an empty inbox, however large.
+        assert_eq!(tx.send_or_drop(batch(200_000)), 0);
+        assert_eq!(tx.send_or_drop(batch(10)), 1, "over the bound");
         assert_eq!(rx.recv().await.map(|b| weight(&b)), Some(200_000));
-        for _ in 0..3 {
-            assert!(tx.try_send(batch(30_000)).is_ok());
-        }
-        assert!(tx.try_send(batch(30_000)).is_err(), "120,000 > 100,000");
-        assert!(rx.try_recv().is_some());
-        assert!(tx.try_send(batch(30_000)).is_ok(), "room again");
+        // What fits of one receive call goes in, the rest is dropped.
+        assert_eq!(tx.send_or_drop(batches(5, 30_000)), 2);
+        assert_eq!(
+            tx.send_or_drop(batch(30_000)),
+            1,
+            "90,000 + 30,000 > 100,000"
+        );
+        assert_eq!(rx.try_recv().map(|b| b.len()), Some(3));
+        assert_eq!(tx.send_or_drop(batches(2, 30_000)), 0, "room again");
+        // An empty inbox takes its first batch, and only what fits after it.
+        assert_eq!(rx.try_recv().map(|b| b.len()), Some(2));
+        assert_eq!(tx.send_or_drop(batches(3, 64_000)), 2);
         drop(rx);
-        assert!(tx.try_send(batch(1)).is_err(), "relay gone");
+        assert_eq!(tx.send_or_drop(batches(2, 1)), 2, "relay gone");
     }
 }

@@ -87,8 +87,20 @@ pub struct UdpPath {
     peer_report: Mutex<Option<PathReport>>,
     /// Our TLS connection.
     tcp: Option<Arc<TcpHandle>>,
+    /// Challenges in flight. Only the session's read loop calls
+    /// [`UdpPath::received_from`] and [`UdpPath::validated`], which take
+    /// this lock and the peer's one after the other, never both at once.
+    challenges: Mutex<Challenges>,
+}
+
+/// The path's challenges in flight, each in its own slot so that one cannot
+/// push the other out.
+#[derive(Debug, Default)]
+struct Challenges {
     /// An address the peer may have moved to, challenged and not yet answered.
-    candidate: Mutex<Option<Candidate>>,
+    candidate: Option<Candidate>,
+    /// The address the path just left (RFC 9000 9.3.3).
+    recheck: Option<Candidate>,
 }
 
 /// Bytes of a path challenge.
@@ -107,9 +119,44 @@ struct Candidate {
     bytes: [u8; CHALLENGE_LEN],
     sent: Instant,
     created: Instant,
-    /// The address the path just left (RFC 9000 9.3.3): if the peer still
-    /// answers there, the move was a copy raced by someone on the path.
-    recheck: bool,
+    /// A recheck counts only once the peer's newest datagram came from its
+    /// address again: an echo alone an attacker can race.
+    heard: bool,
+}
+
+impl Candidate {
+    /// A fresh challenge to `from`, if the system has random bytes.
+    fn new(from: SocketAddr, to: Option<IpAddr>) -> Option<Self> {
+        let mut bytes = [0u8; CHALLENGE_LEN];
+        aws_lc_rs::rand::fill(&mut bytes).ok()?;
+        let now = Instant::now();
+        Some(Self {
+            from,
+            to,
+            bytes,
+            sent: now,
+            created: now,
+            heard: false,
+        })
+    }
+
+    fn live(&self, now: Instant) -> bool {
+        now.duration_since(self.created) < CANDIDATE_LIFETIME
+    }
+
+    /// Whether `bytes` from `from` answer this challenge.
+    fn answered_by(&self, from: SocketAddr, bytes: &[u8]) -> bool {
+        self.from == from && self.bytes[..] == *bytes && self.live(Instant::now())
+    }
+
+    /// The bytes again, unless they went out less than [`CHALLENGE_AGAIN`] ago.
+    fn again(&mut self, now: Instant) -> Option<[u8; CHALLENGE_LEN]> {
+        if now.duration_since(self.sent) < CHALLENGE_AGAIN {
+            return None;
+        }
+        self.sent = now;
+        Some(self.bytes)
+    }
 }
 
 /// What an echo of a challenge did.
@@ -155,7 +202,7 @@ impl UdpPath {
             rx_stats: Mutex::new((0, 0)),
             peer_report: Mutex::new(None),
             tcp: None,
-            candidate: Mutex::new(None),
+            challenges: Mutex::new(Challenges::default()),
         }
     }
 
@@ -221,7 +268,9 @@ impl UdpPath {
     /// (RFC 9000 8.2 and 9.3): the answer is a challenge to send to `from`,
     /// and only the peer's echo of it from there ([`Self::validated`]) moves
     /// the path. An older datagram that arrives late (reordered, or held back
-    /// and re-sent) asks nothing.
+    /// and re-sent) asks nothing. Our address the path sends from changes
+    /// only with the path (a copy sent to another of our addresses moves
+    /// nothing).
     pub fn received_from(
         &self,
         from: SocketAddr,
@@ -233,91 +282,79 @@ impl UdpPath {
         if self.fixed || !newest {
             return None;
         }
-        let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
-        if peer.0 == Some(from) {
-            if to.is_some() {
-                peer.1 = to;
-            }
-            drop(peer);
+        let at_peer = self.peer() == Some(from);
+        let mut ch = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if at_peer {
             // The peer is where it was: a pending challenge elsewhere is
-            // stale, and a late answer to it must not move the path. (A
-            // recheck of the address just left stays: the peer speaking
-            // from its new address is what a raced copy looks like too.)
-            let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
-            if candidate.is_some_and(|c| !c.recheck) {
-                *candidate = None;
-            }
+            // stale, and a late answer to it must not move the path. (The
+            // recheck stays: a copy raced from here looks just like this.)
+            ch.candidate = None;
             return None;
         }
-        drop(peer);
-        let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match &mut *candidate {
+        // The peer speaks from the address the path just left: its echo of
+        // the recheck now counts.
+        if let Some(r) = ch
+            .recheck
+            .as_mut()
+            .filter(|r| r.from == from && r.live(now))
+        {
+            r.heard = true;
+            return r.again(now);
+        }
+        match &mut ch.candidate {
             // One challenge per address, repeated with the same bytes while
             // unanswered (new bytes each time would never be answered when
             // the round trip is longer than the repeat interval).
-            Some(c) if c.from == from && now.duration_since(c.created) < CANDIDATE_LIFETIME => {
-                if now.duration_since(c.sent) < CHALLENGE_AGAIN {
-                    return None;
-                }
-                c.sent = now;
+            Some(c) if c.from == from && c.live(now) => c.again(now),
+            slot => {
+                let c = Candidate::new(from, to)?;
+                *slot = Some(c);
                 Some(c.bytes)
-            }
-            _ => {
-                let mut bytes = [0u8; CHALLENGE_LEN];
-                aws_lc_rs::rand::fill(&mut bytes).ok()?;
-                *candidate = Some(Candidate {
-                    from,
-                    to,
-                    bytes,
-                    sent: now,
-                    created: now,
-                    recheck: false,
-                });
-                Some(bytes)
             }
         }
     }
 
     /// The peer echoed `bytes` from `from`: if that answers our challenge
-    /// to that address, the peer lives there now. A move away from a
-    /// validated address asks for a challenge to it (RFC 9000 9.3.3): an
-    /// attacker who copies the peer's datagrams and races them (and the
-    /// echo) from elsewhere moved the path, and the peer, still at the old
-    /// address, answers there and pulls it back unless the attacker wins
-    /// that race too. A move back asks nothing more, so a peer reachable at
-    /// both addresses does not make the path swing.
+    /// to that address, the peer lives there now. A move away from a proved
+    /// address asks for a recheck of it (RFC 9000 9.3.3): an attacker who
+    /// copies the peer's datagrams and races them (and the echo) from
+    /// elsewhere moved the path, and the peer, still at the old address,
+    /// sends from there and answers the recheck, which moves the path back
+    /// unless the attacker raced that datagram and that echo too. A recheck
+    /// counts only after such a datagram (its echo alone is one race), and a
+    /// move back rechecks nothing.
     pub fn validated(&self, from: SocketAddr, bytes: &[u8]) -> Validation {
-        let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(c) = candidate.filter(|c| {
-            c.from == from && c.bytes[..] == *bytes && c.created.elapsed() < CANDIDATE_LIFETIME
-        }) else {
+        let mut ch = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = ch.recheck.filter(|r| r.heard && r.answered_by(from, bytes)) {
+            self.move_to(r.from, r.to);
+            *ch = Challenges::default();
+            return Validation::Moved;
+        }
+        let Some(c) = ch.candidate.filter(|c| c.answered_by(from, bytes)) else {
             return Validation::Ignored;
         };
+        let left = self.move_to(c.from, c.to);
+        ch.candidate = None;
+        let Some((old, src)) = left.0.map(|old| (old, left.1)) else {
+            return Validation::Moved;
+        };
+        ch.recheck = Candidate::new(old, src);
+        match ch.recheck {
+            Some(r) => Validation::MovedFrom(old, src, r.bytes),
+            None => Validation::Moved,
+        }
+    }
+
+    /// Sends to `to` from `src` from now on; gives back where it sent before.
+    fn move_to(&self, to: SocketAddr, src: Option<IpAddr>) -> (Option<SocketAddr>, Option<IpAddr>) {
         let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
         let left = *peer;
         if left.0.is_some() {
             self.moves.fetch_add(1, Ordering::Relaxed);
         }
-        *peer = (Some(c.from), c.to.or(left.1));
-        *candidate = None;
-        let (Some(old), false) = (left.0, c.recheck) else {
-            return Validation::Moved;
-        };
-        let mut bytes = [0u8; CHALLENGE_LEN];
-        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-            return Validation::Moved;
-        }
-        let now = Instant::now();
-        *candidate = Some(Candidate {
-            from: old,
-            to: left.1,
-            bytes,
-            sent: now,
-            created: now,
-            recheck: true,
-        });
-        Validation::MovedFrom(old, left.1, bytes)
+        *peer = (Some(to), src.or(left.1));
+        left
     }
 
     /// How long ago the last authenticated datagram arrived (None: never).
@@ -528,6 +565,60 @@ mod audit3 {
         );
         assert_eq!(p.peer(), Some(a));
         assert_eq!(p.moves.load(Ordering::Relaxed), 2);
+    }
+
+    /// Review finding (M1): an echo of the recheck alone, which an attacker
+    /// can race, does not move the path back; it counts after the peer's
+    /// newest datagram came from the old address. And a third address (L1)
+    /// does not push the recheck out.
+    #[tokio::test]
+    async fn a_recheck_counts_after_the_peer_spoke_there_and_keeps_its_slot() {
+        let p = path();
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let x: SocketAddr = "203.0.113.66:666".parse().unwrap();
+        let y: SocketAddr = "203.0.113.66:667".parse().unwrap();
+        let c = p.received_from(a, None, true).unwrap();
+        assert!(p.validated(a, &c).moved());
+        let cx = p.received_from(x, None, true).unwrap();
+        let Validation::MovedFrom(_, _, recheck) = p.validated(x, &cx) else {
+            panic!("recheck of a");
+        };
+        // An echo forwarded and raced from a (spoofed) before the peer spoke there.
+        assert_eq!(p.validated(a, &recheck), Validation::Ignored);
+        assert_eq!(p.peer(), Some(x));
+        // A copy raced from a third address challenges it, nothing more.
+        assert!(p.received_from(y, None, true).is_some());
+        std::thread::sleep(CHALLENGE_AGAIN);
+        assert_eq!(
+            p.received_from(a, None, true),
+            Some(recheck),
+            "the same bytes"
+        );
+        assert_eq!(p.validated(a, &recheck), Validation::Moved);
+        assert_eq!(p.peer(), Some(a));
+        // Nothing is left in flight for x: pulling the path there again takes
+        // a fresh raced datagram and a raced echo.
+        assert_eq!(p.validated(x, &cx), Validation::Ignored);
+        assert_eq!(
+            p.validated(a, &recheck),
+            Validation::Ignored,
+            "an echo counts once"
+        );
+    }
+
+    /// Review finding (L2): a copy of the peer's datagram sent to another of
+    /// our addresses does not change the address we send from.
+    #[tokio::test]
+    async fn our_source_address_changes_only_with_the_path() {
+        let p = path();
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let ours: IpAddr = "198.18.0.1".parse().unwrap();
+        let other: IpAddr = "198.18.0.2".parse().unwrap();
+        let c = p.received_from(a, Some(ours), true).unwrap();
+        assert!(p.validated(a, &c).moved());
+        assert_eq!(p.route(), Some((a, Some(ours))));
+        assert_eq!(p.received_from(a, Some(other), true), None);
+        assert_eq!(p.route(), Some((a, Some(ours))));
     }
 
     /// A peer that really moved does not answer at its old address, and one
