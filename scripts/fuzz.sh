@@ -14,7 +14,9 @@
 # altered and arbitrary datagrams against a model of the replay window),
 # secure_stream (the TLS stream after a real handshake, as the server reads
 # it: data, foreign bytes beneath TLS, close_notify and cuts), train (the
-# collector of large TCP packets sent as tagged segments over UDP).
+# collector of large TCP packets sent as tagged segments over UDP), path (the
+# UDP path's challenges, echoes and rechecks from several addresses against a
+# model of what may move the path).
 #
 # cargo-fuzz is installed from crates.io if missing. It needs nightly compiler
 # flags (libFuzzer instrumentation, AddressSanitizer); with only a stable
@@ -28,7 +30,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 secs=${1:-60}
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 ]] || { echo "usage: $0 [SECONDS]" >&2; exit 2; }
-read -r -a targets <<<"${FUZZ_TARGETS:-frame message config ip_header datagram secure_stream train}"
+read -r -a targets <<<"${FUZZ_TARGETS:-frame message config ip_header datagram secure_stream train path}"
 
 if [[ -f $HOME/.cargo/env ]] && ! command -v cargo >/dev/null; then
     # shellcheck disable=SC1091
