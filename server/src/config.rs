@@ -48,7 +48,8 @@ fn default_true() -> bool {
 fn default_mtu() -> u16 {
     1400
 }
-fn default_socket() -> PathBuf {
+/// The control socket when `[control] socket` is not set.
+pub fn default_socket() -> PathBuf {
     "/run/twoway/server.sock".into()
 }
 fn default_state_dir() -> PathBuf {

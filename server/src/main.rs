@@ -14,6 +14,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .downcast_ref::<twoway_server::privilege::NotRoot>()
         .is_some()
+        || err.downcast_ref::<cli::ControlPrivilege>().is_some()
+        || err
+            .downcast_ref::<twoway_server::privilege::NoNetAdmin>()
+            .is_some()
     {
         return 5;
     }
