@@ -154,9 +154,7 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
     }
     match refused {
         // A client we may not ask could be this config's: do not say "down".
-        Some(e) => Err(ClientError::Privilege(format!(
-            "{unreadable}, and {e}"
-        ))),
+        Some(e) => Err(ClientError::Privilege(format!("{unreadable}, and {e}"))),
         None => Ok(None),
     }
 }
@@ -164,9 +162,7 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
 /// The reason a folder may not be listed, with what to do about it.
 fn cannot_look(e: &std::io::Error) -> String {
     let group = control::GROUP;
-    format!(
-        "{e} (run as root; members of group `{group}` may read the status of running tunnels)"
-    )
+    format!("{e} (run as root; members of group `{group}` may read the status of running tunnels)")
 }
 
 /// Asks the running client to go down and waits until it has.

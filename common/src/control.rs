@@ -162,7 +162,10 @@ fn permission_hint() -> String {
 
 /// The id of [`GROUP`], if this machine has it.
 pub fn group_id() -> Option<nix::unistd::Gid> {
-    nix::unistd::Group::from_name(GROUP).ok().flatten().map(|g| g.gid)
+    nix::unistd::Group::from_name(GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
 }
 
 /// Sends a request and returns the answer object (with `"ok": true`).
@@ -325,6 +328,69 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_for_anyone_who_connects_changes_for_root_and_the_owner() {
+        let kick = Request::Kick {
+            identity: "alice".into(),
+        };
+        for req in [&Request::Status, &Request::Down, &Request::Reload, &kick] {
+            assert!(authorize(req, Some(0), 0).is_ok(), "root: {req:?}");
+            assert!(authorize(req, Some(998), 998).is_ok(), "owner: {req:?}");
+        }
+        assert!(authorize(&Request::Status, Some(1000), 0).is_ok());
+        assert!(authorize(&Request::Status, None, 0).is_ok());
+        let e = authorize(&Request::Down, Some(1000), 0).unwrap_err();
+        assert_eq!(e, "down needs root (you are uid 1000)");
+        let e = authorize(&kick, Some(1000), 998).unwrap_err();
+        assert!(e.starts_with("kick needs root, or uid 998"), "{e}");
+        let e = authorize(&Request::Reload, None, 0).unwrap_err();
+        assert!(e.starts_with("reload needs root"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_denied_answer_is_a_permission_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            BufReader::new(r).read_line(&mut line).await.expect("read");
+            let mut text = denied("down needs root (you are uid 1000)").to_string();
+            text.push('\n');
+            w.write_all(text.as_bytes()).await.expect("write");
+        });
+        let e = request(&path, &Request::Down, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.permission_denied() && !e.not_running(), "{e:?}");
+        assert_eq!(e.to_string(), "down needs root (you are uid 1000)");
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_0660_group_twoway_where_that_group_exists() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run").join("c.sock");
+        let _listener = bind(&path).await.expect("bind");
+        let socket = std::fs::metadata(&path).expect("socket");
+        let folder = std::fs::metadata(path.parent().expect("parent")).expect("folder");
+        match group_id() {
+            Some(gid) if nix::unistd::geteuid().is_root() => {
+                assert_eq!(socket.mode() & 0o777, 0o660);
+                assert_eq!(socket.gid(), gid.as_raw());
+                assert_eq!(folder.mode() & 0o777, 0o750);
+                assert_eq!(folder.gid(), gid.as_raw());
+            }
+            Some(_) => {}
+            None => {
+                assert_eq!(socket.mode() & 0o777, 0o600);
+                assert_eq!(folder.mode() & 0o777, 0o755);
+            }
+        }
+    }
 
     #[tokio::test]
     async fn connect_errors_say_the_os_error_once_with_the_right_hint() {

@@ -17,7 +17,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -163,7 +165,11 @@ pub struct ServerVerifier {
 
 impl ServerVerifier {
     /// Wraps `inner`, which trusts the CA certificates `ca` read from `ca_file`.
-    pub fn new(inner: Arc<WebPkiServerVerifier>, ca_file: &Path, ca: &[CertificateDer<'_>]) -> Self {
+    pub fn new(
+        inner: Arc<WebPkiServerVerifier>,
+        ca_file: &Path,
+        ca: &[CertificateDer<'_>],
+    ) -> Self {
         Self {
             inner,
             ca_file: ca_file.to_owned(),
@@ -259,7 +265,11 @@ pub struct ClientVerifier {
 
 impl ClientVerifier {
     /// Wraps `inner`, which trusts the CA certificates `ca` read from `ca_file`.
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, ca_file: &Path, ca: &[CertificateDer<'_>]) -> Self {
+    pub fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        ca_file: &Path,
+        ca: &[CertificateDer<'_>],
+    ) -> Self {
         Self {
             inner,
             ca_file: ca_file.to_owned(),
@@ -273,7 +283,12 @@ impl ClientVerifier {
         match err {
             rustls::Error::InvalidCertificate(
                 CertificateError::BadSignature | CertificateError::UnknownIssuer,
-            ) => Some(issuer_message("the client's", cert, &self.ca_file, &self.cas)),
+            ) => Some(issuer_message(
+                "the client's",
+                cert,
+                &self.ca_file,
+                &self.cas,
+            )),
             _ => None,
         }
     }
@@ -365,6 +380,22 @@ pub fn alert_from_server(alert: rustls::AlertDescription, cert_file: &Path) -> O
     })
 }
 
+/// What the server logs when a client ended the handshake with `alert`: the
+/// client refused this server's certificate, and what the client must have.
+pub fn alert_from_client(alert: rustls::AlertDescription) -> Option<String> {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::DecryptError | A::UnknownCA | A::BadCertificate | A::CertificateUnknown => {
+            Some(format!(
+                "the client refused this server's certificate (TLS alert {alert:?}): its `tls.ca` \
+             must be this server's CA and its `server_name` one of the certificate's names \
+             (the client's message says which)"
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +437,11 @@ mod tests {
         let text = alert_from_server(A::CertificateRevoked, f.path()).expect("explained");
         assert!(text.contains("revoked"), "{text}");
         assert!(alert_from_server(A::InternalError, f.path()).is_none());
+        let text = alert_from_client(A::CertificateUnknown).expect("explained");
+        assert!(
+            text.contains("the client refused this server's certificate"),
+            "{text}"
+        );
+        assert!(alert_from_client(A::CloseNotify).is_none());
     }
 }

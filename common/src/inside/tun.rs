@@ -154,3 +154,39 @@ impl Inside for TunInside {
         self.offload
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(error: io::Error) -> TunError {
+        TunError {
+            name: "tw0".into(),
+            os_error: error,
+        }
+    }
+
+    #[test]
+    fn a_missing_privilege_is_said_once_with_what_to_do() {
+        let e = failure(io::Error::from_raw_os_error(libc::EPERM));
+        assert!(e.is_privilege());
+        let text = e.to_string();
+        assert_eq!(text.matches("Operation not permitted").count(), 1, "{text}");
+        assert!(
+            text.ends_with("(run as root or grant CAP_NET_ADMIN)"),
+            "{text}"
+        );
+        // Not a source too, or a printed chain would say it twice.
+        assert!(std::error::Error::source(&e).is_none());
+        let e = failure(io::Error::from(io::ErrorKind::NotFound));
+        assert!(
+            e.is_privilege() && e.to_string().contains("modprobe tun"),
+            "{e}"
+        );
+        let e = failure(io::Error::from_raw_os_error(libc::EBUSY));
+        assert!(
+            !e.is_privilege() && !e.to_string().contains("CAP_NET_ADMIN"),
+            "{e}"
+        );
+    }
+}
