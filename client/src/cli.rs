@@ -131,9 +131,9 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(ClientError::Privilege(format!(
-                "{unreadable}, and {}: {}",
+                "{unreadable}, and cannot look into {}: {}",
                 run_dir.display(),
-                cannot_look(&e)
+                control::permission_hint()
             )))
         }
         // No run folder: nothing runs.
@@ -157,12 +157,6 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
         Some(e) => Err(ClientError::Privilege(format!("{unreadable}, and {e}"))),
         None => Ok(None),
     }
-}
-
-/// The reason a folder may not be listed, with what to do about it.
-fn cannot_look(e: &std::io::Error) -> String {
-    let group = control::GROUP;
-    format!("{e} (run as root; members of group `{group}` may read the status of running tunnels)")
 }
 
 /// Asks the running client to go down and waits until it has.

@@ -36,9 +36,9 @@ fn files_with(dir: &Path, ext: &str, denied: &mut bool) -> Vec<PathBuf> {
         Err(e) => {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
                 eprintln!(
-                    "twoway: cannot list {}: {e} (run as root; members of group `{}` may list running tunnels)",
+                    "twoway: cannot list {}: {}",
                     dir.display(),
-                    twoway_common::control::GROUP
+                    twoway_common::control::permission_hint()
                 );
                 *denied = true;
             }

@@ -149,8 +149,8 @@ fn describe_connect(error: &io::Error) -> String {
     }
 }
 
-/// What to do about a control socket this user may not open.
-fn permission_hint() -> String {
+/// What to do about a control socket (or its folder) this user may not open.
+pub fn permission_hint() -> String {
     if group_id().is_some() {
         format!("permission denied (run as root; members of group `{GROUP}` may read status)")
     } else {
@@ -211,23 +211,7 @@ pub async fn request(path: &Path, req: &Request, limit: Duration) -> Result<Valu
 pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     let group = group_id();
     if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let mode = if group.is_some() { 0o750 } else { 0o755 };
-            match std::fs::DirBuilder::new().mode(mode).create(dir) {
-                Ok(()) => {
-                    // The umask may have taken bits away.
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
-                    if let Some(gid) = group {
-                        give_to_group(dir, gid);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
+        create_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -246,6 +230,32 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
         }
     }
     Ok(listener)
+}
+
+/// Creates the folder of a control socket if it is missing (and its parents):
+/// 0750 with group [`GROUP`] where that group exists, so that the group can
+/// reach the sockets in it, else 0755. An existing folder is left as it is.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let group = group_id();
+    let mode = if group.is_some() { 0o750 } else { 0o755 };
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            // The umask may have taken bits away.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+            if let Some(gid) = group {
+                give_to_group(dir, gid);
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sets the group of `path`; false (with a warning) if that is not allowed.

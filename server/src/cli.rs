@@ -182,6 +182,24 @@ fn runs(answer: &serde_json::Value, config: &Path) -> bool {
     answer["config"].as_str() == Some(&*absolute.to_string_lossy())
 }
 
+/// An error and its causes on one line, each said once: a cause whose text
+/// the line already holds (many errors print their source themselves) is
+/// left out, so an OS error does not appear two or three times.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// Prints server status, as a table or JSON.
 pub fn print_status(answer: &serde_json::Value, json: bool) {
     if json {
@@ -276,4 +294,23 @@ pub fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let once = os.to_string();
+        let err = anyhow::Error::new(os).context(format!("ca.pem: certificates: {once}"));
+        let err = err.context("starting the server");
+        let text = error_text(&err);
+        assert_eq!(text.matches(&once).count(), 1, "{text}");
+        assert_eq!(
+            text,
+            format!("starting the server: ca.pem: certificates: {once}")
+        );
+    }
 }

@@ -247,7 +247,7 @@ pub struct IdentitySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSection {
-    /// Unix socket for status, kick and reload (mode 0600).
+    /// Unix socket for status, kick and reload (0660 group `twoway` where it exists, else 0600).
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
 }

@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("twoway-server: {e:#}");
+            eprintln!("twoway-server: {}", cli::error_text(&e));
             ExitCode::from(exit_code(&e))
         }
     }
