@@ -102,10 +102,73 @@ fn control_failure(e: ControlError) -> ClientError {
     }
 }
 
+/// How long one socket may take to answer while looking for a client.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The control socket of the client of `config_path`, from the config. A
+/// user who may not read the config (a member of group `twoway` asking for
+/// status) finds it without: the default socket RUN_DIR/NAME.sock, or any
+/// socket in RUN_DIR, whose client says it runs this config. `None`: no
+/// client of this config runs (as far as this user can tell).
+async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
+    let unreadable = match ClientConfig::load(config_path) {
+        Ok(config) => return Ok(Some(config.control.socket)),
+        Err(e) if e.permission_denied() => e,
+        Err(e) => return Err(e.into()),
+    };
+    let wanted = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_owned());
+    let default = config::default_socket(config_path);
+    let run_dir = default.parent().unwrap_or(Path::new(config::RUN_DIR));
+    let mut candidates = vec![default.clone()];
+    match std::fs::read_dir(run_dir) {
+        Ok(entries) => {
+            let mut others: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock") && *p != default)
+                .collect();
+            others.sort();
+            candidates.extend(others);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ClientError::Privilege(format!(
+                "{unreadable}, and cannot look into {}: {}",
+                run_dir.display(),
+                control::permission_hint()
+            )))
+        }
+        // No run folder: nothing runs.
+        Err(_) => {}
+    }
+    let mut refused = None;
+    for socket in candidates {
+        match query(&socket, PROBE_TIMEOUT).await {
+            Ok(status) if status["config"].as_str() == Some(&*wanted.to_string_lossy()) => {
+                return Ok(Some(socket))
+            }
+            Ok(_) => {}
+            Err(e) if e.permission_denied() => {
+                refused.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
+    match refused {
+        // A client we may not ask could be this config's: do not say "down".
+        Some(e) => Err(ClientError::Privilege(format!("{unreadable}, and {e}"))),
+        None => Ok(None),
+    }
+}
+
 /// Asks the running client to go down and waits until it has.
 pub async fn down(config_path: &Path) -> Result<(), ClientError> {
-    let config = ClientConfig::load(config_path)?;
-    let socket = &config.control.socket;
+    let Some(socket) = socket_of(config_path).await? else {
+        println!(
+            "twoway: tunnel {} is not running; nothing to do",
+            config_path.display()
+        );
+        return Ok(());
+    };
+    let socket = &socket;
     if let Err(e) = control::request(socket, &Request::Down, CONTROL_TIMEOUT).await {
         if !e.not_running() {
             return Err(control_failure(e));
@@ -154,10 +217,12 @@ pub async fn query(socket: &Path, limit: Duration) -> Result<serde_json::Value, 
 
 /// Prints the running client's status; a stopped one is `down`.
 pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
-    let config = ClientConfig::load(config_path)?;
-    let answer = query(&config.control.socket, CONTROL_TIMEOUT)
-        .await
-        .map_err(control_failure)?;
+    let answer = match socket_of(config_path).await? {
+        Some(socket) => query(&socket, CONTROL_TIMEOUT)
+            .await
+            .map_err(control_failure)?,
+        None => serde_json::json!({ "state": "down" }),
+    };
     if json {
         println!("{answer}");
         return Ok(());

@@ -151,7 +151,7 @@ pub struct HooksSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSection {
-    /// Unix socket path (mode 0600); default RUN_DIR/NAME.sock, NAME being
+    /// Unix socket path (0660 group `twoway` where it exists, else 0600); default RUN_DIR/NAME.sock, NAME being
     /// the config file's name without `.toml`, so each config has its own.
     #[serde(default)]
     pub socket: PathBuf,

@@ -16,8 +16,8 @@ use twoway_common::outside::udp::{self, RecvPool, Role, UdpPath, UdpSocket};
 use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::relay::{Udp, UdpInput};
 use twoway_common::secure::{self, SecureStream};
-use twoway_common::tls;
 use twoway_common::tuning::Transport;
+use twoway_common::{tls, verify};
 
 use crate::config::{split_host_port, ClientConfig};
 use crate::error::ClientError;
@@ -87,7 +87,7 @@ async fn handshake(
         tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
     let stream = secure::connect(tls_config, name, tcp)
         .await
-        .map_err(|e| tls_failure(&e, &config.server))?;
+        .map_err(|e| tls_failure(&e, config))?;
     let mut outside = Outside::new(stream);
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -105,7 +105,7 @@ async fn handshake(
     // alert is read; the read below reports the real reason.
     let _ = outside.write_message(FrameType::Hello, &hello).await;
     let frame = outside.read_frame(limit).await.map_err(|e| match e {
-        OutsideError::Io(io) => tls_failure(&io, &config.server),
+        OutsideError::Io(io) => tls_failure(&io, config),
         OutsideError::Closed => ClientError::Unreachable(format!(
             "{} closed the connection before answering",
             config.server
@@ -182,10 +182,30 @@ fn refused(r: Refusal) -> ClientError {
     }
 }
 
-fn tls_failure(e: &std::io::Error, server: &str) -> ClientError {
-    match tls::rustls_error(e) {
-        Some(r) if tls::is_auth_failure(r) => ClientError::Auth(format!("{server}: {r}")),
-        Some(r) => ClientError::Unreachable(format!("{server}: TLS failed: {r}")),
-        None => ClientError::Unreachable(format!("{server}: {e}")),
+/// A failed handshake, in words that say which side refused what.
+fn tls_failure(e: &std::io::Error, config: &ClientConfig) -> ClientError {
+    let server = &config.server;
+    let Some(r) = tls::rustls_error(e) else {
+        return ClientError::Unreachable(format!("{server}: {e}"));
+    };
+    if let Some(explained) = verify::Explained::find(r) {
+        let key = match explained.problem {
+            verify::Problem::Issuer => "tls.ca",
+            verify::Problem::Name => "server_name",
+        };
+        return ClientError::Auth(format!(
+            "{server}: {explained} (key `{key}` in {})",
+            config.path.display()
+        ));
+    }
+    if let rustls::Error::AlertReceived(alert) = r {
+        if let Some(text) = verify::alert_from_server(*alert, &config.tls.cert) {
+            return ClientError::Auth(format!("{server}: {text}"));
+        }
+    }
+    if tls::is_auth_failure(r) {
+        ClientError::Auth(format!("{server}: {r}"))
+    } else {
+        ClientError::Unreachable(format!("{server}: TLS failed: {r}"))
     }
 }

@@ -24,7 +24,8 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
     let config = ClientConfig::load(config_path)?;
     let log = log_file(&config);
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)
+        // The control socket's folder: made as `up` would make it.
+        twoway_common::control::create_dir(dir)
             .map_err(|e| ClientError::Config(format!("{}: {e}", dir.display())))?;
     }
     let log_handle = std::fs::OpenOptions::new()

@@ -19,7 +19,8 @@ pub const EXIT_PRIVILEGE: u8 = 5;
 pub const EXIT_CODES_HELP: &str =
     "Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; \
 3 authentication refused (certificate not accepted, revoked, identity not allowed); \
-4 server unreachable or timed out; 5 missing privilege (no CAP_NET_ADMIN or /dev/net/tun).";
+4 server unreachable or timed out; 5 missing privilege (no CAP_NET_ADMIN or /dev/net/tun; \
+the control socket may not be opened; `down` needs root).";
 
 /// Why the client stopped.
 #[derive(Debug, thiserror::Error)]

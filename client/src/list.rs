@@ -27,11 +27,25 @@ struct Candidate {
     config: Option<PathBuf>,
 }
 
-/// The files in `dir` ending in `.ext`, sorted; none if it cannot be read.
-fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
+/// The files in `dir` ending in `.ext`, sorted; none if it cannot be read
+/// (a folder this user may not read is said on stderr: "no tunnels" must not
+/// hide tunnels we may not see).
+fn files_with(dir: &Path, ext: &str, denied: &mut bool) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                eprintln!(
+                    "twoway: cannot list {}: {}",
+                    dir.display(),
+                    twoway_common::control::permission_hint()
+                );
+                *denied = true;
+            }
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
@@ -43,10 +57,12 @@ fn key(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_owned())
 }
 
-fn candidates(config_dir: &Path, run_dir: &Path) -> Vec<Candidate> {
+fn candidates(config_dir: &Path, run_dir: &Path, denied: &mut bool) -> Vec<Candidate> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for path in files_with(config_dir, "toml") {
+    // Configs this user may not read are skipped: their sockets are in the run folder.
+    let mut configs_denied = false;
+    for path in files_with(config_dir, "toml", &mut configs_denied) {
         // Server configs and files this user cannot read are not client tunnels.
         if let Ok(c) = ClientConfig::load(&path) {
             if seen.insert(key(&c.control.socket)) {
@@ -57,7 +73,7 @@ fn candidates(config_dir: &Path, run_dir: &Path) -> Vec<Candidate> {
             }
         }
     }
-    for socket in files_with(run_dir, "sock") {
+    for socket in files_with(run_dir, "sock", denied) {
         if seen.insert(key(&socket)) {
             out.push(Candidate {
                 socket,
@@ -95,16 +111,19 @@ fn entry(c: &Candidate, status: &Value) -> Value {
     v
 }
 
-/// The running tunnels, as `list --json` prints them.
-pub async fn running(config_dir: &Path, run_dir: &Path) -> Vec<Value> {
+/// The running tunnels, as `list --json` prints them, and whether a socket
+/// or the run folder could not be looked at for want of permission.
+pub async fn running(config_dir: &Path, run_dir: &Path) -> (Vec<Value>, bool) {
     let mut tunnels = Vec::new();
-    for c in candidates(config_dir, run_dir) {
+    let mut denied = false;
+    for c in candidates(config_dir, run_dir, &mut denied) {
         let status = match crate::cli::query(&c.socket, PROBE_TIMEOUT).await {
             Ok(status) => status,
             Err(e) => {
                 // Not silently: "no tunnels" must not hide one we may not ask.
                 if e.permission_denied() {
                     eprintln!("twoway: {e}");
+                    denied = true;
                 }
                 continue;
             }
@@ -115,15 +134,23 @@ pub async fn running(config_dir: &Path, run_dir: &Path) -> Vec<Value> {
             Some(_) => tunnels.push(entry(&c, &status)),
         }
     }
-    tunnels
+    (tunnels, denied)
 }
 
-/// `twoway list [--json]`.
+/// `twoway list [--json]`: exit 5 (after printing what it found) when a
+/// socket or the run folder could not be looked at for want of permission.
 pub async fn list(json: bool, config_dir: &Path, run_dir: &Path) -> Result<(), ClientError> {
-    let tunnels = running(config_dir, run_dir).await;
+    let (tunnels, denied) = running(config_dir, run_dir).await;
+    let result = if denied {
+        Err(ClientError::Privilege(
+            "some tunnels may be missing from the list (see above)".into(),
+        ))
+    } else {
+        Ok(())
+    };
     if json {
         println!("{}", Value::Array(tunnels));
-        return Ok(());
+        return result;
     }
     if tunnels.is_empty() {
         println!("no tunnels");
@@ -139,5 +166,5 @@ pub async fn list(json: bool, config_dir: &Path, run_dir: &Path) -> Result<(), C
             text(&t["config"]),
         );
     }
-    Ok(())
+    result
 }

@@ -80,6 +80,16 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// True when the file itself may not be read by this user (as opposed to
+    /// missing or holding something wrong).
+    pub fn permission_denied(&self) -> bool {
+        self.0.iter().any(|e| {
+            matches!(e, ConfigError::Read { source, .. } if source.kind() == io::ErrorKind::PermissionDenied)
+        })
+    }
+}
+
 impl From<ConfigError> for ConfigErrors {
     fn from(e: ConfigError) -> Self {
         Self(vec![e])

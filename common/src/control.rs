@@ -1,9 +1,16 @@
 //! The local control socket of a running server or client: a Unix socket
-//! (mode 0600) speaking one JSON request line and one JSON response line.
+//! speaking one JSON request line and one JSON response line.
+//!
+//! Who may ask what: the socket is 0660 with group [`GROUP`] when that group
+//! exists (else 0600), so its members can connect and read `status`. A request
+//! that changes something (`down`, `kick`, `reload`) is checked again at the
+//! socket, with the peer's credentials (SO_PEERCRED): only root and the user
+//! the process runs as (who could signal it anyway) may send one. The file
+//! mode alone would let every group member take the tunnel down.
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 4096;
+
+/// The group whose members may read status over the control socket (the
+/// group the systemd units run as).
+pub const GROUP: &str = "twoway";
 
 /// A command sent over the control socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +42,44 @@ pub enum Request {
     Reload,
     /// Client: take the tunnel down and exit.
     Down,
+}
+
+impl Request {
+    /// The command's name, as typed on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Kick { .. } => "kick",
+            Self::Reload => "reload",
+            Self::Down => "down",
+        }
+    }
+
+    /// Whether the request changes something (and so needs root).
+    pub fn changes(&self) -> bool {
+        !matches!(self, Self::Status)
+    }
+}
+
+/// Whether a peer with user id `peer` (None: unknown) may make `req` of a
+/// process running as `own`: anyone who could connect may read status; a
+/// change needs root or `own`, who could signal the process anyway.
+pub fn authorize(req: &Request, peer: Option<u32>, own: u32) -> Result<(), String> {
+    if !req.changes() {
+        return Ok(());
+    }
+    match peer {
+        Some(uid) if uid == 0 || uid == own => Ok(()),
+        Some(uid) if own == 0 => Err(format!("{} needs root (you are uid {uid})", req.name())),
+        Some(uid) => Err(format!(
+            "{} needs root, or uid {own} that runs this process (you are uid {uid})",
+            req.name()
+        )),
+        None => Err(format!(
+            "{} needs root, and the caller's credentials could not be read",
+            req.name()
+        )),
+    }
 }
 
 /// Why a control request failed.
@@ -55,6 +104,9 @@ pub enum ControlError {
     /// The daemon refused the request.
     #[error("{0}")]
     Refused(String),
+    /// The daemon refused the request because the caller lacks the privilege.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl ControlError {
@@ -72,13 +124,18 @@ impl ControlError {
                 io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
             ),
             Self::BadAnswer(answer) => answer.is_empty(),
-            Self::Refused(_) => false,
+            Self::Refused(_) | Self::Denied(_) => false,
         }
     }
 
-    /// True when the socket (or its folder) may not be opened by this user.
+    /// True when the socket (or its folder) may not be opened by this user,
+    /// or the daemon refused a request this user may not make (exit code 5).
     pub fn permission_denied(&self) -> bool {
-        matches!(self, Self::Connect { error, .. } if error.kind() == io::ErrorKind::PermissionDenied)
+        match self {
+            Self::Connect { error, .. } => error.kind() == io::ErrorKind::PermissionDenied,
+            Self::Denied(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -87,11 +144,28 @@ fn describe_connect(error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::NotFound => "no such socket (is it running?)".into(),
         io::ErrorKind::ConnectionRefused => "nothing listens on it (is it running?)".into(),
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (run as root, or as the user that owns the socket)".into()
-        }
+        io::ErrorKind::PermissionDenied => permission_hint(),
         _ => error.to_string(),
     }
+}
+
+/// What to do about a control socket (or its folder) this user may not open.
+pub fn permission_hint() -> String {
+    if group_id().is_some() {
+        format!("permission denied (run as root; members of group `{GROUP}` may read status)")
+    } else {
+        format!(
+            "permission denied (run as root; with a group `{GROUP}`, its members may read status)"
+        )
+    }
+}
+
+/// The id of [`GROUP`], if this machine has it.
+pub fn group_id() -> Option<nix::unistd::Gid> {
+    nix::unistd::Group::from_name(GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
 }
 
 /// Sends a request and returns the answer object (with `"ok": true`).
@@ -113,14 +187,16 @@ pub async fn request(path: &Path, req: &Request, limit: Duration) -> Result<Valu
         let value: Value =
             serde_json::from_str(&answer).map_err(|_| ControlError::BadAnswer(answer.clone()))?;
         if value["ok"] == Value::Bool(true) {
-            Ok(value)
+            return Ok(value);
+        }
+        let error = value["error"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_owned();
+        if value["denied"] == Value::Bool(true) {
+            Err(ControlError::Denied(error))
         } else {
-            Err(ControlError::Refused(
-                value["error"]
-                    .as_str()
-                    .unwrap_or("request failed")
-                    .to_owned(),
-            ))
+            Err(ControlError::Refused(error))
         }
     };
     tokio::time::timeout(limit, exchange)
@@ -128,11 +204,14 @@ pub async fn request(path: &Path, req: &Request, limit: Duration) -> Result<Valu
         .map_err(|_| ControlError::Io(io::Error::new(io::ErrorKind::TimedOut, "no answer")))?
 }
 
-/// Binds the socket with mode 0600, replacing a stale socket file. Refuses
-/// if another process still answers on it.
+/// Binds the socket, replacing a stale socket file; refuses if another
+/// process still answers on it. The socket is 0660 with group [`GROUP`] when
+/// the group exists, 0600 otherwise. A folder made for it is 0750 with that
+/// group (0755 without), so that the group can reach the socket.
 pub async fn bind(path: &Path) -> io::Result<UnixListener> {
+    let group = group_id();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        create_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -145,7 +224,53 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(gid) = group {
+        if give_to_group(path, gid) {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        }
+    }
     Ok(listener)
+}
+
+/// Creates the folder of a control socket if it is missing (and its parents):
+/// 0750 with group [`GROUP`] where that group exists, so that the group can
+/// reach the sockets in it, else 0755. An existing folder is left as it is.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let group = group_id();
+    let mode = if group.is_some() { 0o750 } else { 0o755 };
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            // The umask may have taken bits away.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+            if let Some(gid) = group {
+                give_to_group(dir, gid);
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the group of `path`; false (with a warning) if that is not allowed.
+fn give_to_group(path: &Path, gid: nix::unistd::Gid) -> bool {
+    match nix::unistd::chown(path, None, Some(gid)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot give the control socket to group `{GROUP}`; only its owner and root may use it"
+            );
+            false
+        }
+    }
 }
 
 /// Answers requests until `cancel`; each connection gets one answer.
@@ -168,12 +293,20 @@ where
         };
         let handler = handler.clone();
         tokio::spawn(async move {
+            // Who is asking: the kernel's word (SO_PEERCRED), not the file mode.
+            let peer = stream.peer_cred().ok().map(|c| c.uid());
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
             let read = tokio::io::AsyncReadExt::take(r, MAX_REQUEST);
             let answer = match BufReader::new(read).read_line(&mut line).await {
                 Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handler(req).await,
+                    Ok(req) => match authorize(&req, peer, nix::unistd::geteuid().as_raw()) {
+                        Ok(()) => handler(req).await,
+                        Err(why) => {
+                            tracing::warn!(request = req.name(), uid = ?peer, "control request refused: {why}");
+                            denied(why)
+                        }
+                    },
                     Err(e) => failure(format!("bad request: {e}")),
                 },
                 Err(e) => failure(format!("bad request: {e}")),
@@ -190,6 +323,11 @@ pub fn failure(message: impl Into<String>) -> Value {
     json!({ "ok": false, "error": message.into() })
 }
 
+/// The answer to a request the caller may not make.
+pub fn denied(message: impl Into<String>) -> Value {
+    json!({ "ok": false, "denied": true, "error": message.into() })
+}
+
 /// Formats a time as RFC 3339 UTC, for status output.
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
@@ -200,6 +338,69 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_for_anyone_who_connects_changes_for_root_and_the_owner() {
+        let kick = Request::Kick {
+            identity: "alice".into(),
+        };
+        for req in [&Request::Status, &Request::Down, &Request::Reload, &kick] {
+            assert!(authorize(req, Some(0), 0).is_ok(), "root: {req:?}");
+            assert!(authorize(req, Some(998), 998).is_ok(), "owner: {req:?}");
+        }
+        assert!(authorize(&Request::Status, Some(1000), 0).is_ok());
+        assert!(authorize(&Request::Status, None, 0).is_ok());
+        let e = authorize(&Request::Down, Some(1000), 0).unwrap_err();
+        assert_eq!(e, "down needs root (you are uid 1000)");
+        let e = authorize(&kick, Some(1000), 998).unwrap_err();
+        assert!(e.starts_with("kick needs root, or uid 998"), "{e}");
+        let e = authorize(&Request::Reload, None, 0).unwrap_err();
+        assert!(e.starts_with("reload needs root"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_denied_answer_is_a_permission_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            BufReader::new(r).read_line(&mut line).await.expect("read");
+            let mut text = denied("down needs root (you are uid 1000)").to_string();
+            text.push('\n');
+            w.write_all(text.as_bytes()).await.expect("write");
+        });
+        let e = request(&path, &Request::Down, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.permission_denied() && !e.not_running(), "{e:?}");
+        assert_eq!(e.to_string(), "down needs root (you are uid 1000)");
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_0660_group_twoway_where_that_group_exists() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run").join("c.sock");
+        let _listener = bind(&path).await.expect("bind");
+        let socket = std::fs::metadata(&path).expect("socket");
+        let folder = std::fs::metadata(path.parent().expect("parent")).expect("folder");
+        match group_id() {
+            Some(gid) if nix::unistd::geteuid().is_root() => {
+                assert_eq!(socket.mode() & 0o777, 0o660);
+                assert_eq!(socket.gid(), gid.as_raw());
+                assert_eq!(folder.mode() & 0o777, 0o750);
+                assert_eq!(folder.gid(), gid.as_raw());
+            }
+            Some(_) => {}
+            None => {
+                assert_eq!(socket.mode() & 0o777, 0o600);
+                assert_eq!(folder.mode() & 0o777, 0o755);
+            }
+        }
+    }
 
     #[tokio::test]
     async fn connect_errors_say_the_os_error_once_with_the_right_hint() {

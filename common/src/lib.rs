@@ -3,6 +3,7 @@
 //! (TUN) device abstraction, the outside stream and the relay between them.
 
 pub mod atomic_file;
+pub mod capability;
 pub mod config_file;
 pub mod control;
 pub mod frame;
@@ -21,3 +22,4 @@ pub mod relay;
 pub mod secure;
 pub mod tls;
 pub mod tuning;
+pub mod verify;

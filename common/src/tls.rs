@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::pem::PemObject;
@@ -12,6 +13,7 @@ use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::key_file::{self, ExposedKey, KeyFileError};
+use crate::verify;
 
 /// ALPN protocol name; the suffix is the protocol version.
 pub const ALPN: &[u8] = b"twoway/1";
@@ -125,15 +127,17 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     Ok(crls)
 }
 
-fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
+/// The CA certificates of `ca` and a root store holding them.
+fn root_store(ca: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca)? {
-        roots.add(cert).map_err(|source| TlsError::Rustls {
+    let certs = load_certs(ca)?;
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|source| TlsError::Rustls {
             context: format!("{}: CA certificate not usable", ca.display()),
             source,
         })?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 /// Files the server's TLS setup is made of.
@@ -154,20 +158,20 @@ pub struct ServerTlsFiles {
 /// session resumption (a resumed session would skip the certificate and CRL checks).
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(root_store(&files.ca)?),
-        provider.clone(),
-    )
-    .with_crls(load_crls(&files.crl)?)
-    .build()
-    .map_err(|source| TlsError::Verifier {
-        context: format!(
-            "client verifier from {} and {}",
-            files.ca.display(),
-            files.crl.display()
-        ),
-        source,
-    })?;
+    let (roots, ca) = root_store(&files.ca)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(load_crls(&files.crl)?)
+        .build()
+        .map_err(|source| TlsError::Verifier {
+            context: format!(
+                "client verifier from {} and {}",
+                files.ca.display(),
+                files.crl.display()
+            ),
+            source,
+        })?;
+    // The same decisions; a certificate of another CA is logged with its issuer.
+    let verifier = Arc::new(verify::ClientVerifier::new(verifier, &files.ca, &ca));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
@@ -193,13 +197,25 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
 /// Builds the client config: TLS 1.3 only, the server verified against the
 /// CA, our certificate presented, ALPN `twoway/1`.
 pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let (roots, ca_certs) = root_store(ca)?;
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|source| TlsError::Verifier {
+            context: format!("server verifier from {}", ca.display()),
+            source,
+        })?;
+    // rustls's own WebPKI verifier, wrapped only to explain a refusal
+    // (`dangerous` is the builder's name for any verifier of one's own).
+    let verifier = Arc::new(verify::ServerVerifier::new(webpki, ca, &ca_certs));
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
             context: "TLS 1.3 setup".into(),
             source,
         })?
-        .with_root_certificates(root_store(ca)?)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
         .map_err(|source| TlsError::Rustls {
             context: format!(

@@ -25,7 +25,8 @@ pub struct Cli {
 
 /// Exit codes, shown in --help.
 pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; \
-5 missing privilege (no CAP_NET_ADMIN or /dev/net/tun).";
+5 missing privilege (no CAP_NET_ADMIN or /dev/net/tun; the control socket may not be opened; \
+kick and reload need root).";
 
 /// Server commands.
 #[derive(Debug, Subcommand)]
@@ -126,13 +127,77 @@ pub enum PkiCommand {
 
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn socket_of(config: &Path) -> anyhow::Result<PathBuf> {
-    Ok(ServerConfig::load(config)?.control.socket)
+/// A control request this user may not make (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ControlPrivilege(pub String);
+
+/// Sends one control request to the running server. A refusal for want of
+/// privilege (the socket may not be opened, or `kick`/`reload` by a user who
+/// is not root) is a [`ControlPrivilege`] (exit code 5).
+///
+/// A user who may not read the config (a member of group `twoway` asking for
+/// status) asks the default socket, and takes the answer only if that server
+/// runs this config.
+pub async fn control_request(config: &Path, req: Request) -> anyhow::Result<serde_json::Value> {
+    let (socket, check) = match ServerConfig::load(config) {
+        Ok(c) => (c.control.socket, false),
+        Err(e) if e.permission_denied() && !req.changes() => {
+            (crate::config::default_socket(), true)
+        }
+        Err(e) if e.permission_denied() => {
+            return Err(ControlPrivilege(format!("{} needs root: {e}", req.name())).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let answer = match control::request(&socket, &req, CONTROL_TIMEOUT).await {
+        Ok(answer) => answer,
+        Err(e) if e.permission_denied() => return Err(ControlPrivilege(e.to_string()).into()),
+        Err(e) if check => {
+            return Err(ControlPrivilege(format!(
+                "{}: cannot read it (permission denied), and the default control socket \
+                 does not answer: {e}",
+                config.display()
+            ))
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if check && !runs(&answer, config) {
+        return Err(ControlPrivilege(format!(
+            "{}: cannot read it (permission denied), and the server at {} runs {}; \
+             run as root to find this config's control socket",
+            config.display(),
+            socket.display(),
+            answer["config"].as_str().unwrap_or("another config")
+        ))
+        .into());
+    }
+    Ok(answer)
 }
 
-/// Sends one control request to the running server.
-pub async fn control_request(config: &Path, req: Request) -> anyhow::Result<serde_json::Value> {
-    Ok(control::request(&socket_of(config)?, &req, CONTROL_TIMEOUT).await?)
+/// Whether a status answer comes from a server started with `config`.
+fn runs(answer: &serde_json::Value, config: &Path) -> bool {
+    let absolute = std::path::absolute(config).unwrap_or_else(|_| config.to_owned());
+    answer["config"].as_str() == Some(&*absolute.to_string_lossy())
+}
+
+/// An error and its causes on one line, each said once: a cause whose text
+/// the line already holds (many errors print their source themselves) is
+/// left out, so an OS error does not appear two or three times.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// Prints server status, as a table or JSON.
@@ -229,4 +294,23 @@ pub fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let once = os.to_string();
+        let err = anyhow::Error::new(os).context(format!("ca.pem: certificates: {once}"));
+        let err = err.context("starting the server");
+        let text = error_text(&err);
+        assert_eq!(text.matches(&once).count(), 1, "{text}");
+        assert_eq!(
+            text,
+            format!("starting the server: ca.pem: certificates: {once}")
+        );
+    }
 }

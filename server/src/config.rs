@@ -48,7 +48,8 @@ fn default_true() -> bool {
 fn default_mtu() -> u16 {
     1400
 }
-fn default_socket() -> PathBuf {
+/// The control socket when `[control] socket` is not set.
+pub fn default_socket() -> PathBuf {
     "/run/twoway/server.sock".into()
 }
 fn default_state_dir() -> PathBuf {
@@ -246,7 +247,7 @@ pub struct IdentitySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSection {
-    /// Unix socket for status, kick and reload (mode 0600).
+    /// Unix socket for status, kick and reload (0660 group `twoway` where it exists, else 0600).
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
 }

@@ -14,6 +14,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .downcast_ref::<twoway_server::privilege::NotRoot>()
         .is_some()
+        || err.downcast_ref::<cli::ControlPrivilege>().is_some()
+        || err
+            .downcast_ref::<twoway_server::privilege::NoNetAdmin>()
+            .is_some()
     {
         return 5;
     }
@@ -76,7 +80,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("twoway-server: {e:#}");
+            eprintln!("twoway-server: {}", cli::error_text(&e));
             ExitCode::from(exit_code(&e))
         }
     }

@@ -6,6 +6,23 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use nix::unistd::{chown, setgid, setgroups, setuid, Gid, Uid, User};
 
+/// The server lacks CAP_NET_ADMIN, which its TUN device needs (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "CAP_NET_ADMIN is needed to create the TUN device ({}, e.g. with the twoway-server systemd unit)",
+    twoway_common::capability::NET_ADMIN_HINT
+)]
+pub struct NoNetAdmin;
+
+/// `Err(NoNetAdmin)` if the effective capabilities lack CAP_NET_ADMIN; when
+/// they cannot be read (no /proc), creating the device will tell instead.
+pub fn check_net_admin() -> Result<(), NoNetAdmin> {
+    match twoway_common::capability::net_admin() {
+        Some(false) => Err(NoNetAdmin),
+        _ => Ok(()),
+    }
+}
+
 /// `user` is set but the server did not start as root (exit code 5).
 #[derive(Debug, thiserror::Error)]
 #[error("`user = {0:?}` needs the server to start as root (under systemd, use User= instead)")]

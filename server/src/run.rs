@@ -20,6 +20,8 @@ use twoway_common::tuning::Transport;
 
 /// Runs the server in the foreground until a stop signal.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    // One clear message (exit 5) before any file is read or device tried.
+    crate::privilege::check_net_admin()?;
     let config = ServerConfig::load(config_path)?;
     twoway_common::priority::apply(config.tunnel.nice);
     let server = Arc::new(Server::new(config.clone())?);
@@ -117,7 +119,15 @@ fn answer(server: &Server, req: Request) -> serde_json::Value {
                     "overflow_batches": e.overflow.load(std::sync::atomic::Ordering::Relaxed),
                 })
             });
-            json!({ "ok": true, "sessions": server.sessions(), "dropped": dropped(server), "udp": udp })
+            let config = &server.config().path;
+            let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
+            json!({
+                "ok": true,
+                "config": config.display().to_string(),
+                "sessions": server.sessions(),
+                "dropped": dropped(server),
+                "udp": udp,
+            })
         }
         Request::Kick { identity } => {
             let n = server.kick(&identity);

@@ -575,6 +575,23 @@ fn log_refusal(stats: &Stats, e: &SessionError) {
     }
     match e {
         SessionError::Refused { .. } => warn!(error = %e, "client refused"),
-        _ => info!(error = %e, reason = e.label(), "connection closed before a session"),
+        _ => match refused_by_client(e) {
+            Some(why) => {
+                info!(error = %e, reason = e.label(), "connection closed before a session: {why}")
+            }
+            None => info!(error = %e, reason = e.label(), "connection closed before a session"),
+        },
+    }
+}
+
+/// The explanation of a handshake the client ended because it refused our
+/// certificate, if that is what happened.
+fn refused_by_client(e: &SessionError) -> Option<String> {
+    let SessionError::Handshake(io) = e else {
+        return None;
+    };
+    match twoway_common::tls::rustls_error(io)? {
+        rustls::Error::AlertReceived(alert) => twoway_common::verify::alert_from_client(*alert),
+        _ => None,
     }
 }

@@ -221,3 +221,51 @@ fn run_with_its_port_taken_exits_2() {
         "{out}"
     );
 }
+
+/// As user nobody (no CAP_NET_ADMIN) `twoway-server run` exits 5 with one
+/// message that says what to do, before it reads the config or tries the
+/// device: no "Operation not permitted" twice, no key or config error.
+#[test]
+fn run_without_cap_net_admin_says_what_to_do_once() {
+    if !require_root_or_skip("run_without_cap_net_admin_says_what_to_do_once") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("twoway-keymode-")
+        .tempdir()
+        .expect("tempdir");
+    let pki = pki(dir.path());
+    let config = pki.join("server.toml");
+    let server = copy_into(Path::new(bins().server_str()), dir.path());
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    for p in [dir.path(), &server] {
+        nix::unistd::chown(p, Some(nobody), None)
+            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+    }
+    let out = proc::run(
+        &[
+            "unshare",
+            "--net",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            path_str(&server),
+            "run",
+            "--config",
+            path_str(&config),
+        ],
+        secs(30),
+    );
+    assert_eq!(out.code(), Some(5), "run as nobody:\n{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("CAP_NET_ADMIN is needed")
+            && lines[0].contains("run as root or grant CAP_NET_ADMIN")
+            && !lines[0].contains("server.toml"),
+        "one line, saying what to do:\n{out}"
+    );
+}

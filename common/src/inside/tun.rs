@@ -32,24 +32,36 @@ pub struct TunInside {
     gro_tables: std::sync::Mutex<Vec<tun_rs::GROTable>>,
 }
 
-/// A TUN device could not be created.
+/// A TUN device could not be created. The OS error is part of the message
+/// (once, with what to do about it) and deliberately not a `source`, so
+/// that printing the chain does not repeat it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create TUN device {name:?}: {source}")]
+#[error("cannot create TUN device {name:?}: {os_error}{}", self.hint())]
 pub struct TunError {
     /// The requested interface name.
     pub name: String,
     /// The OS error (permission denied without CAP_NET_ADMIN, no /dev/net/tun, busy name).
-    #[source]
-    pub source: io::Error,
+    pub os_error: io::Error,
 }
 
 impl TunError {
+    /// What to do about it, when we know.
+    fn hint(&self) -> String {
+        if self.os_error.kind() == io::ErrorKind::NotFound {
+            " (no /dev/net/tun: load the tun module, `modprobe tun`)".into()
+        } else if self.is_privilege() {
+            format!(" ({})", crate::capability::NET_ADMIN_HINT)
+        } else {
+            String::new()
+        }
+    }
+
     /// Whether the failure is a missing privilege or device (exit code 5).
     pub fn is_privilege(&self) -> bool {
         matches!(
-            self.source.kind(),
+            self.os_error.kind(),
             io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
-        ) || self.source.raw_os_error() == Some(libc::EPERM)
+        ) || self.os_error.raw_os_error() == Some(libc::EPERM)
     }
 }
 
@@ -77,9 +89,9 @@ impl TunInside {
         if let Some((addr, prefix)) = settings.ipv6 {
             builder = builder.ipv6(addr, prefix);
         }
-        let device = builder.build_async().map_err(|source| TunError {
+        let device = builder.build_async().map_err(|os_error| TunError {
             name: settings.name.clone(),
-            source,
+            os_error,
         })?;
         let name = device.name().unwrap_or_else(|_| settings.name.clone());
         Ok(Self {
@@ -93,9 +105,9 @@ impl TunInside {
 
     /// Opens another queue of a multi-queue device.
     pub fn add_queue(&self) -> Result<Self, TunError> {
-        let device = self.device.try_clone().map_err(|source| TunError {
+        let device = self.device.try_clone().map_err(|os_error| TunError {
             name: self.name.clone(),
-            source,
+            os_error,
         })?;
         Ok(Self {
             device,
@@ -140,5 +152,41 @@ impl Inside for TunInside {
 
     fn offload(&self) -> bool {
         self.offload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(error: io::Error) -> TunError {
+        TunError {
+            name: "tw0".into(),
+            os_error: error,
+        }
+    }
+
+    #[test]
+    fn a_missing_privilege_is_said_once_with_what_to_do() {
+        let e = failure(io::Error::from_raw_os_error(libc::EPERM));
+        assert!(e.is_privilege());
+        let text = e.to_string();
+        assert_eq!(text.matches("Operation not permitted").count(), 1, "{text}");
+        assert!(
+            text.ends_with("(run as root or grant CAP_NET_ADMIN)"),
+            "{text}"
+        );
+        // Not a source too, or a printed chain would say it twice.
+        assert!(std::error::Error::source(&e).is_none());
+        let e = failure(io::Error::from(io::ErrorKind::NotFound));
+        assert!(
+            e.is_privilege() && e.to_string().contains("modprobe tun"),
+            "{e}"
+        );
+        let e = failure(io::Error::from_raw_os_error(libc::EBUSY));
+        assert!(
+            !e.is_privilege() && !e.to_string().contains("CAP_NET_ADMIN"),
+            "{e}"
+        );
     }
 }
