@@ -8,7 +8,7 @@
 # What it installs (running it again changes nothing that is already right):
 #   /usr/local/bin/twoway-server, /usr/local/bin/twoway            (0755)
 #   /etc/systemd/system/twoway-server.service, twoway@.service     (0644)
-#   /usr/local/share/doc/twoway/OPERATIONS.md                      (0644)
+#   /usr/local/share/doc/twoway/{OPERATIONS,CONFIG,STATUS,NETWORKING}.md (0644)
 #   the system user and group `twoway` (the units run as it)
 #   /etc/twoway, root:twoway 0750: created if missing; files in it are never
 #   written or replaced. If the folder exists, only its owner and mode are set.
@@ -86,6 +86,8 @@ user=twoway
 bindir=$prefix/usr/local/bin
 unitdir=$prefix/etc/systemd/system
 docdir=$prefix/usr/local/share/doc/twoway
+# OPERATIONS.md links to the others by relative path.
+docs=(OPERATIONS.md CONFIG.md STATUS.md NETWORKING.md)
 confdir=$prefix/etc/twoway
 binaries=(twoway-server twoway)
 units=(twoway-server.service twoway@.service)
@@ -132,11 +134,13 @@ do_uninstall() {
             echo "removed $unitdir/$u"
         fi
     done
-    if [[ -e $docdir/OPERATIONS.md ]]; then
-        rm -f -- "$docdir/OPERATIONS.md"
-        rmdir -- "$docdir" 2>/dev/null || true
-        echo "removed $docdir/OPERATIONS.md"
-    fi
+    for d in "${docs[@]}"; do
+        if [[ -e $docdir/$d ]]; then
+            rm -f -- "$docdir/$d"
+            echo "removed $docdir/$d"
+        fi
+    done
+    rmdir -- "$docdir" 2>/dev/null || true
     if systemd_running; then
         systemctl daemon-reload
     fi
@@ -229,10 +233,12 @@ do_install() {
         install -D -m 0644 -- "$repo/systemd/$u" "$unitdir/$u"
         echo "installed $unitdir/$u"
     done
-    if [[ -r $repo/docs/OPERATIONS.md ]]; then
-        install -D -m 0644 -- "$repo/docs/OPERATIONS.md" "$docdir/OPERATIONS.md"
-        echo "installed $docdir/OPERATIONS.md"
-    fi
+    for d in "${docs[@]}"; do
+        if [[ -r $repo/docs/$d ]]; then
+            install -D -m 0644 -- "$repo/docs/$d" "$docdir/$d"
+            echo "installed $docdir/$d"
+        fi
+    done
     ensure_confdir
     check_keys
 

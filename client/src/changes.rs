@@ -115,7 +115,7 @@ impl HostChanges {
         self.rec.routes = all;
         self.save();
         for spec in missing {
-            debug!(route = ?spec, "adding route");
+            debug!(route = ?spec.to_string(), "adding route");
             netconf::ip(&netconf::route_args(RouteAction::Replace, spec))?;
         }
         for spec in stale.iter().rev() {

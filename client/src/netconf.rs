@@ -44,6 +44,21 @@ pub struct RouteSpec {
     pub metric: Option<u32>,
 }
 
+/// As `ip route` writes it: `10.99.0.0/24 via 192.0.2.1 dev eth0 metric 5`.
+impl std::fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Dev(dev) => write!(f, "{} dev {dev}", self.dst)?,
+            Target::Via { gateway, dev } => write!(f, "{} via {gateway} dev {dev}", self.dst)?,
+            Target::Unreachable => write!(f, "unreachable {}", self.dst)?,
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        Ok(())
+    }
+}
+
 impl RouteSpec {
     /// A route out of `dev`.
     pub fn dev(dst: IpNetwork, dev: &str) -> Self {
@@ -266,6 +281,23 @@ mod tests {
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn routes_display_as_ip_route_writes_them() {
+        let mut r = RouteSpec::dev(net("10.99.0.0/24"), "tw-alice");
+        assert_eq!(r.to_string(), "10.99.0.0/24 dev tw-alice");
+        r.target = Target::Via {
+            gateway: "192.0.2.1".parse().unwrap(),
+            dev: "eth0".into(),
+        };
+        r.metric = Some(5);
+        assert_eq!(
+            r.to_string(),
+            "10.99.0.0/24 via 192.0.2.1 dev eth0 metric 5"
+        );
+        r.target = Target::Unreachable;
+        assert_eq!(r.to_string(), "unreachable 10.99.0.0/24 metric 5");
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub struct OuterPath {
     pub dev: String,
 }
 
+/// As `ip route` writes it: `via 192.0.2.1 dev eth0`, or `dev eth0` on the link.
+impl std::fmt::Display for OuterPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.gateway {
+            Some(g) => write!(f, "via {g} dev {}", self.dev),
+            None => write!(f, "dev {}", self.dev),
+        }
+    }
+}
+
+/// An outer path for a log line: its `ip route` form, or `none`.
+pub fn describe(path: Option<&OuterPath>) -> String {
+    path.map_or_else(|| "none".to_owned(), ToString::to_string)
+}
+
 /// What the client wants installed, in installation order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {

@@ -205,3 +205,18 @@ fn a_split_route_covering_the_server_pins_it_too() {
         ]
     );
 }
+
+#[test]
+fn outer_paths_display_as_ip_route_writes_them() {
+    let via = OuterPath {
+        gateway: Some(ip("192.168.1.1")),
+        dev: "eth0".into(),
+    };
+    assert_eq!(describe(Some(&via)), "via 192.168.1.1 dev eth0");
+    let link = OuterPath {
+        gateway: None,
+        dev: "eth0".into(),
+    };
+    assert_eq!(link.to_string(), "dev eth0");
+    assert_eq!(describe(None), "none");
+}

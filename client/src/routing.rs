@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use tracing::{info, warn};
+use twoway_common::logging::list;
 use twoway_common::message::Assignment;
 
 use crate::changes::HostChanges;
@@ -116,7 +117,7 @@ impl Routing {
             full_tunnel: false,
         });
         self.changes.sync_routes(&plan.routes, &snapshot)?;
-        info!(full_tunnel = plan.full_tunnel, outer = ?plan.outer, routes = plan.routes.len(), "routes installed");
+        info!(full_tunnel = plan.full_tunnel, outer = ?routeplan::describe(plan.outer.as_ref()), routes = plan.routes.len(), "routes installed");
         Ok(())
     }
 
@@ -139,13 +140,13 @@ impl Routing {
         let outer = self.outer(&snapshot);
         let changed_since_last = outer != self.last_outer;
         if changed_since_last {
-            info!(server = %self.server, from = ?self.last_outer, to = ?outer, "path to the server changed");
+            info!(server = %self.server, from = ?routeplan::describe(self.last_outer.as_ref()), to = ?routeplan::describe(outer.as_ref()), "path to the server changed");
         }
         self.last_outer = outer.clone();
         match &self.connection {
             Some((path, _)) if *path != outer => Refresh::Moved(match &outer {
                 None => "no route to the server any more".into(),
-                Some(p) => format!("the path to the server changed to {p:?}"),
+                Some(p) => format!("the path to the server changed to {p}"),
             }),
             Some((_, local)) if !snapshot.addresses.contains(local) => {
                 Refresh::Moved(format!("this host no longer has the address {local}"))
@@ -180,9 +181,9 @@ impl Routing {
             self.resolv_conf_or_hook(config, dev, a)
         };
         match method {
-            DnsMethod::NotApplied => warn!(dns = ?a.dns,
+            DnsMethod::NotApplied => warn!(dns = %list(&a.dns),
                 "the server pushed DNS, but systemd-resolved is not running, [dns] manage_resolv_conf is off and there is no up hook"),
-            m => info!(method = m.as_str(), dns = ?a.dns, search = ?a.search, "DNS"),
+            m => info!(method = m.as_str(), dns = %list(&a.dns), search = ?a.search, "DNS"),
         }
         self.dns_method = method;
         method

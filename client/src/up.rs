@@ -107,7 +107,7 @@ impl Tunnel {
                 }
             })
         };
-        info!(device = tun.name(), address = %a.address, routes = ?a.routes, "tunnel up");
+        info!(device = tun.name(), address = %a.address, routes = %twoway_common::logging::list(&a.routes), "tunnel up");
         let env = hooks::environment(a, tun.name(), &config.server);
         if let Some(cmd) = &config.hooks.up {
             hooks::run("up", cmd, &env);

@@ -26,6 +26,13 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// A list for a log field, each item as it displays (`10.99.0.0/24`, not
+/// the `Ipv4Network { addr: .., prefix: 24 }` of `?`): `[a, b]`.
+pub fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    let inner: Vec<String> = items.iter().map(ToString::to_string).collect();
+    format!("[{}]", inner.join(", "))
+}
+
 /// Installs the global subscriber writing to stderr.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -37,4 +44,15 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn networks_in_a_list_print_as_cidr() {
+        let nets: Vec<ipnetwork::IpNetwork> =
+            vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()];
+        assert_eq!(super::list(&nets), "[10.0.0.0/24, fd00::/64]");
+        assert_eq!(super::list::<ipnetwork::IpNetwork>(&[]), "[]");
+    }
 }

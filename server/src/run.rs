@@ -113,21 +113,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 fn answer(server: &Server, req: Request) -> serde_json::Value {
     match req {
         Request::Status => {
-            let udp = server.udp().map(|e| {
-                json!({
-                    "unknown_batches": e.unknown.load(std::sync::atomic::Ordering::Relaxed),
-                    "overflow_batches": e.overflow.load(std::sync::atomic::Ordering::Relaxed),
-                })
-            });
-            let config = &server.config().path;
-            let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
-            json!({
-                "ok": true,
-                "config": config.display().to_string(),
-                "sessions": server.sessions(),
-                "dropped": dropped(server),
-                "udp": udp,
-            })
+            let mut answer = status(server);
+            answer["ok"] = json!(true);
+            answer
         }
         Request::Kick { identity } => {
             let n = server.kick(&identity);
@@ -147,6 +135,24 @@ fn answer(server: &Server, req: Request) -> serde_json::Value {
         },
         Request::Down => control::failure("`down` is a client command"),
     }
+}
+
+/// The object `twoway-server status --json` prints (docs/STATUS.md).
+pub fn status(server: &Server) -> serde_json::Value {
+    let udp = server.udp().map(|e| {
+        json!({
+            "unknown_batches": e.unknown.load(std::sync::atomic::Ordering::Relaxed),
+            "overflow_batches": e.overflow.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    });
+    let config = &server.config().path;
+    let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
+    json!({
+        "config": config.display().to_string(),
+        "sessions": server.sessions(),
+        "dropped": dropped(server),
+        "udp": udp,
+    })
 }
 
 fn dropped(server: &Server) -> serde_json::Value {

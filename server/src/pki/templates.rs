@@ -9,7 +9,8 @@ use std::net::IpAddr;
 pub(crate) fn server_toml(port: u16) -> String {
     format!(
         r#"# twoway server configuration, written by `twoway-server pki init`.
-# Relative paths are resolved against this file's folder.
+# Relative paths are resolved against this file's folder. Every key, with
+# its default, is described in twoway's CONFIG.md.
 listen = "0.0.0.0:{port}"
 policy = "policy.toml"
 
@@ -26,7 +27,7 @@ pool = "10.77.0.128/25"      # dynamic addresses, inside network
 # network6 = "fd77::/64"
 mtu = 1400
 # nice = -10                 # priority of the tunnel threads (-20..19, 0 = leave alone)
-# congestion = "cubic"       # TCP congestion control of client connections ("" = system default)
+# congestion = "auto"        # TCP congestion control of client connections ("" = system default)
 
 [identity]
 source = "cn"                # cn | san-email | san-dns | san-uri | fingerprint
@@ -47,6 +48,7 @@ timeout_secs = 60
 /// policy.toml: no routes, no DNS, clients isolated from each other.
 pub(crate) fn policy_toml() -> String {
     r#"# twoway policy: who gets which address, routes and DNS. Reloadable.
+# Every key: CONFIG.md, "policy.toml".
 client_to_client = false     # clients may not reach each other through the tunnel
 
 [defaults]
