@@ -193,23 +193,24 @@ for page in "$work"/man1/*.1; do
     chmod 0644 "$root/usr/share/man/man1/$(basename "$page").gz"
 done
 
-# twoway-config(5): a NAME line for whatis/apropos, FILES, then the
-# reference. When the reference has one top-level heading (its title), that
+# twoway-config(5): a NAME line for whatis/apropos, the reference as the
+# DESCRIPTION, then FILES and SEE ALSO. When the reference has one top-level heading (its title), that
 # line is dropped and every other heading moves up a level, so its sections
 # become the page's sections (code blocks are left as they are).
 h1=$(awk '/^```/ { f = !f; next } !f && /^# / { n++ } END { print n + 0 }' "$config_doc")
 {
     printf '# NAME\n\ntwoway-config - configuration files of twoway(1) and twoway-server(1)\n\n'
-    printf '# FILES\n\n'
-    printf '/etc/twoway/server.toml, /etc/twoway/policy.toml\n: the server and its policy (written by `twoway-server pki init`)\n\n'
-    printf '/etc/twoway/NAME.toml\n: a client configuration (written by `twoway-server pki issue NAME`); `twoway up NAME` reads it\n\n'
-    printf '/usr/share/doc/twoway/examples/\n: an example of each\n\n'
+    printf '# DESCRIPTION\n\n'
     awk -v shift="$([[ $h1 -eq 1 ]] && echo 1 || echo 0)" '
         /^```/ { fence = !fence; print; next }
         !fence && shift && /^# / && !title { title = 1; next }
         !fence && shift && /^##+ / { sub(/^#/, "") }
         { print }' "$config_doc"
-    printf '\n# SEE ALSO\n\ntwoway(1), twoway-server(1), /usr/share/doc/twoway/OPERATIONS.md\n'
+    printf '\n# FILES\n\n'
+    printf '/etc/twoway/server.toml, /etc/twoway/policy.toml\n: the server and its policy (written by `twoway-server pki init`)\n\n'
+    printf '/etc/twoway/NAME.toml\n: a client configuration (written by `twoway-server pki issue NAME`); `twoway up NAME` reads it\n\n'
+    printf '/usr/share/doc/twoway/examples/\n: an example of each\n\n'
+    printf '# SEE ALSO\n\ntwoway(1), twoway-server(1), /usr/share/doc/twoway/OPERATIONS.md\n'
 } >"$work/config.md"
 # Tables: --columns=20 makes pandoc give every table relative column widths
 # (cells wrap) instead of their natural width, and pandoc sizes them for 70

@@ -290,6 +290,15 @@ fn the_unpacked_files_work() {
         completion.display()
     ));
     assert!(words.lines().any(|w| w == "--detach"), "{words}");
+    let completion = p
+        .root
+        .join("usr/share/bash-completion/completions/twoway-server");
+    let (_, words, _) = sh(&format!(
+        "source {}; COMP_WORDS=(twoway-server pki ''); COMP_CWORD=2; \
+         _twoway__server twoway-server '' pki; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        completion.display()
+    ));
+    assert!(words.lines().any(|w| w == "init"), "{words}");
 
     // The examples are what `pki init` and `pki issue` write.
     let examples = p.root.join("usr/share/doc/twoway/examples");
