@@ -94,6 +94,15 @@ impl UdpInput {
         }
     }
 
+    /// Datagrams dropped on their way to us after the socket (the server's
+    /// inbox).
+    fn dropped_here(&self) -> u64 {
+        match self {
+            Self::Channel(rx) => rx.dropped(),
+            Self::Socket(_) => 0,
+        }
+    }
+
     /// More datagrams if they are already there (never waits).
     fn try_next(&mut self, path: &UdpPath) -> io::Result<Option<Vec<RecvBatch>>> {
         match self {
@@ -160,6 +169,11 @@ where
                 None => break,
             }
         }
+        // What the path lost: the gaps in the peer's counters, less the
+        // datagrams our own inbox dropped (a relay falling behind is not a
+        // lossy path, and must not keep data on UDP for being one).
+        let (received, lost) = receiver.stats();
+        path.set_rx_stats(received, lost.saturating_sub(input.dropped_here()));
         batch.flush(inside).await?;
     }
     Ok(())
@@ -296,8 +310,6 @@ where
         for body in replies {
             let _ = control.try_send(Control::ProbeReply(body.into(), from, to));
         }
-        let (received, lost) = receiver.stats();
-        path.set_rx_stats(received, lost);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! inner TCP backs off) instead of queueing milliseconds of them in front of
 //! every ping and DNS answer. It never holds up another session.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ const MESSAGES: usize = 256;
 pub struct InboxTx {
     tx: mpsc::Sender<Vec<RecvBatch>>,
     queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
     max_bytes: usize,
 }
 
@@ -29,19 +30,26 @@ pub struct InboxTx {
 pub struct InboxRx {
     rx: mpsc::Receiver<Vec<RecvBatch>>,
     queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
 }
 
 /// An inbox of about `max_bytes` bytes.
 pub fn inbox(max_bytes: usize) -> (InboxTx, InboxRx) {
     let (tx, rx) = mpsc::channel(MESSAGES);
     let queued = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
     (
         InboxTx {
             tx,
             queued: queued.clone(),
+            dropped: dropped.clone(),
             max_bytes,
         },
-        InboxRx { rx, queued },
+        InboxRx {
+            rx,
+            queued,
+            dropped,
+        },
     )
 }
 
@@ -64,22 +72,18 @@ impl InboxTx {
             n += w;
             taken += 1;
         }
-        let dropped = batches.len() - taken;
-        batches.truncate(taken);
-        if batches.is_empty() {
-            return dropped;
-        }
-        self.queued.fetch_add(n, Ordering::AcqRel);
-        match self.tx.try_send(batches) {
-            Ok(()) => dropped,
-            Err(e) => {
+        let mut rest = batches.split_off(taken);
+        if !batches.is_empty() {
+            self.queued.fetch_add(n, Ordering::AcqRel);
+            if let Err(e) = self.tx.try_send(batches) {
                 self.queued.fetch_sub(n, Ordering::AcqRel);
-                let b = match e {
-                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-                };
-                dropped + b.len()
+                let (mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) = e;
+                rest.extend(b);
             }
         }
+        let datagrams: usize = rest.iter().map(|b| b.count()).sum();
+        self.dropped.fetch_add(datagrams as u64, Ordering::Relaxed);
+        rest.len()
     }
 }
 
@@ -89,6 +93,12 @@ impl InboxRx {
         let batches = self.rx.recv().await?;
         self.queued.fetch_sub(weight(&batches), Ordering::AcqRel);
         Some(batches)
+    }
+
+    /// Datagrams dropped so far because the inbox was full: gaps in the
+    /// peer's counters that the path did not cause.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// The next message if one is waiting.
@@ -136,7 +146,10 @@ mod tests {
         // An empty inbox takes its first batch, and only what fits after it.
         assert_eq!(rx.try_recv().map(|b| b.len()), Some(2));
         assert_eq!(tx.send_or_drop(batches(3, 64_000)), 2);
+        assert_eq!(rx.dropped(), 1 + 2 + 1 + 2, "datagrams dropped");
+        let dropped = rx.dropped.clone();
         drop(rx);
         assert_eq!(tx.send_or_drop(batches(2, 1)), 2, "relay gone");
+        assert_eq!(dropped.load(Ordering::Relaxed), 8);
     }
 }

@@ -38,6 +38,11 @@ impl RecvBatch {
         self.data.chunks_mut(stride)
     }
 
+    /// How many datagrams the batch holds.
+    pub fn count(&self) -> usize {
+        self.data.len().div_ceil(self.stride.max(1))
+    }
+
     /// The session number of the first datagram, if it has a header.
     pub fn session(&self) -> Option<u32> {
         super::datagram::Header::parse(&self.data[..self.stride.min(self.data.len())])
