@@ -73,6 +73,17 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Make a private key and a certificate request for IDENTITY on this
+    /// machine: DIR/IDENTITY.key (0600, it never leaves) and DIR/IDENTITY.csr,
+    /// for `twoway-server pki sign`.
+    Request {
+        /// The identity to ask a certificate for (its CN).
+        #[arg(long, value_name = "IDENTITY")]
+        identity: String,
+        /// Folder for IDENTITY.key and IDENTITY.csr (created 0700 if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Every tunnel running on this machine, one line (or JSON object) per config.
     /// Found through the configs in --config-dir and the sockets in --run-dir.
     List {
@@ -215,7 +226,8 @@ pub async fn query(socket: &Path, limit: Duration) -> Result<serde_json::Value, 
     }
 }
 
-/// Prints the running client's status; a stopped one is `down`.
+/// Prints the running client's status; a stopped one is `down`. Each entry
+/// of `warnings` gets a line of its own.
 pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
     let answer = match socket_of(config_path).await? {
         Some(socket) => query(&socket, CONTROL_TIMEOUT)
@@ -228,6 +240,9 @@ pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
         return Ok(());
     }
     for (k, v) in answer.as_object().into_iter().flatten() {
+        if k == "warnings" {
+            continue;
+        }
         if !v.is_null() {
             println!(
                 "{k:>10}: {}",
@@ -239,6 +254,9 @@ pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
     }
     if answer["state"] == "down" {
         println!("{:>10}: {}", "config", config_path.display());
+    }
+    for w in answer["warnings"].as_array().into_iter().flatten() {
+        println!("{:>10}: {}", "warning", w.as_str().unwrap_or_default());
     }
     Ok(())
 }

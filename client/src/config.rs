@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use twoway_common::config_file::{self, ConfigError, ConfigErrors};
+use twoway_common::pem_source::{PemSource, SecretPem};
+use zeroize::Zeroizing;
 
 /// Where `down` and `status` look when neither NAME nor --config is given.
 pub const DEFAULT_CONFIG: &str = "/etc/twoway/client.toml";
@@ -30,7 +32,9 @@ pub struct ClientConfig {
     /// `auto`: data uses the UDP channel when it gets through; `tcp`: never.
     #[serde(default)]
     pub transport: twoway_common::tuning::Transport,
-    /// Certificates and key.
+    /// Certificates and key (an absent section is refused by validation,
+    /// which names the keys it wants).
+    #[serde(default)]
     pub tls: TlsSection,
     /// The local TUN device.
     #[serde(default)]
@@ -47,18 +51,47 @@ pub struct ClientConfig {
     /// The file this was read from.
     #[serde(skip)]
     pub path: PathBuf,
+    /// Permission bits of that file when it was read (a profile holding
+    /// `tls.key_pem` must be 0600).
+    #[serde(skip)]
+    pub file_mode: u32,
 }
 
-/// `[tls]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[tls]`: the CA, the certificate and the key, each either a file
+/// (`ca`, `cert`, `key`) or its PEM text inside this file (`ca_pem`,
+/// `cert_pem`, `key_pem`: a one-file profile, as `pki issue --inline`
+/// writes it). Exactly one of each pair.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
-    /// CA that the server certificate must chain to.
-    pub ca: PathBuf,
-    /// Client certificate.
-    pub cert: PathBuf,
-    /// Client private key.
-    pub key: PathBuf,
+    /// CA that the server certificate must chain to (a PEM file).
+    pub ca: Option<PathBuf>,
+    /// The same, as PEM text.
+    pub ca_pem: Option<String>,
+    /// Client certificate (a PEM file).
+    pub cert: Option<PathBuf>,
+    /// The same, as PEM text.
+    pub cert_pem: Option<String>,
+    /// Client private key (a PEM file, mode 0600 or 0640).
+    pub key: Option<PathBuf>,
+    /// The same, as PEM text; the profile file must then be 0600.
+    pub key_pem: Option<SecretPem>,
+}
+
+impl TlsSection {
+    /// The three `(file key, text key, has file, has text)` pairs.
+    fn pairs(&self) -> [(&'static str, &'static str, bool, bool); 3] {
+        [
+            ("ca", "ca_pem", self.ca.is_some(), self.ca_pem.is_some()),
+            (
+                "cert",
+                "cert_pem",
+                self.cert.is_some(),
+                self.cert_pem.is_some(),
+            ),
+            ("key", "key_pem", self.key.is_some(), self.key_pem.is_some()),
+        ]
+    }
 }
 
 /// `[tunnel]`.
@@ -160,8 +193,10 @@ pub struct ControlSection {
 impl ClientConfig {
     /// Reads, validates and resolves a client config.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let mut c: ClientConfig = config_file::load(path)?;
+        let (text, file_mode) = read_with_mode(path)?;
+        let mut c: ClientConfig = config_file::parse(path, &text)?;
         c.path = path.to_owned();
+        c.file_mode = file_mode;
         if c.control.socket.as_os_str().is_empty() {
             c.control.socket = default_socket(path);
         }
@@ -171,15 +206,43 @@ impl ClientConfig {
         }
         let base = c.path.clone();
         for p in [
-            &mut c.tls.ca,
-            &mut c.tls.cert,
-            &mut c.tls.key,
-            &mut c.control.socket,
-            &mut c.dns.resolv_conf,
-        ] {
+            c.tls.ca.as_mut(),
+            c.tls.cert.as_mut(),
+            c.tls.key.as_mut(),
+            Some(&mut c.control.socket),
+            Some(&mut c.dns.resolv_conf),
+        ]
+        .into_iter()
+        .flatten()
+        {
             *p = config_file::resolve(&base, p);
         }
         Ok(c)
+    }
+
+    /// Where the CA, the certificate and the key are read from.
+    pub fn tls_sources(&self) -> [PemSource; 3] {
+        let t = &self.tls;
+        let text = |key, pem: &Option<String>| {
+            pem.as_ref().map(|pem| PemSource::Inline {
+                file: self.path.clone(),
+                key,
+                pem: SecretPem::new(pem.clone()),
+            })
+        };
+        let file = |p: &Option<PathBuf>| PemSource::File(p.clone().unwrap_or_default());
+        [
+            text("tls.ca_pem", &t.ca_pem).unwrap_or_else(|| file(&t.ca)),
+            text("tls.cert_pem", &t.cert_pem).unwrap_or_else(|| file(&t.cert)),
+            match &t.key_pem {
+                Some(pem) => PemSource::Inline {
+                    file: self.path.clone(),
+                    key: "tls.key_pem",
+                    pem: pem.clone(),
+                },
+                None => file(&t.key),
+            },
+        ]
     }
 
     /// Every problem with the values (parsing has already succeeded).
@@ -200,6 +263,7 @@ impl ClientConfig {
                 "not a valid DNS name or IP address",
             ));
         }
+        self.validate_tls(&mut errors);
         twoway_common::tuning::check(p, self.tunnel.nice, &self.tunnel.congestion, &mut errors);
         if self.connect_timeout_secs == 0 {
             errors.push(ConfigError::invalid(
@@ -220,6 +284,39 @@ impl ClientConfig {
         errors
     }
 
+    /// Exactly one of each `[tls]` pair, and PEM text that holds what it should.
+    fn validate_tls(&self, errors: &mut Vec<ConfigError>) {
+        let p = &self.path;
+        for (file, text, has_file, has_text) in self.tls.pairs() {
+            match (has_file, has_text) {
+                (true, true) => errors.push(ConfigError::invalid(
+                    p,
+                    format!("tls.{text}"),
+                    format!("give either `tls.{file}` (a file) or `tls.{text}` (the PEM text), not both"),
+                )),
+                (false, false) => errors.push(ConfigError::invalid(
+                    p,
+                    format!("tls.{file}"),
+                    format!("missing: give `tls.{file}` (a file) or `tls.{text}` (the PEM text)"),
+                )),
+                _ => {}
+            }
+        }
+        let [ca, cert, key] = self.tls_sources();
+        let bad = |e: twoway_common::pem_source::PemError| match e {
+            twoway_common::pem_source::PemError::Inline {
+                key, what, source, ..
+            } => Some(ConfigError::invalid(p, key, format!("{what}: {source}"))),
+            _ => None,
+        };
+        for source in [&ca, &cert].into_iter().filter(|s| s.path().is_none()) {
+            errors.extend(source.certs().err().and_then(bad));
+        }
+        if key.path().is_none() {
+            errors.extend(key.private_key().err().and_then(bad));
+        }
+    }
+
     /// The TUN interface name.
     pub fn device_name(&self) -> String {
         if let Some(n) = &self.tunnel.name {
@@ -238,6 +335,23 @@ impl ClientConfig {
         name.truncate(15);
         name
     }
+}
+
+/// The text of the config file and its permission bits, both from the one
+/// file opened (no window in which it could be swapped between the two).
+fn read_with_mode(path: &Path) -> Result<(Zeroizing<String>, u32), ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mode = file.metadata().map_err(read_err)?.permissions().mode();
+    // A profile may hold a private key: wipe the text once parsed.
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(read_err)?;
+    Ok((text, mode))
 }
 
 /// RUN_DIR/NAME.sock for the config file NAME.toml.
@@ -275,10 +389,14 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
 }
 
 #[cfg(test)]
+#[path = "config_profile_tests.rs"]
+mod profile_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<ClientConfig, String> {
+    pub(super) fn parse(text: &str) -> Result<ClientConfig, String> {
         let path = Path::new("/etc/twoway/alice.toml");
         let mut c: ClientConfig = config_file::parse(path, text).map_err(|e| e.to_string())?;
         c.path = path.to_owned();
@@ -294,7 +412,7 @@ mod tests {
         }
     }
 
-    const GOOD: &str = r#"
+    pub(super) const GOOD: &str = r#"
 server = "vpn.example.com:4433"
 server_name = "vpn.example.com"
 [tls]

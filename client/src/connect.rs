@@ -190,6 +190,7 @@ fn tls_failure(e: &std::io::Error, config: &ClientConfig) -> ClientError {
     };
     if let Some(explained) = verify::Explained::find(r) {
         let key = match explained.problem {
+            verify::Problem::Issuer if config.tls.ca_pem.is_some() => "tls.ca_pem",
             verify::Problem::Issuer => "tls.ca",
             verify::Problem::Name => "server_name",
         };
@@ -199,7 +200,8 @@ fn tls_failure(e: &std::io::Error, config: &ClientConfig) -> ClientError {
         ));
     }
     if let rustls::Error::AlertReceived(alert) = r {
-        if let Some(text) = verify::alert_from_server(*alert, &config.tls.cert) {
+        let [_, cert, _] = config.tls_sources();
+        if let Some(text) = verify::alert_from_server(*alert, &cert) {
             return ClientError::Auth(format!("{server}: {text}"));
         }
     }

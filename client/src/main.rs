@@ -57,6 +57,17 @@ fn main() -> ExitCode {
                 });
                 twoway_client::up::up(config, on_ready).await
             }
+            Command::Request { identity, out } => twoway_client::request::request(&identity, &out)
+                .map(|r| {
+                    println!("wrote {}", r.key.display());
+                    println!("wrote {}", r.csr.display());
+                    println!(
+                        "send {} to the administrator (`twoway-server pki sign`); \
+                         {} stays here: put the returned files next to it",
+                        r.csr.display(),
+                        r.key.display()
+                    );
+                }),
             Command::Down { target } => cli::down(&target.path()).await,
             Command::Status { json, target } => cli::status(&target.path(), json).await,
             Command::List {

@@ -10,6 +10,7 @@ use twoway_common::message::Assignment;
 use twoway_common::outside::udp::UdpPath;
 use twoway_common::relay::Counters;
 
+use crate::credentials::Certificate;
 use crate::dns::DnsMethod;
 
 /// Where the client is in its life.
@@ -51,6 +52,7 @@ struct Inner {
 pub struct Status {
     server: String,
     config: Option<String>,
+    certificate: Option<Certificate>,
     inner: Arc<Mutex<Inner>>,
     /// Traffic counters across reconnects.
     pub counters: Arc<Counters>,
@@ -62,6 +64,7 @@ impl Status {
         Self {
             server: server.to_owned(),
             config: None,
+            certificate: None,
             inner: Arc::new(Mutex::new(Inner {
                 state: State::Connecting,
                 assignment: None,
@@ -80,6 +83,13 @@ impl Status {
     pub fn with_config(mut self, path: &std::path::Path) -> Self {
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         self.config = Some(absolute.display().to_string());
+        self
+    }
+
+    /// The client certificate: `certificate_expires`, and a warning while it
+    /// expires within [`crate::expiry::WARN_WITHIN`].
+    pub fn with_certificate(mut self, certificate: Certificate) -> Self {
+        self.certificate = Some(certificate);
         self
     }
 
@@ -138,6 +148,17 @@ impl Status {
             "rx_bytes": self.counters.rx_bytes.load(Ordering::Relaxed),
             "tx_bytes": self.counters.tx_bytes.load(Ordering::Relaxed),
             "last_error": s.last_error,
+            "certificate_expires": self.certificate.as_ref().map(|c| rfc3339(c.not_after)),
+            "warnings": self.warnings(),
         })
+    }
+
+    /// What the user should act on; empty when all is well.
+    fn warnings(&self) -> Vec<String> {
+        self.certificate
+            .as_ref()
+            .and_then(|c| crate::expiry::warning(c, SystemTime::now()))
+            .into_iter()
+            .collect()
     }
 }

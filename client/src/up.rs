@@ -128,13 +128,17 @@ pub type OnReady = Box<dyn FnOnce() + Send>;
 /// Runs the client until `down`, a signal, or a final error.
 pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), ClientError> {
     // Privilege first: without CAP_NET_ADMIN `up` ends (exit 5) before it
-    // reads a key file. A key other users can read is refused here (exit 2).
+    // reads a key file. A key other users can read, or a profile holding
+    // the key that is not 0600, is refused here (exit 2).
     crate::privilege::check()?;
-    let tls = twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let credentials = crate::credentials::load(&config)?;
+    let tls = credentials.tls;
     twoway_common::priority::apply(config.tunnel.nice);
-    let status = Status::new(&config.server).with_config(&config.path);
+    let status = Status::new(&config.server)
+        .with_config(&config.path)
+        .with_certificate(credentials.certificate.clone());
     let stop = CancellationToken::new();
+    tokio::spawn(crate::expiry::watch(credentials.certificate, stop.clone()));
     let socket = control::bind(&config.control.socket).await.map_err(|e| {
         ClientError::Config(format!(
             "control socket {}: {e}",

@@ -40,6 +40,54 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Creates a new file that must not exist yet, with permission `mode`, as
+/// [`write_atomic`] does (temporary file, fsync, then published under its
+/// name by a hard link, which fails if the name exists: never clobbers, and a
+/// crash leaves no half-written file). For private keys. On a file system
+/// without hard links it falls back to [`write_new`].
+pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    if path.symlink_metadata().is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+    }
+    let tmp = dir.join(format!(
+        ".{}.new.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    })();
+    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        // No hard links here (some FUSE or FAT mounts): create it in place.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV)
+            ) =>
+        {
+            write_new(path, contents, mode)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates a new file that must not exist yet, with permission `mode`
 /// (for private keys: never clobber, never readable by others).
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
@@ -79,6 +127,21 @@ mod tests {
         let bad = path.join("child");
         assert!(write_atomic(&bad, b"x", 0o600).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn write_new_atomic_publishes_whole_files_and_never_clobbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alice.toml");
+        write_new_atomic(&path, b"key", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"key");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = write_new_atomic(&path, b"other", 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).unwrap(), b"key");
+        // Only the file itself: no temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! from the file's group at most read access (the systemd units read their
 //! key through the group `twoway`, OPERATIONS.md). A key that breaks the rule
 //! is refused with the exact `chmod` that fixes it, before a byte is read.
+//! A one-file client profile with the key inside (`[tls] key_pem`) has a
+//! stricter rule of its own ([`check_profile_mode`]): owner only.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -30,6 +32,44 @@ pub struct ExposedKey {
     pub mode: u32,
     /// The mode that fixes it: 600, or 640 if the group could read it.
     pub fix: u32,
+}
+
+/// Mode bits a one-file profile holding a private key (`[tls] key_pem`) must
+/// not have: any access at all for the group and other users. Stricter than
+/// [`FORBIDDEN`]: a profile is read by its owner (root, or the user the
+/// twoway@ unit runs as, who owns it), while the group `twoway` is the
+/// group whose members may read tunnel status, and must not get the key.
+const FORBIDDEN_PROFILE: u32 = 0o077;
+
+/// A one-file profile that holds a private key and that other users can open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} holds a private key (key `tls.key_pem`) and is {} (mode {:04o}); run: chmod 600 {}",
+    path.display(),
+    if mode & 0o004 != 0 { "readable by other users" }
+    else if mode & 0o040 != 0 { "readable by its group" }
+    else { "open to other users" },
+    mode,
+    path.display()
+)]
+pub struct ExposedProfile {
+    /// The profile file.
+    pub path: PathBuf,
+    /// Its permission bits (`& 0o7777`).
+    pub mode: u32,
+}
+
+/// `Err` if a profile with permission bits `mode` that holds a private key
+/// is open to anyone but its owner.
+pub fn check_profile_mode(path: &Path, mode: u32) -> Result<(), ExposedProfile> {
+    let mode = mode & 0o7777;
+    if mode & FORBIDDEN_PROFILE == 0 {
+        return Ok(());
+    }
+    Err(ExposedProfile {
+        path: path.to_owned(),
+        mode,
+    })
 }
 
 /// Why a private key file could not be read.
@@ -141,6 +181,30 @@ mod tests {
             e.to_string(),
             "private key /k is open to other users (mode 0602); run: chmod 600 /k"
         );
+    }
+
+    #[test]
+    fn a_profile_with_a_key_is_for_its_owner_only() {
+        let p = Path::new("/etc/twoway/alice.toml");
+        for mode in [0o600, 0o400, 0o100600] {
+            assert_eq!(check_profile_mode(p, mode), Ok(()), "{mode:o}");
+        }
+        for (mode, says) in [
+            (0o640, "readable by its group"),
+            (0o644, "readable by other users"),
+            (0o604, "readable by other users"),
+            (0o620, "open to other users"),
+            (0o601, "open to other users"),
+        ] {
+            let e = check_profile_mode(p, mode).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "/etc/twoway/alice.toml holds a private key (key `tls.key_pem`) and is \
+                     {says} (mode {mode:04o}); run: chmod 600 /etc/twoway/alice.toml"
+                ),
+            );
+        }
     }
 
     #[test]

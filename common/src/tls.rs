@@ -12,7 +12,8 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::key_file::{self, ExposedKey, KeyFileError};
+use crate::key_file::ExposedKey;
+use crate::pem_source::{PemError, PemSource};
 use crate::verify;
 
 /// ALPN protocol name; the suffix is the protocol version.
@@ -26,6 +27,18 @@ pub enum TlsError {
     Pem {
         /// The file.
         path: PathBuf,
+        /// What we looked for in it.
+        what: &'static str,
+        /// What went wrong.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// PEM text inside a config file holds nothing of the expected kind.
+    #[error("{}: key `{key}`: {what}: {source}", file.display())]
+    InlinePem {
+        /// The config file.
+        file: PathBuf,
+        /// The key holding the text.
+        key: &'static str,
         /// What we looked for in it.
         what: &'static str,
         /// What went wrong.
@@ -78,36 +91,35 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
+impl From<PemError> for TlsError {
+    fn from(e: PemError) -> Self {
+        match e {
+            PemError::File { path, what, source } => Self::Pem { path, what, source },
+            PemError::Inline {
+                file,
+                key,
+                what,
+                source,
+            } => Self::InlinePem {
+                file,
+                key,
+                what,
+                source,
+            },
+            PemError::ExposedKey(e) => Self::ExposedKey(e),
+        }
+    }
+}
+
 /// Reads every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_err = |source| TlsError::Pem {
-        path: path.to_owned(),
-        what: "certificates",
-        source,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_err)?;
-    if certs.is_empty() {
-        return Err(pem_err(rustls::pki_types::pem::Error::NoItemsFound));
-    }
-    Ok(certs)
+    Ok(PemSource::File(path.to_owned()).certs()?)
 }
 
 /// Reads the private key in a PEM file, refusing a file that other users
-/// can read (see [`key_file`]).
+/// can read (see [`crate::key_file`]).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem_err = |source| TlsError::Pem {
-        path: path.to_owned(),
-        what: "private key",
-        source,
-    };
-    let pem = key_file::read(path).map_err(|e| match e {
-        KeyFileError::Read { source, .. } => pem_err(rustls::pki_types::pem::Error::Io(source)),
-        KeyFileError::Exposed(e) => TlsError::ExposedKey(e),
-    })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(pem_err)
+    Ok(PemSource::File(path.to_owned()).private_key()?)
 }
 
 /// Reads every CRL in a PEM file.
@@ -129,11 +141,17 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 
 /// The CA certificates of `ca` and a root store holding them.
 fn root_store(ca: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
+    root_store_from(&PemSource::File(ca.to_owned()))
+}
+
+fn root_store_from(
+    ca: &PemSource,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
     let mut roots = RootCertStore::empty();
-    let certs = load_certs(ca)?;
+    let certs = ca.certs()?;
     for cert in &certs {
         roots.add(cert.clone()).map_err(|source| TlsError::Rustls {
-            context: format!("{}: CA certificate not usable", ca.display()),
+            context: format!("{ca}: CA certificate not usable"),
             source,
         })?;
     }
@@ -197,17 +215,31 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
 /// Builds the client config: TLS 1.3 only, the server verified against the
 /// CA, our certificate presented, ALPN `twoway/1`.
 pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_from(
+        &PemSource::File(ca.to_owned()),
+        &PemSource::File(cert.to_owned()),
+        &PemSource::File(key.to_owned()),
+    )
+}
+
+/// [`client_config`] from files or from PEM text inside a config file.
+pub fn client_config_from(
+    ca: &PemSource,
+    cert: &PemSource,
+    key: &PemSource,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let (roots, ca_certs) = root_store(ca)?;
+    let (roots, ca_certs) = root_store_from(ca)?;
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|source| TlsError::Verifier {
-            context: format!("server verifier from {}", ca.display()),
+            context: format!("server verifier from {ca}"),
             source,
         })?;
     // rustls's own WebPKI verifier, wrapped only to explain a refusal
     // (`dangerous` is the builder's name for any verifier of one's own).
-    let verifier = Arc::new(verify::ServerVerifier::new(webpki, ca, &ca_certs));
+    let ca_name = PathBuf::from(ca.to_string());
+    let verifier = Arc::new(verify::ServerVerifier::new(webpki, &ca_name, &ca_certs));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
@@ -216,13 +248,9 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
         })?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .with_client_auth_cert(cert.certs()?, key.private_key()?)
         .map_err(|source| TlsError::Rustls {
-            context: format!(
-                "{} and {} do not form a usable certificate and key",
-                cert.display(),
-                key.display()
-            ),
+            context: format!("{cert} and {key} do not form a usable certificate and key"),
             source,
         })?;
     config.alpn_protocols = vec![ALPN.to_vec()];

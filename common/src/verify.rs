@@ -351,14 +351,17 @@ impl ClientCertVerifier for ClientVerifier {
 
 /// What the client tells its user when the server ended the handshake with
 /// `alert`, given our certificate file: who refused what, and what to check.
-pub fn alert_from_server(alert: rustls::AlertDescription, cert_file: &Path) -> Option<String> {
+pub fn alert_from_server(
+    alert: rustls::AlertDescription,
+    cert_source: &crate::pem_source::PemSource,
+) -> Option<String> {
     use rustls::AlertDescription as A;
-    let ours = summary_of_file(cert_file);
+    let ours = cert_source.certs().ok().and_then(|c| summary(c.first()?));
     let issuer = ours
         .as_ref()
         .map(|s| format!(", issued by {:?}", s.issuer))
         .unwrap_or_default();
-    let cert = format!("{}{issuer}", cert_file.display());
+    let cert = format!("{cert_source}{issuer}");
     Some(match alert {
         A::DecryptError | A::UnknownCA | A::BadCertificate | A::CertificateUnknown => format!(
             "the server refused our certificate ({cert}): it is likely signed by another CA \
@@ -425,7 +428,11 @@ mod tests {
         use rustls::AlertDescription as A;
         let f = alice_file();
         for alert in [A::DecryptError, A::UnknownCA, A::BadCertificate] {
-            let text = alert_from_server(alert, f.path()).expect("explained");
+            let text = alert_from_server(
+                alert,
+                &crate::pem_source::PemSource::File(f.path().to_owned()),
+            )
+            .expect("explained");
             assert!(
                 text.contains("the server refused our certificate")
                     && text.contains("another CA")
@@ -434,9 +441,17 @@ mod tests {
                 "{text}"
             );
         }
-        let text = alert_from_server(A::CertificateRevoked, f.path()).expect("explained");
+        let text = alert_from_server(
+            A::CertificateRevoked,
+            &crate::pem_source::PemSource::File(f.path().to_owned()),
+        )
+        .expect("explained");
         assert!(text.contains("revoked"), "{text}");
-        assert!(alert_from_server(A::InternalError, f.path()).is_none());
+        assert!(alert_from_server(
+            A::InternalError,
+            &crate::pem_source::PemSource::File(f.path().to_owned())
+        )
+        .is_none());
         let text = alert_from_client(A::CertificateUnknown).expect("explained");
         assert!(
             text.contains("the client refused this server's certificate"),

@@ -92,7 +92,7 @@ pub enum PkiCommand {
         #[arg(long, default_value_t = pki::DEFAULT_DAYS_SERVER)]
         days: u32,
     },
-    /// Issue a client certificate and a ready client config IDENTITY.toml.
+    /// Issue a client certificate and key and a ready client config IDENTITY.toml.
     Issue {
         /// PKI folder.
         #[arg(long)]
@@ -105,8 +105,43 @@ pub enum PkiCommand {
         /// Write the client files here instead of the PKI folder.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write one file, IDENTITY.toml (0600), with the CA, certificate and
+        /// key inside it, instead of four.
+        #[arg(long)]
+        inline: bool,
     },
-    /// Revoke an identity's certificate (then `twoway-server reload`).
+    /// Certify the key of a request made by `twoway request` (the key stays on
+    /// the client): IDENTITY.pem and IDENTITY.toml (pointing at IDENTITY.key).
+    /// The identity is the request's CN.
+    Sign {
+        /// PKI folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The request, IDENTITY.csr.
+        csr: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS_CLIENT)]
+        days: u32,
+        /// Write the client files here instead of the PKI folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A new certificate for the same key as the identity's current one. The
+    /// old certificate stays valid until it expires (`pki revoke` revokes both).
+    Renew {
+        /// PKI folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity to renew.
+        identity: String,
+        /// Validity of the new certificate in days.
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS_CLIENT)]
+        days: u32,
+        /// Where the client files are (and the new ones go), instead of the PKI folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke every live certificate of an identity (then `twoway-server reload`).
     Revoke {
         /// PKI folder.
         #[arg(long)]
@@ -257,20 +292,70 @@ pub fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
             identity,
             days,
             out,
+            inline,
         } => {
-            let written = pki::issue(&pki::IssueOptions {
+            let opts = pki::IssueOptions {
                 dir,
                 identity,
                 days,
                 out,
-            })?;
+            };
+            let written = if inline {
+                pki::issue_inline(&opts)?
+            } else {
+                pki::issue(&opts)?
+            };
             for f in written {
                 println!("wrote {}", f.display());
             }
         }
+        PkiCommand::Sign {
+            dir,
+            csr,
+            days,
+            out,
+        } => {
+            let done = pki::sign(&pki::SignOptions {
+                dir,
+                csr,
+                days,
+                out,
+            })?;
+            for f in &done.written {
+                println!("wrote {}", f.display());
+            }
+            let id = &done.identity;
+            println!(
+                "signed {id} (serial {}); give the client {id}.pem, {id}.toml and ca.pem: \
+                 they go next to its {id}.key",
+                done.serial
+            );
+        }
+        PkiCommand::Renew {
+            dir,
+            identity,
+            days,
+            out,
+        } => {
+            let done = pki::renew(&dir, &identity, days, out.as_deref())?;
+            for f in &done.written {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "renewed {identity} (serial {}); the old certificate stays valid until it expires",
+                done.serial
+            );
+        }
         PkiCommand::Revoke { dir, identity } => {
-            pki::revoke(&dir, &identity)?;
-            println!("revoked {identity}; run `twoway-server reload` to cut its live sessions");
+            let count = pki::revoke(&dir, &identity)?;
+            let what = if count == 1 {
+                "1 certificate".to_string()
+            } else {
+                format!("{count} certificates")
+            };
+            println!(
+                "revoked {identity} ({what}); run `twoway-server reload` to cut its live sessions"
+            );
         }
         PkiCommand::List { dir, json } => {
             let records = pki::list(&dir)?;

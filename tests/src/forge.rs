@@ -66,7 +66,9 @@ async fn run(
 ) -> anyhow::Result<Outcome> {
     let mut config = ClientConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.tunnel.offload = true;
-    let tls = twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let tls = twoway_client::credentials::load(&config)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .tls;
     let mut conn = connect(&config, tls)
         .await
         .map_err(|e| anyhow::anyhow!("connect: {e}"))?;

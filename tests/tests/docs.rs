@@ -560,6 +560,7 @@ fn check_file<T: DeserializeOwned + std::fmt::Debug>(
         };
         keys_of(&example, "", &mut shown);
         let mut whole = first.clone();
+        without_replaced(&mut whole, &example);
         merge(&mut whole, &example);
         match load::<T>(&whole) {
             Ok(config) => {
@@ -582,6 +583,18 @@ fn check_file<T: DeserializeOwned + std::fmt::Debug>(
                 r.line,
                 r.path()
             ));
+        }
+    }
+}
+
+/// An example that gives a key's PEM text (`tls.ca_pem`) replaces the file
+/// key (`tls.ca`) of the first example: the two exclude each other.
+fn without_replaced(whole: &mut Table, example: &Table) {
+    let mut keys = BTreeSet::new();
+    keys_of(example, "", &mut keys);
+    for k in keys {
+        if let Some(file_key) = k.strip_suffix("_pem") {
+            remove_path(whole, file_key);
         }
     }
 }

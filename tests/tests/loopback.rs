@@ -81,7 +81,7 @@ fn client_config(s: &Setup, identity: &str) -> ClientConfig {
 }
 
 fn tls(c: &ClientConfig) -> Arc<rustls::ClientConfig> {
-    twoway_common::tls::client_config(&c.tls.ca, &c.tls.cert, &c.tls.key).unwrap()
+    twoway_client::credentials::load(c).unwrap().tls
 }
 
 /// A connected client relaying through an in-memory device.
@@ -275,7 +275,7 @@ async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
     issue(&other_pki, "mallory");
     let mut m = ClientConfig::load(&other_pki.join("mallory.toml")).unwrap();
     m.server = format!("127.0.0.1:{}", s.port);
-    m.tls.ca = s.pki.join("ca.pem");
+    m.tls.ca = Some(s.pki.join("ca.pem"));
     let err = connect(&m, tls(&m)).await.unwrap_err();
     assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
     assert_eq!(err.exit_code(), 3);

@@ -131,7 +131,7 @@ fn config(s: &Setup, pki_dir: &Path, identity: &str) -> ClientConfig {
 }
 
 async fn refusal(c: &ClientConfig) -> String {
-    let tls = twoway_common::tls::client_config(&c.tls.ca, &c.tls.cert, &c.tls.key).unwrap();
+    let tls = twoway_client::credentials::load(c).unwrap().tls;
     let err = connect(c, tls).await.unwrap_err();
     assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
     assert_eq!(err.exit_code(), 3, "{err}");
@@ -147,7 +147,7 @@ async fn a_client_trusting_another_ca_of_the_same_name_is_told_which() {
     let s = start().await;
     let other = other_pki(&s, "other", "vpn.test");
     let mut c = config(&s, &s.pki, "alice");
-    c.tls.ca = other.join("ca.pem");
+    c.tls.ca = Some(other.join("ca.pem"));
     let text = refusal(&c).await;
     let ca = other.join("ca.pem").display().to_string();
     assert!(
@@ -163,7 +163,7 @@ async fn a_client_trusting_an_unrelated_ca_is_told_the_issuer() {
     let s = start().await;
     let other = other_pki(&s, "unrelated", "other.example");
     let mut c = config(&s, &s.pki, "alice");
-    c.tls.ca = other.join("ca.pem");
+    c.tls.ca = Some(other.join("ca.pem"));
     let text = refusal(&c).await;
     assert!(
         text.contains(r#"("CN=twoway CA other.example"): its issuer is "CN=twoway CA vpn.test""#)
@@ -195,7 +195,7 @@ async fn a_client_certificate_of_another_ca_is_refused_in_words_on_both_sides() 
     let s = start().await;
     let other = other_pki(&s, "other", "vpn.test");
     let mut c = config(&s, &other, "mallory");
-    c.tls.ca = s.pki.join("ca.pem");
+    c.tls.ca = Some(s.pki.join("ca.pem"));
     let text = refusal(&c).await;
     let cert = other.join("mallory.pem").display().to_string();
     assert!(
@@ -212,6 +212,6 @@ async fn a_client_certificate_of_another_ca_is_refused_in_words_on_both_sides() 
     assert!(log.contains(&needle), "server log:\n{log}");
     // The same server still serves its own clients.
     let c = config(&s, &s.pki, "alice");
-    let tls = twoway_common::tls::client_config(&c.tls.ca, &c.tls.cert, &c.tls.key).unwrap();
+    let tls = twoway_client::credentials::load(&c).unwrap().tls;
     connect(&c, tls).await.expect("alice connects");
 }

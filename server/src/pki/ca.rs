@@ -1,16 +1,19 @@
 //! Certificate building: the CA, the server certificate and client
-//! certificates, all ECDSA P-256 with random 16-byte serial numbers.
+//! certificates, with random 16-byte serial numbers. Keys made here are
+//! ECDSA P-256 (as `twoway request` makes them); a client certificate can
+//! also certify a key made elsewhere.
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
     string::Ia5String, BasicConstraints, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-    PKCS_ECDSA_P256_SHA256,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
+    SerialNumber, SubjectPublicKeyInfo, PKCS_ECDSA_P256_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 use twoway_common::key_file::{self, KeyFileError};
+use zeroize::Zeroizing;
 
 use super::error::PkiError;
 use super::index::{hex, rfc3339};
@@ -28,12 +31,14 @@ pub(crate) struct Ca {
     not_after: OffsetDateTime,
 }
 
-/// A freshly made certificate and its private key.
+/// A freshly made certificate, and its private key when it was made here.
 pub(crate) struct Issued {
     /// The certificate, PEM.
     pub cert_pem: String,
-    /// The private key, PKCS#8 PEM.
-    pub key_pem: String,
+    /// The private key, PKCS#8 PEM; empty for a key made elsewhere (a CSR, `renew`).
+    pub key_pem: Zeroizing<String>,
+    /// The certified public key, SubjectPublicKeyInfo DER in hex (as the index keeps it).
+    pub public_key: String,
     /// Serial number, lowercase hex.
     pub serial: String,
     /// End of validity.
@@ -63,7 +68,8 @@ impl Ca {
             .map_err(|e| PkiError::crypto("signing the CA certificate", e))?;
         let issued = Issued {
             cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+            public_key: hex(&key.subject_public_key_info()),
             serial,
             not_after: params.not_after,
         };
@@ -145,14 +151,49 @@ impl Ca {
         self.sign(params, "the server certificate")
     }
 
-    /// Makes a client certificate: CN = identity, EKU clientAuth, and SAN
-    /// rfc822Name = identity when the identity is an email address.
+    /// Makes a client certificate and its key: CN = identity, EKU
+    /// clientAuth, and SAN rfc822Name = identity when the identity is an
+    /// email address.
     pub fn client_cert(
         &self,
         identity: &str,
         days: u32,
         now: OffsetDateTime,
     ) -> Result<Issued, PkiError> {
+        let params = self.client_params(identity, days, now)?;
+        self.sign(params, &format!("the certificate of {identity:?}"))
+    }
+
+    /// Makes a client certificate as [`Ca::client_cert`] does, for a public
+    /// key made elsewhere (a certificate request, or `renew`).
+    pub fn client_cert_for(
+        &self,
+        identity: &str,
+        key: &SubjectPublicKeyInfo,
+        days: u32,
+        now: OffsetDateTime,
+    ) -> Result<Issued, PkiError> {
+        let params = self.client_params(identity, days, now)?;
+        let what = format!("the certificate of {identity:?}");
+        let cert = params
+            .signed_by(key, &self.issuer)
+            .map_err(|e| PkiError::crypto(format!("signing {what}"), e))?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: Zeroizing::default(),
+            public_key: hex(&key.subject_public_key_info()),
+            serial: serial_hex(&params)?,
+            not_after: params.not_after,
+        })
+    }
+
+    /// What every client certificate holds, whoever made its key.
+    fn client_params(
+        &self,
+        identity: &str,
+        days: u32,
+        now: OffsetDateTime,
+    ) -> Result<CertificateParams, PkiError> {
         let mut params = self.leaf_params(identity, days, now)?;
         if let Some(email) = email_of(identity) {
             let ia5 = Ia5String::try_from(email)
@@ -160,7 +201,7 @@ impl Ca {
             params.subject_alt_names = vec![SanType::Rfc822Name(ia5)];
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params, &format!("the certificate of {identity:?}"))
+        Ok(params)
     }
 
     /// Common parameters of server and client certificates.
@@ -199,7 +240,8 @@ impl Ca {
             .map_err(|e| PkiError::crypto(format!("signing {what}"), e))?;
         Ok(Issued {
             cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+            public_key: hex(&key.subject_public_key_info()),
             serial: serial_hex(&params)?,
             not_after: params.not_after,
         })

@@ -36,13 +36,79 @@ pub enum PkiError {
     #[error("invalid validity: {0}")]
     InvalidDays(String),
 
-    /// The identity already holds a certificate that is not revoked.
-    #[error("identity {identity:?} already issued (serial {serial}); revoke it first")]
+    /// The identity already holds a certificate that is neither revoked nor expired.
+    #[error(
+        "identity {identity:?} already has a valid certificate (serial {serial}, until \
+         {not_after}); revoke it first (`pki revoke`), or extend it with `pki renew`"
+    )]
     AlreadyIssued {
         /// The identity asked for.
         identity: String,
-        /// Serial number (hex) of the live certificate.
+        /// Serial number (hex) of the valid certificate.
         serial: String,
+        /// Its end of validity, RFC 3339.
+        not_after: String,
+    },
+
+    /// A certificate request that cannot be signed.
+    #[error("{}: not a usable certificate request: {reason}", path.display())]
+    InvalidRequest {
+        /// The request file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The key of a request was certified before (a reused or stolen key).
+    #[error(
+        "the key of this request is already certified (serial {serial} of {identity:?}): \
+         every request needs a fresh key (`twoway request` makes one)"
+    )]
+    KeyReused {
+        /// The identity whose certificate holds the key.
+        identity: String,
+        /// That certificate's serial (hex).
+        serial: String,
+    },
+
+    /// `renew` cannot find the key of the certificate to renew.
+    #[error(
+        "the PKI does not know the key of {identity:?}'s certificate (serial {serial}; issued \
+         before twoway recorded keys, and no {identity}.pem of it in {}): revoke it and \
+         issue a new one, or sign a new request (`twoway request`, `pki sign`)",
+        dir.display()
+    )]
+    KeyUnknown {
+        /// The identity.
+        identity: String,
+        /// Serial (hex) of its live certificate.
+        serial: String,
+        /// Where its certificate was looked for.
+        dir: PathBuf,
+    },
+
+    /// A key file where `sign` would point a config, but not the request's key.
+    #[error(
+        "{} is not the key of this request: a config next to it would pair the new \
+         certificate with the wrong key (choose another --out)",
+        path.display()
+    )]
+    ForeignKey {
+        /// The key file found.
+        path: PathBuf,
+    },
+
+    /// A one-file profile whose key is not the certified one.
+    #[error(
+        "{} holds a private key that is not the key of {identity:?}'s certificate: refusing \
+         to put the new certificate into it (choose another --out)",
+        path.display()
+    )]
+    ProfileKeyMismatch {
+        /// The profile.
+        path: PathBuf,
+        /// The identity being renewed.
+        identity: String,
     },
 
     /// The identity was never issued a certificate by this PKI.
@@ -55,12 +121,13 @@ pub enum PkiError {
     },
 
     /// Every certificate of the identity is already revoked.
-    #[error("identity {0:?} is already revoked (no live certificate left)")]
+    #[error("identity {0:?} is revoked (no live certificate left)")]
     AlreadyRevoked(String),
 
-    /// A private key file exists that does not belong to a revoked certificate.
+    /// A private key file (or a one-file profile) exists that does not
+    /// belong to an earlier certificate of the identity.
     #[error(
-        "{} already exists and is not the key of a revoked certificate of {identity:?}: \
+        "{} already exists and is not the key of an earlier certificate of {identity:?}: \
          refusing to overwrite (remove it or choose another --out)",
         path.display()
     )]

@@ -5,7 +5,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use twoway_common::atomic_file::{write_atomic, write_new};
+use twoway_common::atomic_file::{write_atomic, write_new_atomic};
 
 use super::error::PkiError;
 
@@ -47,8 +47,9 @@ pub(crate) fn same_dir(a: &Path, b: &Path) -> Result<bool, PkiError> {
     Ok(a == b)
 }
 
-/// Writes a private key (0600): a new file, or with `replace` atomically over
-/// the key of a revoked certificate.
+/// Writes a private key, or a one-file profile holding one (0600): a new
+/// file, or with `replace` over the key of an earlier certificate; atomic
+/// either way.
 pub(crate) fn put_key(
     written: &mut Vec<PathBuf>,
     path: &Path,
@@ -58,7 +59,7 @@ pub(crate) fn put_key(
     let result = if replace {
         write_atomic(path, pem.as_bytes(), KEY_MODE)
     } else {
-        write_new(path, pem.as_bytes(), KEY_MODE)
+        write_new_atomic(path, pem.as_bytes(), KEY_MODE)
     };
     result.map_err(|e| PkiError::io(path, e))?;
     written.push(path.to_path_buf());

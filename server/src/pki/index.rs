@@ -55,6 +55,18 @@ pub(crate) struct IndexEntry {
     /// When it was revoked, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// The certified public key (SubjectPublicKeyInfo DER, lowercase hex):
+    /// what `renew` certifies again. Absent in entries written before
+    /// twoway recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+impl IndexEntry {
+    /// Whether the certificate is neither revoked nor expired at `now`.
+    pub fn valid_at(&self, now: OffsetDateTime) -> bool {
+        !self.revoked && OffsetDateTime::parse(&self.not_after, &Rfc3339).is_ok_and(|end| end > now)
+    }
 }
 
 impl Index {
@@ -123,12 +135,30 @@ impl Index {
             .find(|c| c.identity == identity && !c.revoked)
     }
 
-    /// Mutable access to the newest live certificate of `identity`.
-    pub fn live_mut(&mut self, identity: &str) -> Option<&mut IndexEntry> {
+    /// The newest certificate of `identity` that is neither revoked nor expired.
+    pub fn valid(&self, identity: &str, now: OffsetDateTime) -> Option<&IndexEntry> {
+        self.certs
+            .iter()
+            .rev()
+            .find(|c| c.identity == identity && c.valid_at(now))
+    }
+
+    /// Every certificate of `identity` that is not revoked (after `renew`,
+    /// the old one stays live until it expires).
+    pub fn live_all_mut<'a>(
+        &'a mut self,
+        identity: &'a str,
+    ) -> impl Iterator<Item = &'a mut IndexEntry> + 'a {
         self.certs
             .iter_mut()
-            .rev()
-            .find(|c| c.identity == identity && !c.revoked)
+            .filter(move |c| c.identity == identity && !c.revoked)
+    }
+
+    /// A certificate of any identity that certified `public_key` (hex SPKI).
+    pub fn with_key(&self, public_key: &str) -> Option<&IndexEntry> {
+        self.certs
+            .iter()
+            .find(|c| c.public_key.as_deref() == Some(public_key))
     }
 
     /// Whether `identity` has ever been issued a certificate.
@@ -212,6 +242,7 @@ mod tests {
             not_after: "2030-01-01T00:00:00Z".into(),
             revoked,
             revoked_at: revoked.then(|| "2025-01-01T00:00:00Z".into()),
+            public_key: None,
         }
     }
 
@@ -241,6 +272,40 @@ mod tests {
         assert!(index.live("bob").is_none());
         assert!(index.knows("bob"));
         assert!(!index.knows("carol"));
+    }
+
+    #[test]
+    fn valid_skips_revoked_and_expired_and_live_all_finds_every_live_one() {
+        let mut index = Index::new("vpn".into(), vec![], 4433, 2);
+        let mut expired = entry("alice", "01", false);
+        expired.not_after = "2020-01-01T00:00:00Z".into();
+        index.certs.push(expired);
+        index.certs.push(entry("alice", "02", true));
+        index.certs.push(entry("bob", "03", false));
+        let t = OffsetDateTime::parse("2025-06-01T00:00:00Z", &Rfc3339).unwrap();
+        assert!(index.valid("alice", t).is_none());
+        assert_eq!(index.valid("bob", t).unwrap().serial, "03");
+        index.certs.push(entry("alice", "04", false));
+        assert_eq!(index.valid("alice", t).unwrap().serial, "04");
+        let live: Vec<_> = index
+            .live_all_mut("alice")
+            .map(|c| c.serial.clone())
+            .collect();
+        assert_eq!(live, ["01", "04"]);
+    }
+
+    #[test]
+    fn entries_without_a_public_key_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(INDEX_FILE),
+            r#"{"version":1,"server_name":"vpn","ips":[],"port":4433,"next_crl_number":2,
+               "certs":[{"identity":"alice","serial":"4a01","not_after":"2030-01-01T00:00:00Z","revoked":false}]}"#,
+        )
+        .unwrap();
+        let index = Index::load(dir.path()).unwrap();
+        assert_eq!(index.certs[0].public_key, None);
+        assert!(index.with_key("00").is_none());
     }
 
     #[test]

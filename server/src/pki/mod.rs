@@ -7,12 +7,22 @@
 //! else is replaced atomically, so a crash leaves the old or the new file.
 //!
 //! Order of writes, chosen so that a crash never leaves a certificate that
-//! cannot be revoked or un-revokes one: `issue` records a certificate in the
-//! index before writing it out, and `revoke` writes the CRL before the index
-//! (every operation then reconciles the index with the CRL).
+//! cannot be revoked or un-revokes one: `issue`, `sign` and `renew` record a
+//! certificate in the index before writing it out, and `revoke` writes the
+//! CRL before the index (every operation then reconciles the index with the
+//! CRL).
+//!
+//! Keys: `issue` makes the client's key here; `sign` certifies a key made on
+//! the client (`twoway request`), which never comes here; `renew` certifies
+//! the same key again. The index keeps each certificate's public key.
 
 mod ca;
+mod client_files;
 mod crl;
+mod csr;
+mod enroll;
+#[cfg(test)]
+mod enroll_tests;
 mod error;
 mod files;
 mod index;
@@ -31,9 +41,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use self::ca::Ca;
+use zeroize::Zeroizing;
+
+use self::ca::{Ca, Issued};
+use self::client_files::{read_ca, write_client_files, ClientFiles, ConfigWrite};
+pub use self::enroll::{renew, sign, Enrolled, SignOptions};
 pub use self::error::PkiError;
-use self::files::{ensure_dir, exists, put_key, put_public, same_dir, write_public};
+use self::files::{ensure_dir, exists, put_key, put_public, write_public};
 use self::index::{now, rfc3339, Index, IndexEntry};
 use self::names::parse_server_name;
 pub use self::names::{validate_identity, MAX_IDENTITY_LEN};
@@ -176,25 +190,35 @@ pub fn init(opts: &InitOptions) -> Result<Vec<PathBuf>, PkiError> {
 
 /// Issues a client certificate for `opts.identity` and writes IDENTITY.pem,
 /// IDENTITY.key, IDENTITY.toml (and a copy of ca.pem when `out` is another
-/// folder). Refuses while the identity holds a certificate that is not revoked.
-/// Returns the files written.
+/// folder). Refuses while the identity holds a valid certificate (neither
+/// revoked nor expired). Returns the files written.
 pub fn issue(opts: &IssueOptions) -> Result<Vec<PathBuf>, PkiError> {
+    issue_as(opts, false)
+}
+
+/// Like [`issue`], but writes one file, IDENTITY.toml (0600): a one-file
+/// profile with the CA, the certificate and the key inside (`[tls] ca_pem`,
+/// `cert_pem`, `key_pem`). The key is written nowhere else.
+pub fn issue_inline(opts: &IssueOptions) -> Result<Vec<PathBuf>, PkiError> {
+    issue_as(opts, true)
+}
+
+fn issue_as(opts: &IssueOptions, inline: bool) -> Result<Vec<PathBuf>, PkiError> {
     let identity = opts.identity.as_str();
     validate_identity(identity)?;
     let dir = opts.dir.as_path();
     let (mut index, _) = load_reconciled(dir, true)?;
-    if let Some(live) = index.live(identity) {
-        return Err(PkiError::AlreadyIssued {
-            identity: identity.to_string(),
-            serial: live.serial.clone(),
-        });
-    }
+    refuse_valid(&index, identity)?;
 
     let out = opts.out.as_deref().unwrap_or(dir);
     ensure_dir(out)?;
-    let key_path = out.join(format!("{identity}.key"));
-    // An existing key may only be the key of an earlier, now revoked,
-    // certificate of this identity (there is no live one, checked above).
+    // The file that holds the key: IDENTITY.key, or the profile itself. An
+    // existing one may only be of an earlier (revoked or expired)
+    // certificate of this identity: there is no valid one, checked above.
+    let key_path = out.join(format!(
+        "{identity}.{}",
+        if inline { "toml" } else { "key" }
+    ));
     let replace_key = exists(&key_path);
     if replace_key && !index.knows(identity) {
         return Err(PkiError::KeyExists {
@@ -205,39 +229,83 @@ pub fn issue(opts: &IssueOptions) -> Result<Vec<PathBuf>, PkiError> {
 
     let ca = Ca::load(dir)?;
     let issued = ca.client_cert(identity, opts.days, now())?;
-    // On record before it exists anywhere: a crash below leaves a certificate
-    // that `revoke` knows about, never one that it cannot find.
+    record(&mut index, dir, identity, &issued)?;
+
+    let mut written = Vec::new();
+    if inline {
+        let ca_pem = read_ca(dir)?;
+        let server = templates::server_address(&index.server_name, &index.ips, index.port);
+        let pems = templates::InlinePems {
+            ca: &ca_pem,
+            cert: &issued.cert_pem,
+            key: &issued.key_pem,
+        };
+        let profile = Zeroizing::new(templates::client_toml_inline(
+            identity,
+            &server,
+            &index.server_name,
+            &pems,
+        ));
+        put_key(&mut written, &key_path, &profile, replace_key)?;
+        return Ok(written);
+    }
+    put_key(&mut written, &key_path, &issued.key_pem, replace_key)?;
+    write_client_files(
+        &mut written,
+        &ClientFiles {
+            dir,
+            out,
+            index: &index,
+            identity,
+            cert_pem: &issued.cert_pem,
+            config: ConfigWrite::Always,
+        },
+    )?;
+    Ok(written)
+}
+
+/// Refuses to certify `identity` again while it holds a valid certificate.
+fn refuse_valid(index: &Index, identity: &str) -> Result<(), PkiError> {
+    match index.valid(identity, now()) {
+        Some(valid) => Err(PkiError::AlreadyIssued {
+            identity: identity.to_string(),
+            serial: valid.serial.clone(),
+            not_after: valid.not_after.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Puts a new certificate on record before it exists anywhere: a crash
+/// after this leaves a certificate that `revoke` knows about, never one
+/// that it cannot find.
+fn record(index: &mut Index, dir: &Path, identity: &str, issued: &Issued) -> Result<(), PkiError> {
     index.certs.push(IndexEntry {
         identity: identity.to_string(),
         serial: issued.serial.clone(),
         not_after: rfc3339(issued.not_after),
         revoked: false,
         revoked_at: None,
+        public_key: Some(issued.public_key.clone()),
     });
     index.save(dir)?;
-
-    let mut written = Vec::new();
-    put_key(&mut written, &key_path, &issued.key_pem, replace_key)?;
-    let cert_path = out.join(format!("{identity}.pem"));
-    put_public(&mut written, &cert_path, &issued.cert_pem)?;
-    if !same_dir(dir, out)? {
-        let ca_path = dir.join(CA_CERT_FILE);
-        let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| PkiError::io(&ca_path, e))?;
-        put_public(&mut written, &out.join(CA_CERT_FILE), &ca_pem)?;
-    }
-    let server = templates::server_address(&index.server_name, &index.ips, index.port);
-    let config = templates::client_toml(identity, &server, &index.server_name);
-    put_public(&mut written, &out.join(format!("{identity}.toml")), &config)?;
-    Ok(written)
+    Ok(())
 }
 
-/// Revokes the newest live certificate of `identity` and writes a new CRL
-/// (every revoked serial, CRL number incremented).
-pub fn revoke(dir: &Path, identity: &str) -> Result<(), PkiError> {
+/// Revokes every live certificate of `identity` (after `renew`, the old one
+/// is live until it expires) and writes a new CRL (every revoked serial,
+/// CRL number incremented). Returns how many were revoked.
+pub fn revoke(dir: &Path, identity: &str) -> Result<usize, PkiError> {
     let (mut index, current) = load_reconciled(dir, true)?;
     let crl_path = dir.join(CRL_FILE);
     let now = now();
-    let Some(entry) = index.live_mut(identity) else {
+    let mut count = 0;
+    for entry in index.live_all_mut(identity) {
+        entry.revoked = true;
+        entry.revoked_at = Some(rfc3339(now));
+        count += 1;
+    }
+    if count == 0 {
         return Err(if index.knows(identity) {
             PkiError::AlreadyRevoked(identity.to_string())
         } else {
@@ -246,9 +314,7 @@ pub fn revoke(dir: &Path, identity: &str) -> Result<(), PkiError> {
                 index: Index::path(dir),
             }
         });
-    };
-    entry.revoked = true;
-    entry.revoked_at = Some(rfc3339(now));
+    }
 
     // Keep every entry of the current CRL, whatever the index says.
     let mut revoked = current.revoked;
@@ -263,7 +329,7 @@ pub fn revoke(dir: &Path, identity: &str) -> Result<(), PkiError> {
     write_public(&crl_path, &pem)?;
     index.next_crl_number = number.saturating_add(1);
     index.save(dir)?;
-    Ok(())
+    Ok(count)
 }
 
 /// Every client certificate issued, oldest first, revoked ones included.

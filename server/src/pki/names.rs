@@ -1,6 +1,5 @@
-//! Which identity and server names the PKI accepts. An identity becomes a file
-//! name (IDENTITY.pem, IDENTITY.key, IDENTITY.toml) and a TOML string, so the
-//! allowed characters are few and safe in both.
+//! Which identity and server names the PKI accepts. The identity rule itself
+//! lives in `twoway_common::identity_name`, shared with `twoway request`.
 
 use std::net::IpAddr;
 
@@ -9,40 +8,16 @@ use rustls_pki_types::DnsName;
 use super::error::PkiError;
 
 /// The longest identity name accepted.
-pub const MAX_IDENTITY_LEN: usize = 64;
-
-/// Identities whose files would collide with the PKI's own
-/// (ca.pem, ca.key, server.pem, server.key, server.toml, crl.pem, policy.toml, index.json).
-const RESERVED_IDENTITIES: &[&str] = &["ca", "server", "crl", "policy", "index"];
+pub const MAX_IDENTITY_LEN: usize = twoway_common::identity_name::MAX_LEN;
 
 /// Checks an identity: 1-64 characters of `[A-Za-z0-9._@-]`, not starting
-/// with '.' or '-', and not one of the PKI's own file names.
+/// with '.' or '-', and not one of the PKI's own file names (the rule of
+/// [`twoway_common::identity_name`], which `twoway request` applies too).
 pub fn validate_identity(name: &str) -> Result<(), PkiError> {
-    let invalid = |reason| PkiError::InvalidIdentity {
+    twoway_common::identity_name::check(name).map_err(|reason| PkiError::InvalidIdentity {
         name: name.to_string(),
         reason,
-    };
-    if name.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if name.len() > MAX_IDENTITY_LEN {
-        return Err(invalid("it is longer than 64 characters"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
-    {
-        return Err(invalid("use only the characters A-Z a-z 0-9 . _ @ -"));
-    }
-    if name.starts_with('.') || name.starts_with('-') {
-        return Err(invalid("it must not start with '.' or '-'"));
-    }
-    if RESERVED_IDENTITIES.contains(&name) {
-        return Err(invalid(
-            "reserved: its files would overwrite the PKI's own (ca, server, crl, policy, index)",
-        ));
-    }
-    Ok(())
+    })
 }
 
 /// What the server is called in its certificate: a DNS name or an IP address.

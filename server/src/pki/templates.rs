@@ -1,6 +1,7 @@
 //! The example configurations `pki init` and `pki issue` write: a working
 //! server.toml and policy.toml, and a client IDENTITY.toml that `twoway up`
-//! accepts as it is. The values put into them (port, identity, validated
+//! accepts as it is (paths to the files, or a one-file profile with them
+//! inside). The values put into them (port, identity, validated
 //! server name, IP addresses) contain no characters that need TOML escaping.
 
 use std::net::IpAddr;
@@ -99,6 +100,55 @@ socket = "/run/twoway/{identity}.sock"
     )
 }
 
+/// What goes into a one-file profile besides the client config.
+pub(crate) struct InlinePems<'a> {
+    /// The CA certificate.
+    pub ca: &'a str,
+    /// The client certificate.
+    pub cert: &'a str,
+    /// The client's private key.
+    pub key: &'a str,
+}
+
+/// IDENTITY.toml as a one-file profile: the client config with the CA,
+/// the certificate and the key inside. PEM text holds no quote or
+/// backslash, so a TOML multi-line string carries it as it is.
+pub(crate) fn client_toml_inline(
+    identity: &str,
+    server: &str,
+    server_name: &str,
+    pems: &InlinePems<'_>,
+) -> String {
+    let block = |pem: &str| {
+        let mut text = pem.to_owned();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
+    };
+    format!(
+        r#"# twoway client profile for {identity}, written by `twoway-server pki issue --inline`.
+# It holds the private key: keep it mode 0600 (`twoway up` refuses it otherwise).
+server = "{server}"
+server_name = "{server_name}"         # checked against the server certificate
+
+[control]
+socket = "/run/twoway/{identity}.sock"
+
+[tls]
+ca_pem = """
+{ca}"""
+cert_pem = """
+{cert}"""
+key_pem = """
+{key}"""
+"#,
+        ca = block(pems.ca),
+        cert = block(pems.cert),
+        key = block(pems.key),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +180,25 @@ mod tests {
             "vpn.example.com:1"
         );
         assert_eq!(server_address("2001:db8::2", &[], 1), "[2001:db8::2]:1");
+    }
+
+    #[test]
+    fn inline_profile_carries_the_pem_texts_exactly() {
+        let pems = InlinePems {
+            ca: "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n",
+            cert: "-----BEGIN CERTIFICATE-----\nQ0VSVA==\n-----END CERTIFICATE-----",
+            key: "-----BEGIN PRIVATE KEY-----\nS0VZ\n-----END PRIVATE KEY-----\n",
+        };
+        let text = client_toml_inline("alice", "192.0.2.1:4433", "vpn", &pems);
+        let value: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(value["tls"]["ca_pem"].as_str(), Some(pems.ca));
+        assert_eq!(
+            value["tls"]["cert_pem"].as_str().map(str::trim_end),
+            Some(pems.cert)
+        );
+        assert_eq!(value["tls"]["key_pem"].as_str(), Some(pems.key));
+        assert!(value["tls"].get("key").is_none());
+        assert_eq!(value["server"].as_str(), Some("192.0.2.1:4433"));
     }
 
     #[test]

@@ -69,8 +69,9 @@ impl Client {
             config.server = s.to_owned();
         }
         config.tunnel.offload = false;
-        let tls =
-            twoway_common::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let tls = twoway_client::credentials::load(&config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .tls;
         Ok(Self { config, tls })
     }
 }
