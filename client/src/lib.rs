@@ -17,3 +17,4 @@ pub mod routeplan;
 pub mod routing;
 pub mod status;
 pub mod up;
+pub mod update;
