@@ -248,9 +248,9 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, MessageError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn assignment_round_trip() {
-        let a = Assignment {
+    /// An assignment with every field set.
+    fn sample() -> Assignment {
+        Assignment {
             address: "10.77.0.10/24".parse().unwrap(),
             address6: Some("fd77::a/64".parse().unwrap()),
             gateways: vec!["10.77.0.1".parse().unwrap()],
@@ -263,7 +263,12 @@ mod tests {
             features: vec!["udp".into()],
             udp_session: Some(0xdead_beef),
             udp_secret: crate::outside::udp::UdpSecret::generate(),
-        };
+        }
+    }
+
+    #[test]
+    fn assignment_round_trip() {
+        let a = sample();
         assert_eq!(decode::<Assignment>(&encode(&a)).unwrap(), a);
         assert!(
             !format!("{a:?}").contains(&encode_hex_of(&a)),
@@ -294,18 +299,8 @@ mod tests {
     #[test]
     fn an_update_replaces_routes_and_dns_only() {
         let a = Assignment {
-            address: "10.77.0.10/24".parse().unwrap(),
-            address6: None,
-            gateways: vec!["10.77.0.1".parse().unwrap()],
-            routes: vec!["10.99.0.0/24".parse().unwrap()],
-            dns: vec!["10.99.0.53".parse().unwrap()],
-            search: vec!["corp.example".into()],
-            mtu: 1400,
-            keepalive_secs: 10,
-            timeout_secs: 60,
             features: vec![FEATURE_UPDATE.into()],
-            udp_session: None,
-            udp_secret: None,
+            ..sample()
         };
         let u = Update {
             routes: vec![
