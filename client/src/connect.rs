@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use twoway_common::frame::FrameType;
 use twoway_common::message::{
-    self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, PROTOCOL_VERSION,
+    self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, FEATURE_UPDATE,
+    PROTOCOL_VERSION,
 };
 use twoway_common::outside::tcp_info::TcpHandle;
 use twoway_common::outside::udp::keys::REKEY_AFTER;
@@ -94,6 +95,7 @@ async fn handshake(
         features: [
             (config.tunnel.offload && cfg!(target_os = "linux")).then_some(FEATURE_OFFLOAD),
             (config.transport != Transport::Tcp).then_some(FEATURE_UDP),
+            Some(FEATURE_UPDATE),
         ]
         .into_iter()
         .flatten()

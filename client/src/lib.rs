@@ -20,3 +20,4 @@ pub mod routeplan;
 pub mod routing;
 pub mod status;
 pub mod up;
+pub mod update;

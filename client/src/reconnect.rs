@@ -25,13 +25,19 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// shares its task with this check). Changing routes, which is rare, still
 /// runs here, with the worker's other tasks moved elsewhere meanwhile.
 pub async fn refresh(routing: &mut Routing) -> Refresh {
-    use tokio::runtime::{Handle, RuntimeFlavor};
     let snapshot = tokio::task::spawn_blocking(crate::netconf::read_snapshot)
         .await
         .unwrap_or_else(|e| Err(format!("reading the network: {e}")));
+    blocking(|| routing.refresh(snapshot))
+}
+
+/// Runs `f`, which changes the host's network (rare, milliseconds), with the
+/// worker's other tasks moved elsewhere meanwhile where the runtime can.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| routing.refresh(snapshot)),
-        _ => routing.refresh(snapshot),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

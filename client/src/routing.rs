@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use twoway_common::logging::list;
 use twoway_common::message::Assignment;
 
@@ -106,6 +106,25 @@ impl Routing {
 
     /// Routes for the TUN device `name` and `assignment`, installed now.
     pub fn install(&mut self, name: &str, assignment: &Assignment) -> Result<(), String> {
+        let plan = self.sync(name, assignment)?;
+        info!(full_tunnel = plan.full_tunnel, outer = ?routeplan::describe(plan.outer.as_ref()), routes = plan.routes.len(), "routes installed");
+        Ok(())
+    }
+
+    /// Like [`Routing::install`], for an assignment whose routes changed on
+    /// the same device (an Update): only the difference is added and
+    /// removed, recorded in the journal first; the caller logs the change.
+    pub fn update(&mut self, name: &str, assignment: &Assignment) -> Result<(), String> {
+        let plan = self.sync(name, assignment)?;
+        debug!(
+            full_tunnel = plan.full_tunnel,
+            routes = plan.routes.len(),
+            "routes updated"
+        );
+        Ok(())
+    }
+
+    fn sync(&mut self, name: &str, assignment: &Assignment) -> Result<Plan, String> {
         self.device = Some(Device {
             name: name.to_owned(),
             assignment: assignment.clone(),
@@ -117,8 +136,7 @@ impl Routing {
             full_tunnel: false,
         });
         self.changes.sync_routes(&plan.routes, &snapshot)?;
-        info!(full_tunnel = plan.full_tunnel, outer = ?routeplan::describe(plan.outer.as_ref()), routes = plan.routes.len(), "routes installed");
-        Ok(())
+        Ok(plan)
     }
 
     /// Looks at the network again (`snapshot`, from
@@ -162,6 +180,21 @@ impl Routing {
 
     /// Applies the assignment's DNS on device `dev`, as the config allows.
     pub fn apply_dns(&mut self, config: &ClientConfig, dev: &str, a: &Assignment) -> DnsMethod {
+        let method = self.set_dns(config, dev, a);
+        if method != DnsMethod::NotApplied {
+            info!(method = method.as_str(), dns = %list(&a.dns), search = ?a.search, "DNS");
+        }
+        method
+    }
+
+    /// [`Routing::apply_dns`] for an Update, whose caller logs the change.
+    pub fn update_dns(&mut self, config: &ClientConfig, dev: &str, a: &Assignment) -> DnsMethod {
+        let method = self.set_dns(config, dev, a);
+        debug!(method = method.as_str(), "DNS updated");
+        method
+    }
+
+    fn set_dns(&mut self, config: &ClientConfig, dev: &str, a: &Assignment) -> DnsMethod {
         let full_tunnel = a.routes.iter().any(|r| r.prefix() == 0);
         let method = if a.dns.is_empty() && a.search.is_empty() {
             self.changes.clear_dns();
@@ -180,10 +213,9 @@ impl Routing {
         } else {
             self.resolv_conf_or_hook(config, dev, a)
         };
-        match method {
-            DnsMethod::NotApplied => warn!(dns = %list(&a.dns),
-                "the server pushed DNS, but systemd-resolved is not running, [dns] manage_resolv_conf is off and there is no up hook"),
-            m => info!(method = m.as_str(), dns = %list(&a.dns), search = ?a.search, "DNS"),
+        if method == DnsMethod::NotApplied {
+            warn!(dns = %list(&a.dns),
+                "the server pushed DNS, but systemd-resolved is not running, [dns] manage_resolv_conf is off and there is no up hook");
         }
         self.dns_method = method;
         method

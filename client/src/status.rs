@@ -107,6 +107,12 @@ impl Status {
         s.last_error = None;
     }
 
+    /// The server changed the session's routes or DNS: the session, its
+    /// state and `since` stay as they are.
+    pub fn updated(&self, assignment: &Assignment) {
+        self.lock().assignment = Some(assignment.clone());
+    }
+
     /// How the DNS of the assignment was applied, and whether it is a full tunnel.
     pub fn dns(&self, method: DnsMethod, full_tunnel: bool) {
         let mut s = self.lock();
@@ -117,6 +123,11 @@ impl Status {
     /// The UDP path of the current session (None: data only over TCP).
     pub fn udp(&self, path: Option<Arc<UdpPath>>) {
         self.lock().udp = path;
+    }
+
+    /// Something went wrong that did not end the session (shown as `last_error`).
+    pub fn failed(&self, why: String) {
+        self.lock().last_error = Some(why);
     }
 
     /// The connection was lost for `why`.

@@ -7,26 +7,31 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::json;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use twoway_common::control::{self, Request};
 use twoway_common::inside::tun::{TunInside, TunSettings};
 use twoway_common::ippacket;
-use twoway_common::message::{Assignment, Bye, ByeReason, FEATURE_OFFLOAD};
+use twoway_common::message::{
+    self, Assignment, Bye, ByeReason, Update, FEATURE_OFFLOAD, FEATURE_UPDATE,
+};
 use twoway_common::queue::{self, QueueTx};
-use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd};
+use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd, Updates};
 
 use crate::changes::{self, HostChanges};
 use crate::config::ClientConfig;
 use crate::connect::{connect, Connection};
 use crate::error::ClientError;
 use crate::hooks;
-use crate::reconnect::{reconnect, refresh};
+use crate::reconnect::{blocking, reconnect, refresh};
 use crate::roam::Watch;
 use crate::routing::{Refresh, Routing};
 use crate::status::Status;
+use crate::update::Diff;
 /// Packets queued from the device towards the server.
 const OUTBOUND_QUEUE: usize = 512;
 /// Bytes queued from the device towards the server: beyond this the device
@@ -120,6 +125,59 @@ impl Tunnel {
             down_hook,
         })
     }
+
+    /// Puts a changed grant in force on the same device and connection:
+    /// routes added and removed (through the journal of host changes, so
+    /// that `down` or crash recovery removes exactly what is installed),
+    /// DNS replaced, status updated (its `since` stays), the up hook run
+    /// again with the new environment. Returns what changed, for the
+    /// caller's log line. Blocks on `ip` and `resolvectl`.
+    fn update(
+        &mut self,
+        config: &ClientConfig,
+        update: &Update,
+        routing: &mut Routing,
+        status: &Status,
+    ) -> Diff {
+        let diff = Diff::between(&self.assignment.grant(), update);
+        let next = self.assignment.updated(update);
+        if diff.is_empty() {
+            self.assignment = next;
+            return diff;
+        }
+        let dev = self.tun.name();
+        let full_before = routing.full_tunnel();
+        if let Err(e) = routing.update(dev, &next) {
+            warn!(error = %e, "cannot install every route the server pushed; the others are in place");
+            status.failed(format!("applying the server's new routes: {e}"));
+        }
+        // A full tunnel takes every DNS query: its coming or going changes DNS too.
+        if diff.dns_changed() || routing.full_tunnel() != full_before {
+            routing.update_dns(config, dev, &next);
+        }
+        status.updated(&next);
+        status.dns(routing.dns_method(), routing.full_tunnel());
+        let env = hooks::environment(&next, dev, &config.server);
+        if let Some(cmd) = config.hooks.up.clone() {
+            let env = env.clone();
+            // Not on the relay's thread: a hook may take up to 30 s.
+            tokio::task::spawn_blocking(move || hooks::run("up", &cmd, &env));
+        }
+        if let Some((_, old)) = &mut self.down_hook {
+            *old = env;
+        }
+        self.assignment = next;
+        diff
+    }
+}
+
+/// The payload of the next Update frame the relay received; pending
+/// forever when the session has none (or the relay is gone).
+async fn next_update(updates: &mut watch::Receiver<Bytes>) -> Bytes {
+    match updates.changed().await {
+        Ok(()) => updates.borrow_and_update().clone(),
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Called once the tunnel is up the first time (for `--detach`).
@@ -205,8 +263,15 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             ..
         } = connection;
         routing.connected(local.ip());
-        if !assignment.same_network(&tunnel.assignment) {
-            info!("the server changed this client's assignment; reconfiguring the device");
+        if assignment.same_device(&tunnel.assignment) {
+            let diff =
+                blocking(|| tunnel.update(&config, &assignment.grant(), &mut routing, &status));
+            if !diff.is_empty() {
+                info!(change = %diff, "the server changed this client's routes or DNS; the device stays");
+            }
+            tunnel.assignment = assignment.clone();
+        } else {
+            info!("the server changed this client's address or MTU; reconfiguring the device");
             tunnel.close().await;
             tunnel = Tunnel::open(&config, &assignment, queue_tx.clone(), &mut routing)?;
         }
@@ -231,6 +296,15 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
             Ok(_) => Err(DropReason::NoRoute),
             Err(_) => Err(DropReason::Malformed),
         };
+        // Update frames, when the server agreed to send them: the relay
+        // hands each one over, and the session applies it right here.
+        let (update_tx, mut update_rx) = watch::channel(Bytes::new());
+        let updates = if assignment.features.iter().any(|f| f == FEATURE_UPDATE) {
+            Updates::Receive(update_tx)
+        } else {
+            Updates::Off
+        };
+        let tun = tunnel.tun.clone();
         let stopping = async {
             loop {
                 tokio::select! {
@@ -241,17 +315,30 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                             return Bye::new(ByeReason::Shutdown, format!("network changed: {why}"));
                         }
                     }
+                    payload = next_update(&mut update_rx) => match message::decode::<Update>(&payload) {
+                        Ok(update) => {
+                            let diff = blocking(|| tunnel.update(&config, &update, &mut routing, &status));
+                            if !diff.is_empty() {
+                                info!(change = %diff, "the server changed this session's routes or DNS; applied without reconnecting");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "the server sent an Update that cannot be read");
+                            return Bye::new(ByeReason::ProtocolError, format!("bad Update: {e}"));
+                        }
+                    },
                 }
             }
         };
         let end = relay::relay(
             outside,
-            &*tunnel.tun,
+            &*tun,
             &mut queue_rx,
             filter,
             &status.counters,
             session,
             udp,
+            updates,
             stopping,
         )
         .await;

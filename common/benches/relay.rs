@@ -49,6 +49,7 @@ fn side(stream: tokio::io::DuplexStream, stop: CancellationToken) -> MemoryPeer 
             &counters,
             session(),
             None,
+            relay::Updates::Off,
             stopping,
         )
         .await

@@ -27,6 +27,9 @@ pub enum FrameType {
     /// Client → server, when both enabled `udp`: whether data now uses the
     /// UDP channel (1) or this stream (0).
     Path = 0x07,
+    /// Server → client, when both enabled `update`: the session's new routes
+    /// and DNS (JSON), applied without a reconnect.
+    Update = 0x08,
     /// Either side: one IP packet.
     Data = 0x10,
     /// Either side, when both negotiated offload: a 10-byte offload header
@@ -45,6 +48,7 @@ impl FrameType {
             0x05 => Self::Pong,
             0x06 => Self::Bye,
             0x07 => Self::Path,
+            0x08 => Self::Update,
             0x10 => Self::Data,
             0x11 => Self::DataOffload,
             _ => return None,
@@ -181,7 +185,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    const TYPES: [FrameType; 8] = [
+    const TYPES: [FrameType; 9] = [
         FrameType::DataOffload,
         FrameType::Hello,
         FrameType::Assign,
@@ -190,6 +194,7 @@ mod properties {
         FrameType::Pong,
         FrameType::Bye,
         FrameType::Data,
+        FrameType::Update,
     ];
 
     proptest! {
@@ -197,7 +202,7 @@ mod properties {
         /// bytes are cut into reads.
         #[test]
         fn frames_round_trip_across_any_split(
-            frames in proptest::collection::vec((0usize..8, proptest::collection::vec(any::<u8>(), 0..3000)), 0..8),
+            frames in proptest::collection::vec((0usize..TYPES.len(), proptest::collection::vec(any::<u8>(), 0..3000)), 0..8),
             cut in 0usize..20_000,
         ) {
             let mut wire = BytesMut::new();

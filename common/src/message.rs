@@ -1,5 +1,6 @@
-//! Typed control messages carried in Hello, Assign, Refuse and Bye frames, as
-//! JSON objects (rare, small, and easy to extend without breaking old peers).
+//! Typed control messages carried in Hello, Assign, Refuse, Bye and Update
+//! frames, as JSON objects (rare, small, and easy to extend without breaking
+//! old peers).
 
 use std::net::IpAddr;
 
@@ -13,6 +14,9 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const FEATURE_OFFLOAD: &str = "offload";
 /// Feature name: data may cross the UDP channel beside the TLS connection.
 pub const FEATURE_UDP: &str = "udp";
+/// Feature name: the server may push a changed grant (routes, DNS) to the
+/// live session in an Update frame instead of ending it.
+pub const FEATURE_UPDATE: &str = "update";
 /// Largest control message accepted, far below the frame limit.
 pub const MAX_CONTROL_LEN: usize = 16 * 1024;
 
@@ -79,6 +83,45 @@ impl Assignment {
             ..other.clone()
         }
     }
+
+    /// The part of the assignment an [`Update`] replaces.
+    pub fn grant(&self) -> Update {
+        Update {
+            routes: self.routes.clone(),
+            dns: self.dns.clone(),
+            search: self.search.clone(),
+        }
+    }
+
+    /// This assignment with `update` in force.
+    pub fn updated(&self, update: &Update) -> Assignment {
+        Assignment {
+            routes: update.routes.clone(),
+            dns: update.dns.clone(),
+            search: update.search.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `other` differs from this one at most in what an [`Update`]
+    /// changes, so that the device (its addresses, MTU) can stay as it is.
+    pub fn same_device(&self, other: &Assignment) -> bool {
+        self.same_network(&other.updated(&self.grant()))
+    }
+}
+
+/// A changed grant for a live session (server → client, with feature
+/// `update`): the assignment's routes, DNS servers and search domains,
+/// each replaced as a whole. Every field is required, so that an absent
+/// list can never be read as "remove everything".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    /// Networks to route into the tunnel.
+    pub routes: Vec<IpNetwork>,
+    /// DNS resolvers to use.
+    pub dns: Vec<IpAddr>,
+    /// DNS search domains.
+    pub search: Vec<String>,
 }
 
 /// Why the server refuses a session; drives the client's exit code and retries.
@@ -144,7 +187,8 @@ pub enum ByeReason {
     Kicked,
     /// The client's certificate was revoked.
     Revoked,
-    /// The policy no longer allows this identity, or its assignment changed.
+    /// The policy no longer allows this identity, or changed its address (or,
+    /// for a client without feature `update`, its routes or DNS).
     PolicyChanged,
     /// A newer session of the same identity replaced this one.
     Replaced,
@@ -204,9 +248,9 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, MessageError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn assignment_round_trip() {
-        let a = Assignment {
+    /// An assignment with every field set.
+    fn sample() -> Assignment {
+        Assignment {
             address: "10.77.0.10/24".parse().unwrap(),
             address6: Some("fd77::a/64".parse().unwrap()),
             gateways: vec!["10.77.0.1".parse().unwrap()],
@@ -219,7 +263,12 @@ mod tests {
             features: vec!["udp".into()],
             udp_session: Some(0xdead_beef),
             udp_secret: crate::outside::udp::UdpSecret::generate(),
-        };
+        }
+    }
+
+    #[test]
+    fn assignment_round_trip() {
+        let a = sample();
         assert_eq!(decode::<Assignment>(&encode(&a)).unwrap(), a);
         assert!(
             !format!("{a:?}").contains(&encode_hex_of(&a)),
@@ -245,6 +294,40 @@ mod tests {
     fn encode_hex_of(a: &Assignment) -> String {
         let v: serde_json::Value = serde_json::from_slice(&encode(a)).unwrap();
         v["udp_secret"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn an_update_replaces_routes_and_dns_only() {
+        let a = Assignment {
+            features: vec![FEATURE_UPDATE.into()],
+            ..sample()
+        };
+        let u = Update {
+            routes: vec![
+                "10.99.0.0/24".parse().unwrap(),
+                "10.100.0.0/16".parse().unwrap(),
+            ],
+            dns: vec![],
+            search: vec!["eng.example".into()],
+        };
+        let b = a.updated(&u);
+        assert_eq!(b.grant(), u);
+        assert_eq!(
+            (b.address, b.mtu, &b.features),
+            (a.address, a.mtu, &a.features)
+        );
+        assert!(a.same_device(&b) && b.same_device(&a) && !a.same_network(&b));
+        let moved = Assignment {
+            address: "10.77.0.11/24".parse().unwrap(),
+            ..b.clone()
+        };
+        assert!(!a.same_device(&moved));
+        assert_eq!(decode::<Update>(&encode(&u)).unwrap(), u);
+        // No field may be left out: an absent list is not an empty one.
+        assert!(decode::<Update>(br#"{"routes":[],"dns":[]}"#).is_err());
+        let extra: Update =
+            decode(br#"{"routes":["10.1.0.0/16"],"dns":[],"search":[],"mtu":1300}"#).unwrap();
+        assert_eq!(extra.routes.len(), 1);
     }
 
     #[test]
@@ -306,6 +389,7 @@ mod properties {
             let _ = decode::<Assignment>(&bytes);
             let _ = decode::<Refusal>(&bytes);
             let _ = decode::<Bye>(&bytes);
+            let _ = decode::<Update>(&bytes);
         }
 
         /// Arbitrary text in a Bye survives the round trip.

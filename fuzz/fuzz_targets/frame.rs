@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use twoway_common::frame::{self, FrameType, MAX_PAYLOAD};
-use twoway_common::message::{self, Assignment, Bye, Hello, Refusal};
+use twoway_common::message::{self, Assignment, Bye, Hello, Refusal, Update};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&step, stream)) = data.split_first() else {
@@ -40,6 +40,7 @@ fn control(kind: FrameType, payload: &[u8]) {
         FrameType::Assign => drop(message::decode::<Assignment>(payload)),
         FrameType::Refuse => drop(message::decode::<Refusal>(payload)),
         FrameType::Bye => drop(message::decode::<Bye>(payload)),
+        FrameType::Update => drop(message::decode::<Update>(payload)),
         _ => {}
     }
 }

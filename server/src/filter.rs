@@ -1,7 +1,10 @@
 //! What a client may send into the server's inside: its own source address
-//! only, and nothing to other clients unless policy allows. Pure.
+//! only, and nothing to other clients unless policy allows. Pure but for the
+//! policy's `client_to_client`, which a reload changes in place.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use twoway_common::ippacket;
@@ -20,14 +23,16 @@ pub struct SourceFilter {
     pub network6: Option<Ipv6Network>,
     /// The server's own tunnel addresses, always reachable.
     pub gateways: Vec<IpAddr>,
-    /// Whether packets to other clients pass.
-    pub client_to_client: bool,
+    /// Whether packets to other clients pass; shared with the session's
+    /// registry entry, so that a reload changes it without a reconnect.
+    pub client_to_client: Arc<AtomicBool>,
 }
 
 impl SourceFilter {
     /// Accepts a packet, or says why it is dropped.
     pub fn check(&self, packet: &[u8]) -> Result<(), DropReason> {
         let a = ippacket::addresses(packet).map_err(|_| DropReason::Malformed)?;
+        let client_to_client = || self.client_to_client.load(Ordering::Relaxed);
         match (a.src, a.dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 if src != self.address {
@@ -35,7 +40,7 @@ impl SourceFilter {
                 }
                 if self.network.contains(dst)
                     && !self.gateways.contains(&a.dst)
-                    && !self.client_to_client
+                    && !client_to_client()
                 {
                     return Err(DropReason::ClientToClient);
                 }
@@ -54,7 +59,7 @@ impl SourceFilter {
                     });
                 }
                 let to_peer = self.network6.is_some_and(|n| n.contains(dst));
-                if to_peer && !self.gateways.contains(&a.dst) && !self.client_to_client {
+                if to_peer && !self.gateways.contains(&a.dst) && !client_to_client() {
                     return Err(DropReason::ClientToClient);
                 }
                 Ok(())
@@ -76,7 +81,7 @@ mod tests {
             network: "10.77.0.0/24".parse().unwrap(),
             network6: Some("fd77::/64".parse().unwrap()),
             gateways: vec!["10.77.0.1".parse().unwrap(), "fd77::1".parse().unwrap()],
-            client_to_client: c2c,
+            client_to_client: Arc::new(AtomicBool::new(c2c)),
         }
     }
     fn v4(src: &str, dst: &str) -> Vec<u8> {
@@ -119,6 +124,10 @@ mod tests {
             filter(false).check(&v6("fd77::a", "fd77::b")),
             Err(DropReason::ClientToClient)
         );
+        // A reload flips it for the live session.
+        let f = filter(false);
+        f.client_to_client.store(true, Ordering::Relaxed);
+        assert_eq!(f.check(&v4("10.77.0.10", "10.77.0.20")), Ok(()));
     }
 
     #[test]

@@ -72,9 +72,17 @@ async fn main() -> ExitCode {
                 .await
                 .map(|a| println!("kicked {} session(s)", a["kicked"]))
         }
-        Command::Reload { config } => cli::control_request(&config, Request::Reload)
-            .await
-            .map(|a| println!("reloaded; {} session(s) closed", a["closed_sessions"])),
+        Command::Reload { config } => {
+            cli::control_request(&config, Request::Reload)
+                .await
+                .map(|a| {
+                    println!(
+                        "reloaded; {} session(s) closed, {} updated without a reconnect",
+                        a["closed_sessions"],
+                        a["updated_sessions"].as_u64().unwrap_or(0)
+                    )
+                })
+        }
         Command::Pki(cmd) => cli::pki_command(cmd),
     };
     match result {

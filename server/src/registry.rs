@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use twoway_common::control::rfc3339;
 use twoway_common::message::Bye;
 use twoway_common::relay::{Counters, DropReason};
@@ -28,7 +29,8 @@ pub struct Entry {
     pub since: SystemTime,
     /// Serial number of its certificate (hex), to match against a new CRL.
     pub serial: String,
-    /// What policy granted it, to tell on reload whether that changed.
+    /// What policy granted it (updated when a reload pushes a new grant),
+    /// to tell on reload whether that changed.
     pub grant: Grant,
     /// A second (third...) session of the identity, with a pool address.
     pub extra_device: bool,
@@ -36,6 +38,11 @@ pub struct Entry {
     pub counters: Arc<Counters>,
     /// Where a Bye is sent to end it.
     pub stop: mpsc::Sender<Bye>,
+    /// Where a changed grant goes to the client (an Update frame), when the
+    /// client announced feature `update`.
+    pub update: Option<watch::Sender<Bytes>>,
+    /// Whether its packets may reach other clients (its filter reads this).
+    pub client_to_client: Arc<AtomicBool>,
     /// Its UDP path, when the session has the UDP channel.
     pub udp: Option<Arc<twoway_common::outside::udp::UdpPath>>,
 }
@@ -206,9 +213,16 @@ impl Registry {
             .collect()
     }
 
-    /// The entry of session `id`, if live, for `f` to look at.
-    pub fn with_entry<T>(&self, id: u64, f: impl FnOnce(&Entry) -> T) -> Option<T> {
-        self.lock().get(&id).map(f)
+    /// The entry of session `id`, if live, for `f` to look at and change.
+    pub fn with_entry<T>(&self, id: u64, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+        self.lock().get_mut(&id).map(f)
+    }
+
+    /// Lets `f` look at and change every live session, in one pass under the lock.
+    pub fn each(&self, mut f: impl FnMut(u64, &mut Entry)) {
+        for (id, e) in self.lock().iter_mut() {
+            f(*id, e);
+        }
     }
 
     /// Asks every session matching `pred` to end with `bye`; returns their ids.

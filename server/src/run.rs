@@ -127,7 +127,11 @@ fn answer(server: &Server, req: Request) -> serde_json::Value {
             }
         }
         Request::Reload => match server.reload() {
-            Ok(closed) => json!({ "ok": true, "closed_sessions": closed.len() }),
+            Ok(done) => json!({
+                "ok": true,
+                "closed_sessions": done.closed.len(),
+                "updated_sessions": done.updated.len(),
+            }),
             Err(e) => {
                 error!(error = %e, "reload refused; the previous configuration stays in force");
                 control::failure(format!("reload refused, nothing changed: {e}"))

@@ -10,20 +10,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 use twoway_common::config_file::ConfigErrors;
 use twoway_common::inside::Inside;
-use twoway_common::message::{Assignment, Bye, ByeReason, RefuseCode};
-use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP};
+use twoway_common::message::{self, Assignment, Bye, ByeReason, RefuseCode, Update};
+use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP, FEATURE_UPDATE};
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::UdpSecret;
 use twoway_common::outside::udp::{self, Role, UdpPath};
 use twoway_common::queue;
 use twoway_common::relay::UdpInput;
-use twoway_common::relay::{self, Counters, RelayEnd};
+use twoway_common::relay::{self, Counters, RelayEnd, Updates};
 use twoway_common::tls::{self, TlsError};
 
 use crate::admission::{Admission, Limits as AdmissionLimits};
@@ -41,6 +41,8 @@ use crate::udp::UdpEndpoint;
 
 mod assign;
 mod reload;
+
+pub use reload::Reloaded;
 
 /// How long shutdown waits for sessions to say Bye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -404,6 +406,15 @@ impl Server {
             Some((r, u)) => (Some(r), Some(u)),
             None => (None, None),
         };
+        // A client that can take a changed grant live gets it pushed on
+        // reload; any other is sent a Bye and reconnects, as before.
+        let (update_tx, update_rx) = if client.features.iter().any(|f| f == FEATURE_UPDATE) {
+            assignment.features.push(FEATURE_UPDATE.to_owned());
+            let (tx, rx) = watch::channel(bytes::Bytes::new());
+            (Some(tx), Updates::Send(rx))
+        } else {
+            (None, Updates::Off)
+        };
         let id = self.registry.next_id();
         let l = &self.config.limits;
         let (queue_tx, mut queue_rx) = queue::channel(l.session_queue, l.session_queue_bytes);
@@ -419,6 +430,7 @@ impl Server {
         for a in &addresses {
             self.router.insert(*a, id, queue_tx.clone());
         }
+        let filter = self.filter(&assignment, &grant);
         self.registry.insert(
             id,
             Entry {
@@ -431,19 +443,21 @@ impl Server {
                 extra_device: lease_key != client.identity,
                 counters: counters.clone(),
                 stop: stop_tx,
+                update: update_tx,
+                client_to_client: filter.client_to_client.clone(),
                 udp: udp.as_ref().map(|u| u.path.clone()),
             },
         );
         if self.generation.load(Ordering::SeqCst) != generation {
             // A reload ran while this session was set up: its checks may have
-            // missed it, so check now against what is in force.
+            // missed it, so check now against what is in force (an Update
+            // queued here follows the assignment).
             self.registry.with_entry(id, |e| {
-                if let Some(bye) = self.verdict(e) {
+                if let reload::Review::End(bye) = self.review(e) {
                     let _ = e.stop.try_send(bye);
                 }
             });
         }
-        let filter = self.filter(&assignment, &grant);
         let session = relay::Session {
             keepalive: self.config.keepalive.keepalive(),
             offload: assignment.features.iter().any(|f| f == FEATURE_OFFLOAD),
@@ -469,6 +483,7 @@ impl Server {
                             &counters,
                             session,
                             udp,
+                            update_rx,
                             stop,
                         )
                         .await,

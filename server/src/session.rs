@@ -216,6 +216,7 @@ impl Assigned {
         counters: &Counters,
         session: relay::Session,
         udp: Option<relay::Udp>,
+        updates: relay::Updates,
         stop: impl std::future::Future<Output = Bye>,
     ) -> RelayEnd {
         relay::relay(
@@ -226,6 +227,7 @@ impl Assigned {
             counters,
             session,
             udp,
+            updates,
             stop,
         )
         .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::connect;
@@ -17,8 +17,9 @@ use twoway_client::error::ClientError;
 use twoway_common::frame::{self, FrameType};
 use twoway_common::inside::memory::{self, MemoryPeer};
 use twoway_common::ippacket::build;
-use twoway_common::message::{self, Bye, ByeReason, Hello, PROTOCOL_VERSION};
-use twoway_common::relay::{self, Counters, Keepalive, RelayEnd};
+use twoway_common::message::FEATURE_UPDATE;
+use twoway_common::message::{self, Bye, ByeReason, Hello, Update, PROTOCOL_VERSION};
+use twoway_common::relay::{self, Counters, Keepalive, RelayEnd, Updates};
 use twoway_server::config::ServerConfig;
 use twoway_server::pki;
 use twoway_server::server::Server;
@@ -88,6 +89,10 @@ fn tls(c: &ClientConfig) -> Arc<rustls::ClientConfig> {
 struct TestClient {
     device: MemoryPeer,
     address: Ipv4Addr,
+    /// The features the server enabled.
+    features: Vec<String>,
+    /// The payload of the latest Update frame the relay received.
+    updates: watch::Receiver<Bytes>,
     stop: CancellationToken,
     end: tokio::task::JoinHandle<RelayEnd>,
 }
@@ -99,9 +104,11 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => panic!("v6 address"),
     };
+    let features = conn.assignment.features.clone();
     let (inside, device) = memory::pair(64);
     let stop = CancellationToken::new();
     let stop2 = stop.clone();
+    let (update_tx, updates) = watch::channel(Bytes::new());
     let end = tokio::spawn(async move {
         let (tx, mut rx) = twoway_common::queue::channel(64, 1 << 20);
         let inside = Arc::new(inside);
@@ -129,6 +136,7 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
             &counters,
             session,
             None,
+            Updates::Receive(update_tx),
             stopping,
         )
         .await;
@@ -138,6 +146,8 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
     TestClient {
         device,
         address,
+        features,
+        updates,
         stop,
         end,
     }
@@ -324,7 +334,7 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
     issue(&s.pki, "alice");
     let alice = client(&s, "alice").await;
     pki::revoke(&s.pki, "alice").unwrap();
-    assert_eq!(s.server.reload().unwrap().len(), 1);
+    assert_eq!(s.server.reload().unwrap().closed.len(), 1);
     match tokio::time::timeout(WAIT, alice.end)
         .await
         .unwrap()
@@ -344,6 +354,19 @@ async fn hand_made_session(
     s: &Setup,
     identity: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    hand_made_session_with(s, identity, &[]).await.0
+}
+
+/// [`hand_made_session`] announcing `features`; also returns the features
+/// the assignment enabled.
+async fn hand_made_session_with(
+    s: &Setup,
+    identity: &str,
+    features: &[&str],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<String>,
+) {
     let c = client_config(s, identity);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
         .await
@@ -356,15 +379,24 @@ async fn hand_made_session(
     let mut out = BytesMut::new();
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        features: vec![],
+        features: features.iter().map(|f| f.to_string()).collect(),
         software: "test".into(),
     };
     frame::encode(FrameType::Hello, &message::encode(&hello), &mut out);
     tls_stream.write_all(&out).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tls_stream.read(&mut buf).await.unwrap();
-    assert!(n > 4 && buf[0] == FrameType::Assign as u8);
-    tls_stream
+    let mut rbuf = BytesMut::new();
+    let assign = loop {
+        if let Some(f) = frame::decode(&mut rbuf).unwrap() {
+            break f;
+        }
+        assert!(
+            tls_stream.read_buf(&mut rbuf).await.unwrap() > 0,
+            "closed before the Assign"
+        );
+    };
+    assert_eq!(assign.kind, FrameType::Assign);
+    let a: twoway_common::message::Assignment = message::decode(&assign.payload).unwrap();
+    (tls_stream, a.features)
 }
 
 #[tokio::test]
@@ -423,4 +455,230 @@ async fn garbage_in_a_session_closes_only_that_session() {
     assert!(s.server.sessions().iter().any(|x| x.identity == "bob"));
     assert!(!bob.end.is_finished());
     bob.stop.cancel();
+}
+
+/// The policy of the update tests: alice at a static address in group
+/// "eng", which `eng_routes` gives its routes; `extra` TOML is appended.
+fn eng_policy(eng_routes: &str, alice_address: &str, extra: &str) -> String {
+    format!(
+        "[defaults]\nroutes = [\"198.19.0.0/24\"]\n\n[[group]]\nname = \"eng\"\nroutes = [{eng_routes}]\n\
+         dns = [\"198.19.0.53\"]\n\n[[client]]\nidentity = \"alice\"\naddress = \"{alice_address}\"\n\
+         groups = [\"eng\"]\n{extra}"
+    )
+}
+
+/// The next Update the client's relay received, within [`WAIT`].
+async fn next_update(c: &mut TestClient) -> Update {
+    tokio::time::timeout(WAIT, c.updates.changed())
+        .await
+        .expect("an Update within 5 s")
+        .expect("the relay is running");
+    let payload = c.updates.borrow_and_update().clone();
+    message::decode(&payload).expect("an Update the client can read")
+}
+
+/// Reading everything the server sends on a hand-made session until it
+/// closes: the frames, in order.
+async fn frames_until_close(
+    tls_stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Vec<frame::Frame> {
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls_stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes");
+    let mut rbuf = BytesMut::from(&rest[..]);
+    let mut frames = Vec::new();
+    while let Some(f) = frame::decode(&mut rbuf).unwrap() {
+        frames.push(f);
+    }
+    frames
+}
+
+/// A route and a DNS server added to alice's group reach her live session
+/// as an Update: no Bye, the same session (same id, traffic still flows), and
+/// the server counts it as updated, not closed. A route taken away again is
+/// another Update. A new static address still ends the session with a Bye.
+#[tokio::test]
+async fn reload_pushes_a_changed_grant_to_the_live_session() {
+    let s = start(&eng_policy("", "198.18.77.10", "")).await;
+    issue(&s.pki, "alice");
+    let mut alice = client(&s, "alice").await;
+    assert!(
+        alice.features.iter().any(|f| f == FEATURE_UPDATE),
+        "the server enables `update` for a client that announced it: {:?}",
+        alice.features
+    );
+    let id = s.server.sessions()[0].id;
+    let since = s.server.sessions()[0].since.clone();
+
+    std::fs::write(
+        s.pki.join("policy.toml"),
+        eng_policy(
+            "\"198.19.1.0/24\"",
+            "198.18.77.10",
+            "dns = [\"198.19.1.53\"]\n",
+        ),
+    )
+    .unwrap();
+    let done = s.server.reload().unwrap();
+    assert_eq!((done.closed, done.updated), (vec![], vec![id]));
+    let u = next_update(&mut alice).await;
+    assert_eq!(
+        u.routes,
+        vec![
+            "198.19.0.0/24".parse().unwrap(),
+            "198.19.1.0/24".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        u.dns,
+        vec![
+            "198.19.0.53".parse::<IpAddr>().unwrap(),
+            "198.19.1.53".parse().unwrap()
+        ]
+    );
+    // The same session carries on.
+    let up = build::ipv4(alice.address, Ipv4Addr::new(198, 19, 1, 2), b"new route");
+    alice
+        .device
+        .inject
+        .send(Bytes::from(up.clone()))
+        .await
+        .unwrap();
+    let mut inside = s.server_inside;
+    assert_eq!(recv(&mut inside.written).await.as_deref(), Some(&up[..]));
+    let now = s.server.sessions();
+    assert_eq!((now.len(), now[0].id, &now[0].since), (1, id, &since));
+    assert!(!alice.end.is_finished());
+
+    // The same policy again: nothing to push.
+    let done = s.server.reload().unwrap();
+    assert_eq!((done.closed.len(), done.updated.len()), (0, 0));
+
+    // The route taken away again.
+    std::fs::write(
+        s.pki.join("policy.toml"),
+        eng_policy("", "198.18.77.10", "dns = [\"198.19.1.53\"]\n"),
+    )
+    .unwrap();
+    assert_eq!(s.server.reload().unwrap().updated, vec![id]);
+    assert_eq!(
+        next_update(&mut alice).await.routes,
+        vec!["198.19.0.0/24".parse().unwrap()]
+    );
+
+    // Another address cannot be pushed: the client is told to reconnect.
+    std::fs::write(
+        s.pki.join("policy.toml"),
+        eng_policy("", "198.18.77.11", ""),
+    )
+    .unwrap();
+    assert_eq!(s.server.reload().unwrap().closed, vec![id]);
+    match tokio::time::timeout(WAIT, alice.end)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        RelayEnd::PeerBye(b) => assert_eq!(b.reason, ByeReason::PolicyChanged),
+        other => panic!("expected a Bye, got {other:?}"),
+    }
+}
+
+/// A client that did not announce `update` (an older one) is never sent an
+/// Update frame, which it would take for an unknown type: a changed grant
+/// ends its session with a Bye policy-changed, as before. One that did gets
+/// the Update on the same connection.
+#[tokio::test]
+async fn a_client_without_update_is_sent_a_bye_instead() {
+    let s = start(&eng_policy("", "198.18.77.10", "")).await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "bob");
+    let (mut old, features) = hand_made_session_with(&s, "alice", &[]).await;
+    assert!(
+        !features.iter().any(|f| f == FEATURE_UPDATE),
+        "{features:?}"
+    );
+    let (mut new, features) = hand_made_session_with(&s, "bob", &[FEATURE_UPDATE]).await;
+    assert!(features.iter().any(|f| f == FEATURE_UPDATE), "{features:?}");
+
+    std::fs::write(
+        s.pki.join("policy.toml"),
+        eng_policy("", "198.18.77.10", "").replace(
+            "[defaults]\nroutes = [\"198.19.0.0/24\"]",
+            "[defaults]\nroutes = [\"198.19.0.0/24\", \"198.19.2.0/24\"]",
+        ),
+    )
+    .unwrap();
+    let done = s.server.reload().unwrap();
+    assert_eq!((done.closed.len(), done.updated.len()), (1, 1));
+    let frames = frames_until_close(&mut old).await;
+    assert!(
+        frames.iter().all(|f| f.kind != FrameType::Update),
+        "no Update frame for a client without the feature"
+    );
+    let bye = frames
+        .iter()
+        .find(|f| f.kind == FrameType::Bye)
+        .expect("a Bye");
+    let bye: Bye = message::decode(&bye.payload).unwrap();
+    assert_eq!(bye.reason, ByeReason::PolicyChanged);
+
+    // bob's session: an Update (among Pings), and no close.
+    let mut rbuf = BytesMut::new();
+    let update = tokio::time::timeout(WAIT, async {
+        loop {
+            while let Some(f) = frame::decode(&mut rbuf).unwrap() {
+                if f.kind != FrameType::Ping {
+                    return f;
+                }
+            }
+            assert!(
+                new.read_buf(&mut rbuf).await.unwrap() > 0,
+                "bob's session closed"
+            );
+        }
+    })
+    .await
+    .expect("an Update for bob");
+    assert_eq!(update.kind, FrameType::Update);
+    let u: Update = message::decode(&update.payload).unwrap();
+    assert_eq!(u.routes.len(), 2);
+    assert!(s.server.sessions().iter().any(|x| x.identity == "bob"));
+}
+
+/// `client_to_client` is enforced by the server alone: a reload that turns
+/// it on lets alice's packets to bob into the server's device on the
+/// sessions they have (the kernel routes them on), with no message and no
+/// reconnect, and turning it off again stops them.
+#[tokio::test]
+async fn client_to_client_changes_on_the_live_session() {
+    let mut s = start("client_to_client = false\n").await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "bob");
+    let alice = client(&s, "alice").await;
+    let bob = client(&s, "bob").await;
+    let to_bob = build::ipv4(alice.address, bob.address, b"psst");
+    let inside = &mut s.server_inside.written;
+    for (c2c, passes) in [(false, false), (true, true), (false, false)] {
+        std::fs::write(
+            s.pki.join("policy.toml"),
+            format!("client_to_client = {c2c}\n"),
+        )
+        .unwrap();
+        let done = s.server.reload().unwrap();
+        assert_eq!(done.closed.len(), 0);
+        alice
+            .device
+            .inject
+            .send(Bytes::from(to_bob.clone()))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(500), inside.recv())
+            .await
+            .ok()
+            .flatten();
+        assert_eq!(got.is_some(), passes, "client_to_client = {c2c}");
+    }
+    assert_eq!(s.server.sessions().len(), 2);
+    assert!(!alice.end.is_finished() && !bob.end.is_finished());
 }

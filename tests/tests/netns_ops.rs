@@ -284,10 +284,11 @@ fn kick_closes_a_session_for_good() {
     vpn.stop_server();
 }
 
-/// SIGHUP reloads like `reload`: bob, given a static address, and then a new
-/// route, is moved onto them (his client reconnects by itself), while alice's
-/// connection is untouched; once unlisted identities are not admitted, bob
-/// is cut and his client gives up.
+/// SIGHUP reloads like `reload`: bob, given a static address, is moved onto
+/// it (his client reconnects by itself), then a route of his own reaches his
+/// client (pushed to the live session), while alice's connection is
+/// untouched; once unlisted identities are not admitted, bob is cut and his
+/// client gives up.
 #[test]
 fn sighup_reload_moves_changed_sessions_only() {
     if !require_root_or_skip("sighup_reload_moves_changed_sessions_only") {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::frame::{self, FrameType};
 use crate::gather::Gather;
@@ -179,6 +179,23 @@ enum Control {
     Respond([u8; udp_path::CHALLENGE_LEN]),
     /// Client: tell the server where data goes now, and why.
     Path(TcpUse),
+    /// Server: the payload of an Update frame.
+    Update(Bytes),
+}
+
+/// The Update frames of a session (PROTOCOL.md, "Update"). The relay carries
+/// their payloads and knows nothing of what is in them; each one replaces
+/// the one before, so only the latest that is not yet sent (or read) is kept.
+#[derive(Debug, Default)]
+pub enum Updates {
+    /// Not enabled on this session: an Update frame from the peer is a
+    /// protocol error.
+    #[default]
+    Off,
+    /// Server: each new value is sent to the peer as an Update frame.
+    Send(watch::Receiver<Bytes>),
+    /// Client: the payload of each Update frame received.
+    Receive(watch::Sender<Bytes>),
 }
 
 /// What the two ends agreed on for this session.
@@ -195,6 +212,7 @@ pub struct Session {
 /// packets received pass `filter` (which sees the IP packet) before they
 /// reach `inside`. With `udp`, data also arrives over the UDP channel, and
 /// goes out over it while its path is in use (control stays on the stream).
+/// `updates` says where Update frames come from or go to.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay<S, I, F, Stop>(
     outside: Outside<S>,
@@ -204,6 +222,7 @@ pub async fn relay<S, I, F, Stop>(
     counters: &Counters,
     session: Session,
     udp: Option<Udp>,
+    updates: Updates,
     stop: Stop,
 ) -> RelayEnd
 where
@@ -219,6 +238,11 @@ where
         None => (None, None),
     };
     let path = udp_tx.as_ref().map(|u| u.path.clone());
+    let (to_send, received) = match updates {
+        Updates::Off => (None, None),
+        Updates::Send(rx) => (Some(rx), None),
+        Updates::Receive(tx) => (None, Some(tx)),
+    };
     let read = read_loop(
         reader,
         outside.rbuf,
@@ -228,6 +252,7 @@ where
         &control_tx,
         session,
         path.as_deref(),
+        received.as_ref(),
     );
     let mode = Mode {
         device_offload: inside.offload(),
@@ -242,6 +267,18 @@ where
         mode,
         udp_tx,
     );
+    // Server: Updates from the owner join the control frames to write.
+    let updates_out = async {
+        if let Some(mut next) = to_send {
+            while next.changed().await.is_ok() {
+                let payload = next.borrow_and_update().clone();
+                if control_tx.send(Control::Update(payload)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    };
     // The UDP side: datagrams in, and on the client the probes. A failing
     // UDP socket ends only the UDP side; data stays on the stream.
     let udp_side = async {
@@ -277,7 +314,7 @@ where
         }
         std::future::pending::<()>().await
     };
-    tokio::pin!(read, write, stop, udp_side);
+    tokio::pin!(read, write, stop, udp_side, updates_out);
     let bye = tokio::select! {
         end = &mut read => match end {
             Ok(bye) => {
@@ -294,6 +331,7 @@ where
         end = &mut write => return RelayEnd::Lost(end.err().unwrap_or(OutsideError::Closed)),
         bye = &mut stop => bye,
         () = &mut udp_side => unreachable!("the UDP side never ends the relay"),
+        () = &mut updates_out => unreachable!("passing on Updates never ends the relay"),
     };
     // Hand the Bye to the writer and give it a moment to reach the peer. The
     // writer runs meanwhile, so a control queue full of Pongs drains; a peer
@@ -315,6 +353,7 @@ async fn read_loop<S, I, F>(
     control: &mpsc::Sender<Control>,
     session: Session,
     udp: Option<&udp_path::UdpPath>,
+    updates: Option<&watch::Sender<Bytes>>,
 ) -> Result<Bye, OutsideError>
 where
     S: AsyncRead,
@@ -372,6 +411,13 @@ where
                         _ => return Err(OutsideError::Unexpected(FrameType::Path)),
                     },
                     _ => return Err(OutsideError::Unexpected(FrameType::Path)),
+                },
+                // The owner reads it; a newer one replaces one not yet read.
+                FrameType::Update => match updates {
+                    Some(tx) => {
+                        tx.send_replace(frame.payload);
+                    }
+                    None => return Err(OutsideError::Unexpected(FrameType::Update)),
                 },
                 FrameType::Bye => {
                     return message::decode(&frame.payload).map_err(|source| {
@@ -501,6 +547,7 @@ async fn write_loop<S: AsyncWrite>(
                     return Ok(());
                 }
                 Some(Control::Path(why)) => out.frame(FrameType::Path, &[path_byte(why)]),
+                Some(Control::Update(payload)) => out.frame(FrameType::Update, &payload),
                 Some(Control::Probe(n)) => {
                     if let Some(u) = udp.as_mut() {
                         let pad = [0u8; udp::PROBE_BODY - 8];

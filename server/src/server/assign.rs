@@ -49,6 +49,7 @@ impl Server {
             }
             _ => None,
         };
+        let granted = reload::pushed(&grant.access);
         let mut gateways = vec![IpAddr::V4(t.server_address())];
         gateways.extend(t.server_address6().map(IpAddr::V6));
         Ok(Assignment {
@@ -59,9 +60,10 @@ impl Server {
                 .transpose()
                 .map_err(|e| (RefuseCode::Internal, e.to_string()))?,
             gateways,
-            routes: grant.access.routes.clone(),
-            dns: grant.access.dns.clone(),
-            search: grant.access.search.clone(),
+            // The lists an Update carries when a reload changes them.
+            routes: granted.routes,
+            dns: granted.dns,
+            search: granted.search,
             mtu: t.mtu,
             keepalive_secs: self.config.keepalive.interval_secs,
             timeout_secs: self.config.keepalive.timeout_secs,
@@ -90,7 +92,7 @@ impl Server {
             network: t.network,
             network6: t.network6,
             gateways: assignment.gateways.clone(),
-            client_to_client: grant.client_to_client,
+            client_to_client: Arc::new(std::sync::atomic::AtomicBool::new(grant.client_to_client)),
         }
     }
 }

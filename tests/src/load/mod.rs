@@ -306,6 +306,7 @@ async fn one_session(
         &counters,
         session,
         None,
+        relay::Updates::Off,
         stopping,
     );
     let end = tokio::select! {
