@@ -198,6 +198,28 @@ done
 # line is dropped and every other heading moves up a level, so its sections
 # become the page's sections (code blocks are left as they are).
 h1=$(awk '/^```/ { f = !f; next } !f && /^# / { n++ } END { print n + 0 }' "$config_doc")
+# A man page is read in a terminal: the reference's tables (key, type,
+# default, meaning) become definition lists, KEY (TYPE; default: X) and the
+# meaning below it, which groff wraps at any width (long cells in a table
+# column cannot be broken: lintian's groff-message warnings).
+table_to_list() {
+    perl -ne '
+        BEGIN { $fence = 0; @hdr = () }
+        if (/^```/) { $fence = !$fence; print; next }
+        if (!$fence && /^\|/) {
+            chomp(my $l = $_);
+            next if $l =~ /^[-|\s:]+$/;
+            $l =~ s/^\|\s*//; $l =~ s/\s*\|\s*$//;
+            my @c = split /\s*(?<!\\)\|\s*/, $l, -1;
+            if (!@hdr) { @hdr = @c; next }
+            my $term = shift @c; my $meaning = pop @c;
+            my @mid = map { ($hdr[$_ + 1] eq "type" ? "" : "$hdr[$_ + 1]: ") . $c[$_] } 0 .. $#c;
+            print "$term (", join("; ", @mid), ")\n:   $meaning\n\n";
+            next;
+        }
+        @hdr = ();
+        print;'
+}
 {
     printf '# NAME\n\ntwoway-config - configuration files of twoway(1) and twoway-server(1)\n\n'
     printf '# DESCRIPTION\n\n'
@@ -205,7 +227,7 @@ h1=$(awk '/^```/ { f = !f; next } !f && /^# / { n++ } END { print n + 0 }' "$con
         /^```/ { fence = !fence; print; next }
         !fence && shift && /^# / && !title { title = 1; next }
         !fence && shift && /^##+ / { sub(/^#/, "") }
-        { print }' "$config_doc"
+        { print }' "$config_doc" | table_to_list
     printf '\n# FILES\n\n'
     printf '/etc/twoway/server.toml, /etc/twoway/policy.toml\n: the server and its policy (written by `twoway-server pki init`)\n\n'
     printf '/etc/twoway/NAME.toml\n: a client configuration (written by `twoway-server pki issue NAME`); `twoway up NAME` reads it\n\n'
