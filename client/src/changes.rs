@@ -208,9 +208,44 @@ fn undo(rec: &Recorded) {
     }
 }
 
+/// Reads the state file at `path` if it is ours: a regular file (not a
+/// symlink), owned by this process's user and readable by nobody else, as
+/// [`HostChanges`] writes it. The folder may be writable by another user
+/// (the units' runtime folder belongs to user twoway), and what the file
+/// says is undone as root: a file planted there must not choose what root
+/// rewrites or removes. `Ok(None)`: no file.
+fn read_own(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let own = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_file() || meta.uid() != own || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "not a state file of ours (owner uid {}, mode {:o}; want uid {own}, 0600)",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut text)?;
+    Ok(Some(text))
+}
+
 /// The process that wrote the state file at `path`, if there is one.
 pub fn recorded_pid(path: &Path) -> Option<u32> {
-    let text = std::fs::read(path).ok()?;
+    let text = read_own(path).ok()??;
     serde_json::from_slice::<Recorded>(&text)
         .ok()
         .map(|r| r.pid)
@@ -227,9 +262,14 @@ pub fn process_alive(pid: u32) -> bool {
 /// Undoes what the state file at `path` records and removes it. Returns
 /// whether there was a state file.
 pub fn cleanup_stale(path: &Path) -> bool {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(_) => return false,
+    let text = match read_own(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return false,
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "state file ignored and removed; nothing in it is undone");
+            let _ = std::fs::remove_file(path);
+            return true;
+        }
     };
     match serde_json::from_slice::<Recorded>(&text) {
         Ok(rec) => {
@@ -248,6 +288,39 @@ pub fn cleanup_stale(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review finding: the state file sits in a folder the units' user may
+    /// write to, and what it says is undone as root. A symlink or a file
+    /// others may read or write (so not one we wrote) is ignored.
+    #[test]
+    fn a_state_file_not_ours_is_not_undone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+        let planted = serde_json::json!({
+            "pid": 999_999_999u32,
+            "resolv_conf": {"path": resolv, "written": "nameserver 192.0.2.53\n", "original": "owned\n"},
+        });
+        let state = dir.path().join("alice.state");
+        std::fs::write(&state, planted.to_string()).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_own(&state).is_err(), "mode 0644");
+        assert!(cleanup_stale(&state), "there was a file");
+        assert!(!state.exists(), "removed");
+        assert_eq!(
+            std::fs::read_to_string(&resolv).unwrap(),
+            "nameserver 192.0.2.53\n",
+            "not undone"
+        );
+        // A symlink to a file that would pass is not followed.
+        let real = dir.path().join("real.state");
+        std::fs::write(&real, planted.to_string()).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&real, &state).unwrap();
+        assert!(read_own(&state).is_err(), "a symlink");
+        assert!(read_own(&real).unwrap().is_some(), "the real one is ours");
+    }
 
     #[test]
     fn state_file_round_trip_and_stale_resolv_conf_restored() {

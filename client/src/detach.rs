@@ -2,6 +2,7 @@
 //! it is up or has failed; on failure, print the error of this attempt only.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -28,9 +29,12 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
         twoway_common::control::create_dir(dir)
             .map_err(|e| ClientError::Config(format!("{}: {e}", dir.display())))?;
     }
+    // Never through a symlink: the folder may belong to the units' user.
     let log_handle = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&log)
         .map_err(|e| ClientError::Config(format!("cannot open log {}: {e}", log.display())))?;
     // The log is appended by every run: what this attempt writes starts here.

@@ -16,16 +16,21 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // A fresh name, created, never opened if it exists and never followed
+    // if it is a symlink: in a folder others may write to (the runtime
+    // folder of a unit running as another user) a planted `.NAME.tmp.PID`
+    // must not make us write elsewhere.
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{:016x}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        random_u64()?
     ));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(mode)
             .open(&tmp)?;
         file.write_all(contents)?;
@@ -38,6 +43,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+fn random_u64() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| io::Error::other("no random bytes"))?;
+    Ok(u64::from_ne_bytes(b))
 }
 
 /// Creates a new file that must not exist yet, with permission `mode`, as
@@ -65,6 +76,7 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(mode)
             .open(&tmp)?;
         file.write_all(contents)?;

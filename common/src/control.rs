@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 4096;
+/// Control connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 32;
+/// How long one connection may take for its request and answer.
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(5);
 
 /// The group whose members may read status over the control socket (the
 /// group the systemd units run as).
@@ -222,12 +226,20 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // The socket is made with its final mode (a umask around bind) and given
+    // to the group with lchown: nothing after the bind follows the path, so
+    // a symlink swapped in by whoever may write to the folder (the runtime
+    // folder of the units' user) cannot redirect a chmod or chown.
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let listener = {
+        use nix::sys::stat::{umask, Mode};
+        let old = umask(Mode::from_bits_truncate(0o777 & !mode));
+        let bound = UnixListener::bind(path);
+        umask(old);
+        bound?
+    };
     if let Some(gid) = group {
-        if give_to_group(path, gid) {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        }
+        give_to_group(path, gid);
     }
     Ok(listener)
 }
@@ -259,17 +271,13 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Sets the group of `path`; false (with a warning) if that is not allowed.
-fn give_to_group(path: &Path, gid: nix::unistd::Gid) -> bool {
-    match nix::unistd::chown(path, None, Some(gid)) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "cannot give the control socket to group `{GROUP}`; only its owner and root may use it"
-            );
-            false
-        }
+fn give_to_group(path: &Path, gid: nix::unistd::Gid) {
+    if let Err(e) = std::os::unix::fs::lchown(path, None, Some(gid.as_raw())) {
+        tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "cannot give the control socket to group `{GROUP}`; only its owner, its group and root may use it"
+        );
     }
 }
 
@@ -279,6 +287,7 @@ where
     H: Fn(Request) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Value> + Send,
 {
+    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -291,31 +300,48 @@ where
                 }
             },
         };
+        // A bounded number of connections, each with a time limit: members
+        // of the group may connect, and idle connections must not use up the
+        // daemon's file descriptors.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!("control socket: {MAX_CONNECTIONS} connections open; one refused");
+            continue;
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
-            // Who is asking: the kernel's word (SO_PEERCRED), not the file mode.
-            let peer = stream.peer_cred().ok().map(|c| c.uid());
-            let (r, mut w) = stream.into_split();
-            let mut line = String::new();
-            let read = tokio::io::AsyncReadExt::take(r, MAX_REQUEST);
-            let answer = match BufReader::new(read).read_line(&mut line).await {
-                Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => match authorize(&req, peer, nix::unistd::geteuid().as_raw()) {
-                        Ok(()) => handler(req).await,
-                        Err(why) => {
-                            tracing::warn!(request = req.name(), uid = ?peer, "control request refused: {why}");
-                            denied(why)
-                        }
-                    },
-                    Err(e) => failure(format!("bad request: {e}")),
-                },
-                Err(e) => failure(format!("bad request: {e}")),
-            };
-            let mut text = answer.to_string();
-            text.push('\n');
-            let _ = w.write_all(text.as_bytes()).await;
+            let _permit = permit;
+            let _ = tokio::time::timeout(EXCHANGE_LIMIT, answer_one(stream, handler)).await;
         });
     }
+}
+
+/// Reads one request from `stream` and writes its answer.
+async fn answer_one<H, Fut>(stream: UnixStream, handler: H)
+where
+    H: Fn(Request) -> Fut,
+    Fut: Future<Output = Value>,
+{
+    // Who is asking: the kernel's word (SO_PEERCRED), not the file mode.
+    let peer = stream.peer_cred().ok().map(|c| c.uid());
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::io::AsyncReadExt::take(r, MAX_REQUEST);
+    let answer = match BufReader::new(read).read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match authorize(&req, peer, nix::unistd::geteuid().as_raw()) {
+                Ok(()) => handler(req).await,
+                Err(why) => {
+                    tracing::warn!(request = req.name(), uid = ?peer, "control request refused: {why}");
+                    denied(why)
+                }
+            },
+            Err(e) => failure(format!("bad request: {e}")),
+        },
+        Err(e) => failure(format!("bad request: {e}")),
+    };
+    let mut text = answer.to_string();
+    text.push('\n');
+    let _ = w.write_all(text.as_bytes()).await;
 }
 
 /// A failure answer.
@@ -377,6 +403,44 @@ mod tests {
             .unwrap_err();
         assert!(e.permission_denied() && !e.not_running(), "{e:?}");
         assert_eq!(e.to_string(), "down needs root (you are uid 1000)");
+    }
+
+    /// Review finding: idle connections of group members must not use up the
+    /// daemon's descriptors: beyond the cap a connection is closed at once,
+    /// and the others still get answers once one frees its place.
+    #[tokio::test]
+    async fn idle_connections_are_capped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sock");
+        let listener = bind(&path).await.expect("bind");
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            |_req| async { json!({"ok": true}) },
+            cancel.clone(),
+        ));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = UnixStream::connect(&path).await.expect("connect");
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut extra, &mut buf),
+        )
+        .await
+        .expect("closed at once, not held")
+        .unwrap_or(0);
+        assert_eq!(n, 0, "over the cap: closed");
+        drop(idle.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = request(&path, &Request::Status, Duration::from_secs(2))
+            .await
+            .expect("a place again");
+        assert_eq!(answer["ok"], json!(true));
+        cancel.cancel();
     }
 
     #[tokio::test]

@@ -125,6 +125,10 @@ pub enum PkiCommand {
         /// Write the client files here instead of the PKI folder.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The identity you expect: the request's CN must be it (the CN is
+        /// the requester's word).
+        #[arg(long)]
+        identity: Option<String>,
     },
     /// A new certificate for the same key as the identity's current one. The
     /// old certificate stays valid until it expires (`pki revoke` revokes both).
@@ -314,12 +318,14 @@ pub fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
             csr,
             days,
             out,
+            identity,
         } => {
             let done = pki::sign(&pki::SignOptions {
                 dir,
                 csr,
                 days,
                 out,
+                identity,
             })?;
             for f in &done.written {
                 println!("wrote {}", f.display());

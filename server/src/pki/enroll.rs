@@ -34,6 +34,8 @@ pub struct SignOptions {
     pub days: u32,
     /// Where to write the client's files; `None` means `dir`.
     pub out: Option<PathBuf>,
+    /// The identity the administrator expects; the request's CN must be it.
+    pub identity: Option<String>,
 }
 
 /// A certificate made by `sign` or `renew`.
@@ -56,6 +58,18 @@ pub fn sign(opts: &SignOptions) -> Result<Enrolled, PkiError> {
     let request = csr::read(&opts.csr)?;
     let identity = request.identity.as_str();
     validate_identity(identity)?;
+    // The CN is the requester's word: a leaked key's owner, revoked, could
+    // ask again under a colleague's file name. The administrator's word wins.
+    if let Some(expected) = opts.identity.as_deref().filter(|e| *e != identity) {
+        return Err(PkiError::InvalidIdentity {
+            name: identity.to_owned(),
+            reason: if expected.is_empty() {
+                "the request names an identity, --identity is empty"
+            } else {
+                "the request's CN is not the identity given with --identity"
+            },
+        });
+    }
     let dir = opts.dir.as_path();
     let (mut index, _) = load_reconciled(dir, true)?;
     refuse_valid(&index, identity)?;

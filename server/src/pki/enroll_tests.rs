@@ -25,6 +25,7 @@ fn sign_opts(dir: &Path, csr: &Path, out: Option<&Path>) -> SignOptions {
         csr: csr.to_path_buf(),
         days: 30,
         out: out.map(Path::to_path_buf),
+        identity: None,
     }
 }
 
@@ -266,4 +267,22 @@ fn renew_of_an_old_entry_finds_its_key_in_its_certificate() {
     fs::remove_file(dir.join("bob.pem")).unwrap();
     let err = renew(&dir, "bob", 10, None).unwrap_err();
     assert!(matches!(err, PkiError::KeyUnknown { .. }), "{err}");
+}
+
+/// Review finding: with `--identity`, a request whose CN names someone else
+/// is refused (a revoked user asking again under a colleague's file name).
+#[test]
+fn sign_refuses_a_cn_other_than_the_given_identity() {
+    let (tmp, dir) = fresh(&["192.0.2.1"]);
+    let key = KeyPair::generate().unwrap();
+    let csr = csr(tmp.path(), "bob", &key);
+    let mut opts = sign_opts(&dir, &csr, None);
+    opts.identity = Some("alice".into());
+    let err = sign(&opts).unwrap_err().to_string();
+    assert!(
+        err.contains("\"bob\"") && err.contains("--identity"),
+        "{err}"
+    );
+    opts.identity = Some("bob".into());
+    sign(&opts).expect("the CN is the identity given");
 }
