@@ -119,6 +119,10 @@ async fn handshake(
             let mut assignment: Assignment = message::decode(&frame.payload)
                 .map_err(|e| ClientError::Internal(format!("bad assignment from server: {e}")))?;
             let udp_secret = assignment.udp_secret.take();
+            let bad = message::drop_bad_search_domains(&mut assignment.search);
+            if !bad.is_empty() {
+                tracing::warn!(domains = ?bad, "the server pushed search domains that are not domain names; left out");
+            }
             Ok(Connection {
                 outside,
                 assignment,

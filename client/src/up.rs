@@ -161,7 +161,7 @@ impl Tunnel {
         if let Some(cmd) = config.hooks.up.clone() {
             let env = env.clone();
             // Not on the relay's thread: a hook may take up to 30 s.
-            tokio::task::spawn_blocking(move || hooks::run("up", &cmd, &env));
+            tokio::task::spawn_blocking(move || hooks::run("update", &cmd, &env));
         }
         if let Some((_, old)) = &mut self.down_hook {
             *old = env;
@@ -316,7 +316,11 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                         }
                     }
                     payload = next_update(&mut update_rx) => match message::decode::<Update>(&payload) {
-                        Ok(update) => {
+                        Ok(mut update) => {
+                            let bad = message::drop_bad_search_domains(&mut update.search);
+                            if !bad.is_empty() {
+                                warn!(domains = ?bad, "the server pushed search domains that are not domain names; left out");
+                            }
                             let diff = blocking(|| tunnel.update(&config, &update, &mut routing, &status));
                             if !diff.is_empty() {
                                 info!(change = %diff, "the server changed this session's routes or DNS; applied without reconnecting");

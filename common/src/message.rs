@@ -124,6 +124,37 @@ pub struct Update {
     pub search: Vec<String>,
 }
 
+/// Whether `name` can be a DNS search domain as the client hands it to
+/// resolv.conf, systemd-resolved and hooks: letters, digits, `-`, `_` and
+/// dots, no label starting with `-`, at most 253 characters, and for
+/// systemd-resolved's routing-only domains an optional leading `~` (not `~.`
+/// alone, which would take every name). Nothing else reaches a file, a
+/// command line or a hook's environment.
+pub fn valid_search_domain(name: &str) -> bool {
+    let name = name.strip_prefix('~').unwrap_or(name);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Drops the search domains `valid_search_domain` refuses; gives them back
+/// (a client's defence against a server that sends them anyway).
+pub fn drop_bad_search_domains(search: &mut Vec<String>) -> Vec<String> {
+    let (good, bad) = std::mem::take(search)
+        .into_iter()
+        .partition(|s| valid_search_domain(s));
+    *search = good;
+    bad
+}
+
 /// Why the server refuses a session; drives the client's exit code and retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -264,6 +295,43 @@ mod tests {
             udp_session: Some(0xdead_beef),
             udp_secret: crate::outside::udp::UdpSecret::generate(),
         }
+    }
+
+    #[test]
+    fn search_domains_that_could_reach_a_file_or_a_command_line_are_refused() {
+        for good in [
+            "corp.example",
+            "eng.corp.example.",
+            "~corp.example",
+            "a_b.example",
+            "x",
+        ] {
+            assert!(valid_search_domain(good), "{good}");
+        }
+        for bad in [
+            "",
+            "~",
+            "~.",
+            ".",
+            "corp..example",
+            "-corp.example",
+            "corp.-x",
+            "corp example",
+            "corp\nnameserver 6.6.6.6",
+            "corp\0x",
+            "$(reboot)",
+            "a;b",
+            &"a".repeat(64),
+            &"a.".repeat(130),
+        ] {
+            assert!(!valid_search_domain(bad), "{bad:?}");
+        }
+        let mut search = vec!["ok.example".to_owned(), "bad\nline".to_owned()];
+        assert_eq!(
+            drop_bad_search_domains(&mut search),
+            vec!["bad\nline".to_owned()]
+        );
+        assert_eq!(search, vec!["ok.example".to_owned()]);
     }
 
     #[test]

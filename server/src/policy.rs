@@ -170,12 +170,12 @@ impl Policy {
     pub fn validate(&self, path: &Path, tunnel: &TunnelSection) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let net = tunnel.network;
-        let mut routes_ok = |key: String, access: &Access| {
+        let mut access_ok = |key: String, access: &Access| {
             for r in &access.routes {
                 if r.ip() != r.network() {
                     errors.push(ConfigError::invalid(
                         path,
-                        &key,
+                        format!("{key}.routes"),
                         format!(
                             "route {r} has host bits set; use {}/{}",
                             r.network(),
@@ -184,13 +184,24 @@ impl Policy {
                     ));
                 }
             }
+            for d in &access.search {
+                if !twoway_common::message::valid_search_domain(d) {
+                    errors.push(ConfigError::invalid(
+                        path,
+                        format!("{key}.search"),
+                        format!(
+                            "{d:?} is not a domain name (letters, digits, `-`, `_` and dots; `~` in front for a routing-only domain)"
+                        ),
+                    ));
+                }
+            }
         };
-        routes_ok("defaults.routes".into(), &self.defaults);
+        access_ok("defaults".into(), &self.defaults);
         for (i, g) in self.groups.iter().enumerate() {
-            routes_ok(format!("group[{i}].routes"), &g.access());
+            access_ok(format!("group[{i}]"), &g.access());
         }
         for (i, c) in self.clients.iter().enumerate() {
-            routes_ok(format!("client[{i}].routes"), &c.access());
+            access_ok(format!("client[{i}]"), &c.access());
         }
         if self.duplicate == Duplicate::Allow && self.max_per_identity < 1 {
             errors.push(ConfigError::invalid(
@@ -416,6 +427,19 @@ identity = "a"
         assert!(e.contains("host bits"), "{e}");
         let e = check("[defaults]\nrouts = []\n").unwrap_err();
         assert!(e.contains("routs"), "{e}");
+    }
+
+    #[test]
+    fn a_search_domain_that_is_no_domain_name_is_refused() {
+        let e = check(
+            "[[group]]\nname = \"eng\"\nsearch = [\"ok.example\", \"x\\nnameserver 6.6.6.6\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("group[0].search") && e.contains("not a domain name"),
+            "{e}"
+        );
+        check("[defaults]\nsearch = [\"corp.example\", \"~eng.example\"]\n").expect("fine");
     }
 
     #[test]
