@@ -68,6 +68,11 @@ done
 
 work=$(mktemp -d /tmp/twoway-nspawn.XXXXXX)
 root=$work/root
+machine=twoway-test-$$ # nspawn's lock and propagation folders are named after it
+# nspawn makes /run/systemd/nspawn (locks, propagate) when the host's systemd
+# has not: removed at the end if it was not there before (and is empty).
+nspawn_run_made=0
+[[ -d /run/systemd/nspawn ]] || nspawn_run_made=1
 nspawn_pid=""
 overlay=0
 booted=0
@@ -92,6 +97,9 @@ cleanup() {
         umount "$root" || umount -l "$root"
     fi
     rm -rf --one-file-system "$work"
+    if [[ $nspawn_run_made -eq 1 ]]; then
+        rmdir /run/systemd/nspawn/locks /run/systemd/nspawn/propagate /run/systemd/nspawn 2>/dev/null
+    fi
     if [[ $rc -ne 0 ]]; then
         echo "run.sh: FAILED (exit $rc)" >&2
     fi
@@ -155,7 +163,7 @@ rm -f "$root/etc/machine-id"
 
 # Commands in the container before boot (no init; its own namespaces).
 ct_run() {
-    systemd-nspawn -q -D "$root" --register=no --keep-unit --private-network --console=pipe "$@" </dev/null
+    systemd-nspawn -q -D "$root" --machine="$machine" --register=no --keep-unit --private-network --console=pipe "$@" </dev/null
 }
 
 cp "$deb" "$root/root/twoway.deb"
@@ -182,7 +190,7 @@ ct_run bash -euxc '
 # not the host's, gets that mode.
 mknod -m 0666 "$work/tun" c 10 200
 say "booting the container (systemd-nspawn -b --private-network)"
-systemd-nspawn -q -D "$root" -b --register=no --keep-unit --private-network \
+systemd-nspawn -q -D "$root" --machine="$machine" -b --register=no --keep-unit --private-network \
     --bind="$work/tun:/dev/net/tun" --capability=CAP_NET_ADMIN \
     --console=read-only >"$work/boot.log" 2>&1 </dev/null &
 nspawn_pid=$!
