@@ -334,13 +334,15 @@ shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O "$root/usr/bin/twoway" "$root/us
 [[ -n $shlibs ]] || die "dpkg-shlibdeps found no library dependencies for the binaries"
 installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 
+# procps: /bin/kill, which twoway-server.service's ExecReload runs (procps is
+# Priority: important, but a minbase system or a container may lack it).
 cat >"$root/DEBIAN/control" <<EOF
 Package: $pkg
 Version: $debversion
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
-Depends: $shlibs, adduser, iproute2
+Depends: $shlibs, adduser, iproute2, procps
 Section: net
 Priority: optional
 Homepage: https://example.invalid/twoway

@@ -272,6 +272,13 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 
 /// Sets the group of `path`; false (with a warning) if that is not allowed.
 fn give_to_group(path: &Path, gid: nix::unistd::Gid) {
+    // Already the group's (the units run with Group=twoway, so the socket is
+    // made with it): nothing to do. The units' system call filter refuses
+    // chown (@privileged), so calling it anyway would only log a warning.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.gid() == gid.as_raw()) {
+        return;
+    }
     if let Err(e) = std::os::unix::fs::lchown(path, None, Some(gid.as_raw())) {
         tracing::warn!(
             path = %path.display(),

@@ -192,7 +192,7 @@ fn control_data_and_maintainer_scripts() {
     assert_eq!(field("Package"), "twoway");
     assert!(field("Version").starts_with(env!("CARGO_PKG_VERSION")));
     let depends = field("Depends");
-    for dep in ["libc6 (>=", "adduser", "iproute2"] {
+    for dep in ["libc6 (>=", "adduser", "iproute2", "procps"] {
         assert!(depends.contains(dep), "Depends: {depends}");
     }
     // Configs are the admin's: no conffiles to ask about on upgrade.
