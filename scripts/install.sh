@@ -199,11 +199,11 @@ check_keys() {
     for key in "$confdir"/*.key; do
         [[ $(basename "$key") == ca.key ]] && continue
         mode=$(stat -c %a -- "$key")
-        group=$(stat -c %g -- "$key")
-        if [[ $group != "$gid" || $(((8#$mode >> 3) & 4)) -eq 0 ]]; then
-            echo "warning: $key is not readable by group $user (mode $mode);" \
+        owner=$(stat -c %U -- "$key")
+        if [[ $owner != "$user" || $(((8#$mode >> 6) & 4)) -eq 0 ]]; then
+            echo "warning: $key is not owned and readable by user $user (owner $owner, mode $mode);" \
                 "the service cannot read it. If it is a key a unit uses:"
-            echo "    chgrp $user $key && chmod 0640 $key"
+            echo "    chown $user $key && chmod 0400 $key"
         fi
     done
     shopt -u nullglob
@@ -258,7 +258,7 @@ Next steps (docs: $docdir/OPERATIONS.md):
 
 On the server:
   1. $init
-  2. chgrp $user /etc/twoway/server.key && chmod 0640 /etc/twoway/server.key
+  2. chown $user /etc/twoway/server.key && chmod 0400 /etc/twoway/server.key
   3. review /etc/twoway/server.toml and /etc/twoway/policy.toml (routes behind the server)
   4. twoway-server check --config /etc/twoway/server.toml
   5. systemctl enable --now twoway-server
@@ -267,7 +267,7 @@ On the server:
      and copy alice.toml, alice.pem, alice.key and ca.pem to the laptop's /etc/twoway
 
 On a client (this script installs the client too):
-  chgrp $user /etc/twoway/alice.key && chmod 0640 /etc/twoway/alice.key
+  chown $user /etc/twoway/alice.key && chmod 0400 /etc/twoway/alice.key
   systemctl enable --now twoway@alice
 EOF
 }

@@ -175,8 +175,8 @@ rm -f "$root/root/twoway.deb"
 say "a default setup: pki init, pki issue alice --inline (README, Deploy on real machines)"
 ct_run bash -euxc '
     twoway-server pki init --dir /etc/twoway --name vpn.test --ip 127.0.0.1
-    chgrp twoway /etc/twoway/server.key
-    chmod 0640 /etc/twoway/server.key
+    chown twoway /etc/twoway/server.key
+    chmod 0400 /etc/twoway/server.key
     twoway-server check --config /etc/twoway/server.toml
     twoway-server pki issue --dir /etc/twoway alice --out /tmp/alice --inline
     install -o twoway -g root -m 0600 /tmp/alice/alice.toml /etc/twoway/alice.toml
