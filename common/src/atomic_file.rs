@@ -5,27 +5,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Replaces `path` with `contents` atomically; the file gets permission `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // A fresh name, created, never opened if it exists and never followed
-    // if it is a symlink: in a folder others may write to (the runtime
-    // folder of a unit running as another user) a planted `.NAME.tmp.PID`
-    // must not make us write elsewhere.
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{:016x}",
-        name.to_string_lossy(),
-        std::process::id(),
-        random_u64()?
-    ));
+    let (dir, tmp) = temp_beside(path, "tmp")?;
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -45,6 +29,28 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// The folder of `path` and a fresh temporary name in it,
+/// `.NAME.TAG.PID.RANDOM`. The caller creates it new (O_EXCL) and never
+/// through a symlink: in a folder others may write to (the runtime folder of
+/// a unit running as another user) a planted name must not make us write
+/// elsewhere, and a random one cannot be planted ahead.
+fn temp_beside(path: &Path, tag: &str) -> io::Result<(PathBuf, PathBuf)> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{tag}.{}.{:016x}",
+        name.to_string_lossy(),
+        std::process::id(),
+        random_u64()?
+    ));
+    Ok((dir.to_path_buf(), tmp))
+}
+
 fn random_u64() -> io::Result<u64> {
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| io::Error::other("no random bytes"))?;
@@ -57,21 +63,10 @@ fn random_u64() -> io::Result<u64> {
 /// crash leaves no half-written file). For private keys. On a file system
 /// without hard links it falls back to [`write_new`].
 pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     if path.symlink_metadata().is_ok() {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
     }
-    let tmp = dir.join(format!(
-        ".{}.new.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (dir, tmp) = temp_beside(path, "new")?;
     let written = (|| {
         let mut file = OpenOptions::new()
             .write(true)
