@@ -375,16 +375,15 @@ impl Server {
             .get()
             .filter(|_| client.features.iter().any(|f| f == FEATURE_UDP))
             .and_then(|_| {
-                UdpSecret::generate().or_else(|| {
+                UdpSecret::generate(REKEY_AFTER).or_else(|| {
                     warn!("no random bytes for UDP keys; this session stays on TCP");
                     None
                 })
             });
         let udp = match (self.udp.get(), secret) {
-            (Some(endpoint), Some(secret)) => {
+            (Some(endpoint), Some((secret, seal, open))) => {
                 let (registration, input) = endpoint.register();
                 let number = registration.number;
-                let (seal, open) = secret.split(Role::Server, REKEY_AFTER);
                 assignment.features.push(FEATURE_UDP.to_owned());
                 assignment.udp_session = Some(number);
                 assignment.udp_secret = Some(secret);

@@ -551,27 +551,37 @@ async fn write_loop<S: AsyncWrite>(
                 Some(Control::Probe(n)) => {
                     if let Some(u) = udp.as_mut() {
                         let pad = [0u8; udp::PROBE_BODY - 8];
-                        datagrams.push(u, Kind::Probe, &[&n.to_be_bytes(), &pad], counters).await?;
-                        datagrams.flush(&u.path).await?;
+                        let sent = async {
+                            datagrams.push(u, Kind::Probe, &[&n.to_be_bytes(), &pad], counters).await?;
+                            datagrams.flush(&u.path).await
+                        }
+                        .await;
+                        keep_udp(&mut udp, &mut datagrams, sent);
                     }
                     continue;
                 }
                 Some(Control::ProbeReply(body, to, src)) => {
                     if let Some(u) = udp.as_mut() {
-                        udp::send_to(u, Kind::ProbeReply, &body, to, src).await?;
+                        let sent = udp::send_to(u, Kind::ProbeReply, &body, to, src).await;
+                        keep_udp(&mut udp, &mut datagrams, sent);
                     }
                     continue;
                 }
                 Some(Control::Challenge(bytes, to, src)) => {
                     if let Some(u) = udp.as_mut() {
-                        udp::send_to(u, Kind::Challenge, &bytes, to, src).await?;
+                        let sent = udp::send_to(u, Kind::Challenge, &bytes, to, src).await;
+                        keep_udp(&mut udp, &mut datagrams, sent);
                     }
                     continue;
                 }
                 Some(Control::Respond(bytes)) => {
                     if let Some(u) = udp.as_mut() {
-                        datagrams.push(u, Kind::Response, &[&bytes], counters).await?;
-                        datagrams.flush(&u.path).await?;
+                        let sent = async {
+                            datagrams.push(u, Kind::Response, &[&bytes], counters).await?;
+                            datagrams.flush(&u.path).await
+                        }
+                        .await;
+                        keep_udp(&mut udp, &mut datagrams, sent);
                     }
                     continue;
                 }
@@ -580,13 +590,17 @@ async fn write_loop<S: AsyncWrite>(
             packet = outbound.recv() => {
                 let Some(packet) = packet else { return Ok(()) };
                 if let Some(u) = udp.as_mut().filter(|u| u.path.sending()) {
-                    datagrams.push_device_packet(u, &packet, mode.device_offload, counters).await?;
-                    // Gather whatever else is ready into as few sends as possible.
-                    for _ in 0..UDP_BATCH {
-                        let Some(packet) = outbound.try_recv() else { break };
+                    let sent = async {
                         datagrams.push_device_packet(u, &packet, mode.device_offload, counters).await?;
+                        // Gather whatever else is ready into as few sends as possible.
+                        for _ in 0..UDP_BATCH {
+                            let Some(packet) = outbound.try_recv() else { break };
+                            datagrams.push_device_packet(u, &packet, mode.device_offload, counters).await?;
+                        }
+                        datagrams.flush(&u.path).await
                     }
-                    datagrams.flush(&u.path).await?;
+                    .await;
+                    keep_udp(&mut udp, &mut datagrams, sent);
                     if out.is_empty() {
                         continue;
                     }
@@ -606,6 +620,19 @@ async fn write_loop<S: AsyncWrite>(
         debug_assert!(datagrams.is_empty());
         out.write_to(&mut writer).await?;
         writer.flush().await?;
+    }
+}
+
+/// After a send over UDP: an error the socket reports for itself, not for
+/// one datagram (those the socket calls transient and drops), ends the UDP
+/// side of this session, not the session: data goes on over the TLS
+/// connection, and the client, whose probes then go unanswered, falls back
+/// to it as it does when UDP is blocked.
+fn keep_udp(udp: &mut Option<UdpTx>, queued: &mut UdpOut, sent: std::io::Result<()>) {
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot send over UDP; data stays on the TLS connection");
+        *udp = None;
+        queued.clear();
     }
 }
 

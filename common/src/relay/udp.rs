@@ -280,6 +280,7 @@ where
                 replies.push(body);
             }
             Kind::ProbeReply => {
+                path.answered();
                 if let Some(report) = opened.body.get(8..).and_then(PathReport::decode) {
                     path.set_peer_report(report);
                 }
@@ -287,6 +288,7 @@ where
             // Client: the server saw us at a new address; prove it is ours.
             Kind::Challenge => match <[u8; CHALLENGE_LEN]>::try_from(opened.body) {
                 Ok(bytes) => {
+                    path.answered();
                     let _ = control.try_send(Control::Respond(bytes));
                 }
                 Err(_) => rx.counters.drop_packet(DropReason::Malformed),
@@ -351,7 +353,7 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
             return;
         }
         tokio::time::sleep(every).await;
-        let since = path.since_rx();
+        let since = path.since_answer();
         let limit = if chooser.expects_udp() {
             DEAD_AFTER
         } else {
@@ -500,17 +502,24 @@ impl UdpOut {
         Ok(())
     }
 
-    /// Sends what is queued, to the peer's current address.
+    /// Sends what is queued, to the peer's current address; what was queued
+    /// is gone afterwards, sent or not.
     pub(super) async fn flush(&mut self, path: &UdpPath) -> io::Result<()> {
+        let mut sent = Ok(());
         if self.count > 0 {
             if let Some((to, from)) = path.route() {
-                path.socket.send(to, from, &self.buf, self.stride).await?;
+                sent = path.socket.send(to, from, &self.buf, self.stride).await;
             }
         }
+        self.clear();
+        sent
+    }
+
+    /// Forgets what is queued.
+    pub(super) fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;
         self.closed = false;
-        Ok(())
     }
 
     /// Whether nothing is queued.
