@@ -23,13 +23,14 @@ use crate::outside::udp::path::{Validation, CHALLENGE_LEN};
 use crate::outside::udp::socket::MAX_SEND;
 use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
 
-/// Without any authenticated datagram for this long, the client moves data
-/// back to the TLS connection.
+/// Without any answer to a probe for this long, the client moves data back
+/// to the TLS connection.
 pub const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// Probe interval while the path is up, and while it is down after the
 /// first seconds of a session.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// Probe interval right after the session starts.
+/// Probe interval right after the session starts, and while data is on a
+/// busy UDP path (a clean round then moves it to TCP sooner).
 pub const PROBE_FAST: Duration = Duration::from_millis(200);
 /// How long after the start the fast probes go on.
 const FAST_FOR: Duration = Duration::from_secs(3);
@@ -343,7 +344,8 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
     let mut chooser = Chooser::new(clean_tcp);
     let mut n: u64 = 0;
     loop {
-        let every = if start.elapsed() < FAST_FOR && !chooser.expects_udp() {
+        let starting = start.elapsed() < FAST_FOR && !chooser.expects_udp();
+        let every = if starting || chooser.busy_on_udp() {
             PROBE_FAST
         } else {
             PROBE_EVERY
