@@ -107,7 +107,7 @@ impl Tunnel {
             let tun = tun.clone();
             let max = twoway_common::inside::max_read(&*tun, a.mtu);
             tokio::spawn(async move {
-                if let Err(e) = relay::inside_to_queue(&*tun, queue, max).await {
+                if let Err(e) = twoway_common::inside::reader::to_queue(&*tun, queue, max).await {
                     warn!(error = %e, "reading the tunnel device failed");
                 }
             })

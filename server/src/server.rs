@@ -281,7 +281,7 @@ impl Server {
                 warn!("too many handshakes in progress; closing connection");
                 return;
             };
-            twoway_common::outside::tune(&tcp, &self.config.tunnel.congestion);
+            twoway_common::outside::tcp::tune::tune(&tcp, &self.config.tunnel.congestion);
             let handshake = async {
                 // Until its peer speaks, a connection is the first to make room for others.
                 let _ = tcp.peek(&mut [0u8; 1]).await;
@@ -606,7 +606,9 @@ fn refused_by_client(e: &SessionError) -> Option<String> {
         return None;
     };
     match twoway_common::tls::rustls_error(io)? {
-        rustls::Error::AlertReceived(alert) => twoway_common::verify::alert_from_client(*alert),
+        rustls::Error::AlertReceived(alert) => {
+            twoway_common::tls::verify::alert_from_client(*alert)
+        }
         _ => None,
     }
 }

@@ -7,6 +7,7 @@ use std::io;
 use bytes::BytesMut;
 
 pub mod memory;
+pub mod reader;
 mod recv_buffer;
 pub mod tun;
 

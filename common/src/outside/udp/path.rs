@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::socket::UdpSocket;
-use crate::outside::tcp_info::{TcpHandle, TcpUse};
+use crate::outside::tcp::info::{TcpHandle, TcpUse};
 
 /// Whether datagrams can be sent to `addr`: no port 0, no unspecified,
 /// multicast or broadcast address. Nothing legitimate comes from such a

@@ -7,7 +7,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use super::{AUTO_CLEAN, AUTO_FALLBACK};
+use super::tune::{AUTO_CLEAN, AUTO_FALLBACK};
 
 /// What the TLS connection carries, for its congestion control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl TcpHandle {
         let fd = socket.as_fd().try_clone_to_owned().ok()?;
         Some(Arc::new(Self {
             fd,
-            auto_congestion: congestion == super::CONGESTION_AUTO,
+            auto_congestion: congestion == super::tune::CONGESTION_AUTO,
         }))
     }
 

@@ -403,7 +403,7 @@ pub fn alert_from_client(alert: rustls::AlertDescription) -> Option<String> {
 mod tests {
     use super::*;
 
-    const ALICE: &str = include_str!("../testdata/alice-sans.pem");
+    const ALICE: &str = include_str!("../../testdata/alice-sans.pem");
 
     fn alice_file() -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().expect("temp file");
