@@ -384,7 +384,7 @@ fn control_handler(
 ) -> impl Fn(Request) -> std::future::Ready<control::Answer> + Clone + Send + 'static {
     move |req| {
         std::future::ready(match req {
-            Request::Status => Ok(Reply::ClientStatus(status.report())),
+            Request::Status => Ok(Reply::ClientStatus(Box::new(status.report()))),
             Request::Down => {
                 info!("down requested");
                 stop.cancel();

@@ -49,7 +49,7 @@ pub enum Reply {
     /// Server: `status`.
     ServerStatus(ServerStatus),
     /// Client: `status`.
-    ClientStatus(ClientStatus),
+    ClientStatus(Box<ClientStatus>),
     /// Server: `kick`.
     Kicked(Kicked),
     /// Server: `reload`.

@@ -55,7 +55,9 @@ pub enum IdentityError {
     Unusable(IdentitySource),
 }
 
-/// Longest identity accepted.
+/// Longest identity accepted from a certificate, whatever its source: an
+/// e-mail or URI name of an outside CA may be longer than the names the
+/// built-in PKI gives ([`name::MAX_LEN`]).
 pub const MAX_IDENTITY_LEN: usize = 256;
 
 /// Reads the identity from a verified leaf certificate (DER).

@@ -7,9 +7,6 @@ use rustls_pki_types::DnsName;
 
 use super::error::PkiError;
 
-/// The longest identity name accepted.
-pub const MAX_IDENTITY_LEN: usize = twoway_common::identity::name::MAX_LEN;
-
 /// Checks an identity: 1-64 characters of `[A-Za-z0-9._@-]`, not starting
 /// with '.' or '-', and not one of the PKI's own file names (the rule of
 /// [`twoway_common::identity::name`], which `twoway request` applies too).
