@@ -154,29 +154,31 @@ fn issuer_message(whose: &str, cert: &[u8], ca_file: &Path, cas: &[String]) -> S
     text
 }
 
-/// Verifies the server's certificate as rustls's WebPKI verifier does, and
-/// explains an issuer or name refusal ([`Explained`]).
+/// A rustls verifier `V` that explains its refusals: it knows the CA file
+/// we trust and the subjects of the CAs in it.
 #[derive(Debug)]
-pub struct ServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+pub struct Explaining<V: ?Sized> {
+    inner: Arc<V>,
     ca_file: PathBuf,
     cas: Vec<String>,
 }
 
-impl ServerVerifier {
+impl<V: ?Sized> Explaining<V> {
     /// Wraps `inner`, which trusts the CA certificates `ca` read from `ca_file`.
-    pub fn new(
-        inner: Arc<WebPkiServerVerifier>,
-        ca_file: &Path,
-        ca: &[CertificateDer<'_>],
-    ) -> Self {
+    pub fn new(inner: Arc<V>, ca_file: &Path, ca: &[CertificateDer<'_>]) -> Self {
         Self {
             inner,
             ca_file: ca_file.to_owned(),
             cas: ca_subjects(ca),
         }
     }
+}
 
+/// Verifies the server's certificate as rustls's WebPKI verifier does, and
+/// explains an issuer or name refusal ([`Explained`]).
+pub type ServerVerifier = Explaining<WebPkiServerVerifier>;
+
+impl ServerVerifier {
     fn explain(&self, err: rustls::Error, cert: &[u8], expected: &ServerName<'_>) -> rustls::Error {
         let explained = match &err {
             rustls::Error::InvalidCertificate(
@@ -264,27 +266,9 @@ impl ServerCertVerifier for ServerVerifier {
 /// Verifies client certificates as the wrapped verifier does; when one is
 /// not signed by our CA, logs which issuer it has. The decision and the
 /// error (and so the alert the client gets) are the wrapped verifier's.
-#[derive(Debug)]
-pub struct ClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    ca_file: PathBuf,
-    cas: Vec<String>,
-}
+pub type ClientVerifier = Explaining<dyn ClientCertVerifier>;
 
 impl ClientVerifier {
-    /// Wraps `inner`, which trusts the CA certificates `ca` read from `ca_file`.
-    pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
-        ca_file: &Path,
-        ca: &[CertificateDer<'_>],
-    ) -> Self {
-        Self {
-            inner,
-            ca_file: ca_file.to_owned(),
-            cas: ca_subjects(ca),
-        }
-    }
-
     /// The log line for a refused client certificate, if it explains more
     /// than rustls's error does.
     pub fn explain(&self, err: &rustls::Error, cert: &[u8]) -> Option<String> {
