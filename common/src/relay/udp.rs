@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::choice::{Chooser, Path as Choice, Round};
+use super::read::Batch;
 use super::train::{Collector, Splitter, Step, TAG_LEN};
-use super::{Batch, Control, Counters, DropReason};
+use super::{Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::offload;
-use crate::outside::tcp_info::TcpUse;
+use crate::outside::tcp::info::TcpUse;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
 use crate::outside::udp::inbox::InboxRx;
 use crate::outside::udp::path::{self as udp_path, PathReport};
@@ -196,8 +197,7 @@ impl<I: Inside, F: Fn(&[u8]) -> Result<(), DropReason>> Rx<'_, I, F> {
             self.counters.drop_packet(reason);
             return Ok(());
         }
-        Counters::add(&self.counters.rx_packets, 1);
-        Counters::add(&self.counters.rx_bytes, packet.len() as u64);
+        self.counters.received(packet.len());
         if !self.inside.offload() {
             return self.inside.send(packet).await;
         }
@@ -449,10 +449,7 @@ impl UdpOut {
         device_offload: bool,
         counters: &Counters,
     ) -> io::Result<()> {
-        let count = |n: usize| {
-            Counters::add(&counters.tx_packets, 1);
-            Counters::add(&counters.tx_bytes, n as u64);
-        };
+        let count = |n: usize| counters.sent(n);
         if !device_offload {
             count(raw.len());
             return self.push(udp, Kind::Packet, &[raw], counters).await;
@@ -496,8 +493,7 @@ impl UdpOut {
         };
         for i in 0..n {
             let (tag, segment) = splitter.segment(i);
-            Counters::add(&counters.tx_packets, 1);
-            Counters::add(&counters.tx_bytes, segment.len() as u64);
+            counters.sent(segment.len());
             self.push(udp, Kind::Segment, &[&tag, segment], counters)
                 .await?;
         }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::socket::UdpSocket;
-use crate::outside::tcp_info::{TcpHandle, TcpUse};
+use crate::control::status::Carrier;
+use crate::outside::tcp::info::{TcpHandle, TcpUse};
 
 /// Whether datagrams can be sent to `addr`: no port 0, no unspecified,
 /// multicast or broadcast address. Nothing legitimate comes from such a
@@ -383,11 +384,11 @@ impl UdpPath {
     }
 
     /// The transport data uses now, for status output.
-    pub fn transport(&self) -> &'static str {
+    pub fn transport(&self) -> Carrier {
         if self.sending() {
-            "udp"
+            Carrier::Udp
         } else {
-            "tcp"
+            Carrier::Tcp
         }
     }
 }
