@@ -1,12 +1,12 @@
 //! twoway-server: the VPN server library behind the `twoway-server` binary.
 
-pub mod admission;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod filter;
-pub mod handshakes;
 pub mod leases;
+pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
@@ -15,7 +15,6 @@ pub mod privilege;
 pub mod registry;
 pub mod revocation;
 pub mod router;
-pub mod run;
 pub mod server;
 pub mod session;
 pub mod stats;

@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     twoway_common::logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Run { config } => twoway_server::run::run(&config).await,
+        Command::Run { config } => twoway_server::daemon::run(&config).await,
         Command::Check { config } => {
             let problems = twoway_server::check::check(&config);
             for p in &problems {

@@ -26,10 +26,10 @@ use twoway_common::relay::UdpInput;
 use twoway_common::relay::{self, Counters, RelayEnd, Updates};
 use twoway_common::tls::{self, TlsError};
 
-use crate::admission::{Admission, Limits as AdmissionLimits};
+use crate::limits::admission::{Admission, Limits as AdmissionLimits};
 use crate::config::ServerConfig;
 use crate::filter::SourceFilter;
-use crate::handshakes::Handshakes;
+use crate::limits::handshakes::Handshakes;
 use crate::leases::LeaseStore;
 use crate::policy::{Duplicate, Grant, Policy};
 use crate::pool::Pool;

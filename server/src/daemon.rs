@@ -1,5 +1,6 @@
-//! `twoway-server run`: create the TUN device, listen, tell systemd, answer
-//! the control socket, reload on SIGHUP, stop gracefully on SIGTERM/SIGINT.
+//! The daemon, `twoway-server run`: create the TUN device, listen, tell
+//! systemd, answer the control socket, reload on SIGHUP, stop gracefully on
+//! SIGTERM/SIGINT.
 
 use std::path::Path;
 use std::sync::Arc;
