@@ -182,7 +182,7 @@ pub async fn control_request(config: &Path, req: Request) -> anyhow::Result<serd
     let (socket, check) = match ServerConfig::load(config) {
         Ok(c) => (c.control.socket, false),
         Err(e) if e.permission_denied() && !req.changes() => {
-            (crate::config::default_socket(), true)
+            (crate::config::ControlSection::default().socket, true)
         }
         Err(e) if e.permission_denied() => {
             return Err(ControlPrivilege(format!("{} needs root: {e}", req.name())).into())
