@@ -4,6 +4,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod failure;
 pub mod filter;
 pub mod leases;
 pub mod limits;
