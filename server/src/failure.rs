@@ -39,7 +39,7 @@ impl Failure {
 mod tests {
     use super::*;
     use crate::cli::ControlPrivilege;
-    use crate::privilege::{DropError, NoNetAdmin, NotRoot};
+    use crate::privilege::{DropError, NoNetAdmin};
     use std::io::{Error, ErrorKind};
 
     fn bind(kind: ErrorKind) -> Failure {
@@ -56,7 +56,7 @@ mod tests {
             Failure::from(RunError::NoNetAdmin(NoNetAdmin)).exit_code(),
             5
         );
-        let not_root = DropError::NotRoot(NotRoot("twoway".into()));
+        let not_root = DropError::NotRoot("twoway".into());
         assert_eq!(Failure::from(RunError::Drop(not_root)).exit_code(), 5);
         let no_user = DropError::NoUser("nobody-here".into());
         assert_eq!(Failure::from(RunError::Drop(no_user)).exit_code(), 1);

@@ -22,17 +22,12 @@ pub fn check_net_admin() -> Result<(), NoNetAdmin> {
     }
 }
 
-/// `user` is set but the server did not start as root (exit code 5).
-#[derive(Debug, thiserror::Error)]
-#[error("`user = {0:?}` needs the server to start as root (under systemd, use User= instead)")]
-pub struct NotRoot(pub String);
-
 /// Why the switch to `user` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DropError {
-    /// The server did not start as root (exit code 5).
-    #[error(transparent)]
-    NotRoot(#[from] NotRoot),
+    /// `user` is set but the server did not start as root (exit code 5).
+    #[error("`user = {0:?}` needs the server to start as root (under systemd, use User= instead)")]
+    NotRoot(String),
     /// No such user.
     #[error("no such user {0:?} (key `user`)")]
     NoUser(String),
@@ -66,7 +61,7 @@ pub fn drop_to(name: &str, state_dir: &Path) -> Result<(), DropError> {
         move |source| DropError::System { what, source }
     };
     if !Uid::effective().is_root() {
-        return Err(NotRoot(name.to_owned()).into());
+        return Err(DropError::NotRoot(name.to_owned()));
     }
     let user = User::from_name(name)
         .map_err(system(&format!("looking up user {name:?}")))?

@@ -59,16 +59,13 @@ mod tests {
     #[test]
     fn an_unreadable_crl_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("crl.pem");
-        let e = revoked_serials(&missing).unwrap_err();
-        assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
-        let garbage = dir.path().join("garbage.pem");
-        std::fs::write(
-            &garbage,
-            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
-        )
-        .unwrap();
-        let e = revoked_serials(&garbage).unwrap_err();
-        assert!(matches!(e, CrlError::Parse { .. }), "{e}");
+        let not_a_crl = dir.path().join("garbage.pem");
+        let pem = "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
+        std::fs::write(&not_a_crl, pem).unwrap();
+        for (path, unparsable) in [(dir.path().join("missing.pem"), false), (not_a_crl, true)] {
+            let e = revoked_serials(&path).unwrap_err();
+            assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");
+            assert_eq!(matches!(e, CrlError::Parse { .. }), unparsable, "{e}");
+        }
     }
 }

@@ -29,7 +29,7 @@ pub enum SessionError {
     NotAdmitted(RefusalReason),
     /// TLS failed: no or a bad client certificate, wrong version, garbage.
     #[error("TLS handshake failed: {0}")]
-    Handshake(std::io::Error),
+    Handshake(#[source] std::io::Error),
     /// The handshake and hello did not finish in time.
     #[error("handshake not finished within {0:?}")]
     Timeout(Duration),
@@ -38,7 +38,7 @@ pub enum SessionError {
     Alpn,
     /// The hello could not be read.
     #[error("hello: {0}")]
-    Hello(OutsideError),
+    Hello(#[source] OutsideError),
     /// We refused the client (and told it why).
     #[error("refused ({code:?}): {message}")]
     Refused {
@@ -49,7 +49,7 @@ pub enum SessionError {
     },
     /// Sending the assignment failed.
     #[error("sending assignment: {0}")]
-    Assign(OutsideError),
+    Assign(#[source] OutsideError),
 }
 
 impl SessionError {
