@@ -5,101 +5,18 @@
 //! Read by status, used by the session pipeline, kick and reload.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use bytes::Bytes;
-use serde::Serialize;
-use tokio::sync::{mpsc, watch};
-use twoway_common::control::rfc3339;
+use tokio::sync::watch;
 use twoway_common::message::Bye;
 use twoway_common::queue::QueueTx;
-use twoway_common::relay::{Counters, DropReason};
 
-use crate::policy::Grant;
 use crate::router::Router;
 
-/// One live session as the registry keeps it.
-#[derive(Debug)]
-pub struct Entry {
-    /// The client's identity.
-    pub identity: String,
-    /// Its tunnel addresses.
-    pub addresses: Vec<IpAddr>,
-    /// Its public address and port.
-    pub remote: SocketAddr,
-    /// When the session was assigned.
-    pub since: SystemTime,
-    /// Serial number of its certificate (hex), to match against a new CRL.
-    pub serial: String,
-    /// What policy granted it (updated when a reload pushes a new grant),
-    /// to tell on reload whether that changed.
-    pub grant: Grant,
-    /// A second (third...) session of the identity, with a pool address.
-    pub extra_device: bool,
-    /// Its traffic counters.
-    pub counters: Arc<Counters>,
-    /// Where a Bye is sent to end it.
-    pub stop: mpsc::Sender<Bye>,
-    /// Where a changed grant goes to the client (an Update frame), when the
-    /// client announced feature `update`.
-    pub update: Option<watch::Sender<Bytes>>,
-    /// Whether its packets may reach other clients (its filter reads this).
-    pub client_to_client: Arc<AtomicBool>,
-    /// Its UDP path, when the session has the UDP channel.
-    pub udp: Option<Arc<twoway_common::outside::udp::UdpPath>>,
-}
+mod entry;
 
-/// One session in status output.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionStatus {
-    /// Session number, unique while the server runs.
-    pub id: u64,
-    /// The client's identity.
-    pub identity: String,
-    /// Its IPv4 tunnel address.
-    pub address: String,
-    /// Its IPv6 tunnel address, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address6: Option<String>,
-    /// Its public address and port.
-    pub remote: String,
-    /// RFC 3339 time the session started.
-    pub since: String,
-    /// Bytes received from the client.
-    pub rx_bytes: u64,
-    /// Bytes sent to the client.
-    pub tx_bytes: u64,
-    /// Where data goes now: "udp" or "tcp".
-    pub transport: &'static str,
-    /// The client's UDP address, once a datagram authenticated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub udp_remote: Option<String>,
-}
-
-/// Traffic totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Traffic {
-    /// Bytes from clients delivered inside.
-    pub rx_bytes: u64,
-    /// Bytes sent to clients.
-    pub tx_bytes: u64,
-    /// Dropped packets, indexed by `DropReason as usize`.
-    pub dropped: [u64; DropReason::ALL.len()],
-}
-
-impl Traffic {
-    /// Adds one set of counters.
-    pub fn add(&mut self, c: &Counters) {
-        self.rx_bytes += c.rx_bytes.load(Ordering::Relaxed);
-        self.tx_bytes += c.tx_bytes.load(Ordering::Relaxed);
-        for r in DropReason::ALL {
-            self.dropped[r as usize] += c.dropped(r);
-        }
-    }
-}
+pub use entry::{Entry, SessionStatus, Traffic};
 
 /// The live sessions, their slots and the routes to them, with one owner
 /// and one lock. Whoever waits for a session or a slot to go away is woken
@@ -342,22 +259,7 @@ impl Registry {
         self.lock()
             .sessions
             .iter()
-            .map(|(id, e)| SessionStatus {
-                id: *id,
-                identity: e.identity.clone(),
-                address: e
-                    .addresses
-                    .first()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                address6: e.addresses.get(1).map(ToString::to_string),
-                remote: e.remote.to_string(),
-                since: rfc3339(e.since),
-                rx_bytes: e.counters.rx_bytes.load(Ordering::Relaxed),
-                tx_bytes: e.counters.tx_bytes.load(Ordering::Relaxed),
-                transport: e.udp.as_ref().map_or("tcp", |p| p.transport()),
-                udp_remote: e.udp.as_ref().and_then(|p| p.peer()).map(|a| a.to_string()),
-            })
+            .map(|(id, e)| e.status(*id))
             .collect()
     }
 }
