@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use twoway_common::control::status::ServerStatus;
 use twoway_common::control::{self, Request};
 use twoway_common::logging::LogFormat;
 
@@ -193,10 +194,10 @@ pub enum ControlFailure {
 /// A user who may not read the config (a member of group `twoway` asking for
 /// status) asks the default socket, and takes the answer only if that server
 /// runs this config.
-pub async fn control_request(
+pub async fn control_request<T: serde::de::DeserializeOwned>(
     config: &Path,
     req: Request,
-) -> Result<serde_json::Value, ControlFailure> {
+) -> Result<T, ControlFailure> {
     let (socket, check) = match ServerConfig::load(config) {
         Ok(c) => (c.control.socket, false),
         Err(e) if e.permission_denied() && !req.changes() => {
@@ -207,7 +208,7 @@ pub async fn control_request(
         }
         Err(e) => return Err(e.into()),
     };
-    let answer = match control::request(&socket, &req, CONTROL_TIMEOUT).await {
+    let answer: serde_json::Value = match control::request(&socket, &req, CONTROL_TIMEOUT).await {
         Ok(answer) => answer,
         Err(e) if e.permission_denied() => return Err(ControlPrivilege(e.to_string()).into()),
         Err(e) if check => {
@@ -230,7 +231,8 @@ pub async fn control_request(
         ))
         .into());
     }
-    Ok(answer)
+    serde_json::from_value(answer.clone())
+        .map_err(|_| control::ControlError::BadAnswer(answer.to_string()).into())
 }
 
 /// Whether a status answer comes from a server started with `config`.
@@ -258,32 +260,22 @@ pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Prints server status, as a table or JSON.
-pub fn print_status(answer: &serde_json::Value, json: bool) {
+pub fn print_status(status: &ServerStatus, json: bool) {
     if json {
-        let mut obj = answer.clone();
-        if let Some(map) = obj.as_object_mut() {
-            map.remove("ok");
-        }
-        println!("{obj}");
+        println!("{}", control::json_line(status));
         return;
     }
-    let sessions = answer["sessions"].as_array().cloned().unwrap_or_default();
-    println!("{} session(s)", sessions.len());
-    if !sessions.is_empty() {
+    println!("{} session(s)", status.sessions.len());
+    if !status.sessions.is_empty() {
         println!(
             "{:<24} {:<16} {:<22} {:<21} {:>12} {:>12}",
             "IDENTITY", "ADDRESS", "REMOTE", "SINCE", "RX BYTES", "TX BYTES"
         );
     }
-    for s in sessions {
+    for s in &status.sessions {
         println!(
             "{:<24} {:<16} {:<22} {:<21} {:>12} {:>12}",
-            s["identity"].as_str().unwrap_or(""),
-            s["address"].as_str().unwrap_or(""),
-            s["remote"].as_str().unwrap_or(""),
-            s["since"].as_str().unwrap_or(""),
-            s["rx_bytes"],
-            s["tx_bytes"]
+            s.identity, s.address, s.remote, s.since, s.rx_bytes, s.tx_bytes
         );
     }
 }

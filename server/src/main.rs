@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use twoway_common::control::Request;
+use twoway_common::control::status::ServerStatus;
+use twoway_common::control::{Kicked, Reloaded, Request};
 use twoway_server::cli::{self, Cli, Command};
 use twoway_server::failure::Failure;
 
@@ -32,21 +33,20 @@ async fn main() -> ExitCode {
         }
         Command::Status { json, config } => cli::control_request(&config, Request::Status)
             .await
-            .map(|answer| cli::print_status(&answer, json))
+            .map(|status: ServerStatus| cli::print_status(&status, json))
             .map_err(Into::into),
         Command::Kick { identity, config } => {
             cli::control_request(&config, Request::Kick { identity })
                 .await
-                .map(|a| println!("kicked {} session(s)", a["kicked"]))
+                .map(|a: Kicked| println!("kicked {} session(s)", a.kicked))
                 .map_err(Into::into)
         }
         Command::Reload { config } => cli::control_request(&config, Request::Reload)
             .await
-            .map(|a| {
+            .map(|a: Reloaded| {
                 println!(
                     "reloaded; {} session(s) closed, {} updated without a reconnect",
-                    a["closed_sessions"],
-                    a["updated_sessions"].as_u64().unwrap_or(0)
+                    a.closed_sessions, a.updated_sessions
                 )
             })
             .map_err(Into::into),
