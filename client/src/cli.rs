@@ -185,10 +185,10 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
             return Err(control_failure(e));
         }
         // No client running, but one that was killed may have left routes or DNS behind.
-        let state = crate::changes::state_path(socket);
-        let owner_alive =
-            crate::changes::recorded_pid(&state).is_some_and(crate::changes::process_alive);
-        if !owner_alive && crate::changes::cleanup_stale(&state) {
+        let state = crate::host::journal::state_path(socket);
+        let owner_alive = crate::host::journal::recorded_pid(&state)
+            .is_some_and(crate::host::journal::process_alive);
+        if !owner_alive && crate::host::journal::cleanup_stale(&state) {
             println!("twoway: no client was running; removed the routes and DNS settings it left");
         } else {
             println!(

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 use crate::config::ClientConfig;
 use crate::connect::{connect_to, Connection};
 use crate::error::ClientError;
-use crate::roam::Watch;
-use crate::routing::{Refresh, Routing};
+use crate::host::system::{Refresh, Routing};
+use crate::host::watch::Watch;
 
 /// First reconnect delay; doubles up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -25,7 +25,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// shares its task with this check). Changing routes, which is rare, still
 /// runs here, with the worker's other tasks moved elsewhere meanwhile.
 pub async fn refresh(routing: &mut Routing) -> Refresh {
-    let snapshot = tokio::task::spawn_blocking(crate::netconf::read_snapshot)
+    let snapshot = tokio::task::spawn_blocking(crate::host::routes::read_snapshot)
         .await
         .unwrap_or_else(|e| Err(format!("reading the network: {e}")));
     blocking(|| routing.refresh(snapshot))

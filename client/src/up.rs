@@ -4,172 +4,34 @@
 //! nothing leaks outside the tunnel.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::json;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use twoway_common::control::{self, Request};
-use twoway_common::inside::tun::{TunInside, TunSettings};
+use twoway_common::control;
 use twoway_common::ippacket;
-use twoway_common::message::{
-    self, Assignment, Bye, ByeReason, Update, FEATURE_OFFLOAD, FEATURE_UPDATE,
-};
-use twoway_common::queue::{self, QueueTx};
+use twoway_common::message::{self, Bye, ByeReason, Update, FEATURE_OFFLOAD, FEATURE_UPDATE};
+use twoway_common::queue;
 use twoway_common::relay::{self, DropReason, Keepalive, RelayEnd, Updates};
 
-use crate::changes::{self, HostChanges};
 use crate::config::ClientConfig;
 use crate::connect::{connect, Connection};
+use crate::daemon::{control_handler, signals};
 use crate::error::ClientError;
-use crate::hooks;
+use crate::host::journal::{self, HostChanges};
+use crate::host::system::{Refresh, Routing};
+use crate::host::watch::Watch;
 use crate::reconnect::{blocking, reconnect, refresh};
-use crate::roam::Watch;
-use crate::routing::{Refresh, Routing};
 use crate::status::Status;
-use crate::update::Diff;
+use crate::tunnel::Tunnel;
+
 /// Packets queued from the device towards the server.
 const OUTBOUND_QUEUE: usize = 512;
 /// Bytes queued from the device towards the server: beyond this the device
 /// reader waits, so the kernel's queue, not ours, absorbs a burst.
 const OUTBOUND_QUEUE_BYTES: usize = 512 * 1024;
-
-/// The configured device: TUN and the task reading it (routes and DNS are in [`Routing`]).
-struct Tunnel {
-    tun: Arc<TunInside>,
-    reader: JoinHandle<()>,
-    assignment: Assignment,
-    down_hook: Option<(String, Vec<(String, String)>)>,
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        if let Some((cmd, env)) = self.down_hook.take() {
-            hooks::run("down", &cmd, &env);
-        }
-        self.reader.abort();
-    }
-}
-
-impl Tunnel {
-    /// Takes the device down and waits until it is gone, so that a device of
-    /// the same name can be created at once (the reader task holds the device
-    /// until it has finished).
-    async fn close(mut self) {
-        self.reader.abort();
-        let _ = (&mut self.reader).await;
-    }
-
-    fn open(
-        config: &ClientConfig,
-        a: &Assignment,
-        queue: QueueTx,
-        routing: &mut Routing,
-    ) -> Result<Self, ClientError> {
-        let name = config.device_name();
-        let ipv4 = match a.address.ip() {
-            IpAddr::V4(ip) => (ip, a.address.prefix()),
-            IpAddr::V6(_) => {
-                return Err(ClientError::Internal(
-                    "server assigned an IPv6 address as IPv4".into(),
-                ))
-            }
-        };
-        let ipv6 = a.address6.and_then(|n| match n.ip() {
-            IpAddr::V6(ip) => Some((ip, n.prefix())),
-            IpAddr::V4(_) => None,
-        });
-        let tun = TunInside::create(&TunSettings {
-            name,
-            ipv4,
-            ipv6,
-            mtu: a.mtu,
-            offload: config.tunnel.offload,
-            multi_queue: false,
-        })
-        .map_err(|e| {
-            if e.is_privilege() {
-                ClientError::Privilege(e.to_string())
-            } else {
-                ClientError::Internal(e.to_string())
-            }
-        })?;
-        let tun = Arc::new(tun);
-        routing
-            .install(tun.name(), a)
-            .map_err(ClientError::Internal)?;
-        routing.apply_dns(config, tun.name(), a);
-        let reader = {
-            let tun = tun.clone();
-            let max = twoway_common::inside::max_read(&*tun, a.mtu);
-            tokio::spawn(async move {
-                if let Err(e) = relay::inside_to_queue(&*tun, queue, max).await {
-                    warn!(error = %e, "reading the tunnel device failed");
-                }
-            })
-        };
-        info!(device = tun.name(), address = %a.address, routes = %twoway_common::logging::list(&a.routes), "tunnel up");
-        let env = hooks::environment(a, tun.name(), &config.server);
-        if let Some(cmd) = &config.hooks.up {
-            hooks::run("up", cmd, &env);
-        }
-        let down_hook = config.hooks.down.clone().map(|cmd| (cmd, env));
-        Ok(Self {
-            tun,
-            reader,
-            assignment: a.clone(),
-            down_hook,
-        })
-    }
-
-    /// Puts a changed grant in force on the same device and connection:
-    /// routes added and removed (through the journal of host changes, so
-    /// that `down` or crash recovery removes exactly what is installed),
-    /// DNS replaced, status updated (its `since` stays), the up hook run
-    /// again with the new environment. Returns what changed, for the
-    /// caller's log line. Blocks on `ip` and `resolvectl`.
-    fn update(
-        &mut self,
-        config: &ClientConfig,
-        update: &Update,
-        routing: &mut Routing,
-        status: &Status,
-    ) -> Diff {
-        let diff = Diff::between(&self.assignment.grant(), update);
-        let next = self.assignment.updated(update);
-        if diff.is_empty() {
-            self.assignment = next;
-            return diff;
-        }
-        let dev = self.tun.name();
-        let full_before = routing.full_tunnel();
-        if let Err(e) = routing.update(dev, &next) {
-            warn!(error = %e, "cannot install every route the server pushed; the others are in place");
-            status.failed(format!("applying the server's new routes: {e}"));
-        }
-        // A full tunnel takes every DNS query: its coming or going changes DNS too.
-        if diff.dns_changed() || routing.full_tunnel() != full_before {
-            routing.update_dns(config, dev, &next);
-        }
-        status.updated(&next);
-        status.dns(routing.dns_method(), routing.full_tunnel());
-        let env = hooks::environment(&next, dev, &config.server);
-        if let Some(cmd) = config.hooks.up.clone() {
-            let env = env.clone();
-            // Not on the relay's thread: a hook may take up to 30 s.
-            tokio::task::spawn_blocking(move || hooks::run("update", &cmd, &env));
-        }
-        if let Some((_, old)) = &mut self.down_hook {
-            *old = env;
-        }
-        self.assignment = next;
-        diff
-    }
-}
 
 /// The payload of the next Update frame the relay received; pending
 /// forever when the session has none (or the relay is gone).
@@ -212,7 +74,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
     tokio::spawn(signals(stop.clone()));
 
     // Undo what a client of this config left behind when it was killed.
-    let (changes, stale) = HostChanges::recover(&changes::state_path(&config.control.socket));
+    let (changes, stale) = HostChanges::recover(&journal::state_path(&config.control.socket));
     if stale {
         info!("removed the routes and DNS settings a previous run left behind");
     }
@@ -377,48 +239,6 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         warn!("connection to the server lost; reconnecting (device and routes stay in place)");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("reconnecting")]);
     }
-}
-
-fn control_handler(
-    status: Status,
-    stop: CancellationToken,
-) -> impl Fn(Request) -> std::future::Ready<serde_json::Value> + Clone + Send + 'static {
-    move |req| {
-        std::future::ready(match req {
-            Request::Status => {
-                let mut v = status.to_json();
-                v["ok"] = json!(true);
-                v
-            }
-            Request::Down => {
-                info!("down requested");
-                stop.cancel();
-                json!({ "ok": true })
-            }
-            other => control::failure(format!("{other:?} is a server command")),
-        })
-    }
-}
-
-async fn signals(stop: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            // A detached client outlives its terminal.
-            _ = hup.recv() => continue,
-        }
-    }
-    info!("signal received; taking the tunnel down");
-    stop.cancel();
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

@@ -1,6 +1,6 @@
 //! A changed grant pushed by the server on a live session (PROTOCOL.md,
 //! "Update"): what it changes in the grant in force. Pure; `up.rs` applies
-//! it to the host through [`crate::routing::Routing`], which keeps the
+//! it to the host through [`crate::host::system::Routing`], which keeps the
 //! journal of host changes.
 
 use std::fmt;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::dns::{self, ResolvConfBackup};
-use crate::netconf::{self, RouteAction, RouteSpec, Snapshot};
+use crate::host::dns::{self, ResolvConfBackup};
+use crate::host::routes::{self, RouteAction, RouteSpec, Snapshot};
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ impl HostChanges {
         self.save();
         for spec in missing {
             debug!(route = ?spec.to_string(), "adding route");
-            netconf::ip(&netconf::route_args(RouteAction::Replace, spec))?;
+            routes::ip(&routes::route_args(RouteAction::Replace, spec))?;
         }
         for spec in stale.iter().rev() {
             remove_route(spec);
@@ -182,7 +182,7 @@ impl Drop for HostChanges {
 fn remove_route(spec: &RouteSpec) {
     // A route on a removed device is gone already; a route the kernel
     // replaced no longer matches: both fail harmlessly.
-    if let Err(e) = netconf::ip(&netconf::route_args(RouteAction::Delete, spec)) {
+    if let Err(e) = routes::ip(&routes::route_args(RouteAction::Delete, spec)) {
         debug!(error = %e, "route removal");
     }
 }

@@ -1,5 +1,5 @@
 //! The client's routes and DNS across reconnects: plans them from the
-//! assignment and the host's routing table (`routeplan.rs`), applies them
+//! assignment and the host's routing table (`plan.rs`), applies them
 //! through [`HostChanges`], re-plans when the network changes, and tells the
 //! session loop when the path to the server moved so that it reconnects at
 //! once instead of waiting for the keepalive timeout.
@@ -10,11 +10,11 @@ use tracing::{debug, info, warn};
 use twoway_common::logging::list;
 use twoway_common::message::Assignment;
 
-use crate::changes::HostChanges;
 use crate::config::ClientConfig;
-use crate::dns::{self, DnsMethod};
-use crate::netconf::{self, Snapshot};
-use crate::routeplan::{self, OuterPath, Plan, PlanInput};
+use crate::host::dns::{self, DnsMethod};
+use crate::host::journal::HostChanges;
+use crate::host::plan::{self, OuterPath, Plan, PlanInput};
+use crate::host::routes::{self, Snapshot};
 
 /// The device and assignment routes are planned for.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ impl Routing {
 
     fn plan(&self, snapshot: &Snapshot) -> Option<Plan> {
         let d = self.device.as_ref()?;
-        Some(routeplan::plan(PlanInput {
+        Some(plan::plan(PlanInput {
             assignment: &d.assignment,
             tun: &d.name,
             server: self.server,
@@ -84,12 +84,12 @@ impl Routing {
 
     fn outer(&self, snapshot: &Snapshot) -> Option<OuterPath> {
         let tun = self.device.as_ref().map(|d| d.name.as_str()).unwrap_or("");
-        routeplan::outer_path(snapshot, self.server, tun)
+        plan::outer_path(snapshot, self.server, tun)
     }
 
     /// A connection from `local` is up: remember the path it uses.
     pub fn connected(&mut self, local: IpAddr) {
-        let outer = netconf::read_snapshot()
+        let outer = routes::read_snapshot()
             .map(|s| self.outer(&s))
             .unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the routing table");
@@ -107,7 +107,7 @@ impl Routing {
     /// Routes for the TUN device `name` and `assignment`, installed now.
     pub fn install(&mut self, name: &str, assignment: &Assignment) -> Result<(), String> {
         let plan = self.sync(name, assignment)?;
-        info!(full_tunnel = plan.full_tunnel, outer = ?routeplan::describe(plan.outer.as_ref()), routes = plan.routes.len(), "routes installed");
+        info!(full_tunnel = plan.full_tunnel, outer = ?plan::describe(plan.outer.as_ref()), routes = plan.routes.len(), "routes installed");
         Ok(())
     }
 
@@ -129,7 +129,7 @@ impl Routing {
             name: name.to_owned(),
             assignment: assignment.clone(),
         });
-        let snapshot = netconf::read_snapshot()?;
+        let snapshot = routes::read_snapshot()?;
         let plan = self.plan(&snapshot).unwrap_or_else(|| Plan {
             routes: vec![],
             outer: None,
@@ -140,7 +140,7 @@ impl Routing {
     }
 
     /// Looks at the network again (`snapshot`, from
-    /// `netconf::read_snapshot`): re-plans routes (the outer path may have
+    /// `routes::read_snapshot`): re-plans routes (the outer path may have
     /// changed) and says whether the connection has to be replaced.
     pub fn refresh(&mut self, snapshot: Result<Snapshot, String>) -> Refresh {
         let snapshot = match snapshot {
@@ -158,7 +158,7 @@ impl Routing {
         let outer = self.outer(&snapshot);
         let changed_since_last = outer != self.last_outer;
         if changed_since_last {
-            info!(server = %self.server, from = ?routeplan::describe(self.last_outer.as_ref()), to = ?routeplan::describe(outer.as_ref()), "path to the server changed");
+            info!(server = %self.server, from = ?plan::describe(self.last_outer.as_ref()), to = ?plan::describe(outer.as_ref()), "path to the server changed");
         }
         self.last_outer = outer.clone();
         match &self.connection {

@@ -1,5 +1,5 @@
 //! Which routes the client wants, computed from the assignment, the server's
-//! address and the host's routing table. Pure and unit-tested; `routing.rs`
+//! address and the host's routing table. Pure and unit-tested; `system.rs`
 //! applies the result.
 //!
 //! Full tunnel (a pushed `0.0.0.0/0` or `::/0`) works as OpenVPN's `def1`:
@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use twoway_common::message::Assignment;
 
-use crate::netconf::{KernelRoute, RouteSpec, Snapshot, Target};
+use crate::host::routes::{KernelRoute, RouteSpec, Snapshot, Target};
 
 /// Metric of the unreachable halves under the full-tunnel routes.
 pub const BACKSTOP_METRIC: u32 = 4242;
@@ -249,5 +249,5 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 }
 
 #[cfg(test)]
-#[path = "routeplan_tests.rs"]
+#[path = "plan_tests.rs"]
 mod tests;

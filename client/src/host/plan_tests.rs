@@ -1,5 +1,5 @@
 use super::*;
-use crate::netconf::parse_routes;
+use crate::host::routes::parse_routes;
 
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()

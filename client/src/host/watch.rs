@@ -2,7 +2,7 @@
 //! address and route events of both families. The messages themselves are
 //! not parsed; each burst only wakes the client, which then reads the routing
 //! table with `ip -j` and decides whether the path to the server moved
-//! (`routing.rs`). A slow timer covers lost events (a full socket buffer) and
+//! (`system.rs`). A slow timer covers lost events (a full socket buffer) and
 //! hosts where the socket cannot be opened.
 
 use std::os::fd::{AsRawFd, OwnedFd};
