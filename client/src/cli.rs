@@ -188,7 +188,7 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
         let state = crate::host::journal::state_path(socket);
         let owner_alive = crate::host::journal::recorded_pid(&state)
             .is_some_and(crate::host::journal::process_alive);
-        if !owner_alive && crate::host::journal::cleanup_stale(&state) {
+        if !owner_alive && crate::host::journal::cleanup_stale(&state).await {
             println!("twoway: no client was running; removed the routes and DNS settings it left");
         } else {
             println!(

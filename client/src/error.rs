@@ -1,6 +1,9 @@
 //! Client failures and the documented exit codes they map to, in one place.
 
 use twoway_common::config_file::ConfigErrors;
+use twoway_common::inside::tun::TunError;
+
+use crate::host::HostError;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -40,6 +43,19 @@ pub enum ClientError {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+    /// The TUN device could not be made.
+    #[error("{}{source}", if .source.is_privilege() { "missing privilege: " } else { "" })]
+    Device {
+        /// What went wrong.
+        #[from]
+        source: TunError,
+    },
+    /// Routes or DNS could not be put in force.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The server's assignment had an IPv6 address where the IPv4 one belongs.
+    #[error("server assigned an IPv6 address as IPv4")]
+    Ipv6Address,
 }
 
 impl ClientError {
@@ -50,7 +66,10 @@ impl ClientError {
             Self::Auth(_) => EXIT_AUTH,
             Self::Unreachable(_) => EXIT_UNREACHABLE,
             Self::Privilege(_) => EXIT_PRIVILEGE,
-            Self::Internal(_) => EXIT_INTERNAL,
+            Self::Device { source } if source.is_privilege() => EXIT_PRIVILEGE,
+            Self::Internal(_) | Self::Device { .. } | Self::Host(_) | Self::Ipv6Address => {
+                EXIT_INTERNAL
+            }
         }
     }
 

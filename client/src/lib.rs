@@ -14,6 +14,7 @@ pub mod list;
 pub mod privilege;
 pub mod reconnect;
 pub mod request;
+pub mod session;
 pub mod status;
 pub mod tunnel;
 pub mod up;

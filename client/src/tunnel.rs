@@ -1,14 +1,16 @@
-//! The tunnel device of a running client: the TUN device with the
-//! assignment's addresses and MTU, the task reading it into the outbound
-//! queue, the routes and DNS put in force through [`Routing`], and the up and
-//! down hooks around it.
+//! The tunnel device of a running client: the device with the assignment's
+//! addresses and MTU, the task reading it into the outbound queue, the
+//! routes and DNS put in force through the [`HostNetwork`], and the up and
+//! down hooks around it. Generic over the device, so that tests use an
+//! in-memory one.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use twoway_common::inside::tun::{TunInside, TunSettings};
+use twoway_common::inside::tun::{TunError, TunSettings};
+use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Update};
 use twoway_common::queue::QueueTx;
 use twoway_common::relay;
@@ -16,75 +18,73 @@ use twoway_common::relay;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::hooks;
-use crate::host::system::Routing;
+use crate::host::{plan, Change, DnsMethod, HostNetwork};
 use crate::status::Status;
 use crate::update::Diff;
 
-/// The configured device: TUN and the task reading it (routes and DNS are in [`Routing`]).
-pub struct Tunnel {
-    pub tun: Arc<TunInside>,
-    reader: JoinHandle<()>,
+/// Makes the device for an assignment: `TunInside::create` for real.
+pub trait OpenDevice<I>: FnMut(&TunSettings) -> Result<I, TunError> + Send {}
+impl<I, F: FnMut(&TunSettings) -> Result<I, TunError> + Send> OpenDevice<I> for F {}
+
+/// The configured device and the task reading it (routes and DNS are the
+/// [`HostNetwork`]'s). [`Tunnel::close`] runs the down hook and removes it.
+pub struct Tunnel<I> {
+    /// The device.
+    pub tun: Arc<I>,
+    /// Its name.
+    pub name: String,
+    /// What it is configured for.
     pub assignment: Assignment,
+    /// How the assignment's DNS was put in force.
+    pub dns_method: DnsMethod,
+    reader: JoinHandle<()>,
     down_hook: Option<(String, Vec<(String, String)>)>,
 }
 
-impl Drop for Tunnel {
+impl<I> Drop for Tunnel<I> {
     fn drop(&mut self) {
-        if let Some((cmd, env)) = self.down_hook.take() {
-            hooks::run("down", &cmd, &env);
-        }
         self.reader.abort();
     }
 }
 
-impl Tunnel {
-    /// Takes the device down and waits until it is gone, so that a device of
-    /// the same name can be created at once (the reader task holds the device
-    /// until it has finished).
+impl<I: Inside> Tunnel<I> {
+    /// Runs the down hook, then takes the device down and waits until it is
+    /// gone, so that a device of the same name can be created at once (the
+    /// reader task holds the device until it has finished).
     pub async fn close(mut self) {
         self.reader.abort();
         let _ = (&mut self.reader).await;
+        if let Some((cmd, env)) = self.down_hook.take() {
+            hooks::run("down", &cmd, &env).await;
+        }
     }
 
-    pub fn open(
+    /// Makes the device for `a` with `open`, puts routes and DNS in force,
+    /// starts reading it into `queue`, and runs the up hook.
+    pub async fn open(
         config: &ClientConfig,
         a: &Assignment,
         queue: QueueTx,
-        routing: &mut Routing,
+        host: &mut impl HostNetwork,
+        open: &mut impl OpenDevice<I>,
     ) -> Result<Self, ClientError> {
         let name = config.device_name();
         let ipv4 = match a.address.ip() {
             IpAddr::V4(ip) => (ip, a.address.prefix()),
-            IpAddr::V6(_) => {
-                return Err(ClientError::Internal(
-                    "server assigned an IPv6 address as IPv4".into(),
-                ))
-            }
+            IpAddr::V6(_) => return Err(ClientError::Ipv6Address),
         };
         let ipv6 = a.address6.and_then(|n| match n.ip() {
             IpAddr::V6(ip) => Some((ip, n.prefix())),
             IpAddr::V4(_) => None,
         });
-        let tun = TunInside::create(&TunSettings {
-            name,
+        let tun = Arc::new(open(&TunSettings {
+            name: name.clone(),
             ipv4,
             ipv6,
             mtu: a.mtu,
             offload: config.tunnel.offload,
             multi_queue: false,
-        })
-        .map_err(|e| {
-            if e.is_privilege() {
-                ClientError::Privilege(e.to_string())
-            } else {
-                ClientError::Internal(e.to_string())
-            }
-        })?;
-        let tun = Arc::new(tun);
-        routing
-            .install(tun.name(), a)
-            .map_err(ClientError::Internal)?;
-        routing.apply_dns(config, tun.name(), a);
+        })?);
         let reader = {
             let tun = tun.clone();
             let max = twoway_common::inside::max_read(&*tun, a.mtu);
@@ -94,31 +94,36 @@ impl Tunnel {
                 }
             })
         };
-        info!(device = tun.name(), address = %a.address, routes = %twoway_common::logging::list(&a.routes), "tunnel up");
-        let env = hooks::environment(a, tun.name(), &config.server);
-        if let Some(cmd) = &config.hooks.up {
-            hooks::run("up", cmd, &env);
-        }
-        let down_hook = config.hooks.down.clone().map(|cmd| (cmd, env));
-        Ok(Self {
+        let mut tunnel = Self {
             tun,
-            reader,
+            name,
             assignment: a.clone(),
-            down_hook,
-        })
+            dns_method: DnsMethod::None,
+            reader,
+            down_hook: None,
+        };
+        host.routes(&tunnel.name, a, Change::New).await?;
+        tunnel.dns_method = host.dns(&tunnel.name, a, Change::New).await;
+        info!(device = tunnel.name, address = %a.address, routes = %twoway_common::logging::list(&a.routes), "tunnel up");
+        let env = hooks::environment(a, &tunnel.name, &config.server);
+        if let Some(cmd) = &config.hooks.up {
+            hooks::run("up", cmd, &env).await;
+        }
+        tunnel.down_hook = config.hooks.down.clone().map(|cmd| (cmd, env));
+        Ok(tunnel)
     }
 
     /// Puts a changed grant in force on the same device and connection:
     /// routes added and removed (through the journal of host changes, so
     /// that `down` or crash recovery removes exactly what is installed),
     /// DNS replaced, status updated (its `since` stays), the up hook run
-    /// again with the new environment. Returns what changed, for the
-    /// caller's log line. Blocks on `ip` and `resolvectl`.
-    pub fn update(
+    /// again with the new environment (in the background: it may take up to
+    /// [`hooks::HOOK_TIMEOUT`]). Returns what changed, for the caller's log line.
+    pub async fn update(
         &mut self,
         config: &ClientConfig,
         update: &Update,
-        routing: &mut Routing,
+        host: &mut impl HostNetwork,
         status: &Status,
     ) -> Diff {
         let diff = Diff::between(&self.assignment.grant(), update);
@@ -127,28 +132,32 @@ impl Tunnel {
             self.assignment = next;
             return diff;
         }
-        let dev = self.tun.name();
-        let full_before = routing.full_tunnel();
-        if let Err(e) = routing.update(dev, &next) {
+        let full_before = plan::full_tunnel(&self.assignment);
+        if let Err(e) = host.routes(&self.name, &next, Change::Update).await {
             warn!(error = %e, "cannot install every route the server pushed; the others are in place");
             status.failed(format!("applying the server's new routes: {e}"));
         }
         // A full tunnel takes every DNS query: its coming or going changes DNS too.
-        if diff.dns_changed() || routing.full_tunnel() != full_before {
-            routing.update_dns(config, dev, &next);
+        if diff.dns_changed() || plan::full_tunnel(&next) != full_before {
+            self.dns_method = host.dns(&self.name, &next, Change::Update).await;
         }
         status.updated(&next);
-        status.dns(routing.dns_method(), routing.full_tunnel());
-        let env = hooks::environment(&next, dev, &config.server);
+        status.dns(self.dns_method, plan::full_tunnel(&next));
+        let env = hooks::environment(&next, &self.name, &config.server);
         if let Some(cmd) = config.hooks.up.clone() {
             let env = env.clone();
-            // Not on the relay's thread: a hook may take up to 30 s.
-            tokio::task::spawn_blocking(move || hooks::run("update", &cmd, &env));
+            tokio::spawn(async move { hooks::run("update", &cmd, &env).await });
         }
         if let Some((_, old)) = &mut self.down_hook {
             *old = env;
         }
         self.assignment = next;
         diff
+    }
+
+    /// Shows the device and its assignment in `status`.
+    pub fn show(&self, status: &Status) {
+        status.up(&self.assignment, &self.name);
+        status.dns(self.dns_method, plan::full_tunnel(&self.assignment));
     }
 }

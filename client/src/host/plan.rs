@@ -74,6 +74,11 @@ pub struct PlanInput<'a> {
     pub snapshot: &'a Snapshot,
 }
 
+/// Whether `assignment` sends everything of some family through the tunnel.
+pub fn full_tunnel(assignment: &Assignment) -> bool {
+    assignment.routes.iter().any(|r| r.prefix() == 0)
+}
+
 /// The two halves of `net` (`None` for a host route).
 pub fn halves(net: IpNetwork) -> Option<[IpNetwork; 2]> {
     let max = if net.is_ipv4() { 32 } else { 128 };

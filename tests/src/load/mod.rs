@@ -136,7 +136,7 @@ fn client_error_kind(e: &ClientError) -> &'static str {
         ClientError::Unreachable(m) if m.contains("refused the session") => "refused",
         ClientError::Unreachable(_) => "unreachable",
         ClientError::Privilege(_) => "privilege",
-        ClientError::Internal(_) => "internal",
+        _ => "internal",
     }
 }
 
