@@ -293,9 +293,7 @@ fn next(client: &Client<'_>, end: RelayEnd) -> Result<Next, ClientError> {
             status.reconnecting(format!("we closed the session: {}", bye.message))
         }
         RelayEnd::PeerBye(bye) => match bye.reason {
-            ByeReason::Revoked => {
-                return Err(ClientError::Auth(format!("server: {}", bye.message)))
-            }
+            ByeReason::Revoked => return Err(ClientError::Revoked(bye.message)),
             // Another device with this certificate took over: leaving avoids a kick loop.
             ByeReason::Replaced | ByeReason::Kicked => {
                 warn!(reason = ?bye.reason, message = %bye.message, "server ended the session; not reconnecting");

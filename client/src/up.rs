@@ -32,12 +32,13 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         .with_certificate(credentials.certificate.clone());
     let stop = CancellationToken::new();
     tokio::spawn(crate::expiry::watch(credentials.certificate, stop.clone()));
-    let socket = control::bind(&config.control.socket).await.map_err(|e| {
-        ClientError::Config(format!(
-            "control socket {}: {e}",
-            config.control.socket.display()
-        ))
-    })?;
+    let socket = control::bind(&config.control.socket)
+        .await
+        .map_err(|source| ClientError::File {
+            what: "control socket ",
+            path: config.control.socket.clone(),
+            source,
+        })?;
     let _socket_file = RemoveOnDrop(config.control.socket.clone());
     tokio::spawn(control::serve(
         socket,

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::connect;
-use twoway_client::error::ClientError;
+use twoway_client::error::EXIT_AUTH;
 use twoway_common::frame::{self, FrameType};
 use twoway_common::inside::memory::{self, MemoryPeer};
 use twoway_common::ippacket::build;
@@ -210,7 +210,7 @@ async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
     // carol's certificate is valid, but policy does not list her.
     let c = client_config(&s, "carol");
     let err = connect(&c, tls(&c)).await.unwrap_err();
-    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
 
     // mallory's certificate comes from another CA.
     let other = tempfile::tempdir().unwrap();
@@ -228,7 +228,7 @@ async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
     m.server = format!("127.0.0.1:{}", s.port);
     m.tls.ca = Some(s.pki.join("ca.pem"));
     let err = connect(&m, tls(&m)).await.unwrap_err();
-    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
     assert_eq!(err.exit_code(), 3);
 
     // After both refusals the server still serves.
@@ -286,7 +286,7 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
     }
     let c = client_config(&s, "alice");
     let err = connect(&c, tls(&c)).await.unwrap_err();
-    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
 }
 
 /// A session driven by hand over rustls's buffered client: Hello sent,
