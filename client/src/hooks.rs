@@ -72,23 +72,9 @@ mod tests {
 
     #[test]
     fn environment_carries_the_assignment() {
-        let a = Assignment {
-            address: "10.77.0.10/24".parse().unwrap(),
-            address6: None,
-            gateways: vec!["10.77.0.1".parse().unwrap()],
-            routes: vec![
-                "10.99.0.0/24".parse().unwrap(),
-                "10.100.0.0/16".parse().unwrap(),
-            ],
-            dns: vec!["10.99.0.53".parse().unwrap()],
-            search: vec!["corp.example".into()],
-            mtu: 1400,
-            keepalive_secs: 10,
-            timeout_secs: 60,
-            features: vec![],
-            udp_session: None,
-            udp_secret: None,
-        };
+        let mut a = crate::fixtures::assignment(&["10.99.0.0/24", "10.100.0.0/16"], false);
+        a.dns = vec!["10.99.0.53".parse().unwrap()];
+        a.search = vec!["corp.example".into()];
         let env = environment(&a, "tw-alice", "vpn:4433");
         let get = |k: &str| {
             env.iter()

@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod detach;
 pub mod error;
 pub mod expiry;
+#[cfg(test)]
+mod fixtures;
 pub mod hooks;
 pub mod host;
 pub mod list;

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use twoway_common::message::Assignment;
 
-use crate::host::routes::{KernelRoute, RouteSpec, Snapshot, Target};
+use crate::host::routes::{KernelRoute, RouteSpec, Snapshot};
 
 /// Metric of the unreachable halves under the full-tunnel routes.
 pub const BACKSTOP_METRIC: u32 = 4242;
@@ -227,16 +227,9 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                         }
                     }
                 }
-                routes.push(RouteSpec {
-                    dst: host,
-                    target: match path.gateway {
-                        Some(gateway) => Target::Via {
-                            gateway,
-                            dev: path.dev.clone(),
-                        },
-                        None => Target::Dev(path.dev.clone()),
-                    },
-                    metric: None,
+                routes.push(match path.gateway {
+                    Some(gateway) => RouteSpec::via(host, gateway, &path.dev),
+                    None => RouteSpec::dev(host, &path.dev),
                 });
             }
             // No way to the server: fail fast rather than loop into the tunnel.

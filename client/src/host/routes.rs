@@ -70,6 +70,18 @@ impl RouteSpec {
         }
     }
 
+    /// A route through `gateway` on `dev`.
+    pub fn via(dst: IpNetwork, gateway: IpAddr, dev: &str) -> Self {
+        Self {
+            dst,
+            target: Target::Via {
+                gateway,
+                dev: dev.to_owned(),
+            },
+            metric: None,
+        }
+    }
+
     /// An unreachable route.
     pub fn unreachable(dst: IpNetwork) -> Self {
         Self {
@@ -316,14 +328,11 @@ mod tests {
 
     #[test]
     fn builds_gateway_and_unreachable_arguments() {
-        let via = RouteSpec {
-            dst: net("203.0.113.10/32"),
-            target: Target::Via {
-                gateway: "192.168.1.1".parse().unwrap(),
-                dev: "wlan0".into(),
-            },
-            metric: None,
-        };
+        let via = RouteSpec::via(
+            net("203.0.113.10/32"),
+            "192.168.1.1".parse().unwrap(),
+            "wlan0",
+        );
         assert_eq!(
             route_args(RouteAction::Replace, &via),
             [
@@ -376,14 +385,7 @@ mod tests {
         assert!(!r[0].matches(&block), "metric differs");
         block.metric = Some(4242);
         assert!(r[0].matches(&block));
-        let host = RouteSpec {
-            dst: net("198.18.10.5/32"),
-            target: Target::Via {
-                gateway: "198.18.9.2".parse().unwrap(),
-                dev: "eth0".into(),
-            },
-            metric: None,
-        };
+        let host = RouteSpec::via(net("198.18.10.5/32"), "198.18.9.2".parse().unwrap(), "eth0");
         assert!(r[3].matches(&host));
         assert!(!r[1].matches(&host));
 
