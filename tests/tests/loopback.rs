@@ -1,5 +1,7 @@
 //! End-to-end over loopback without root: a real server (TLS, policy, pool,
-//! router) and real client connections, with in-memory TUN devices.
+//! router) and real client connections, with in-memory TUN devices, each
+//! relayed by hand here; loopback_session.rs runs the client's own session
+//! loop instead.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
