@@ -165,6 +165,9 @@ pub enum RefuseCode {
     IdentityNotAllowed,
     /// The certificate lacks the field the server takes the identity from.
     NoIdentity,
+    /// The certificate was revoked after the TLS handshake checked it (a
+    /// reload with a new CRL came between the handshake and the grant).
+    Revoked,
     /// No address is free in the pool.
     PoolExhausted,
     /// The identity is already connected and policy refuses a second session.
@@ -185,6 +188,7 @@ impl RefuseCode {
             Self::VersionUnsupported => "version-unsupported",
             Self::IdentityNotAllowed => "identity-not-allowed",
             Self::NoIdentity => "no-identity",
+            Self::Revoked => "revoked",
             Self::PoolExhausted => "pool-exhausted",
             Self::Duplicate => "duplicate",
             Self::Busy => "busy",
@@ -195,7 +199,10 @@ impl RefuseCode {
 
     /// Whether retrying later cannot help (authentication and authorisation refusals).
     pub fn is_permanent(self) -> bool {
-        matches!(self, Self::IdentityNotAllowed | Self::NoIdentity)
+        matches!(
+            self,
+            Self::IdentityNotAllowed | Self::NoIdentity | Self::Revoked
+        )
     }
 }
 

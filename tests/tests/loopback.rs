@@ -293,6 +293,48 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
     assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
 }
 
+/// A reload that revokes the certificate after the TLS handshake checked it
+/// and before the Hello arrives: the grant checks the CRL in force again and
+/// refuses, rather than registering a session under the new snapshot.
+#[tokio::test]
+async fn a_certificate_revoked_between_handshake_and_hello_is_refused() {
+    let s = start("").await;
+    issue(&s.pki, "alice");
+    let c = client_config(&s, "alice");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let name = twoway_common::tls::server_name("vpn.test").unwrap();
+    let mut tls_stream = tokio_rustls::TlsConnector::from(tls(&c))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    pki::revoke(&s.pki, "alice").unwrap();
+    s.server.reload().unwrap();
+    let mut out = BytesMut::new();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        features: vec![],
+        software: "test".into(),
+    };
+    frame::encode(FrameType::Hello, &message::encode(&hello), &mut out);
+    tls_stream.write_all(&out).await.unwrap();
+    let mut rbuf = BytesMut::new();
+    let answer = loop {
+        if let Some(f) = frame::decode(&mut rbuf).unwrap() {
+            break f;
+        }
+        assert!(
+            tls_stream.read_buf(&mut rbuf).await.unwrap() > 0,
+            "closed without an answer"
+        );
+    };
+    assert_eq!(answer.kind, FrameType::Refuse, "a session was granted");
+    let refusal: message::Refusal = message::decode(&answer.payload).unwrap();
+    assert_eq!(refusal.code, message::RefuseCode::Revoked, "{refusal:?}");
+    assert!(s.server.sessions().is_empty());
+}
+
 /// A session driven by hand over rustls's buffered client: Hello sent,
 /// Assign received.
 async fn hand_made_session(

@@ -386,7 +386,9 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
                 "the path is clean and busy; data moves to the TLS connection (offload)"
             );
         } else {
-            tracing::warn!("no UDP datagram for {limit:?}; data moves to the TLS connection");
+            tracing::warn!(
+                "no answer to our probes for {limit:?}; data moves to the TLS connection"
+            );
         }
         if control.send(Control::Path(why)).await.is_err() {
             return;

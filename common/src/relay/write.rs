@@ -11,6 +11,7 @@ use super::udp::{self, UdpOut, UdpTx};
 use super::{path_byte, Control, Counters, DropReason, Keepalive};
 use crate::message;
 use crate::offload;
+use crate::outside::tcp::info::TcpUse;
 use crate::outside::tcp::record::frame::FrameType;
 use crate::outside::tcp::record::gather::Gather;
 use crate::outside::tcp::OutsideError;
@@ -147,7 +148,9 @@ pub(super) async fn write_loop<S: AsyncWrite>(
 fn keep_udp(udp: &mut Option<UdpTx>, queued: &mut UdpOut, sent: std::io::Result<()>) {
     if let Err(e) = sent {
         tracing::warn!(error = %e, "cannot send over UDP; data stays on the TLS connection");
-        *udp = None;
+        if let Some(u) = udp.take() {
+            u.path.carry_on(TcpUse::Fallback);
+        }
         queued.clear();
     }
 }

@@ -21,7 +21,7 @@ pub use entry::{Entry, Traffic};
 /// The live sessions, their slots and the routes to them, with one owner
 /// and one lock. Whoever waits for a session or a slot to go away is woken
 /// when it does (see [`Registry::claim`] and [`Registry::wait_gone`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
 }

@@ -133,9 +133,16 @@ pub(super) struct Granted {
     pub loaded: Arc<Loaded>,
 }
 
-/// What the policy in force grants the client, or its refusal.
+/// What the policy in force grants the client, or its refusal. The CRL of
+/// the same snapshot is checked again: the handshake checked the certificate
+/// against the snapshot in force then, and a reload may have come since.
+/// (One after this is the registration's to catch: `register`.)
 async fn grant(server: &Server, client: Identified) -> Result<Granted, SessionError> {
     let loaded = server.loaded.load_full();
+    if loaded.revoked.contains(&client.serial) {
+        let message = "certificate revoked".to_owned();
+        return Err(client.refuse(RefuseCode::Revoked, message).await);
+    }
     match loaded.policy.grant(&client.identity) {
         Some(grant) => Ok(Granted {
             client,

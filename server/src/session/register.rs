@@ -15,14 +15,16 @@ use twoway_common::relay::{self, Counters, RelayEnd, Updates};
 use super::assign::Offer;
 use super::Identified;
 use crate::filter::SourceFilter;
-use crate::registry::{Entry, Slot};
+use crate::registry::{Entry, Registry, Slot};
 use crate::server::{review, Review, Server};
 use crate::udp::Registration;
 
-/// A session in the registry: what teardown undoes.
+/// A session in the registry: what teardown undoes. Its fields drop in
+/// this order also when a panic unwinds the session's task: the entry and
+/// its routes first, the slot last.
 #[derive(Debug)]
 pub(super) struct Registered {
-    id: u64,
+    entered: Entered,
     slot: Slot,
     /// Its traffic counters, also in its registry entry.
     pub counters: Arc<Counters>,
@@ -30,6 +32,20 @@ pub(super) struct Registered {
     pub outbound: QueueRx,
     /// Its place at the UDP endpoint, if it has the UDP channel.
     _udp: Option<Registration>,
+}
+
+/// The session's entry in the registry; dropping it takes the entry and its
+/// routes out (removing twice is harmless).
+#[derive(Debug)]
+struct Entered {
+    registry: Registry,
+    id: u64,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
 }
 
 /// What the relay needs: the connection, not yet told its assignment, and
@@ -103,7 +119,10 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
         }
     });
     let registered = Registered {
-        id,
+        entered: Entered {
+            registry: server.registry.clone(),
+            id,
+        },
         slot: claimed.slot,
         counters,
         outbound,
@@ -125,13 +144,13 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
 /// slot, last, so whoever waits for the slot finds its addresses free.
 pub(super) fn teardown(server: &Server, registered: Registered, end: Option<RelayEnd>) {
     let Registered {
-        id,
+        entered,
         slot,
         counters,
         outbound,
         _udp,
     } = registered;
-    server.registry.remove(id);
+    drop(entered);
     server.stats.session_ended(&counters);
     match end {
         Some(RelayEnd::PeerBye(bye)) => {

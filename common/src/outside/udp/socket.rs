@@ -161,7 +161,11 @@ impl UdpSocket {
     }
 }
 
-/// Errors a UDP socket reports for one datagram, not for itself.
+/// Errors a UDP socket reports for one datagram, not for itself: the path
+/// refused it, or its source or destination address does not suit (a source
+/// address of ours that went away after roaming, a broadcast destination).
+/// The datagram is lost like any other, and the probes notice a path that
+/// stays lost.
 fn transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -172,6 +176,8 @@ fn transient(e: &io::Error) -> bool {
                 | nix::libc::EMSGSIZE
                 | nix::libc::EPERM
                 | nix::libc::ENOBUFS
+                | nix::libc::EACCES
+                | nix::libc::EADDRNOTAVAIL
         )
     )
 }
