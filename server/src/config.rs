@@ -120,6 +120,9 @@ pub struct ServerConfig {
     /// Prometheus endpoint (off unless `listen` is set).
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The etcd cluster this server is a node of (none unless `etcd` is set).
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterSection,
     /// When started as root without systemd: the user to switch to once the
     /// device and sockets are set up.
     #[serde(default)]
@@ -483,6 +486,7 @@ impl ServerConfig {
                 errors.push(ConfigError::invalid(p, key, "must be at least 1"));
             }
         }
+        self.cluster.validate(p, &mut errors);
         errors
     }
 
@@ -496,6 +500,7 @@ impl ServerConfig {
         r(&mut self.tls.crl);
         r(&mut self.control.socket);
         r(&mut self.state.dir);
+        self.cluster.resolve_paths(&base);
     }
 
     /// The TLS files as the TLS setup wants them.

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod filter;
 pub mod handshakes;

@@ -72,6 +72,9 @@ pub struct SessionStatus {
     /// The client's UDP address, once a datagram authenticated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_remote: Option<String>,
+    /// The node that holds the session (in a cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Traffic totals.
@@ -256,6 +259,7 @@ impl Registry {
                 tx_bytes: e.counters.tx_bytes.load(Ordering::Relaxed),
                 transport: e.udp.as_ref().map_or("tcp", |p| p.transport()),
                 udp_remote: e.udp.as_ref().and_then(|p| p.peer()).map(|a| a.to_string()),
+                node: None,
             })
             .collect()
     }

@@ -88,6 +88,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let cancel = shutdown.clone();
         tokio::spawn(async move { endpoint.run(cancel).await });
     }
+    let cluster = if config.cluster.enabled() {
+        let (cluster, stops) = crate::cluster::Cluster::start(&config.cluster, config_path)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        server.enable_cluster(cluster.clone(), stops);
+        info!(node = cluster.node(), etcd = ?config.cluster.etcd, "cluster node");
+        Some(tokio::spawn(cluster.run(shutdown.clone())))
+    } else {
+        None
+    };
     tokio::spawn(systemd_status(server.clone(), shutdown.clone()));
     info!(listen = %config.listen, device = queues[0].name(), queues = queues.len(), network = %t.network, "twoway server ready");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -96,7 +106,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let server = server.clone();
         move |req: Request| {
             let server = server.clone();
-            async move { answer(&server, req) }
+            async move { answer(&server, req).await }
         }
     };
     tokio::spawn(control::serve(control_listener, handler, shutdown.clone()));
@@ -105,27 +115,40 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .clone()
         .serve_queues(listener, queues, shutdown)
         .await;
+    if let Some(cluster) = cluster {
+        // Revokes the node's lease: its sessions leave the cluster now.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), cluster).await;
+    }
     let _ = std::fs::remove_file(&config.control.socket);
     info!("twoway server stopped");
     Ok(())
 }
 
-fn answer(server: &Server, req: Request) -> serde_json::Value {
+async fn answer(server: &Server, req: Request) -> serde_json::Value {
     match req {
         Request::Status => {
             let mut answer = status(server);
+            if server.cluster().is_some() {
+                // Every node's sessions, each with its node.
+                let (sessions, missing) = server.cluster_sessions().await;
+                answer["sessions"] = json!(sessions);
+                if let Some(why) = missing {
+                    tracing::warn!(error = %why, "status shows this node's sessions only");
+                }
+            }
             answer["ok"] = json!(true);
             answer
         }
-        Request::Kick { identity } => {
-            let n = server.kick(&identity);
-            if n == 0 {
-                control::failure(format!("no session of identity {identity:?}"))
-            } else {
+        Request::Kick { identity } => match server.kick_everywhere(&identity).await {
+            Ok(0) => control::failure(format!("no session of identity {identity:?}")),
+            Ok(n) => {
                 info!(identity, sessions = n, "kicked");
                 json!({ "ok": true, "kicked": n })
             }
-        }
+            Err(e) => control::failure(format!(
+                "cannot reach the cluster to kick {identity:?}: {e}"
+            )),
+        },
         Request::Reload => match server.reload() {
             Ok(done) => json!({
                 "ok": true,

@@ -40,6 +40,7 @@ use crate::stats::Stats;
 use crate::udp::UdpEndpoint;
 
 mod assign;
+mod cluster;
 mod reload;
 
 pub use reload::Reloaded;
@@ -76,6 +77,8 @@ pub struct Server {
     admission: Admission,
     /// The UDP endpoint, once `enable_udp` gave one.
     udp: std::sync::OnceLock<Arc<UdpEndpoint>>,
+    /// The cluster, once `enable_cluster` gave one (`[cluster]`).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Why the server could not start.
@@ -160,6 +163,7 @@ impl Server {
             registry: Registry::default(),
             stats: Stats::default(),
             udp: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -354,14 +358,31 @@ impl Server {
                 );
             }
         };
-        let lease_key = slot.key().to_owned();
+        let id = self.registry.next_id();
+        // In a cluster, the slot is also claimed across nodes, and its lease key
+        // (which names the pool address) is the cluster's.
+        let claim = match self.claim_in_cluster(&client, id, &policy, &grant).await {
+            Ok(claim) => claim,
+            Err((code, message)) => {
+                return log_refusal(&self.stats, &client.refuse(code, message).await)
+            }
+        };
+        let lease_key = claim
+            .as_ref()
+            .map_or_else(|| slot.key().to_owned(), |c| c.slot().to_owned());
         if lease_key != client.identity {
             // Extra devices get their own pool address, remembered per slot.
             grant.address = None;
             grant.address6 = None;
         }
         let offload = inside.offload() && client.features.iter().any(|f| f == FEATURE_OFFLOAD);
-        let mut assignment = match self.assignment(&lease_key, &grant, offload) {
+        let leased = match self.cluster_address(&lease_key, &grant).await {
+            Ok(a) => a,
+            Err((code, message)) => {
+                return log_refusal(&self.stats, &client.refuse(code, message).await)
+            }
+        };
+        let mut assignment = match self.assignment(&lease_key, &grant, leased, offload) {
             Ok(a) => a,
             Err((code, message)) => {
                 return log_refusal(&self.stats, &client.refuse(code, message).await)
@@ -415,7 +436,15 @@ impl Server {
         } else {
             (None, Updates::Off)
         };
-        let id = self.registry.next_id();
+        if !self.register_in_cluster(claim.as_ref(), &assignment).await {
+            let e = client
+                .refuse(
+                    RefuseCode::Duplicate,
+                    "a newer session of this identity took over".into(),
+                )
+                .await;
+            return log_refusal(&self.stats, &e);
+        }
         let l = &self.config.limits;
         let (queue_tx, mut queue_rx) = queue::channel(l.session_queue, l.session_queue_bytes);
         let (stop_tx, mut stop_rx) = mpsc::channel(1);
@@ -496,6 +525,8 @@ impl Server {
         };
         self.router.remove_session(id);
         self.registry.remove(id);
+        // Lets go of the slot in the cluster.
+        drop(claim);
         self.stats.session_ended(&counters);
         match end {
             Some(RelayEnd::PeerBye(bye)) => {

@@ -4,15 +4,17 @@
 use super::*;
 
 impl Server {
-    /// The assignment for `identity` (its lease key) under `grant`.
+    /// The assignment for `identity` (its lease key) under `grant`; `leased`
+    /// is the pool address the cluster leased, if the server is a node of one.
     pub(super) fn assignment(
         &self,
         identity: &str,
         grant: &Grant,
+        leased: Option<std::net::Ipv4Addr>,
         offload: bool,
     ) -> Result<Assignment, (RefuseCode, String)> {
         let t = &self.config.tunnel;
-        let address = match grant.address {
+        let address = match grant.address.or(leased) {
             Some(a) => a,
             None => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
