@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// The etcd cluster this server is a node of (none unless `etcd` is set).
     #[serde(default)]
     pub cluster: crate::cluster::ClusterSection,
+    /// Commands run when a client's session comes up and goes down.
+    #[serde(default)]
+    pub hooks: crate::hooks::HooksSection,
     /// When started as root without systemd: the user to switch to once the
     /// device and sockets are set up.
     #[serde(default)]
@@ -487,6 +490,7 @@ impl ServerConfig {
             }
         }
         self.cluster.validate(p, &mut errors);
+        self.hooks.validate(p, &mut errors);
         errors
     }
 

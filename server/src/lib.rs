@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod filter;
 pub mod handshakes;
+pub mod hooks;
 pub mod leases;
 pub mod metrics;
 pub mod pki;

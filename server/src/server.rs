@@ -77,6 +77,8 @@ pub struct Server {
     admission: Admission,
     /// The UDP endpoint, once `enable_udp` gave one.
     udp: std::sync::OnceLock<Arc<UdpEndpoint>>,
+    /// `[hooks] session_up` and `session_down`.
+    hooks: Arc<crate::hooks::SessionHooks>,
     /// The cluster, once `enable_cluster` gave one (`[cluster]`).
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
@@ -146,6 +148,8 @@ impl Server {
             burst: f64::from(l.connection_burst_per_source),
             in_flight: l.handshakes_per_source,
         });
+        let hooks =
+            crate::hooks::SessionHooks::new(config.hooks.clone(), config.cluster.node.clone());
         Ok(Self {
             handshakes: Handshakes::new(config.limits.max_handshakes),
             revoked: RwLock::new(Arc::new(
@@ -163,6 +167,7 @@ impl Server {
             registry: Registry::default(),
             stats: Stats::default(),
             udp: std::sync::OnceLock::new(),
+            hooks,
             cluster: std::sync::OnceLock::new(),
         })
     }
@@ -487,6 +492,7 @@ impl Server {
                 }
             });
         }
+        let hook = self.hooks.session(&client.identity, &addresses);
         let session = relay::Session {
             keepalive: self.config.keepalive.keepalive(),
             offload: assignment.features.iter().any(|f| f == FEATURE_OFFLOAD),
@@ -497,6 +503,9 @@ impl Server {
                     .sessions_started
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 info!(address = %assigned.assignment.address.ip(), offload = session.offload, udp = assigned.assignment.udp_session.is_some(), "session up");
+                if let Some(hook) = &hook {
+                    hook.up();
+                }
                 let stop = async {
                     tokio::select! {
                         bye = stop_rx.recv() => bye.unwrap_or_else(|| Bye::new(ByeReason::Shutdown, "server is stopping")),
@@ -527,6 +536,9 @@ impl Server {
         self.registry.remove(id);
         // Lets go of the slot in the cluster.
         drop(claim);
+        if let (Some(hook), Some(_)) = (&hook, &end) {
+            hook.down();
+        }
         self.stats.session_ended(&counters);
         match end {
             Some(RelayEnd::PeerBye(bye)) => {

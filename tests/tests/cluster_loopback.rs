@@ -33,9 +33,13 @@ async fn node(pki_dir: &Path, etcd: &Etcd, name: &str) -> Node {
         .replace("server.sock", &format!("server-{name}.sock"))
         .replace("/state", &format!("/state-{name}"));
     let path = pki_dir.join(format!("server-{name}.toml"));
+    let log = pki_dir.join("hooks.log");
     let cluster = format!(
-        "\n[cluster]\netcd = [\"{}\"]\nnode = \"{name}\"\nlease_ttl_secs = 3\n",
-        etcd.endpoint()
+        "\n[cluster]\netcd = [\"{}\"]\nnode = \"{name}\"\nlease_ttl_secs = 3\n\
+         [hooks]\nsession_up = 'echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY $TWOWAY_ADDRESS $TWOWAY_NODE\" >> {log}'\n\
+         session_down = 'echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY $TWOWAY_ADDRESS $TWOWAY_NODE\" >> {log}'\n",
+        etcd.endpoint(),
+        log = log.display()
     );
     std::fs::write(&path, text + &cluster).unwrap();
     let config = ServerConfig::load(&path).unwrap();
@@ -116,6 +120,26 @@ async fn two_nodes_share_addresses_status_and_survive_etcd_restarts() {
             Instant::now() < deadline,
             "the session on vpn-a was not replaced within 3 s"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The hooks moved alice's address from a to b (each node's in order; the
+    // two nodes' hooks are separate processes).
+    let mut want = vec![
+        format!("session_up alice {first} vpn-a"),
+        format!("session_down alice {first} vpn-a"),
+        format!("session_up alice {first} vpn-b"),
+    ];
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(pki_dir.join("hooks.log")).unwrap_or_default();
+        let mut got: Vec<String> = text.lines().map(str::to_owned).collect();
+        got.sort();
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hooks: {got:?}, want {want:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
