@@ -34,17 +34,45 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// This host's end of the connection.
     pub local: SocketAddr,
+    /// Which entry of the config's `server` list it went to.
+    pub server: usize,
     /// The UDP secrets the assignment carried, taken out of it at once so
     /// that no kept copy of the assignment (status, the tunnel) holds them.
     udp_secret: Option<twoway_common::outside::udp::UdpSecret>,
 }
 
-/// Connects, authenticates and waits for the assignment.
+/// Connects, authenticates and waits for the assignment: to the first
+/// entry of `server` that answers, in `server_order`.
 pub async fn connect(
     config: &ClientConfig,
     tls_config: Arc<rustls::ClientConfig>,
 ) -> Result<Connection, ClientError> {
-    connect_to(config, tls_config, None).await
+    let first = config.server.start(config.server_order);
+    connect_any(config, tls_config, first).await
+}
+
+/// Tries the entries of `server` once each, from entry `first` on; a
+/// refusal that another node would repeat (authentication, configuration)
+/// ends the round. The connection's `server` is the entry that worked.
+pub async fn connect_any(
+    config: &ClientConfig,
+    tls_config: Arc<rustls::ClientConfig>,
+    first: usize,
+) -> Result<Connection, ClientError> {
+    let mut last = None;
+    for i in config.server.round(first) {
+        let mut one = config.clone();
+        one.server = config.server.at(i);
+        match connect_to(&one, tls_config.clone(), None).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_retryable() && config.server.all().len() > 1 => {
+                tracing::warn!(server = %one.server, error = %e, "server failed; trying the next one");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::Config("no server configured".into())))
 }
 
 /// Like [`connect`]; with `pinned`, the TCP connection goes to that address
@@ -128,6 +156,7 @@ async fn handshake(
                 assignment,
                 peer,
                 local,
+                server: config.server.current(),
                 udp_secret,
             })
         }

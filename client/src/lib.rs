@@ -18,6 +18,7 @@ pub mod request;
 pub mod roam;
 pub mod routeplan;
 pub mod routing;
+pub mod servers;
 pub mod status;
 pub mod up;
 pub mod update;

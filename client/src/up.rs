@@ -220,8 +220,10 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
         c = connect(&config, tls.clone()) => c?,
         _ = stop.cancelled() => return Ok(()),
     };
-    // Reconnects go to the same address: it is the one routed outside the tunnel.
-    let server = first.peer;
+    // Reconnects go to the same address first: it is the one routed outside
+    // the tunnel (in a full tunnel the other entries of a list are not).
+    let mut server = first.peer;
+    let mut last = first.server;
     let mut routing = Routing::new(changes, &config, server.ip());
     routing.connected(first.local.ip());
     let (queue_tx, mut queue_rx) = queue::channel(OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES);
@@ -244,6 +246,7 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                 &tls,
                 &stop,
                 server,
+                last,
                 &mut routing,
                 &mut watch,
                 at_once,
@@ -254,6 +257,8 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
                 None => return Ok(()),
             },
         };
+        // The next reconnect starts with the node that worked last.
+        (server, last) = (connection.peer, connection.server);
         let udp = connection.udp_channel(config.transport, &config.tunnel.congestion);
         status.udp(udp.as_ref().map(|u| u.path.clone()));
         let Connection {

@@ -71,7 +71,7 @@ async fn node(pki_dir: &Path, etcd: &Etcd, name: &str) -> Node {
 
 async fn connect_to(pki_dir: &Path, n: &Node, identity: &str) -> Result<Connection, String> {
     let mut c = ClientConfig::load(&pki_dir.join(format!("{identity}.toml"))).unwrap();
-    c.server = format!("127.0.0.1:{}", n.port);
+    c.server = format!("127.0.0.1:{}", n.port).into();
     let tls = twoway_client::credentials::load(&c).unwrap().tls;
     connect(&c, tls).await.map_err(|e| e.to_string())
 }

@@ -66,7 +66,7 @@ impl Client {
     pub fn load(path: &Path, server: Option<&str>) -> anyhow::Result<Self> {
         let mut config = ClientConfig::load(path)?;
         if let Some(s) = server {
-            config.server = s.to_owned();
+            config.server = s.to_owned().into();
         }
         config.tunnel.offload = false;
         let tls = twoway_client::credentials::load(&config)
