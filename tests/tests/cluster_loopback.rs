@@ -180,7 +180,49 @@ async fn two_nodes_share_addresses_status_and_survive_etcd_restarts() {
     }
     let bob = connect_to(&pki_dir, &a, "bob").await.unwrap();
     assert_ne!(address(&bob), first);
-    drop((on_a, on_b, fixed, bob));
+
+    // Twenty clients with both nodes in their list, from a random entry on:
+    // spread over both nodes, all addresses distinct.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let identity = format!("user{i}");
+        pki::issue(&pki::IssueOptions {
+            dir: pki_dir.clone(),
+            identity: identity.clone(),
+            days: 30,
+            out: None,
+        })
+        .unwrap();
+        let mut c = ClientConfig::load(&pki_dir.join(format!("{identity}.toml"))).unwrap();
+        c.server = vec![
+            format!("127.0.0.1:{}", a.port),
+            format!("127.0.0.1:{}", b.port),
+        ]
+        .into();
+        c.server_order = twoway_client::servers::ServerOrder::Random;
+        let tls = twoway_client::credentials::load(&c).unwrap().tls;
+        tasks.push(tokio::spawn(async move { connect(&c, tls).await.unwrap() }));
+    }
+    let mut many = Vec::new();
+    for t in tasks {
+        many.push(t.await.unwrap());
+    }
+    let distinct: std::collections::BTreeSet<IpAddr> = many.iter().map(address).collect();
+    assert_eq!(distinct.len(), 20);
+    assert!(!distinct.contains(&first) && !distinct.contains(&address(&bob)));
+    let (sessions, _) = a.server.cluster_sessions().await;
+    let on = |node: &str| {
+        sessions
+            .iter()
+            .filter(|s| s.node.as_deref() == Some(node))
+            .count()
+    };
+    assert_eq!(on("vpn-a") + on("vpn-b"), 23, "{sessions:?}");
+    assert!(
+        on("vpn-a") > 1 && on("vpn-b") > 1,
+        "not spread: {sessions:?}"
+    );
+    drop((on_a, on_b, fixed, bob, many));
     a.shutdown.cancel();
     b.shutdown.cancel();
 }
