@@ -22,8 +22,11 @@ fn default_connect_timeout() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Server address, `host:port`.
-    pub server: String,
+    /// Server address, `host:port`, or a list of them (cluster nodes).
+    pub server: crate::servers::Servers,
+    /// Whether the list is tried in order or from a random entry on.
+    #[serde(default)]
+    pub server_order: crate::servers::ServerOrder,
     /// Name the server certificate must carry.
     pub server_name: String,
     /// Seconds to wait for the TCP connection, TLS handshake and assignment.
@@ -249,12 +252,17 @@ impl ClientConfig {
     pub fn validate(&self) -> Vec<ConfigError> {
         let p = &self.path;
         let mut errors = Vec::new();
-        if split_host_port(&self.server).is_none() {
-            errors.push(ConfigError::invalid(
-                p,
-                "server",
-                format!("{:?} is not host:port", self.server),
-            ));
+        if self.server.all().is_empty() {
+            errors.push(ConfigError::invalid(p, "server", "the list is empty"));
+        }
+        for entry in self.server.all() {
+            if split_host_port(entry).is_none() {
+                errors.push(ConfigError::invalid(
+                    p,
+                    "server",
+                    format!("{entry:?} is not host:port"),
+                ));
+            }
         }
         if twoway_common::tls::server_name(&self.server_name).is_err() {
             errors.push(ConfigError::invalid(

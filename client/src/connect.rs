@@ -122,17 +122,45 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// This host's end of the connection.
     pub local: SocketAddr,
+    /// Which entry of the config's `server` list it went to.
+    pub server: usize,
     /// The UDP secrets the assignment carried, taken out of it at once so
     /// that no kept copy of the assignment (status, the tunnel) holds them.
     udp_secret: Option<twoway_common::outside::udp::UdpSecret>,
 }
 
-/// Connects, authenticates and waits for the assignment.
+/// Connects, authenticates and waits for the assignment: to the first
+/// entry of `server` that answers, in `server_order`.
 pub async fn connect(
     config: &ClientConfig,
     tls_config: Arc<rustls::ClientConfig>,
 ) -> Result<Connection, ClientError> {
-    connect_to(config, tls_config, None).await
+    let first = config.server.start(config.server_order);
+    connect_any(config, tls_config, first).await
+}
+
+/// Tries the entries of `server` once each, from entry `first` on; a
+/// refusal that another node would repeat (authentication, configuration)
+/// ends the round. The connection's `server` is the entry that worked.
+pub async fn connect_any(
+    config: &ClientConfig,
+    tls_config: Arc<rustls::ClientConfig>,
+    first: usize,
+) -> Result<Connection, ClientError> {
+    let mut last = None;
+    for i in config.server.round(first) {
+        let mut one = config.clone();
+        one.server = config.server.at(i);
+        match connect_to(&one, tls_config.clone(), None).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_retryable() && config.server.all().len() > 1 => {
+                tracing::warn!(server = %one.server, error = %e, "server failed; trying the next one");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::NotHostPort("an empty server list".into()).into()))
 }
 
 /// Like [`connect`]; with `pinned`, the TCP connection goes to that address
@@ -147,7 +175,7 @@ pub async fn connect_to(
     tokio::time::timeout(limit, handshake(config, tls_config, limit, pinned))
         .await
         .map_err(|_| ConnectError::TimedOut {
-            server: config.server.clone(),
+            server: config.server.to_string(),
             limit,
         })?
         .map_err(ClientError::from)
@@ -160,9 +188,9 @@ async fn handshake(
     pinned: Option<SocketAddr>,
 ) -> Result<Connection, ConnectError> {
     let (host, port) = split_host_port(&config.server)
-        .ok_or_else(|| ConnectError::NotHostPort(config.server.clone()))?;
+        .ok_or_else(|| ConnectError::NotHostPort(config.server.to_string()))?;
     let unreachable = |source| ConnectError::Tcp {
-        server: config.server.clone(),
+        server: config.server.to_string(),
         source,
     };
     let tcp = match pinned {
@@ -196,9 +224,9 @@ async fn handshake(
     let _ = outside.write_message(FrameType::Hello, &hello).await;
     let frame = outside.read_frame(limit).await.map_err(|e| match e {
         OutsideError::Io(io) => tls_failure(io, config),
-        OutsideError::Closed => ConnectError::Closed(config.server.clone()),
+        OutsideError::Closed => ConnectError::Closed(config.server.to_string()),
         source => ConnectError::Outside {
-            server: config.server.clone(),
+            server: config.server.to_string(),
             source,
         },
     })?;
@@ -219,6 +247,7 @@ async fn handshake(
                 assignment,
                 peer,
                 local,
+                server: config.server.current(),
                 udp_secret,
             })
         }
@@ -271,7 +300,7 @@ impl Connection {
 
 /// A failed handshake, in words that say which side refused what.
 fn tls_failure(e: std::io::Error, config: &ClientConfig) -> ConnectError {
-    let server = config.server.clone();
+    let server = config.server.to_string();
     let Some(r) = tls::rustls_error(&e).cloned() else {
         return ConnectError::Tcp { server, source: e };
     };

@@ -16,6 +16,7 @@ pub mod list;
 pub mod privilege;
 pub mod reconnect;
 pub mod request;
+pub mod servers;
 pub mod session;
 pub mod status;
 pub mod tunnel;

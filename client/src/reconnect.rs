@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ClientConfig;
-use crate::connect::{connect_to, Connection};
+use crate::connect::{connect_any, connect_to, Connection};
 use crate::error::ClientError;
 use crate::host::{HostNetwork, Refresh};
 
@@ -19,13 +19,14 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// Connects to `server` again; the first attempt without delay when
-/// `at_once`. `None` when stopped.
+/// Connects again: each attempt first to `server`, the address of entry
+/// `last` of the config's list that worked last, then to the other entries;
+/// the first attempt without delay when `at_once`. `None` when stopped.
 pub async fn reconnect(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
     stop: &CancellationToken,
-    server: SocketAddr,
+    (server, last): (SocketAddr, usize),
     host: &mut impl HostNetwork,
     at_once: bool,
 ) -> Result<Option<Connection>, ClientError> {
@@ -51,7 +52,7 @@ pub async fn reconnect(
         }
         now = false;
         let attempt = tokio::select! {
-            c = connect_to(config, tls.clone(), Some(server)) => c,
+            c = again(config, tls, server, last) => c,
             _ = stop.cancelled() => return Ok(None),
         };
         match attempt {
@@ -63,6 +64,24 @@ pub async fn reconnect(
             Err(e) => return Err(e),
         }
         delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One attempt: the node that worked last, at its address, then the others.
+async fn again(
+    config: &ClientConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    server: SocketAddr,
+    last: usize,
+) -> Result<Connection, ClientError> {
+    let mut same = config.clone();
+    same.server = config.server.at(last);
+    match connect_to(&same, tls.clone(), Some(server)).await {
+        Err(e) if e.is_retryable() && config.server.all().len() > 1 => {
+            warn!(server = %same.server, error = %e, "server failed; trying the others");
+            connect_any(config, tls.clone(), last + 1).await
+        }
+        other => other,
     }
 }
 

@@ -124,7 +124,9 @@ async fn sessions<I: Inside, H: HostNetwork>(
     queue_tx: QueueTx,
     mut queue_rx: QueueRx,
 ) -> Result<(), ClientError> {
-    let server = first.peer;
+    // Reconnects go to the same address first: it is the one routed outside
+    // the tunnel (in a full tunnel the other entries of a list are not).
+    let (mut server, mut last) = (first.peer, first.server);
     let mut conn = Some(first);
     let mut at_once = false;
     loop {
@@ -134,7 +136,7 @@ async fn sessions<I: Inside, H: HostNetwork>(
                 client.config,
                 &client.tls,
                 client.stop,
-                server,
+                (server, last),
                 host,
                 at_once,
             )
@@ -144,6 +146,8 @@ async fn sessions<I: Inside, H: HostNetwork>(
                 None => return Ok(()),
             },
         };
+        // The next reconnect starts with the node that worked last.
+        (server, last) = (connection.peer, connection.server);
         let end = relay_one(
             client,
             connection,

@@ -40,6 +40,12 @@ pub struct ServerConfig {
     pub limits: LimitsSection,
     /// Prometheus endpoint (off unless `listen` is set).
     pub metrics: MetricsSection,
+    /// The etcd cluster this server is a node of (none unless `etcd` is set).
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterSection,
+    /// Commands run when a client's session comes up and goes down.
+    #[serde(default)]
+    pub hooks: crate::hooks::HooksSection,
     /// When started as root without systemd: the user to switch to once the
     /// device and sockets are set up.
     pub user: Option<String>,
@@ -61,6 +67,8 @@ impl Default for ServerConfig {
             keepalive: KeepaliveSection::default(),
             limits: LimitsSection::default(),
             metrics: MetricsSection::default(),
+            cluster: crate::cluster::ClusterSection::default(),
+            hooks: crate::hooks::HooksSection::default(),
             user: None,
             path: PathBuf::new(),
         }
@@ -395,6 +403,8 @@ impl ServerConfig {
                 errors.push(ConfigError::invalid(p, key, "must be at least 1"));
             }
         }
+        self.cluster.validate(p, &mut errors);
+        self.hooks.validate(p, &mut errors);
         errors
     }
 
@@ -408,6 +418,7 @@ impl ServerConfig {
         r(&mut self.tls.crl);
         r(&mut self.control.socket);
         r(&mut self.state.dir);
+        self.cluster.resolve_paths(&base);
     }
 
     /// The TLS files as the TLS setup wants them.

@@ -141,6 +141,16 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         let cancel = shutdown.clone();
         tokio::spawn(async move { endpoint.run(cancel).await });
     }
+    let cluster = if config.cluster.enabled() {
+        let (cluster, stops) = crate::cluster::Cluster::start(&config.cluster, config_path)
+            .await
+            .map_err(|e| RunError::Config(e.into()))?;
+        server.enable_cluster(cluster.clone(), stops);
+        info!(node = cluster.node(), etcd = ?config.cluster.etcd, "cluster node");
+        Some(tokio::spawn(cluster.run(shutdown.clone())))
+    } else {
+        None
+    };
     tokio::spawn(systemd_status(server.clone(), shutdown.clone()));
     info!(listen = %config.listen, device = queues[0].name(), queues = queues.len(), network = %t.network, "twoway server ready");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -149,7 +159,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         let server = server.clone();
         move |req: Request| {
             let server = server.clone();
-            async move { answer(&server, req) }
+            async move { answer(&server, req).await }
         }
     };
     tokio::spawn(control::serve(control_listener, handler, shutdown.clone()));
@@ -158,23 +168,39 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         .clone()
         .serve_queues(listener, queues, shutdown)
         .await;
+    if let Some(cluster) = cluster {
+        // Revokes the node's lease: its sessions leave the cluster now.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), cluster).await;
+    }
     let _ = std::fs::remove_file(&config.control.socket);
     info!("twoway server stopped");
     Ok(())
 }
 
-fn answer(server: &Server, req: Request) -> control::Answer {
+async fn answer(server: &Server, req: Request) -> control::Answer {
     match req {
-        Request::Status => Ok(Reply::ServerStatus(status(server))),
-        Request::Kick { identity } => {
-            let n = server.kick(&identity);
-            if n == 0 {
-                Err(Failure::new(format!("no session of identity {identity:?}")))
-            } else {
+        Request::Status => {
+            let mut status = status(server);
+            if server.cluster().is_some() {
+                // Every node's sessions, each with its node.
+                let (sessions, missing) = server.cluster_sessions().await;
+                status.sessions = sessions;
+                if let Some(why) = missing {
+                    tracing::warn!(error = %why, "status shows this node's sessions only");
+                }
+            }
+            Ok(Reply::ServerStatus(status))
+        }
+        Request::Kick { identity } => match server.kick_everywhere(&identity).await {
+            Ok(0) => Err(Failure::new(format!("no session of identity {identity:?}"))),
+            Ok(n) => {
                 info!(identity, sessions = n, "kicked");
                 Ok(Reply::Kicked(Kicked { kicked: n }))
             }
-        }
+            Err(e) => Err(Failure::new(format!(
+                "cannot reach the cluster to kick {identity:?}: {e}"
+            ))),
+        },
         Request::Reload => match server.reload() {
             Ok(done) => Ok(Reply::Reloaded(Reloaded {
                 closed_sessions: done.closed.len(),

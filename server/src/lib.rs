@@ -2,10 +2,12 @@
 
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod failure;
 pub mod filter;
+pub mod hooks;
 pub mod leases;
 pub mod limits;
 pub mod loaded;

@@ -38,6 +38,21 @@ impl Collector for ServerCollector {
             None,
             g.metric_type(),
         )?)?;
+        if let Some(cluster) = server.cluster() {
+            counter(
+                &mut e,
+                "twoway_cluster_etcd_round_trips",
+                "Requests this node made to etcd ([cluster])",
+                cluster.store().round_trips(),
+            )?;
+            let up = ConstGauge::new(i64::from(cluster.store().reachable()));
+            up.encode(e.encode_descriptor(
+                "twoway_cluster_store_reachable",
+                "1 when etcd answered this node's last request, else 0",
+                None,
+                up.metric_type(),
+            )?)?;
+        }
         let started = server.stats.sessions_started.load(Ordering::Relaxed);
         counter(
             &mut e,

@@ -77,7 +77,13 @@ impl Pool {
         &self.leases
     }
 
-    fn usable(&self, addr: Ipv4Addr) -> bool {
+    /// The range the pool hands out.
+    pub fn range(&self) -> Ipv4Network {
+        self.range
+    }
+
+    /// Whether `addr` may be handed out: in the range and not reserved.
+    pub fn usable(&self, addr: Ipv4Addr) -> bool {
         self.range.contains(addr) && !self.reserved.contains(&addr)
     }
 

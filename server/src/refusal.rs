@@ -26,6 +26,8 @@ pub enum RefusalReason {
     Refused(RefuseCode),
     /// Sending the assignment failed.
     Assign,
+    /// A pool client while the cluster's etcd does not answer.
+    ClusterUnreachable,
 }
 
 impl RefusalReason {
@@ -41,6 +43,7 @@ impl RefusalReason {
             Self::Alpn => "alpn",
             Self::Hello => "hello",
             Self::Assign => "assign",
+            Self::ClusterUnreachable => "cluster-unreachable",
             Self::Refused(code) => match code {
                 RefuseCode::VersionUnsupported => "refused-version-unsupported",
                 RefuseCode::IdentityNotAllowed => "refused-identity-not-allowed",

@@ -1,7 +1,3 @@
-//! The server: shared state (TLS config, policy, pool, router, registry) and
-//! the accept loop. `serve` takes its listener, inside device and shutdown
-//! token as parameters, so tests run it over loopback with a memory device.
-
 //! The server: shared state (the reloadable configuration, pool, leases,
 //! live sessions, limits) and the accept loop. `serve` takes its listener,
 //! inside device and shutdown token as parameters, so tests run it over
@@ -31,6 +27,7 @@ use crate::registry::{Registry, Traffic};
 use crate::stats::Stats;
 use crate::udp::UdpEndpoint;
 
+mod cluster;
 mod reload;
 
 pub use reload::Reloaded;
@@ -57,6 +54,10 @@ pub struct Server {
     pub(crate) limits: Limits,
     /// The UDP endpoint, once `enable_udp` gave one.
     udp: OnceLock<Arc<UdpEndpoint>>,
+    /// `[hooks] session_up` and `session_down`.
+    pub(crate) hooks: Arc<crate::hooks::SessionHooks>,
+    /// The cluster, once `enable_cluster` gave one (`[cluster]`).
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Why the server could not start.
@@ -114,7 +115,11 @@ impl Server {
         if !dropped.is_empty() {
             warn!(identities = ?dropped, "dropped leases that no longer fit the pool or policy");
         }
+        let hooks =
+            crate::hooks::SessionHooks::new(config.hooks.clone(), config.cluster.node.clone());
         Ok(Self {
+            hooks,
+            cluster: OnceLock::new(),
             limits: Limits::new(&config.limits),
             loaded: ArcSwap::from_pointee(loaded),
             config,

@@ -6,6 +6,7 @@
 
 pub mod bins;
 pub mod client_net;
+pub mod etcd;
 pub mod flood;
 pub mod forge;
 pub mod lab;

@@ -141,7 +141,7 @@ pub async fn start_with(policy: &str, extra: &str) -> Setup {
 /// The client config of `identity`, pointed at the server.
 pub fn client_config(s: &Setup, identity: &str) -> ClientConfig {
     let mut c = ClientConfig::load(&s.pki.join(format!("{identity}.toml"))).unwrap();
-    c.server = format!("127.0.0.1:{}", s.port);
+    c.server = format!("127.0.0.1:{}", s.port).into();
     c
 }
 

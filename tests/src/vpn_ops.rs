@@ -77,6 +77,11 @@ impl Vpn {
         self.bins.client_str()
     }
 
+    /// The path of the server binary under test.
+    pub fn bins_server(&self) -> &'static str {
+        self.bins.server_str()
+    }
+
     /// `twoway-server ARGS --config server.toml` inside srv.
     pub fn server_ctl(&self, args: &[&str]) -> CmdOutput {
         let config = self.server_config();

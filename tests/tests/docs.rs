@@ -817,6 +817,7 @@ async fn status_md_documents_every_field_of_server_status() {
         tx_bytes: 0,
         transport: Carrier::Udp,
         udp_remote: Some("198.51.100.7:40212".into()),
+        node: Some("vpn-a".into()),
     };
     status.sessions = vec![session];
     compare("twoway-server status --json", &json(&status));

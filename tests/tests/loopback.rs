@@ -197,7 +197,7 @@ async fn pool_address_is_kept_across_reconnect_and_restart() {
     let restarted = Arc::new(Server::new(s.server.config().clone()).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut c = client_config(&s, "bob");
-    c.server = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    c.server = format!("127.0.0.1:{}", listener.local_addr().unwrap().port()).into();
     let (inside, _device) = memory::pair(8);
     let shutdown = CancellationToken::new();
     tokio::spawn(restarted.serve(listener, Arc::new(inside), shutdown.clone()));
@@ -229,7 +229,7 @@ async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
     .unwrap();
     issue(&other_pki, "mallory");
     let mut m = ClientConfig::load(&other_pki.join("mallory.toml")).unwrap();
-    m.server = format!("127.0.0.1:{}", s.port);
+    m.server = format!("127.0.0.1:{}", s.port).into();
     m.tls.ca = Some(s.pki.join("ca.pem"));
     let err = connect(&m, tls(&m)).await.unwrap_err();
     assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");

@@ -126,7 +126,7 @@ fn other_pki(s: &Setup, folder: &str, name: &str) -> PathBuf {
 
 fn config(s: &Setup, pki_dir: &Path, identity: &str) -> ClientConfig {
     let mut c = ClientConfig::load(&pki_dir.join(format!("{identity}.toml"))).unwrap();
-    c.server = format!("127.0.0.1:{}", s.port);
+    c.server = format!("127.0.0.1:{}", s.port).into();
     c
 }
 

@@ -58,6 +58,9 @@ pub struct SessionStatus {
     /// The client's UDP address, once a datagram authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_remote: Option<String>,
+    /// The node that holds the session (only in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Counters of the server's UDP socket.

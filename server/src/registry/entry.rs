@@ -90,6 +90,7 @@ impl Entry {
                 .as_ref()
                 .and_then(|p| p.peer())
                 .map(|a| a.to_string()),
+            node: None,
         }
     }
 }

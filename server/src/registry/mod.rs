@@ -234,6 +234,18 @@ impl Registry {
         }
     }
 
+    /// Asks session `id` to end with `bye` if it is still `identity`'s;
+    /// returns whether it was.
+    pub fn stop_one(&self, id: u64, identity: &str, bye: Bye) -> bool {
+        match self.lock().sessions.get(&id) {
+            Some(e) if e.identity == identity => {
+                let _ = e.stop.try_send(bye);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Asks every session matching `pred` to end with `bye`; returns their ids.
     pub fn stop_where(&self, pred: impl Fn(&Entry) -> bool, bye: &Bye) -> Vec<u64> {
         self.lock()

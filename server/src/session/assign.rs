@@ -63,12 +63,25 @@ pub(super) async fn assign(
     inside_offload: bool,
 ) -> Result<Offer, SessionError> {
     let client = &claimed.granted.client;
-    if claimed.slot.key() != client.identity {
+    if claimed.lease_key() != client.identity {
         let grant = &mut claimed.granted.grant;
         (grant.address, grant.address6) = (None, None);
     }
     let offload = inside_offload && client.offers(FEATURE_OFFLOAD);
-    let made = assignment(server, claimed.slot.key(), &claimed.granted.grant, offload);
+    let leased = server
+        .cluster_address(claimed.lease_key(), &claimed.granted.grant)
+        .await;
+    let leased = match leased {
+        Ok(a) => a,
+        Err((code, message)) => return Err(claimed.granted.client.refuse(code, message).await),
+    };
+    let made = assignment(
+        server,
+        claimed.lease_key(),
+        &claimed.granted.grant,
+        leased,
+        offload,
+    );
     let mut assignment = match made {
         Ok(a) => a,
         Err(e) => {
@@ -99,15 +112,17 @@ pub(super) async fn assign(
     })
 }
 
-/// The assignment for `key` (the slot, which is the lease key) under `grant`.
+/// The assignment for `key` (the lease key) under `grant`; `leased` is the
+/// pool address the cluster leased, if the server is a node of one.
 fn assignment(
     server: &Server,
     key: &str,
     grant: &Grant,
+    leased: Option<Ipv4Addr>,
     offload: bool,
 ) -> Result<Assignment, Unassigned> {
     let t = &server.config.tunnel;
-    let address = match grant.address {
+    let address = match grant.address.or(leased) {
         Some(a) => a,
         None => pool_address(server, key)?,
     };

@@ -25,6 +25,18 @@ pub(super) struct Claimed {
     pub granted: Granted,
     /// Its slot, the key of its pool lease; freed when dropped.
     pub slot: Slot,
+    /// The session's number, given here: the cluster's slot names it.
+    pub id: u64,
+    /// Its slot across the cluster's nodes (`[cluster]` only).
+    pub cluster: Option<crate::cluster::Claim>,
+}
+
+impl Claimed {
+    /// The key its pool address is leased under: the slot (the identity,
+    /// or `identity#N` for an extra device), the cluster's in a cluster.
+    pub fn lease_key(&self) -> &str {
+        self.cluster.as_ref().map_or(self.slot.key(), |c| c.slot())
+    }
 }
 
 /// Claims a slot for `granted`, or refuses the client (busy, or its
@@ -52,7 +64,21 @@ pub(super) async fn claim(server: &Server, granted: Granted) -> Result<Claimed, 
         .claim(identity, slots, total, wait, deadline)
         .await;
     let (code, message) = match claimed {
-        Ok(slot) => return Ok(Claimed { granted, slot }),
+        Ok(slot) => {
+            let id = server.registry.next_id();
+            let cluster = server
+                .claim_in_cluster(&granted.client, id, policy, &granted.grant)
+                .await;
+            return match cluster {
+                Ok(cluster) => Ok(Claimed {
+                    granted,
+                    slot,
+                    id,
+                    cluster,
+                }),
+                Err((code, message)) => Err(granted.client.refuse(code, message).await),
+            };
+        }
         Err(Unclaimed::AtLimit) => (RefuseCode::Busy, "server is at its session limit".into()),
         Err(Unclaimed::IdentityFull) => (
             RefuseCode::Duplicate,

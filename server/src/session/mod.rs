@@ -81,6 +81,7 @@ async fn open(
     let granted = grant(server, client).await?;
     let claimed = claim::claim(server, granted).await?;
     let offer = assign::assign(server, claimed, inside_offload).await?;
+    let offer = register::announce(server, offer).await?;
     Ok(register::register(server, offer))
 }
 
@@ -191,6 +192,9 @@ async fn relay<I: Inside>(
         .fetch_add(1, Ordering::Relaxed);
     info!(address = %assigned.assignment.address.ip(), offload = session.offload,
         udp = assigned.assignment.udp_session.is_some(), "session up");
+    if let Some(hook) = &registered.hook {
+        hook.up();
+    }
     let stopping = || Bye::new(ByeReason::Shutdown, "server is stopping");
     let stop = async {
         tokio::select! {

@@ -8,12 +8,12 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tracing::info;
-use twoway_common::message::{Assignment, Bye};
+use twoway_common::message::{Assignment, Bye, RefuseCode};
 use twoway_common::queue::{self, QueueRx};
 use twoway_common::relay::{self, Counters, RelayEnd, Updates};
 
 use super::assign::Offer;
-use super::Identified;
+use super::{Identified, SessionError};
 use crate::filter::SourceFilter;
 use crate::registry::{Entry, Registry, Slot};
 use crate::server::{review, Review, Server};
@@ -25,6 +25,11 @@ use crate::udp::Registration;
 #[derive(Debug)]
 pub(super) struct Registered {
     entered: Entered,
+    /// Its slot across the cluster's nodes, let go at teardown.
+    cluster: Option<crate::cluster::Claim>,
+    /// `[hooks]` for its addresses: up once the client has its assignment,
+    /// down at teardown.
+    pub hook: Option<crate::hooks::SessionHook>,
     slot: Slot,
     /// Its traffic counters, also in its registry entry.
     pub counters: Arc<Counters>,
@@ -66,6 +71,22 @@ pub(super) struct Link {
     pub updates: Updates,
 }
 
+/// In a cluster, writes the session's addresses to its slot there; refused
+/// if another node took the slot meanwhile (a newer session of the identity).
+pub(super) async fn announce(server: &Server, offer: Offer) -> Result<Offer, SessionError> {
+    let claim = offer.claimed.cluster.as_ref();
+    if server.register_in_cluster(claim, &offer.assignment).await {
+        return Ok(offer);
+    }
+    let message = "a newer session of this identity took over".to_owned();
+    Err(offer
+        .claimed
+        .granted
+        .client
+        .refuse(RefuseCode::Duplicate, message)
+        .await)
+}
+
 /// Enters `offer` into the registry and routes its addresses to it. A reload
 /// that swapped the configuration after the session was granted has not seen
 /// it, so it is reviewed here against what is in force, under the registry's
@@ -80,7 +101,7 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
     } = offer;
     let granted = claimed.granted;
     let client = granted.client;
-    let id = server.registry.next_id();
+    let id = claimed.id;
     let l = &server.config.limits;
     let (queue_tx, outbound) = queue::channel(l.session_queue, l.session_queue_bytes);
     let (stop_tx, stop) = mpsc::channel(1);
@@ -96,6 +117,7 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
         Some((r, u)) => (Some(r), Some(u)),
         None => (None, None),
     };
+    let hook = server.hooks.session(&client.identity, &addresses);
     let entry = Entry {
         identity: client.identity.clone(),
         addresses,
@@ -123,6 +145,8 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
             registry: server.registry.clone(),
             id,
         },
+        cluster: claimed.cluster,
+        hook,
         slot: claimed.slot,
         counters,
         outbound,
@@ -145,12 +169,20 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
 pub(super) fn teardown(server: &Server, registered: Registered, end: Option<RelayEnd>) {
     let Registered {
         entered,
+        cluster,
+        hook,
         slot,
         counters,
         outbound,
         _udp,
     } = registered;
     drop(entered);
+    // Lets go of the slot in the cluster; the down hook runs for a session
+    // whose up hook ran (it got its assignment).
+    drop(cluster);
+    if let (Some(hook), Some(_)) = (&hook, &end) {
+        hook.down();
+    }
     server.stats.session_ended(&counters);
     match end {
         Some(RelayEnd::PeerBye(bye)) => {

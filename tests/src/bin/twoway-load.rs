@@ -38,7 +38,8 @@ struct Args {
     /// Name the server certificate carries (for minted identities).
     #[arg(long)]
     server_name: Option<String>,
-    /// Server address (host:port), overriding the one in the configs.
+    /// Server address (host:port), overriding the one in the configs; several,
+    /// separated by commas, spread the sessions over the nodes of a cluster.
     #[arg(long)]
     server: Option<String>,
     /// Sessions to open and hold.

@@ -64,11 +64,17 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Loads a client config (as `pki issue` writes it); `server` overrides
-    /// the server address in it.
+    /// the server address in it. Several addresses, separated by commas (the
+    /// nodes of a cluster), spread the sessions over them: each client starts
+    /// from a random one.
     pub fn load(path: &Path, server: Option<&str>) -> anyhow::Result<Self> {
         let mut config = ClientConfig::load(path)?;
         if let Some(s) = server {
-            config.server = s.to_owned();
+            let list: Vec<String> = s.split(',').map(|a| a.trim().to_owned()).collect();
+            if list.len() > 1 {
+                config.server_order = twoway_client::servers::ServerOrder::Random;
+            }
+            config.server = list.into();
         }
         config.tunnel.offload = false;
         let tls = twoway_client::credentials::load(&config)

@@ -1,0 +1,141 @@
+//! Nodes that share one etcd: pool leases (the same address for an identity
+//! on every node, never one address for two identities), the live sessions
+//! of every node under each node's etcd lease, and kicks delivered by a watch.
+//! Without `[cluster]` none of this runs: the server keeps its leases in
+//! `[state] dir` and knows only its own sessions.
+//!
+//! The server calls in at a few points of a session: [`Cluster::claim`]
+//! (the duplicate rule across nodes), [`Cluster::address`] (a pool address),
+//! [`Cluster::register`] (what status shows), and drops the [`Claim`] at
+//! teardown. Stops for its own sessions (kicks, a newer session elsewhere)
+//! arrive on the channel [`Cluster::start`] returns.
+
+mod config;
+mod keeper;
+pub mod keys;
+mod kick;
+mod leases;
+mod sessions;
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use twoway_common::config_file::ConfigError;
+
+pub use config::ClusterSection;
+pub use keys::SessionRecord;
+pub use leases::AddressError;
+pub use sessions::{Claim, ClaimError};
+pub use store::{Store, Unreachable};
+
+/// Why the cluster asks this node to end one of its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// An operator ran `kick` on some node.
+    Kicked,
+    /// A newer session of the identity took its slot (on any node).
+    Replaced,
+}
+
+/// A session of this node that must end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// The session's number on this node.
+    pub id: u64,
+    /// Its identity (a stop for another identity is ignored).
+    pub identity: String,
+    /// Why.
+    pub reason: StopReason,
+}
+
+/// A session of this node as it should be in etcd.
+#[derive(Debug, Clone)]
+struct Local {
+    record: SessionRecord,
+    /// The session key's modification revision when we last wrote it; 0
+    /// while it is not in etcd (claimed while etcd was unreachable).
+    revision: i64,
+}
+
+/// This node's part of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    node: String,
+    ttl: Duration,
+    store: Store,
+    /// The node's etcd lease; 0 until granted (or after it expired).
+    lease: AtomicI64,
+    /// Session key → this node's session there.
+    local: Mutex<BTreeMap<String, Local>>,
+    /// Session keys of ended sessions still to delete (key, revision).
+    gone: Mutex<Vec<(String, i64)>>,
+    /// Wakes the keeper when `local` or `gone` need etcd.
+    dirty: Notify,
+    stops: mpsc::UnboundedSender<Stop>,
+}
+
+impl Cluster {
+    /// Connects (lazily) to the etcd of `section`; `config` is the server
+    /// config file, named in errors. The receiver gets the stops for this
+    /// node's sessions; [`Cluster::run`] must run for leases, kicks and
+    /// catch-up to work.
+    pub async fn start(
+        section: &ClusterSection,
+        config: &std::path::Path,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Stop>), ConfigError> {
+        let store = Store::connect(section, config).await?;
+        let (stops, rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Self {
+            node: section.node.clone(),
+            ttl: section.lease_ttl(),
+            store,
+            lease: AtomicI64::new(0),
+            local: Mutex::new(BTreeMap::new()),
+            gone: Mutex::new(Vec::new()),
+            dirty: Notify::new(),
+            stops,
+        });
+        Ok((cluster, rx))
+    }
+
+    /// Keeps the node's etcd lease alive, writes what etcd missed while it
+    /// was unreachable, and watches for kicks, until `shutdown`; then
+    /// revokes the lease, so that this node's sessions leave etcd at once.
+    pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        // Both end on `shutdown`; dropping this future stops both (as a crash would).
+        tokio::join!(
+            self.clone().keep(shutdown.clone()),
+            self.clone().watch_kicks(shutdown.clone())
+        );
+        let lease = self.lease.swap(0, Ordering::SeqCst);
+        if lease != 0 {
+            let _ = self.store.revoke(lease).await;
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The etcd connection (round trips, reachability).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn lease(&self) -> i64 {
+        self.lease.load(Ordering::SeqCst)
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Local>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self, stop: Stop) {
+        let _ = self.stops.send(stop);
+    }
+}
