@@ -14,8 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::path_str;
-use twoway_tests::vpn_ops::copy_into;
 use twoway_tests::{bins, proc, require_root_or_skip, toml_files};
 
 /// A PKI made by the real `pki init` and `pki issue alice`, in `dir/pki`.

@@ -5,7 +5,7 @@
 //! and inside an authenticated session.
 //!
 //! The server runs with a 1 s keepalive and a 4 s timeout
-//! ([`twoway_tests::vpn_ops::FAST_KEEPALIVE`]) so every loss is noticed within
+//! ([`twoway_tests::vpn::FAST_KEEPALIVE`]) so every loss is noticed within
 //! seconds. Each test has its own lab; a failing step names itself and shows
 //! the server's and the clients' logs. Run with `-- --nocapture` to see each
 //! step pass.
@@ -22,8 +22,8 @@ use twoway_tests::vpn::{
     bare_ip, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR, SERVER_ADDR_CLI2,
     SERVER_NAME, TUNNEL_POOL,
 };
-use twoway_tests::vpn_ops::{snmp_counter, FAST_KEEPALIVE};
-use twoway_tests::{in_netns, require_root_or_skip, wait_until};
+use twoway_tests::vpn::{snmp_counter, FAST_KEEPALIVE};
+use twoway_tests::{in_netns, wait_until};
 
 /// How long a client may take to notice a dead server: the keepalive
 /// timeout, one interval, and slack for polling and a loaded machine.
@@ -70,11 +70,9 @@ fn expect_session_address(vpn: &Vpn, who: &str, addr: &str, step: &str) {
 /// Killed again, `twoway down` still takes a reconnecting client down.
 #[test]
 fn server_killed_and_restarted_clients_come_back() {
-    if !require_root_or_skip("server_killed_and_restarted_clients_come_back") {
+    let Some(mut vpn) = Vpn::started("server_killed_and_restarted_clients_come_back") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let alice = vpn.bring_up(&cli1, "alice", alice_net());
     let bob = vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -154,11 +152,9 @@ fn server_killed_and_restarted_clients_come_back() {
 /// says "reconnecting", routes stay on the TUN device; SIGCONT: it is back.
 #[test]
 fn server_frozen_client_notices_then_recovers() {
-    if !require_root_or_skip("server_frozen_client_notices_then_recovers") {
+    let Some(mut vpn) = Vpn::started("server_frozen_client_notices_then_recovers") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -207,11 +203,9 @@ fn server_frozen_client_notices_then_recovers() {
 /// client comes back by itself with the same address.
 #[test]
 fn client_frozen_like_a_sleeping_laptop() {
-    if !require_root_or_skip("client_frozen_like_a_sleeping_laptop") {
+    let Some(mut vpn) = Vpn::started("client_frozen_like_a_sleeping_laptop") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let alice = vpn.spawn_client(&cli1, "alice");
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -251,11 +245,9 @@ fn client_frozen_like_a_sleeping_laptop() {
 /// comes back by itself.
 #[test]
 fn client_link_down_and_up() {
-    if !require_root_or_skip("client_link_down_and_up") {
+    let Some(mut vpn) = Vpn::started("client_link_down_and_up") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -308,11 +300,9 @@ fn client_link_down_and_up() {
 /// host never sees it. Legitimate pings pass before and after.
 #[test]
 fn forged_source_address_is_dropped() {
-    if !require_root_or_skip("forged_source_address_is_dropped") {
+    let Some(mut vpn) = Vpn::started("forged_source_address_is_dropped") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, lan) = (vpn.lab.cli1.clone(), vpn.lab.lan.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -383,11 +373,10 @@ fn forged_source_address_is_dropped() {
 /// reloads, she can (and bob her); after it forbids it again, she cannot.
 #[test]
 fn client_to_client_blocked_by_default_allowed_after_reload() {
-    if !require_root_or_skip("client_to_client_blocked_by_default_allowed_after_reload") {
+    let Some(mut vpn) = Vpn::started("client_to_client_blocked_by_default_allowed_after_reload")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let alice = vpn.bring_up(&cli1, "alice", alice_net());
     let bob = vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -484,10 +473,9 @@ fn alice_gets_through(vpn: &Vpn, flood: &IdleFlood, cli1: &str, sources: &str) -
 /// server closes every idle connection by the end of its handshake timeout.
 #[test]
 fn idle_connection_flood_does_not_lock_out_a_client() {
-    if !require_root_or_skip("idle_connection_flood_does_not_lock_out_a_client") {
+    let Some(mut vpn) = Vpn::prepared("idle_connection_flood_does_not_lock_out_a_client") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     vpn.edit_server_config(|t| {
         toml_files::set(t, "limits.handshake_timeout_secs", HANDSHAKE_TIMEOUT as i64);
     });
@@ -529,11 +517,9 @@ fn idle_connection_flood_does_not_lock_out_a_client() {
 /// seconds.
 #[test]
 fn distributed_idle_flood_does_not_lock_out_a_client() {
-    if !require_root_or_skip("distributed_idle_flood_does_not_lock_out_a_client") {
+    let Some(mut vpn) = Vpn::started("distributed_idle_flood_does_not_lock_out_a_client") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let sources: Vec<std::net::IpAddr> = (101..113)
         .map(|i| format!("198.18.2.{i}").parse().expect("address"))
@@ -561,11 +547,9 @@ fn distributed_idle_flood_does_not_lock_out_a_client() {
 /// Hello. Each closes only its own connection; alice's session carries on.
 #[test]
 fn garbage_closes_only_its_own_connection() {
-    if !require_root_or_skip("garbage_closes_only_its_own_connection") {
+    let Some(mut vpn) = Vpn::started("garbage_closes_only_its_own_connection") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");

@@ -19,8 +19,8 @@ use twoway_tests::vpn::{
     bare_ip, base_policy, net, path_str, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2, TUNNEL_NET,
     TUNNEL_POOL,
 };
-use twoway_tests::vpn_ops::{copy_into, http_get};
-use twoway_tests::{bins, proc, require_root_or_skip, toml_files, wait_for, wait_until};
+use twoway_tests::vpn::{copy_into, http_get};
+use twoway_tests::{bins, proc, toml_files, wait_for, wait_until};
 
 fn alice_net() -> IpNetwork {
     format!("{ALICE_ADDR}/32").parse().expect("alice's address")
@@ -43,11 +43,9 @@ fn fingerprint(vpn: &Vpn, who: &str) -> Option<(Value, Value, Value)> {
 /// address), and a ping running across the reload loses nothing.
 #[test]
 fn reload_keeps_unaffected_sessions() {
-    if !require_root_or_skip("reload_keeps_unaffected_sessions") {
+    let Some(mut vpn) = Vpn::started("reload_keeps_unaffected_sessions") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -96,11 +94,9 @@ fn reload_keeps_unaffected_sessions() {
 /// `up` is refused with exit code 3.
 #[test]
 fn revoked_client_is_cut_within_5s_and_refused() {
-    if !require_root_or_skip("revoked_client_is_cut_within_5s_and_refused") {
+    let Some(mut vpn) = Vpn::started("revoked_client_is_cut_within_5s_and_refused") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let alice = vpn.spawn_client(&cli1, "alice");
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -164,11 +160,9 @@ fn revoked_client_is_cut_within_5s_and_refused() {
 /// reconnect), and `check` names the problem.
 #[test]
 fn broken_policy_reload_changes_nothing() {
-    if !require_root_or_skip("broken_policy_reload_changes_nothing") {
+    let Some(mut vpn) = Vpn::started("broken_policy_reload_changes_nothing") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -238,11 +232,9 @@ fn broken_policy_reload_changes_nothing() {
 /// come back; kicking an identity that is not connected fails.
 #[test]
 fn kick_closes_a_session_for_good() {
-    if !require_root_or_skip("kick_closes_a_session_for_good") {
+    let Some(mut vpn) = Vpn::started("kick_closes_a_session_for_good") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let alice = vpn.spawn_client(&cli1, "alice");
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -291,11 +283,9 @@ fn kick_closes_a_session_for_good() {
 /// client gives up.
 #[test]
 fn sighup_reload_moves_changed_sessions_only() {
-    if !require_root_or_skip("sighup_reload_moves_changed_sessions_only") {
+    let Some(mut vpn) = Vpn::started("sighup_reload_moves_changed_sessions_only") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -393,11 +383,9 @@ fn sighup_reload_moves_changed_sessions_only() {
 /// without reconnecting; the cli2 session stays, with no kick loop.
 #[test]
 fn duplicate_identity_replaces_without_a_loop() {
-    if !require_root_or_skip("duplicate_identity_replaces_without_a_loop") {
+    let Some(mut vpn) = Vpn::started("duplicate_identity_replaces_without_a_loop") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let first = vpn.spawn_client(&cli1, "alice");
     let second = vpn.pki.join("alice-cli2.toml");
@@ -448,11 +436,9 @@ fn duplicate_identity_replaces_without_a_loop() {
 /// the log next to the socket: privilege is checked before either.
 #[test]
 fn up_without_privilege_exits_5() {
-    if !require_root_or_skip("up_without_privilege_exits_5") {
+    let Some(mut vpn) = Vpn::started("up_without_privilege_exits_5") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let dir = tempfile::Builder::new()
         .prefix("twoway-nobody-")
@@ -564,10 +550,9 @@ fn up_without_privilege_exits_5() {
 /// a graceful stop.
 #[test]
 fn server_drops_privilege_and_keeps_working() {
-    if !require_root_or_skip("server_drops_privilege_and_keeps_working") {
+    let Some(mut vpn) = Vpn::prepared("server_drops_privilege_and_keeps_working") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     vpn.edit_server_config(|t| toml_files::set(t, "user", "nobody"));
     let out = proc::run(
         &["chown", "-R", "65534:65534", path_str(&vpn.tmp(""))],
@@ -642,10 +627,9 @@ fn client_config_errors_exit_2() {
 /// RELOADING=1 then READY=1 around a SIGHUP.
 #[test]
 fn metrics_and_systemd_notifications() {
-    if !require_root_or_skip("metrics_and_systemd_notifications") {
+    let Some(mut vpn) = Vpn::prepared("metrics_and_systemd_notifications") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     let metrics = "127.0.0.1:9477";
     vpn.edit_server_config(|t| toml_files::set(t, "metrics.listen", metrics));
     let socket_path = vpn.tmp("notify.sock");
