@@ -65,3 +65,53 @@ pub fn alice_tls(
         .expect("client TLS config");
     (pki_dir, server, client)
 }
+
+/// [`alice_tls`] in a temporary folder that lives as long as this value: the
+/// TLS configs of both ends for tests that drive TLS streams in memory or
+/// over loopback, and the PKI files for peers that read them (openssl).
+pub struct TlsPki {
+    /// The PKI folder (ca.pem, server.pem, alice.pem, ...).
+    pub dir: PathBuf,
+    /// The server's TLS config.
+    pub server: Arc<rustls::ServerConfig>,
+    /// alice's client TLS config.
+    pub client: Arc<rustls::ClientConfig>,
+    _tmp: tempfile::TempDir,
+}
+
+impl TlsPki {
+    /// A new PKI with server vpn.test and client alice.
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (dir, server, client) = alice_tls(tmp.path());
+        Self {
+            dir,
+            server,
+            client,
+            _tmp: tmp,
+        }
+    }
+
+    /// A file of the PKI folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The leaf (first) certificate of one of the PKI's PEM files.
+    pub fn leaf(&self, name: &str) -> rustls::pki_types::CertificateDer<'static> {
+        tls::load_certs(&self.file(name))
+            .expect("PEM certificates")
+            .remove(0)
+    }
+
+    /// The name the server certificate carries, as a client dials it.
+    pub fn server_name() -> rustls::pki_types::ServerName<'static> {
+        tls::server_name("vpn.test").expect("valid server name")
+    }
+}
+
+impl Default for TlsPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
