@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use twoway_tests::bins::pki_in;
 use twoway_tests::toml_files::{self, edit_toml};
 use twoway_tests::vpn::path_str;
 use twoway_tests::{bins, proc, CmdOutput};
@@ -87,28 +88,6 @@ fn corpus() -> Vec<Case> {
         }
     }
     cases
-}
-
-/// A `pki init` folder with a client certificate `corpus`; its path.
-fn pki(tmp: &Path) -> PathBuf {
-    let dir = tmp.join("pki");
-    let server = bins().server_str();
-    for args in [
-        vec![
-            server,
-            "pki",
-            "init",
-            "--dir",
-            path_str(&dir),
-            "--name",
-            "vpn.test",
-        ],
-        vec![server, "pki", "issue", "--dir", path_str(&dir), "corpus"],
-    ] {
-        let out = proc::run(&args, proc::DEFAULT_TIMEOUT);
-        assert!(out.success(), "{out}");
-    }
-    dir
 }
 
 /// Copy the case into the PKI folder and load it; the copy and the output.
@@ -229,7 +208,7 @@ fn judge(case: &Case, copy: &Path, out: &CmdOutput) -> Option<String> {
 #[test]
 fn every_corpus_file_loads_or_names_file_and_key() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = pki(tmp.path());
+    let pki = pki_in(tmp.path(), &["corpus"]);
     let cases = corpus();
     let mut failures = Vec::new();
     for case in &cases {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+use twoway_tests::proc::AS_NOBODY;
 use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::{net, path_str, toml_path, Vpn, TUNNEL_POOL};
 use twoway_tests::{bins, proc, toml_files, CmdOutput};
@@ -258,20 +259,8 @@ fn up_by_name_status_and_list() {
         T,
     );
     vpn.check(out.success(), "give nobody a copy of the config", &out);
-    let out = vpn.lab.exec(
-        &cli1,
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            path_str(&client),
-            "status",
-            "--json",
-            path_str(&copy),
-        ],
-    );
+    let status = [path_str(&client), "status", "--json", path_str(&copy)];
+    let out = vpn.lab.exec(&cli1, &[&AS_NOBODY[..], &status].concat());
     vpn.check(
         out.code() == Some(5)
             && out.stderr.contains("permission denied")

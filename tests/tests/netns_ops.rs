@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ipnetwork::IpNetwork;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use twoway_tests::proc::AS_NOBODY;
 use twoway_tests::vpn::{
     bare_ip, base_policy, net, path_str, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2, TUNNEL_NET,
     TUNNEL_POOL,
@@ -501,17 +502,8 @@ fn up_without_privilege_exits_5() {
             toml_files::set(t, "control.socket", path_str(&socket));
             toml_files::set(t, "tls.key", path_str(&key));
         });
-        let mut args = vec![
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            path_str(&client),
-            "up",
-            "--config",
-            path_str(&copy),
-        ];
+        let up = [path_str(&client), "up", "--config", path_str(&copy)];
+        let mut args = [&AS_NOBODY[..], &up].concat();
         if detach {
             args.push("--detach");
         }
