@@ -20,9 +20,15 @@ use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::path_str;
 use twoway_tests::{bins, proc, require_root_or_skip, toml_files, CmdOutput};
 
-/// A PKI made by the real `pki init` and `pki issue alice`, in `dir/pki`.
-fn pki(dir: &Path) -> PathBuf {
-    pki_in(dir, &["alice"])
+/// A temporary folder, and in it (`pki/`) a PKI made by the real `pki init`
+/// and `pki issue alice`.
+fn pki() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("twoway-keymode-")
+        .tempdir()
+        .expect("tempdir");
+    let pki = pki_in(dir.path(), &["alice"]);
+    (dir, pki)
 }
 
 /// server.toml of the PKI, listening on 127.0.0.1 with its socket and state
@@ -77,8 +83,7 @@ fn refusal(key: &Path) -> String {
 
 #[test]
 fn check_reports_a_world_readable_server_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (_dir, pki) = pki();
     let key = pki.join("server.key");
     let config = pki.join("server.toml");
     let check = || {
@@ -102,8 +107,7 @@ fn run_refuses_a_world_readable_server_key() {
     if !require_root_or_skip("run_refuses_a_world_readable_server_key") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let key = pki.join("server.key");
     let config = server_config(dir.path(), &pki);
     chmod(&key, 0o644);
@@ -129,8 +133,7 @@ fn up_refuses_a_world_readable_client_key() {
     if !require_root_or_skip("up_refuses_a_world_readable_client_key") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = client_config(dir.path(), &pki);
     let key = pki.join("alice.key");
     chmod(&key, 0o644);
@@ -154,11 +157,7 @@ fn up_without_privilege_exits_5_before_looking_at_the_key() {
     if !require_root_or_skip("up_without_privilege_exits_5_before_looking_at_the_key") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-keymode-")
-        .tempdir()
-        .expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = client_config(dir.path(), &pki);
     // nobody must reach the config (and the binary, whose build folder it may
     // not be able to enter); the key is 0644, so it could read it too.
@@ -179,8 +178,7 @@ fn run_with_its_port_taken_exits_2() {
     if !require_root_or_skip("run_with_its_port_taken_exits_2") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = server_config(dir.path(), &pki);
     // In a namespace of its own: loopback up, a listener on the port, then
     // the server.
@@ -209,11 +207,7 @@ fn run_without_cap_net_admin_says_what_to_do_once() {
     if !require_root_or_skip("run_without_cap_net_admin_says_what_to_do_once") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-keymode-")
-        .tempdir()
-        .expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = pki.join("server.toml");
     let server = nobodys_copy(bins().server_str(), dir.path());
     let out = as_nobody(&server, &["run", "--config", path_str(&config)]);

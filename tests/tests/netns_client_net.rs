@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use toml::Value as Toml;
-use twoway_tests::vpn::{net, path_str, Vpn, ALICE_ADDR, CORP_NET, LAN_HOST, TUNNEL_NET};
+use twoway_tests::vpn::{
+    alice_net, net, path_str, Vpn, ALICE_ADDR, CORP_NET, LAN_HOST, TUNNEL_NET,
+};
 use twoway_tests::vpn::{
     read, GATEWAY, INTERNET_HOST, LAN_HOST6, LAN_NEIGHBOUR, SERVER_PUBLIC, SERVER_PUBLIC_ADDR,
 };
@@ -109,7 +111,7 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
         vpn.describe6(&cli1),
     );
 
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_route_via(
         &cli1,
         SERVER_PUBLIC,
@@ -204,7 +206,7 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
     );
 
     // The next start cleans up and works.
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         INTERNET_HOST,
@@ -215,7 +217,7 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
     expect_clean(&vpn, &cli1, "after `down` nothing of the client remains");
 
     // Killed again, then `down` without a running client cleans up.
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.kill_clients(&cli1);
     let out = vpn.twoway_down(&cli1, "alice");
     vpn.check(
@@ -237,7 +239,7 @@ fn allow_lan_keeps_the_local_subnet_reachable() {
     else {
         return;
     };
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_route_via(
         &cli1,
         LAN_NEIGHBOUR,
@@ -302,7 +304,7 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
         "before the tunnel cli1 has no IPv6 route to the corporate host",
         vpn.describe6(&cli1),
     );
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     let step = "the TUN device carries alice's IPv6 address fd77::a";
     let found = vpn.lab.addr_in(&cli1, net("fd77::/64"));
     vpn.check(
@@ -460,7 +462,7 @@ fn link_down_and_up_reconnects_without_leaking() {
     else {
         return;
     };
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         INTERNET_HOST,

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use twoway_tests::vpn::{
-    bare_ip, counters_moved, list_dir, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST,
-    SERVER_ADDR, TUNNEL_POOL,
+    alice_net, bare_ip, counters_moved, list_dir, net, path_str, toml_path, Vpn, ALICE_ADDR,
+    LAN_HOST, SERVER_ADDR, TUNNEL_POOL,
 };
 use twoway_tests::{wait_for, wait_until};
 
@@ -28,7 +28,7 @@ fn tunnel_lifecycle_two_clients_and_restart() {
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
 
     // alice: a fixed address from the policy.
-    let alice = vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    let alice = vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
@@ -195,15 +195,14 @@ fn refuses_old_tls_and_unauthenticated_clients() {
             format_args!("it exited: {status}"),
         );
     }
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
         "alice pings the lan host after the refused clients",
     );
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `twoway up` with a client certificate from another CA (same server name)
@@ -215,7 +214,7 @@ fn refuses_foreign_client_certificate() {
     };
     vpn.start_server();
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
@@ -252,8 +251,7 @@ fn refuses_foreign_client_certificate() {
     );
     vpn.expect_client_status_up(&cli1, "alice", ALICE_ADDR.parse().unwrap());
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `up` against a server that is not there exits 4, within a bounded time:

@@ -14,13 +14,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ipnetwork::IpNetwork;
 use nix::sys::signal::Signal;
 use twoway_tests::flood::IdleFlood;
 use twoway_tests::toml_files;
 use twoway_tests::vpn::{
-    bare_ip, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR, SERVER_ADDR_CLI2,
-    SERVER_NAME, TUNNEL_POOL,
+    alice_net, bare_ip, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR,
+    SERVER_ADDR_CLI2, SERVER_NAME, TUNNEL_POOL,
 };
 use twoway_tests::vpn::{snmp_counter, FAST_KEEPALIVE};
 use twoway_tests::{in_netns, wait_until};
@@ -36,10 +35,6 @@ const HANDSHAKE_TIMEOUT: u64 = 3;
 
 /// Reconnect backoff starts at 1 s and doubles; a few attempts fit in this.
 const RECOVER_LIMIT: Duration = Duration::from_secs(25);
-
-fn alice_net() -> IpNetwork {
-    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
-}
 
 /// While the client reconnects, traffic for the corporate network still goes
 /// into its TUN device (where it waits or is lost), never out of the laptop's
@@ -156,8 +151,7 @@ fn server_frozen_client_notices_then_recovers() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let device = vpn.client_device(&cli1, "alice");
 
     vpn.signal_server(Signal::SIGSTOP);
@@ -194,8 +188,7 @@ fn server_frozen_client_notices_then_recovers() {
         &out,
     );
     expect_session_address(&vpn, "alice", ALICE_ADDR, "alice keeps her address");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The client process is frozen (SIGSTOP, as a laptop asleep): the server
@@ -249,8 +242,7 @@ fn client_link_down_and_up() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let device = vpn.client_device(&cli1, "alice");
 
     let link = |state: &str| {
@@ -291,8 +283,7 @@ fn client_link_down_and_up() {
         "alice pings the lan host after the link came back",
     );
     expect_session_address(&vpn, "alice", ALICE_ADDR, "alice keeps her address");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// A packet whose source is not the client's address (a second address on
@@ -304,8 +295,7 @@ fn forged_source_address_is_dropped() {
         return;
     };
     let (cli1, lan) = (vpn.lab.cli1.clone(), vpn.lab.lan.clone());
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let device = vpn.client_device(&cli1, "alice");
     let echoes = || snmp_counter(&lan, "Icmp", "InEchos").unwrap_or(0);
 
@@ -364,8 +354,7 @@ fn forged_source_address_is_dropped() {
         "the lan host counts alice's legitimate pings (the counter works)",
         format_args!("InEchos still {echoes_before}"),
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// With `client_to_client = false` alice cannot reach bob's tunnel address
@@ -507,8 +496,7 @@ fn idle_connection_flood_does_not_lock_out_a_client() {
     }
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host after the flood");
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The same flood spread over 12 source addresses (25 idle connections
@@ -537,8 +525,7 @@ fn distributed_idle_flood_does_not_lock_out_a_client() {
     if let Err(e) = flood.stop() {
         vpn.fail("stop the flood", e);
     }
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// Garbage before TLS (random bytes on the TCP port) and after the TLS
@@ -551,8 +538,7 @@ fn garbage_closes_only_its_own_connection() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let alice_remote = vpn.session_of("alice").map(|s| s["remote"].clone());
 
     // Before TLS: 4 KiB of noise from cli2; the server must hang up.
@@ -657,8 +643,7 @@ fn garbage_closes_only_its_own_connection() {
         format_args!("remote before {alice_remote:?}, after {remote:?}"),
     );
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// A Hello frame, a Data frame holding a malformed packet (dropped and

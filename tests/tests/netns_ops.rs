@@ -12,20 +12,15 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ipnetwork::IpNetwork;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use twoway_tests::proc::AS_NOBODY;
 use twoway_tests::vpn::{
-    bare_ip, base_policy, net, path_str, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2, TUNNEL_NET,
-    TUNNEL_POOL,
+    alice_net, bare_ip, base_policy, net, path_str, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2,
+    TUNNEL_NET, TUNNEL_POOL,
 };
 use twoway_tests::vpn::{copy_into, http_get};
 use twoway_tests::{bins, proc, toml_files, wait_for, wait_until};
-
-fn alice_net() -> IpNetwork {
-    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
-}
 
 /// What must not change for an unaffected session: its TCP connection
 /// (remote address and port), its start time and its address.
@@ -375,8 +370,7 @@ fn sighup_reload_moves_changed_sessions_only() {
             fingerprint(&vpn, "alice")
         ),
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The same identity connects from cli2 while connected from cli1 (policy
@@ -568,8 +562,7 @@ fn server_drops_privilege_and_keeps_working() {
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host after the reload");
     let out = vpn.server_ctl(&["kick", "bob"]);
     vpn.check(out.success(), "`kick bob` after the privilege drop", &out);
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `twoway up` with a broken config exits 2 naming the file and the key,
@@ -656,8 +649,7 @@ fn metrics_and_systemd_notifications() {
         "the server sends READY=1 to NOTIFY_SOCKET",
     );
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     expect_notify(
         &vpn,
         "STATUS=1 session(s)",
@@ -712,8 +704,7 @@ fn metrics_and_systemd_notifications() {
         Duration::from_secs(5),
         "SIGHUP: then READY=1 again",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `twoway-server check` on the files `pki init` writes: exit 0; then each

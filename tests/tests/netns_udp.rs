@@ -9,14 +9,9 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use ipnetwork::IpNetwork;
 use serde_json::Value;
-use twoway_tests::vpn::{Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2};
+use twoway_tests::vpn::{alice_net, Vpn, LAN_HOST, SERVER_ADDR_CLI2};
 use twoway_tests::{in_netns, wait_until};
-
-fn alice_net() -> IpNetwork {
-    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
-}
 
 /// Runs `nft -f -` with `rules` in `ns`.
 fn nft(vpn: &Vpn, ns: &str, rules: &str, step: &str) {
@@ -100,8 +95,7 @@ fn data_moves_to_udp_after_the_assignment() {
         "no datagram was dropped as forged or replayed",
         before,
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// UDP blocked from the start: up works over TCP; unblocked: data moves to
@@ -168,8 +162,7 @@ fn blocked_udp_falls_back_to_tcp_and_comes_back() {
         Duration::from_secs(5),
         "unblocked again, back to udp",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The laptop's NAT gives its UDP flow a new source port: the server follows
@@ -226,8 +219,7 @@ fn a_new_source_port_keeps_data_on_udp() {
         "data is still on udp",
         "",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// Reads one twoway datagram that alice sends, by capturing on the server's
@@ -328,8 +320,7 @@ fn replayed_and_forged_datagrams_change_nothing() {
         &s,
     );
     vpn.expect_ping(&cli1, LAN_HOST, "alice still pings over UDP");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `transport = "auto"`: a clean, busy path moves data to the TLS
@@ -387,8 +378,7 @@ fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
     vpn.lab.stop(&c2, Duration::from_secs(1));
     vpn.lab.stop(&s2, Duration::from_secs(1));
     nft(&vpn, &srv, "delete table netdev twloss", "no more loss");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// Kick and revocation end the UDP path with the TLS session: a datagram of

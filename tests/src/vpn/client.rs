@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::vpn::path_str;
 use crate::{proc, wait_for, wait_until, CmdOutput, ProcHandle};
 
-use super::{bare_ip, net, Vpn, CORP_NET, LAN_HOST, RUST_LOG, TUNNEL_NET};
+use super::{alice_net, bare_ip, net, Vpn, CORP_NET, LAN_HOST, RUST_LOG, TUNNEL_NET};
 
 impl Vpn {
     /// The path of the client binary under test.
@@ -62,6 +62,22 @@ impl Vpn {
                 ),
             ),
         }
+    }
+
+    /// alice up in cli1 at her static address, and a ping from her to the
+    /// LAN host through the tunnel: where most tests begin.
+    pub fn alice_up(&self) -> IpAddr {
+        let cli1 = &self.lab.cli1;
+        let addr = self.bring_up(cli1, "alice", alice_net());
+        self.expect_ping(cli1, LAN_HOST, "alice pings the lan host");
+        addr
+    }
+
+    /// [`Vpn::take_down`], then [`Vpn::stop_server`]: the clean end that
+    /// most tests check.
+    pub fn take_down_and_stop(&mut self, ns: &str, name: &str) {
+        self.take_down(ns, name);
+        self.stop_server();
     }
 
     /// `twoway down`, then nothing of the tunnel may remain in `ns`.

@@ -59,6 +59,11 @@ pub fn net(s: &str) -> IpNetwork {
     s.parse().expect("network literal")
 }
 
+/// alice's static address ([`ALICE_ADDR`]) as a /32, for [`Vpn::bring_up`].
+pub fn alice_net() -> IpNetwork {
+    net(&format!("{ALICE_ADDR}/32"))
+}
+
 /// `198.18.77.10/24` or `198.18.77.10` -> `198.18.77.10`.
 pub fn bare_ip(s: &str) -> &str {
     s.split('/').next().unwrap_or(s)
