@@ -115,3 +115,22 @@ impl Default for TlsPki {
         Self::new()
     }
 }
+
+/// A TLS 1.3 application-data record that nobody sealed: a well-formed
+/// header around 40 bytes that cannot authenticate.
+pub fn unsealed_record() -> Vec<u8> {
+    let mut record = vec![23, 3, 3, 0, 40];
+    record.extend_from_slice(&[0x55; 40]);
+    record
+}
+
+/// Whether an error of a rustls stream is the peer's fatal bad_record_mac
+/// alert.
+pub fn is_bad_record_mac_alert(err: &std::io::Error) -> bool {
+    matches!(
+        tls::rustls_error(err),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadRecordMac
+        ))
+    )
+}

@@ -12,8 +12,7 @@ use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMess
 use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use twoway_common::secure::{self, SecureStream};
-use twoway_common::tls;
-use twoway_tests::loopback::TlsPki as Pki;
+use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 
 /// Seals TLS 1.3 records under a peer's extracted send keys.
 struct Forger {
@@ -184,8 +183,7 @@ async fn a_split_handshake_message_then_a_forged_record_is_an_error_not_a_panic(
     let p = Pki::new();
     let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     let mut bytes = forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER);
-    bytes.extend([23, 3, 3, 0, 40]);
-    bytes.extend([0x55; 40]);
+    bytes.extend(unsealed_record());
     raw.write_all(&bytes).await.unwrap();
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 64];
@@ -435,19 +433,10 @@ async fn the_fatal_alert_goes_out_when_a_key_update_answer_is_pending() {
     theirs.flush().await.unwrap();
     let mut one = [0u8; 1];
     ours.read_exact(&mut one).await.unwrap(); // KeyUpdate taken, answer pending
-    let mut forged = vec![23, 3, 3, 0, 40];
-    forged.extend_from_slice(&[0x55; 40]);
+    let forged = unsealed_record();
     theirs.get_mut().0.write_all(&forged).await.unwrap();
     assert!(ours.read(&mut [0u8; 10]).await.is_err());
     let _ = ours.shutdown().await;
     let err = theirs.read(&mut [0u8; 10]).await.unwrap_err();
-    assert!(
-        matches!(
-            tls::rustls_error(&err),
-            Some(rustls::Error::AlertReceived(
-                rustls::AlertDescription::BadRecordMac
-            ))
-        ),
-        "{err}"
-    );
+    assert!(is_bad_record_mac_alert(&err), "{err}");
 }
