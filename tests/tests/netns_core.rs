@@ -21,10 +21,9 @@ use twoway_tests::{wait_for, wait_until};
 /// leases surviving a server restart, and a client reconnecting by itself.
 #[test]
 fn tunnel_lifecycle_two_clients_and_restart() {
-    let Some(mut vpn) = Vpn::prepared_default("tunnel_lifecycle_two_clients_and_restart") else {
+    let Some(mut vpn) = Vpn::started_default("tunnel_lifecycle_two_clients_and_restart") else {
         return;
     };
-    vpn.start_server();
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
 
     // alice: a fixed address from the policy.
@@ -151,10 +150,9 @@ fn tunnel_lifecycle_two_clients_and_restart() {
 /// no application data and is closed. The server then still serves alice.
 #[test]
 fn refuses_old_tls_and_unauthenticated_clients() {
-    let Some(mut vpn) = Vpn::prepared_default("refuses_old_tls_and_unauthenticated_clients") else {
+    let Some(mut vpn) = Vpn::started_default("refuses_old_tls_and_unauthenticated_clients") else {
         return;
     };
-    vpn.start_server();
     let cli1 = vpn.lab.cli1.clone();
     let real_ca = vpn.pki.join("ca.pem");
     let ca = path_str(&real_ca);
@@ -209,10 +207,9 @@ fn refuses_old_tls_and_unauthenticated_clients() {
 /// exits 3 and leaves nothing behind; alice's session is undisturbed.
 #[test]
 fn refuses_foreign_client_certificate() {
-    let Some(mut vpn) = Vpn::prepared_default("refuses_foreign_client_certificate") else {
+    let Some(mut vpn) = Vpn::started_default("refuses_foreign_client_certificate") else {
         return;
     };
-    vpn.start_server();
     let cli1 = vpn.lab.cli1.clone();
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(

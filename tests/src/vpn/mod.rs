@@ -116,6 +116,13 @@ impl Vpn {
         require_root_or_skip(test).then(Vpn::setup)
     }
 
+    /// [`Vpn::started`] with the binaries' default timing.
+    pub fn started_default(test: &str) -> Option<Vpn> {
+        let mut vpn = Vpn::prepared_default(test)?;
+        vpn.start_server();
+        Some(vpn)
+    }
+
     /// Lab, `pki init`, server.toml and policy.toml for the test, clients
     /// issued (alice for cli1, bob for cli2). The server is not started.
     pub fn setup() -> Vpn {
