@@ -35,18 +35,26 @@ pub use network::{
     LAN_NEIGHBOUR, SERVER_PUBLIC, SERVER_PUBLIC_ADDR, TUNNEL_NET6,
 };
 
+/// The name in the server certificate (`pki init --name`).
 pub const SERVER_NAME: &str = "vpn.test";
+/// The server seen from cli1.
 pub const SERVER_ADDR: &str = "198.18.1.2:4433";
 /// The server seen from cli2.
 pub const SERVER_ADDR_CLI2: &str = "198.18.2.2:4433";
+/// `tunnel.network` of the lab's server.
 pub const TUNNEL_NET: &str = "198.18.77.0/24";
+/// `tunnel.pool` of the lab's server.
 pub const TUNNEL_POOL: &str = "198.18.77.128/25";
+/// alice's static address in the policy.
 pub const ALICE_ADDR: &str = "198.18.77.10";
+/// The corporate network behind the server, routed to every client.
 pub const CORP_NET: &str = "198.19.0.0/24";
+/// A host on the corporate network (the `lan` namespace).
 pub const LAN_HOST: &str = "198.19.0.2";
 /// Log levels for both binaries: ours verbose, dependencies quiet.
 pub const RUST_LOG: &str =
     "info,twoway=debug,twoway_server=debug,twoway_client=debug,twoway_common=debug";
+/// Lines of the server log in a failure message.
 pub const SERVER_LOG_LINES: usize = 80;
 /// Lines of each other process log in a failure message.
 const OTHER_LOG_LINES: usize = 30;
@@ -55,6 +63,7 @@ pub const FAST_KEEPALIVE: (u32, u32) = (1, 4);
 /// The clients' connect timeout in the fault tests.
 pub const FAST_CONNECT_TIMEOUT: u32 = 3;
 
+/// A network literal of the tests.
 pub fn net(s: &str) -> IpNetwork {
     s.parse().expect("network literal")
 }
@@ -69,6 +78,7 @@ pub fn bare_ip(s: &str) -> &str {
     s.split('/').next().unwrap_or(s)
 }
 
+/// Panic unless every tool is on PATH.
 pub fn require_tools(tools: &[&str]) {
     for tool in tools {
         let found = std::env::var_os("PATH")
