@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use twoway_common::control::status::{ClientState, ClientStatus};
 use twoway_common::control::{self, ControlError, Request};
 use twoway_common::logging::LogFormat;
 
@@ -153,7 +154,7 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
     let mut refused = None;
     for socket in candidates {
         match query(&socket, PROBE_TIMEOUT).await {
-            Ok(status) if status["config"].as_str() == Some(&*wanted.to_string_lossy()) => {
+            Ok(status) if status.config() == Some(&*wanted.to_string_lossy()) => {
                 return Ok(Some(socket))
             }
             Ok(_) => {}
@@ -180,7 +181,9 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
         return Ok(());
     };
     let socket = &socket;
-    if let Err(e) = control::request(socket, &Request::Down, CONTROL_TIMEOUT).await {
+    if let Err(e) =
+        control::request::<serde::de::IgnoredAny>(socket, &Request::Down, CONTROL_TIMEOUT).await
+    {
         if !e.not_running() {
             return Err(control_failure(e));
         }
@@ -211,17 +214,12 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// The status object of the client behind `socket` (without `ok`), or
-/// `{"state":"down"}` when none runs there.
-pub async fn query(socket: &Path, limit: Duration) -> Result<serde_json::Value, ControlError> {
+/// The status of the client behind `socket`, or [`ClientStatus::down`] when
+/// none runs there.
+pub async fn query(socket: &Path, limit: Duration) -> Result<ClientStatus, ControlError> {
     match control::request(socket, &Request::Status, limit).await {
-        Ok(mut answer) => {
-            if let Some(map) = answer.as_object_mut() {
-                map.remove("ok");
-            }
-            Ok(answer)
-        }
-        Err(e) if e.not_running() => Ok(serde_json::json!({ "state": "down" })),
+        Ok(status) => Ok(status),
+        Err(e) if e.not_running() => Ok(ClientStatus::down()),
         Err(e) => Err(e),
     }
 }
@@ -229,17 +227,19 @@ pub async fn query(socket: &Path, limit: Duration) -> Result<serde_json::Value, 
 /// Prints the running client's status; a stopped one is `down`. Each entry
 /// of `warnings` gets a line of its own.
 pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
-    let answer = match socket_of(config_path).await? {
+    let status = match socket_of(config_path).await? {
         Some(socket) => query(&socket, CONTROL_TIMEOUT)
             .await
             .map_err(control_failure)?,
-        None => serde_json::json!({ "state": "down" }),
+        None => ClientStatus::down(),
     };
     if json {
-        println!("{answer}");
+        println!("{}", control::json_line(&status));
         return Ok(());
     }
-    for (k, v) in answer.as_object().into_iter().flatten() {
+    // Every field with a value, by name, as the JSON has them.
+    let fields = serde_json::to_value(&status).unwrap_or_default();
+    for (k, v) in fields.as_object().into_iter().flatten() {
         if k == "warnings" {
             continue;
         }
@@ -252,11 +252,11 @@ pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
             );
         }
     }
-    if answer["state"] == "down" {
+    if status.state == ClientState::Down {
         println!("{:>10}: {}", "config", config_path.display());
     }
-    for w in answer["warnings"].as_array().into_iter().flatten() {
-        println!("{:>10}: {}", "warning", w.as_str().unwrap_or_default());
+    for w in status.tunnel.iter().flat_map(|t| &t.warnings) {
+        println!("{:>10}: {w}", "warning");
     }
     Ok(())
 }

@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use twoway_common::frame::FrameType;
 use twoway_common::message::{
     self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, FEATURE_UPDATE,
     PROTOCOL_VERSION,
 };
-use twoway_common::outside::tcp_info::TcpHandle;
+use twoway_common::outside::tcp::info::TcpHandle;
+use twoway_common::outside::tcp::record::frame::FrameType;
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
+use twoway_common::outside::tcp::{Outside, OutsideError};
 use twoway_common::outside::udp::keys::REKEY_AFTER;
 use twoway_common::outside::udp::{self, RecvPool, Role, UdpPath, UdpSocket};
-use twoway_common::outside::{Outside, OutsideError};
 use twoway_common::relay::{Udp, UdpInput};
-use twoway_common::secure::{self, SecureStream};
+use twoway_common::tls::{self, verify};
 use twoway_common::tuning::Transport;
-use twoway_common::{tls, verify};
 
 use crate::config::{split_host_port, ClientConfig};
 use crate::error::ClientError;
@@ -77,7 +77,7 @@ async fn handshake(
         None => TcpStream::connect((host, port)).await,
     }
     .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
-    twoway_common::outside::tune(&tcp, &config.tunnel.congestion);
+    twoway_common::outside::tcp::tune::tune(&tcp, &config.tunnel.congestion);
     let peer = tcp
         .peer_addr()
         .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;

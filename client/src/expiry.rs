@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-use twoway_common::control::rfc3339;
+use twoway_common::control::timestamp::rfc3339;
 
 use crate::credentials::Certificate;
 

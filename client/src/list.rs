@@ -9,10 +9,13 @@
 //! when its socket is in the runtime folder.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use twoway_common::control;
+use twoway_common::control::status::{Carrier, ClientState, Tunnel};
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -84,10 +87,33 @@ fn candidates(config_dir: &Path, run_dir: &Path, denied: &mut bool) -> Vec<Candi
     out
 }
 
+/// One running tunnel, as `list --json` prints it (docs/STATUS.md).
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    /// The configuration's name.
+    pub name: Option<String>,
+    /// The configuration file.
+    pub config: Option<String>,
+    /// The control socket that answered.
+    pub socket: String,
+    /// Where the client is in its life.
+    pub state: ClientState,
+    /// Its IPv4 tunnel address, once assigned.
+    pub address: Option<IpAddr>,
+    /// The server as its configuration names it.
+    pub server: String,
+    /// Its TUN device, once up.
+    pub device: Option<String>,
+    /// When the tunnel came up last.
+    pub since: Option<String>,
+    /// Where data goes now.
+    pub transport: Carrier,
+}
+
 /// The list entry of a running client's status answer.
-fn entry(c: &Candidate, status: &Value) -> Value {
-    let config = status["config"]
-        .as_str()
+fn entry(c: &Candidate, state: ClientState, tunnel: Tunnel) -> Entry {
+    let config = tunnel
+        .config
         .map(PathBuf::from)
         .or_else(|| c.config.clone());
     let name = config
@@ -95,25 +121,22 @@ fn entry(c: &Candidate, status: &Value) -> Value {
         .unwrap_or(&c.socket)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned());
-    let mut v = json!({
-        "name": name,
-        "config": config.map(|p| p.display().to_string()),
-        "socket": c.socket.display().to_string(),
-        "state": status["state"],
-        "address": status["address"],
-        "server": status["server"],
-        "device": status["device"],
-        "since": status["since"],
-    });
-    if let Some(t) = status.get("transport") {
-        v["transport"] = t.clone();
+    Entry {
+        name,
+        config: config.map(|p| p.display().to_string()),
+        socket: c.socket.display().to_string(),
+        state,
+        address: tunnel.address,
+        server: tunnel.server,
+        device: tunnel.device,
+        since: tunnel.since,
+        transport: tunnel.transport,
     }
-    v
 }
 
 /// The running tunnels, as `list --json` prints them, and whether a socket
 /// or the run folder could not be looked at for want of permission.
-pub async fn running(config_dir: &Path, run_dir: &Path) -> (Vec<Value>, bool) {
+pub async fn running(config_dir: &Path, run_dir: &Path) -> (Vec<Entry>, bool) {
     let mut tunnels = Vec::new();
     let mut denied = false;
     for c in candidates(config_dir, run_dir, &mut denied) {
@@ -128,10 +151,12 @@ pub async fn running(config_dir: &Path, run_dir: &Path) -> (Vec<Value>, bool) {
                 continue;
             }
         };
-        // Only a client answers with a state; `down` means nothing runs there.
-        match status["state"].as_str() {
-            Some("down") | None => continue,
-            Some(_) => tunnels.push(entry(&c, &status)),
+        // Only a client answers with a state (a server's answer does not
+        // parse as one); `down` means nothing runs there.
+        if let (state, Some(tunnel)) = (status.state, status.tunnel) {
+            if state != ClientState::Down {
+                tunnels.push(entry(&c, state, tunnel));
+            }
         }
     }
     (tunnels, denied)
@@ -149,21 +174,21 @@ pub async fn list(json: bool, config_dir: &Path, run_dir: &Path) -> Result<(), C
         Ok(())
     };
     if json {
-        println!("{}", Value::Array(tunnels));
+        println!("{}", control::json_line(&tunnels));
         return result;
     }
     if tunnels.is_empty() {
         println!("no tunnels");
     }
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let text = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for t in &tunnels {
         println!(
             "{:<16} {:<12} {:<16} {:<24} {}",
-            text(&t["name"]),
-            text(&t["state"]),
-            text(&t["address"]),
-            text(&t["server"]),
-            text(&t["config"]),
+            text(t.name.clone()),
+            t.state.as_str(),
+            text(t.address.map(|a| a.to_string())),
+            t.server,
+            text(t.config.clone()),
         );
     }
     result

@@ -30,7 +30,7 @@ pub struct Requested {
 /// Makes `out/ID.key` (ECDSA P-256, as the built-in PKI's own keys, PKCS#8
 /// PEM) and `out/ID.csr` (subject CN = ID). Never overwrites a key.
 pub fn request(identity: &str, out: &Path) -> Result<Requested, ClientError> {
-    twoway_common::identity_name::check(identity).map_err(|reason| {
+    twoway_common::identity::name::check(identity).map_err(|reason| {
         ClientError::Config(format!("invalid identity name {identity:?}: {reason}"))
     })?;
     let key_path = out.join(format!("{identity}.key"));

@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
-use twoway_common::control::rfc3339;
+use twoway_common::control::status::{Carrier, ClientState, ClientStatus, Tunnel};
+use twoway_common::control::timestamp::rfc3339;
 use twoway_common::message::Assignment;
 use twoway_common::outside::udp::UdpPath;
 use twoway_common::relay::Counters;
@@ -25,11 +25,11 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    fn reported(self) -> ClientState {
         match self {
-            Self::Connecting => "connecting",
-            Self::Up => "up",
-            Self::Reconnecting => "reconnecting",
+            Self::Connecting => ClientState::Connecting,
+            Self::Up => ClientState::Up,
+            Self::Reconnecting => ClientState::Reconnecting,
         }
     }
 }
@@ -137,31 +137,34 @@ impl Status {
         s.last_error = Some(why);
     }
 
-    /// The JSON object of `status --json`.
-    pub fn to_json(&self) -> Value {
+    /// What `status --json` prints.
+    pub fn report(&self) -> ClientStatus {
         let s = self.lock();
         let a = s.assignment.as_ref();
-        json!({
-            "state": s.state.as_str(),
-            "server": self.server,
-            "transport": s.udp.as_ref().map_or("tcp", |p| p.transport()),
-            "config": self.config,
-            "device": s.device,
-            "address": a.map(|a| a.address.ip().to_string()),
-            "address6": a.and_then(|a| a.address6).map(|n| n.ip().to_string()),
-            "routes": a.map(|a| a.routes.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
-            "full_tunnel": s.full_tunnel,
-            "dns": a.map(|a| a.dns.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
-            "search": a.map(|a| a.search.clone()).unwrap_or_default(),
-            "dns_method": s.dns_method.map(DnsMethod::as_str),
-            "mtu": a.map(|a| a.mtu),
-            "since": s.since.map(rfc3339),
-            "rx_bytes": self.counters.rx_bytes.load(Ordering::Relaxed),
-            "tx_bytes": self.counters.tx_bytes.load(Ordering::Relaxed),
-            "last_error": s.last_error,
-            "certificate_expires": self.certificate.as_ref().map(|c| rfc3339(c.not_after)),
-            "warnings": self.warnings(),
-        })
+        let tunnel = Tunnel {
+            server: self.server.clone(),
+            transport: s.udp.as_ref().map_or(Carrier::Tcp, |p| p.transport()),
+            config: self.config.clone(),
+            device: s.device.clone(),
+            address: a.map(|a| a.address.ip()),
+            address6: a.and_then(|a| a.address6).map(|n| n.ip()),
+            routes: a.map(|a| a.routes.clone()).unwrap_or_default(),
+            full_tunnel: s.full_tunnel,
+            dns: a.map(|a| a.dns.clone()).unwrap_or_default(),
+            search: a.map(|a| a.search.clone()).unwrap_or_default(),
+            dns_method: s.dns_method.map(|m| m.as_str().to_owned()),
+            mtu: a.map(|a| a.mtu),
+            since: s.since.map(rfc3339),
+            rx_bytes: self.counters.rx_bytes.load(Ordering::Relaxed),
+            tx_bytes: self.counters.tx_bytes.load(Ordering::Relaxed),
+            last_error: s.last_error.clone(),
+            certificate_expires: self.certificate.as_ref().map(|c| rfc3339(c.not_after)),
+            warnings: self.warnings(),
+        };
+        ClientStatus {
+            state: s.state.reported(),
+            tunnel: Some(tunnel),
+        }
     }
 
     /// What the user should act on; empty when all is well.

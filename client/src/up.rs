@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use twoway_common::control::{self, Request};
+use twoway_common::control::{self, Failure, Reply, Request};
 use twoway_common::inside::tun::{TunInside, TunSettings};
 use twoway_common::ippacket;
 use twoway_common::message::{
@@ -107,7 +106,7 @@ impl Tunnel {
             let tun = tun.clone();
             let max = twoway_common::inside::max_read(&*tun, a.mtu);
             tokio::spawn(async move {
-                if let Err(e) = relay::inside_to_queue(&*tun, queue, max).await {
+                if let Err(e) = twoway_common::inside::reader::to_queue(&*tun, queue, max).await {
                     warn!(error = %e, "reading the tunnel device failed");
                 }
             })
@@ -382,20 +381,16 @@ pub async fn up(config: ClientConfig, on_ready: Option<OnReady>) -> Result<(), C
 fn control_handler(
     status: Status,
     stop: CancellationToken,
-) -> impl Fn(Request) -> std::future::Ready<serde_json::Value> + Clone + Send + 'static {
+) -> impl Fn(Request) -> std::future::Ready<control::Answer> + Clone + Send + 'static {
     move |req| {
         std::future::ready(match req {
-            Request::Status => {
-                let mut v = status.to_json();
-                v["ok"] = json!(true);
-                v
-            }
+            Request::Status => Ok(Reply::ClientStatus(Box::new(status.report()))),
             Request::Down => {
                 info!("down requested");
                 stop.cancel();
-                json!({ "ok": true })
+                Ok(Reply::Done {})
             }
-            other => control::failure(format!("{other:?} is a server command")),
+            other => Err(Failure::new(format!("{other:?} is a server command"))),
         })
     }
 }

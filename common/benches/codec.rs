@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use twoway_common::frame::{self, FrameType};
+use twoway_common::outside::tcp::record::frame::{self, FrameType};
 
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame");

@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio_util::sync::CancellationToken;
 use twoway_common::inside::memory::{self, MemoryPeer};
 use twoway_common::message::{Bye, ByeReason};
-use twoway_common::outside::Outside;
+use twoway_common::outside::tcp::Outside;
 use twoway_common::queue;
 use twoway_common::relay::{self, Counters, Keepalive, Session};
 
@@ -34,7 +34,7 @@ fn side(stream: tokio::io::DuplexStream, stop: CancellationToken) -> MemoryPeer 
     let inside = Arc::new(inside);
     let (tx, mut rx) = queue::channel(512, 1 << 20);
     let reader = inside.clone();
-    tokio::spawn(async move { relay::inside_to_queue(&*reader, tx, 2048).await });
+    tokio::spawn(async move { twoway_common::inside::reader::to_queue(&*reader, tx, 2048).await });
     tokio::spawn(async move {
         let counters = Counters::default();
         let stopping = async move {

@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let (dir, tmp) = temp_beside(path, "tmp")?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
+        write_new(&tmp, contents, mode)?;
         fs::rename(&tmp, path)?;
         // The rename itself is durable only once the folder is synced.
         File::open(dir)?.sync_all()
@@ -67,17 +60,7 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
     }
     let (dir, tmp) = temp_beside(path, "new")?;
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    })();
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let linked = write_new(&tmp, contents, mode).and_then(|()| fs::hard_link(&tmp, path));
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => File::open(dir)?.sync_all(),
@@ -86,7 +69,7 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
         Err(e)
             if matches!(
                 e.raw_os_error(),
-                Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV)
+                Some(nix::libc::EPERM | nix::libc::EOPNOTSUPP | nix::libc::EXDEV)
             ) =>
         {
             write_new(path, contents, mode)
@@ -95,12 +78,14 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
     }
 }
 
-/// Creates a new file that must not exist yet, with permission `mode`
-/// (for private keys: never clobber, never readable by others).
+/// Creates a new file that must not exist yet, with permission `mode`, and
+/// syncs it (for private keys: never clobber, never readable by others;
+/// never through a symlink, as a temporary name must not be either).
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .mode(mode)
         .open(path)?;
     file.write_all(contents)?;

@@ -45,34 +45,30 @@ pub fn addresses(packet: &[u8]) -> Result<Addresses, PacketError> {
             if total < ihl || total > packet.len() {
                 return Err(PacketError::BadTotalLength);
             }
-            let src: [u8; 4] = packet[12..16]
-                .try_into()
-                .map_err(|_| PacketError::Truncated)?;
-            let dst: [u8; 4] = packet[16..20]
-                .try_into()
-                .map_err(|_| PacketError::Truncated)?;
             Ok(Addresses {
-                src: IpAddr::V4(Ipv4Addr::from(src)),
-                dst: IpAddr::V4(Ipv4Addr::from(dst)),
+                src: IpAddr::V4(Ipv4Addr::from(octets(packet, 12)?)),
+                dst: IpAddr::V4(Ipv4Addr::from(octets(packet, 16)?)),
             })
         }
         6 => {
             if packet.len() < 40 {
                 return Err(PacketError::Truncated);
             }
-            let src: [u8; 16] = packet[8..24]
-                .try_into()
-                .map_err(|_| PacketError::Truncated)?;
-            let dst: [u8; 16] = packet[24..40]
-                .try_into()
-                .map_err(|_| PacketError::Truncated)?;
             Ok(Addresses {
-                src: IpAddr::V6(Ipv6Addr::from(src)),
-                dst: IpAddr::V6(Ipv6Addr::from(dst)),
+                src: IpAddr::V6(Ipv6Addr::from(octets(packet, 8)?)),
+                dst: IpAddr::V6(Ipv6Addr::from(octets(packet, 24)?)),
             })
         }
         _ => Err(PacketError::BadVersion),
     }
+}
+
+/// The `N` bytes of an address at `at`.
+fn octets<const N: usize>(packet: &[u8], at: usize) -> Result<[u8; N], PacketError> {
+    packet
+        .get(at..at + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(PacketError::Truncated)
 }
 
 /// Largest packet that can count as interactive.
@@ -105,7 +101,8 @@ pub fn is_interactive(packet: &[u8]) -> bool {
     }
 }
 
-/// Test helpers that build minimal packets.
+/// Test helpers that build minimal packets (feature `test-util`).
+#[cfg(any(test, feature = "test-util"))]
 pub mod build {
     use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -1,15 +1,16 @@
-//! twoway-common: what the client and the server share: the wire protocol
-//! (framing and control messages), TLS setup, identity extraction, the inside
-//! (TUN) device abstraction, the outside stream and the relay between them.
+//! twoway-common: what the client and the server share, along the packet's
+//! path: the inside (TUN device, [`inside`]), the relay between it and the
+//! outside ([`relay`], fed by [`queue`]), the outside ([`outside`]: the TLS
+//! connection over TCP with its record layer, and the UDP data channel); the
+//! session's control messages ([`message`]), TLS setup and certificate
+//! verification ([`tls`]), the client's identity ([`identity`]); and the
+//! local control socket with its typed requests and status ([`control`]).
 
 pub mod atomic_file;
 pub mod capability;
 pub mod config_file;
 pub mod control;
-pub mod frame;
-pub mod gather;
 pub mod identity;
-pub mod identity_name;
 pub mod inside;
 pub mod ippacket;
 pub mod key_file;
@@ -21,7 +22,5 @@ pub mod pem_source;
 pub mod priority;
 pub mod queue;
 pub mod relay;
-pub mod secure;
 pub mod tls;
 pub mod tuning;
-pub mod verify;

@@ -293,7 +293,7 @@ mod tests {
             timeout_secs: 60,
             features: vec!["udp".into()],
             udp_session: Some(0xdead_beef),
-            udp_secret: crate::outside::udp::UdpSecret::generate(),
+            udp_secret: crate::outside::udp::UdpSecret::generate(1).map(|(s, ..)| s),
         }
     }
 
@@ -344,7 +344,7 @@ mod tests {
         );
         let other = Assignment {
             udp_session: Some(7),
-            udp_secret: crate::outside::udp::UdpSecret::generate(),
+            udp_secret: crate::outside::udp::UdpSecret::generate(1).map(|(s, ..)| s),
             ..a.clone()
         };
         assert!(

@@ -29,12 +29,12 @@ pub fn default_nice() -> i32 {
 
 /// Default of `tunnel.congestion`.
 pub fn default_congestion() -> String {
-    crate::outside::DEFAULT_CONGESTION.to_owned()
+    crate::outside::tcp::tune::DEFAULT_CONGESTION.to_owned()
 }
 
 /// Reports `tunnel.nice` and `tunnel.congestion` values that cannot work.
 pub fn check(path: &Path, nice: i32, congestion: &str, errors: &mut Vec<ConfigError>) {
-    if !crate::outside::valid_congestion(congestion) {
+    if !crate::outside::tcp::tune::valid_congestion(congestion) {
         errors.push(ConfigError::invalid(
             path,
             "tunnel.congestion",

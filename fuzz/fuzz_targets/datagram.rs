@@ -113,10 +113,9 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Bytes(data);
     let Some(setup) = input.byte() else { return };
     let rekey = REKEYS[usize::from(setup) % REKEYS.len()];
-    let s = secret(1);
-    let (seal, _) = s.split(Role::Client, rekey);
-    let (_, open) = s.split(Role::Server, rekey);
-    let (_, reflect_open) = s.split(Role::Client, rekey);
+    let (seal, _) = secret(1).split(Role::Client, rekey);
+    let (_, open) = secret(1).split(Role::Server, rekey);
+    let (_, reflect_open) = secret(1).split(Role::Client, rekey);
     let (_, other_open) = secret(2).split(Role::Server, rekey);
     let mut tx = Sender::new(SESSION, seal);
     let mut rx = Receiver::new(SESSION, open);
@@ -245,8 +244,8 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Whatever the sender seals, the receiver opens exactly once.
-    let (seal, _) = s.split(Role::Client, rekey);
-    let (_, open) = s.split(Role::Server, rekey);
+    let (seal, _) = secret(1).split(Role::Client, rekey);
+    let (_, open) = secret(1).split(Role::Server, rekey);
     let mut tx = Sender::new(SESSION, seal);
     let mut rx = Receiver::new(SESSION, open);
     let all: Vec<(Vec<u8>, Vec<u8>)> = sealed

@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use twoway_common::frame::{self, FrameType, MAX_PAYLOAD};
+use twoway_common::outside::tcp::record::frame::{self, FrameType, MAX_PAYLOAD};
 use twoway_common::message::{self, Assignment, Bye, Hello, Refusal, Update};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,4 @@
-//! The TLS stream after the handshake (`twoway_common::secure`), as the
+//! The TLS stream after the handshake (`twoway_common::outside::tcp::record::secure`), as the
 //! server reads it. Each input is a sequence of operations on a real session
 //! (twoway client and server, a full handshake over an in-memory pipe): the
 //! client sends data through TLS, or writes arbitrary bytes beneath TLS, or
@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
-use twoway_common::secure::{self, SecureStream};
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_common::tls::{self, ServerTlsFiles};
 use twoway_server::pki;
 

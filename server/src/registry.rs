@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use twoway_common::control::rfc3339;
+use twoway_common::control::status::{Carrier, SessionStatus};
+use twoway_common::control::timestamp::rfc3339;
 use twoway_common::message::Bye;
 use twoway_common::relay::{Counters, DropReason};
 
@@ -45,33 +45,6 @@ pub struct Entry {
     pub client_to_client: Arc<AtomicBool>,
     /// Its UDP path, when the session has the UDP channel.
     pub udp: Option<Arc<twoway_common::outside::udp::UdpPath>>,
-}
-
-/// One session in status output.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionStatus {
-    /// Session number, unique while the server runs.
-    pub id: u64,
-    /// The client's identity.
-    pub identity: String,
-    /// Its IPv4 tunnel address.
-    pub address: String,
-    /// Its IPv6 tunnel address, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address6: Option<String>,
-    /// Its public address and port.
-    pub remote: String,
-    /// RFC 3339 time the session started.
-    pub since: String,
-    /// Bytes received from the client.
-    pub rx_bytes: u64,
-    /// Bytes sent to the client.
-    pub tx_bytes: u64,
-    /// Where data goes now: "udp" or "tcp".
-    pub transport: &'static str,
-    /// The client's UDP address, once a datagram authenticated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub udp_remote: Option<String>,
 }
 
 /// Traffic totals.
@@ -254,7 +227,7 @@ impl Registry {
                 since: rfc3339(e.since),
                 rx_bytes: e.counters.rx_bytes.load(Ordering::Relaxed),
                 tx_bytes: e.counters.tx_bytes.load(Ordering::Relaxed),
-                transport: e.udp.as_ref().map_or("tcp", |p| p.transport()),
+                transport: e.udp.as_ref().map_or(Carrier::Tcp, |p| p.transport()),
                 udp_remote: e.udp.as_ref().and_then(|p| p.peer()).map(|a| a.to_string()),
             })
             .collect()

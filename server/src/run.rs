@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-use twoway_common::control::{self, Request};
+use twoway_common::control::status::{ServerStatus, UdpStatus};
+use twoway_common::control::{self, Failure, Kicked, Reloaded, Reply, Request};
 use twoway_common::inside::tun::{TunInside, TunSettings};
 
 use crate::config::ServerConfig;
@@ -110,62 +110,53 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn answer(server: &Server, req: Request) -> serde_json::Value {
+fn answer(server: &Server, req: Request) -> control::Answer {
     match req {
-        Request::Status => {
-            let mut answer = status(server);
-            answer["ok"] = json!(true);
-            answer
-        }
+        Request::Status => Ok(Reply::ServerStatus(status(server))),
         Request::Kick { identity } => {
             let n = server.kick(&identity);
             if n == 0 {
-                control::failure(format!("no session of identity {identity:?}"))
+                Err(Failure::new(format!("no session of identity {identity:?}")))
             } else {
                 info!(identity, sessions = n, "kicked");
-                json!({ "ok": true, "kicked": n })
+                Ok(Reply::Kicked(Kicked { kicked: n }))
             }
         }
         Request::Reload => match server.reload() {
-            Ok(done) => json!({
-                "ok": true,
-                "closed_sessions": done.closed.len(),
-                "updated_sessions": done.updated.len(),
-            }),
+            Ok(done) => Ok(Reply::Reloaded(Reloaded {
+                closed_sessions: done.closed.len(),
+                updated_sessions: done.updated.len(),
+            })),
             Err(e) => {
                 error!(error = %e, "reload refused; the previous configuration stays in force");
-                control::failure(format!("reload refused, nothing changed: {e}"))
+                Err(Failure::new(format!(
+                    "reload refused, nothing changed: {e}"
+                )))
             }
         },
-        Request::Down => control::failure("`down` is a client command"),
+        Request::Down => Err(Failure::new("`down` is a client command")),
     }
 }
 
 /// The object `twoway-server status --json` prints (docs/STATUS.md).
-pub fn status(server: &Server) -> serde_json::Value {
-    let udp = server.udp().map(|e| {
-        json!({
-            "unknown_batches": e.unknown.load(std::sync::atomic::Ordering::Relaxed),
-            "overflow_batches": e.overflow.load(std::sync::atomic::Ordering::Relaxed),
-        })
+pub fn status(server: &Server) -> ServerStatus {
+    let udp = server.udp().map(|e| UdpStatus {
+        unknown_batches: e.unknown.load(std::sync::atomic::Ordering::Relaxed),
+        overflow_batches: e.overflow.load(std::sync::atomic::Ordering::Relaxed),
     });
     let config = &server.config().path;
     let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
-    json!({
-        "config": config.display().to_string(),
-        "sessions": server.sessions(),
-        "dropped": dropped(server),
-        "udp": udp,
-    })
-}
-
-fn dropped(server: &Server) -> serde_json::Value {
     let t = server.traffic();
-    let map: serde_json::Map<String, serde_json::Value> = twoway_common::relay::DropReason::ALL
+    let dropped = twoway_common::relay::DropReason::ALL
         .iter()
-        .map(|r| (r.as_str().to_owned(), json!(t.dropped[*r as usize])))
+        .map(|r| (r.as_str().to_owned(), t.dropped[*r as usize]))
         .collect();
-    serde_json::Value::Object(map)
+    ServerStatus {
+        config: config.display().to_string(),
+        dropped,
+        sessions: server.sessions(),
+        udp,
+    }
 }
 
 async fn signals(server: Arc<Server>, shutdown: CancellationToken) {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 use twoway_common::config_file::ConfigErrors;
+use twoway_common::control::status::SessionStatus;
 use twoway_common::inside::Inside;
 use twoway_common::message::{self, Assignment, Bye, ByeReason, RefuseCode, Update};
 use twoway_common::message::{FEATURE_OFFLOAD, FEATURE_UDP, FEATURE_UPDATE};
@@ -33,7 +34,7 @@ use crate::handshakes::Handshakes;
 use crate::leases::LeaseStore;
 use crate::policy::{Duplicate, Grant, Policy};
 use crate::pool::Pool;
-use crate::registry::{Entry, Registry, SessionStatus, Slot, Traffic, Unclaimed};
+use crate::registry::{Entry, Registry, Slot, Traffic, Unclaimed};
 use crate::router::Router;
 use crate::session::{Connected, Identified, SessionError};
 use crate::stats::Stats;
@@ -281,7 +282,7 @@ impl Server {
                 warn!("too many handshakes in progress; closing connection");
                 return;
             };
-            twoway_common::outside::tune(&tcp, &self.config.tunnel.congestion);
+            twoway_common::outside::tcp::tune::tune(&tcp, &self.config.tunnel.congestion);
             let handshake = async {
                 // Until its peer speaks, a connection is the first to make room for others.
                 let _ = tcp.peek(&mut [0u8; 1]).await;
@@ -375,16 +376,15 @@ impl Server {
             .get()
             .filter(|_| client.features.iter().any(|f| f == FEATURE_UDP))
             .and_then(|_| {
-                UdpSecret::generate().or_else(|| {
+                UdpSecret::generate(REKEY_AFTER).or_else(|| {
                     warn!("no random bytes for UDP keys; this session stays on TCP");
                     None
                 })
             });
         let udp = match (self.udp.get(), secret) {
-            (Some(endpoint), Some(secret)) => {
+            (Some(endpoint), Some((secret, seal, open))) => {
                 let (registration, input) = endpoint.register();
                 let number = registration.number;
-                let (seal, open) = secret.split(Role::Server, REKEY_AFTER);
                 assignment.features.push(FEATURE_UDP.to_owned());
                 assignment.udp_session = Some(number);
                 assignment.udp_secret = Some(secret);
@@ -606,7 +606,9 @@ fn refused_by_client(e: &SessionError) -> Option<String> {
         return None;
     };
     match twoway_common::tls::rustls_error(io)? {
-        rustls::Error::AlertReceived(alert) => twoway_common::verify::alert_from_client(*alert),
+        rustls::Error::AlertReceived(alert) => {
+            twoway_common::tls::verify::alert_from_client(*alert)
+        }
         _ => None,
     }
 }

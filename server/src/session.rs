@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use twoway_common::frame::FrameType;
 use twoway_common::identity::{self, IdentitySource};
 use twoway_common::inside::Inside;
 use twoway_common::message::{Assignment, Bye, Hello, Refusal, RefuseCode, PROTOCOL_VERSION};
-use twoway_common::outside::{Outside, OutsideError};
+use twoway_common::outside::tcp::record::frame::FrameType;
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
+use twoway_common::outside::tcp::{Outside, OutsideError};
 use twoway_common::queue::QueueRx;
 use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
-use twoway_common::secure::{self, SecureStream};
 use twoway_common::tls::ALPN;
 
 type Stream = SecureStream<TcpStream>;
@@ -166,8 +166,8 @@ impl Identified {
     pub fn tcp_handle(
         &self,
         congestion: &str,
-    ) -> Option<std::sync::Arc<twoway_common::outside::tcp_info::TcpHandle>> {
-        twoway_common::outside::tcp_info::TcpHandle::new(self.outside.stream.get_ref(), congestion)
+    ) -> Option<std::sync::Arc<twoway_common::outside::tcp::info::TcpHandle>> {
+        twoway_common::outside::tcp::info::TcpHandle::new(self.outside.stream.get_ref(), congestion)
     }
 
     /// Tells the client why it is refused and closes.

@@ -11,10 +11,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::connect;
-use twoway_common::frame::{self, FrameType};
 use twoway_common::message::{self, Assignment, Bye, FEATURE_OFFLOAD};
 use twoway_common::offload::Header;
-use twoway_common::outside::OutsideError;
+use twoway_common::outside::tcp::record::frame::{self, FrameType};
+use twoway_common::outside::tcp::OutsideError;
 
 /// One forged frame: an offload header, the packet behind it, and how long
 /// to wait after sending it.

@@ -1,4 +1,4 @@
-//! Audit (audit2) of common/src/secure against rustls 0.23.46's unbuffered
+//! Audit (audit2) of common/src/outside/tcp/record/secure against rustls 0.23.46's unbuffered
 //! state machine. The peer is rustls's buffered connection (tokio-rustls);
 //! where the peer must send records rustls would never produce (a handshake
 //! message split over records), the test takes the peer's traffic keys
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMessage};
 use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use twoway_common::secure::{self, SecureStream};
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 
 /// Seals TLS 1.3 records under a peer's extracted send keys.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 use twoway_client::config::ClientConfig;
+use twoway_common::control::status::{Carrier, ClientStatus, SessionStatus};
 use twoway_server::config::{ServerConfig, TunnelSection};
 use twoway_server::policy::Policy;
 use twoway_tests::toml_files;
@@ -753,6 +754,11 @@ fn json_paths(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String
     }
 }
 
+/// What the program prints for `status`, as a JSON value.
+fn json<T: serde::Serialize>(status: &T) -> serde_json::Value {
+    serde_json::from_str(&twoway_common::control::json_line(status)).expect("status JSON")
+}
+
 fn compare(heading: &str, printed: &serde_json::Value) {
     let documented = status_doc().remove(heading).unwrap_or_default();
     assert!(
@@ -783,9 +789,9 @@ async fn status_md_documents_every_field_of_server_status() {
     let mut status = twoway_server::run::status(&server);
     // A session with every optional field present. The type ties it to
     // what `sessions` holds.
-    let sessions: Vec<twoway_server::registry::SessionStatus> = server.sessions();
+    let sessions: Vec<SessionStatus> = server.sessions();
     assert!(sessions.is_empty());
-    let session = twoway_server::registry::SessionStatus {
+    let session = SessionStatus {
         id: 1,
         identity: "alice".into(),
         address: "198.18.77.128".into(),
@@ -794,18 +800,18 @@ async fn status_md_documents_every_field_of_server_status() {
         since: "2026-11-26T21:37:59.902577779Z".into(),
         rx_bytes: 168,
         tx_bytes: 0,
-        transport: "udp",
+        transport: Carrier::Udp,
         udp_remote: Some("198.51.100.7:40212".into()),
     };
-    status["sessions"] = serde_json::json!([session]);
-    compare("twoway-server status --json", &status);
+    status.sessions = vec![session];
+    compare("twoway-server status --json", &json(&status));
 }
 
 #[tokio::test]
 async fn status_md_documents_every_field_of_client_status() {
     let status = twoway_client::status::Status::new("vpn.example.com:4433")
         .with_config(Path::new("/etc/twoway/alice.toml"));
-    compare("twoway status --json", &status.to_json());
+    compare("twoway status --json", &json(&status.report()));
     // A tunnel that is not running: only its state, as documented.
     let dir = tempfile::tempdir().expect("tempdir");
     let down = twoway_client::cli::query(
@@ -814,7 +820,7 @@ async fn status_md_documents_every_field_of_client_status() {
     )
     .await
     .expect("a missing socket is a stopped tunnel");
-    assert_eq!(down, serde_json::json!({ "state": "down" }));
+    assert_eq!(down, ClientStatus::down());
     let (_, text) = doc("STATUS.md");
-    assert!(text.contains("{\"state\":\"down\"}"));
+    assert!(text.contains(&twoway_common::control::json_line(&down)));
 }

@@ -11,7 +11,7 @@ use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::{NamedGroup, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use twoway_common::secure;
+use twoway_common::outside::tcp::record::secure;
 use twoway_common::tls;
 use twoway_tests::loopback::TlsPki as Pki;
 

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::connect;
 use twoway_client::error::ClientError;
-use twoway_common::frame::{self, FrameType};
 use twoway_common::inside::memory::{self, MemoryPeer};
 use twoway_common::ippacket::build;
 use twoway_common::message::FEATURE_UPDATE;
 use twoway_common::message::{self, Bye, ByeReason, Hello, Update, PROTOCOL_VERSION};
+use twoway_common::outside::tcp::record::frame::{self, FrameType};
 use twoway_common::relay::{self, Counters, Keepalive, RelayEnd, Updates};
 use twoway_server::config::ServerConfig;
 use twoway_server::pki;
@@ -114,7 +114,9 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
         let inside = Arc::new(inside);
         let reader = {
             let inside = inside.clone();
-            tokio::spawn(async move { relay::inside_to_queue(&*inside, tx, 2000).await })
+            tokio::spawn(async move {
+                twoway_common::inside::reader::to_queue(&*inside, tx, 2000).await
+            })
         };
         let session = relay::Session {
             keepalive: Keepalive {

@@ -10,7 +10,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use serde_json::Value;
-use twoway_tests::vpn::{alice_net, Vpn, LAN_HOST, SERVER_ADDR_CLI2};
+use twoway_tests::vpn::{alice_net, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2};
 use twoway_tests::{in_netns, wait_until};
 
 /// Runs `nft -f -` with `rules` in `ns`.
@@ -162,6 +162,52 @@ fn blocked_udp_falls_back_to_tcp_and_comes_back() {
         Duration::from_secs(5),
         "unblocked again, back to udp",
     );
+    vpn.take_down_and_stop(&cli1, "alice");
+}
+
+/// UDP blocked one way only: the laptop's datagrams no longer reach the
+/// server while the server's still reach the laptop (pings from the LAN host
+/// keep them coming). Data arriving is not an answer to a probe, so the
+/// laptop still falls back to TCP, and its own pings get through again.
+#[test]
+fn udp_blocked_one_way_falls_back_to_tcp() {
+    let Some(mut vpn) = Vpn::started("udp_blocked_one_way_falls_back_to_tcp") else {
+        return;
+    };
+    let cli1 = vpn.lab.cli1.clone();
+    let lan = vpn.lab.lan.clone();
+    vpn.bring_up(&cli1, "alice", alice_net());
+    wait_transport(
+        &vpn,
+        &cli1,
+        "udp",
+        Duration::from_secs(10),
+        "data moves to udp",
+    );
+    // The server sends to the laptop over UDP all along: the LAN host pings it.
+    let inbound = vpn.lab.spawn(
+        &lan,
+        "ping-in",
+        &[
+            "ping", "-n", "-i", "0.05", "-c", "400", "-W", "1", ALICE_ADDR,
+        ],
+    );
+    let block = "table inet twblock {\n chain out {\n  type filter hook output priority 0;\n  udp dport 4433 drop\n }\n}";
+    nft(
+        &vpn,
+        &cli1,
+        block,
+        "block UDP from the laptop to the server only",
+    );
+    wait_transport(
+        &vpn,
+        &cli1,
+        "tcp",
+        Duration::from_secs(8),
+        "with its datagrams lost one way, the laptop falls back to tcp",
+    );
+    vpn.expect_ping(&cli1, LAN_HOST, "alice's own pings get through over TCP");
+    vpn.lab.stop(&inbound, Duration::from_secs(1));
     vpn.take_down_and_stop(&cli1, "alice");
 }
 

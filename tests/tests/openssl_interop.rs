@@ -42,7 +42,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use twoway_common::secure::{self, SecureStream};
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_common::tls;
 use twoway_tests::loopback::TlsPki as Pki;
 

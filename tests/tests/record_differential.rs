@@ -1,4 +1,4 @@
-//! Differential tests of twoway's TLS stream (twoway_common::secure: rustls's
+//! Differential tests of twoway's TLS stream (twoway_common::outside::tcp::record::secure: rustls's
 //! unbuffered connection driven through our buffers) against rustls's
 //! standard buffered connection (tokio-rustls). No root, no network.
 //!
@@ -35,7 +35,7 @@ use rustls::crypto::tls13::OkmBlock;
 use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, Tls13CipherSuite};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
-use twoway_common::secure;
+use twoway_common::outside::tcp::record::secure;
 use twoway_common::tls;
 use twoway_tests::loopback::unsealed_record;
 

@@ -1,11 +1,11 @@
-//! twoway's TLS stream (twoway_common::secure: rustls's unbuffered
+//! twoway's TLS stream (twoway_common::outside::tcp::record::secure: rustls's unbuffered
 //! connection driven through our buffers) against rustls's standard buffered
 //! connection (through tokio-rustls) as the reference peer: data both ways in many record sizes, key updates asked
 //! for by either side, close_notify, and alerts. No root, no network: an
 //! in-memory duplex pipe.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use twoway_common::secure::{self, SecureStream};
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_common::tls;
 use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 

@@ -6,7 +6,9 @@ use std::io;
 
 use bytes::BytesMut;
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod reader;
 mod recv_buffer;
 pub mod tun;
 

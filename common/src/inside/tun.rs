@@ -61,7 +61,7 @@ impl TunError {
         matches!(
             self.os_error.kind(),
             io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
-        ) || self.os_error.raw_os_error() == Some(libc::EPERM)
+        ) || self.os_error.raw_os_error() == Some(nix::libc::EPERM)
     }
 }
 
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_missing_privilege_is_said_once_with_what_to_do() {
-        let e = failure(io::Error::from_raw_os_error(libc::EPERM));
+        let e = failure(io::Error::from_raw_os_error(nix::libc::EPERM));
         assert!(e.is_privilege());
         let text = e.to_string();
         assert_eq!(text.matches("Operation not permitted").count(), 1, "{text}");
@@ -183,7 +183,7 @@ mod tests {
             e.is_privilege() && e.to_string().contains("modprobe tun"),
             "{e}"
         );
-        let e = failure(io::Error::from_raw_os_error(libc::EBUSY));
+        let e = failure(io::Error::from_raw_os_error(nix::libc::EBUSY));
         assert!(
             !e.is_privilege() && !e.to_string().contains("CAP_NET_ADMIN"),
             "{e}"

@@ -5,8 +5,11 @@
 //!   [`super::udp::DEAD_AFTER`] (UDP blocked, a captive portal).
 //! - On a clean, busy path (at most [`CLEAN_LOSS`] of the datagrams missing,
 //!   both directions together, over [`CLEAN_ROUNDS`] intervals while at
-//!   least [`BUSY`] datagrams crossed in each), data moves to the TLS connection, whose offload path carries more
-//!   per CPU second than datagrams do.
+//!   least [`BUSY`] datagrams a second crossed in each), data moves to the
+//!   TLS connection, whose offload path carries more per CPU second than
+//!   datagrams do. While a UDP path is busy, rounds come faster
+//!   ([`Chooser::busy_on_udp`]), so a bulk transfer leaves UDP soon after it
+//!   starts.
 //! - When that connection retransmits more than [`TCP_LOSS`] of its data
 //!   segments (at least [`TCP_LOSS_MIN`], both ends together), data moves back
 //!   to UDP, where a lost packet stalls only its own flow, and stays there at
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use crate::outside::udp::path::PathReport;
 
-/// Datagrams per interval, both directions together, that make a path busy.
+/// Datagrams a second, both directions together, that make a path busy.
 pub const BUSY: u64 = 10_000;
 /// Clean busy intervals in a row before data moves to TCP.
 pub const CLEAN_ROUNDS: u32 = 1;
@@ -69,6 +72,10 @@ pub struct Chooser {
     tcp_allowed_at: Duration,
     last_local: PathReport,
     last_peer: Option<PathReport>,
+    /// When the last round was taken.
+    last_now: Duration,
+    /// The last round on UDP was busy.
+    busy: bool,
 }
 
 impl Default for Chooser {
@@ -89,7 +96,15 @@ impl Chooser {
             tcp_allowed_at: Duration::ZERO,
             last_local: PathReport::default(),
             last_peer: None,
+            last_now: Duration::ZERO,
+            busy: false,
         }
+    }
+
+    /// Whether data is on UDP and the last round found the path busy: the
+    /// next round should come soon, since a clean one moves data to TCP.
+    pub fn busy_on_udp(&self) -> bool {
+        self.path == Path::Udp && self.busy
     }
 
     /// Whether UDP is, or was last seen, working: on UDP, or on TCP by choice.
@@ -111,8 +126,11 @@ impl Chooser {
             (Some(p), None) => p,
             (None, _) => PathReport::default(),
         };
+        let interval = r.now.saturating_sub(self.last_now);
         self.last_local = r.local;
         self.last_peer = r.peer.or(self.last_peer);
+        self.last_now = r.now;
+        self.busy = false;
         let next = match self.path {
             Path::Tcp if !self.clean_tcp => {
                 if r.udp_works {
@@ -147,7 +165,8 @@ impl Chooser {
                 } else {
                     let received = local.received.saturating_add(peer.received);
                     let lost = local.lost.saturating_add(peer.lost);
-                    let busy = received >= BUSY;
+                    let busy = received as f64 >= BUSY as f64 * interval.as_secs_f64();
+                    self.busy = busy;
                     let clean = r.peer.is_some() && (lost as f64) <= CLEAN_LOSS * received as f64;
                     self.clean_rounds = if busy && clean {
                         self.clean_rounds + 1
@@ -301,6 +320,38 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(s.step(true, 5 * BUSY, 0, 0), Path::Udp);
         }
+    }
+
+    #[test]
+    fn busy_is_a_rate_and_a_busy_udp_path_asks_for_fast_rounds() {
+        let mut c = Chooser::default();
+        let (mut local, mut peer) = (PathReport::default(), PathReport::default());
+        let mut round = |c: &mut Chooser, ms: u64, rx: u64, lost: u64| {
+            local.received += rx;
+            peer.received += rx;
+            peer.lost += lost;
+            c.round(Round {
+                udp_works: true,
+                local,
+                peer: Some(peer),
+                now: Duration::from_millis(ms),
+            });
+        };
+        round(&mut c, 1_000, 0, 0);
+        assert_eq!(c.path(), Path::Udp);
+        assert!(!c.busy_on_udp(), "idle");
+        // 1 % loss at 5,000 datagrams a second each way: busy, not clean.
+        round(&mut c, 2_000, 5_000, 100);
+        assert!(c.busy_on_udp());
+        // A fifth of a second at the same rate is just as busy.
+        round(&mut c, 2_200, 1_000, 20);
+        assert!(c.busy_on_udp(), "busy is per second, not per round");
+        round(&mut c, 2_400, 500, 10);
+        assert!(!c.busy_on_udp(), "half the rate is not busy");
+        // A clean fast round moves data to TCP.
+        round(&mut c, 2_600, 1_000, 0);
+        assert_eq!(c.path(), Path::Tcp);
+        assert!(!c.busy_on_udp(), "not on UDP");
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::choice::{Chooser, Path as Choice, Round};
+use super::read::Batch;
 use super::train::{Collector, Splitter, Step, TAG_LEN};
-use super::{Batch, Control, Counters, DropReason};
+use super::{Control, Counters, DropReason};
 use crate::inside::Inside;
 use crate::offload;
-use crate::outside::tcp_info::TcpUse;
+use crate::outside::tcp::info::TcpUse;
 use crate::outside::udp::datagram::{DatagramError, Kind, OVERHEAD};
 use crate::outside::udp::inbox::InboxRx;
 use crate::outside::udp::path::{self as udp_path, PathReport};
@@ -23,13 +24,14 @@ use crate::outside::udp::path::{Validation, CHALLENGE_LEN};
 use crate::outside::udp::socket::MAX_SEND;
 use crate::outside::udp::{Receiver, RecvBatch, RecvPool, Role, Sender, UdpPath};
 
-/// Without any authenticated datagram for this long, the client moves data
-/// back to the TLS connection.
+/// Without any answer to a probe for this long, the client moves data back
+/// to the TLS connection.
 pub const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// Probe interval while the path is up, and while it is down after the
 /// first seconds of a session.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// Probe interval right after the session starts.
+/// Probe interval right after the session starts, and while data is on a
+/// busy UDP path (a clean round then moves it to TCP sooner).
 pub const PROBE_FAST: Duration = Duration::from_millis(200);
 /// How long after the start the fast probes go on.
 const FAST_FOR: Duration = Duration::from_secs(3);
@@ -195,8 +197,7 @@ impl<I: Inside, F: Fn(&[u8]) -> Result<(), DropReason>> Rx<'_, I, F> {
             self.counters.drop_packet(reason);
             return Ok(());
         }
-        Counters::add(&self.counters.rx_packets, 1);
-        Counters::add(&self.counters.rx_bytes, packet.len() as u64);
+        self.counters.received(packet.len());
         if !self.inside.offload() {
             return self.inside.send(packet).await;
         }
@@ -280,6 +281,7 @@ where
                 replies.push(body);
             }
             Kind::ProbeReply => {
+                path.answered();
                 if let Some(report) = opened.body.get(8..).and_then(PathReport::decode) {
                     path.set_peer_report(report);
                 }
@@ -287,6 +289,7 @@ where
             // Client: the server saw us at a new address; prove it is ours.
             Kind::Challenge => match <[u8; CHALLENGE_LEN]>::try_from(opened.body) {
                 Ok(bytes) => {
+                    path.answered();
                     let _ = control.try_send(Control::Respond(bytes));
                 }
                 Err(_) => rx.counters.drop_packet(DropReason::Malformed),
@@ -341,7 +344,8 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
     let mut chooser = Chooser::new(clean_tcp);
     let mut n: u64 = 0;
     loop {
-        let every = if start.elapsed() < FAST_FOR && !chooser.expects_udp() {
+        let starting = start.elapsed() < FAST_FOR && !chooser.expects_udp();
+        let every = if starting || chooser.busy_on_udp() {
             PROBE_FAST
         } else {
             PROBE_EVERY
@@ -351,7 +355,7 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
             return;
         }
         tokio::time::sleep(every).await;
-        let since = path.since_rx();
+        let since = path.since_answer();
         let limit = if chooser.expects_udp() {
             DEAD_AFTER
         } else {
@@ -445,10 +449,7 @@ impl UdpOut {
         device_offload: bool,
         counters: &Counters,
     ) -> io::Result<()> {
-        let count = |n: usize| {
-            Counters::add(&counters.tx_packets, 1);
-            Counters::add(&counters.tx_bytes, n as u64);
-        };
+        let count = |n: usize| counters.sent(n);
         if !device_offload {
             count(raw.len());
             return self.push(udp, Kind::Packet, &[raw], counters).await;
@@ -492,25 +493,31 @@ impl UdpOut {
         };
         for i in 0..n {
             let (tag, segment) = splitter.segment(i);
-            Counters::add(&counters.tx_packets, 1);
-            Counters::add(&counters.tx_bytes, segment.len() as u64);
+            counters.sent(segment.len());
             self.push(udp, Kind::Segment, &[&tag, segment], counters)
                 .await?;
         }
         Ok(())
     }
 
-    /// Sends what is queued, to the peer's current address.
+    /// Sends what is queued, to the peer's current address; what was queued
+    /// is gone afterwards, sent or not.
     pub(super) async fn flush(&mut self, path: &UdpPath) -> io::Result<()> {
+        let mut sent = Ok(());
         if self.count > 0 {
             if let Some((to, from)) = path.route() {
-                path.socket.send(to, from, &self.buf, self.stride).await?;
+                sent = path.socket.send(to, from, &self.buf, self.stride).await;
             }
         }
+        self.clear();
+        sent
+    }
+
+    /// Forgets what is queued.
+    pub(super) fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;
         self.closed = false;
-        Ok(())
     }
 
     /// Whether nothing is queued.

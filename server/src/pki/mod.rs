@@ -50,7 +50,7 @@ pub use self::error::PkiError;
 use self::files::{ensure_dir, exists, put_key, put_public, write_public};
 use self::index::{now, rfc3339, Index, IndexEntry};
 use self::names::parse_server_name;
-pub use self::names::{validate_identity, MAX_IDENTITY_LEN};
+pub use self::names::validate_identity;
 
 /// Validity of a new CA certificate, in days (about 10 years).
 pub const DEFAULT_DAYS_CA: u32 = 3650;

@@ -1,5 +1,5 @@
 //! Which identity and server names the PKI accepts. The identity rule itself
-//! lives in `twoway_common::identity_name`, shared with `twoway request`.
+//! lives in `twoway_common::identity::name`, shared with `twoway request`.
 
 use std::net::IpAddr;
 
@@ -7,14 +7,11 @@ use rustls_pki_types::DnsName;
 
 use super::error::PkiError;
 
-/// The longest identity name accepted.
-pub const MAX_IDENTITY_LEN: usize = twoway_common::identity_name::MAX_LEN;
-
 /// Checks an identity: 1-64 characters of `[A-Za-z0-9._@-]`, not starting
 /// with '.' or '-', and not one of the PKI's own file names (the rule of
-/// [`twoway_common::identity_name`], which `twoway request` applies too).
+/// [`twoway_common::identity::name`], which `twoway request` applies too).
 pub fn validate_identity(name: &str) -> Result<(), PkiError> {
-    twoway_common::identity_name::check(name).map_err(|reason| PkiError::InvalidIdentity {
+    twoway_common::identity::name::check(name).map_err(|reason| PkiError::InvalidIdentity {
         name: name.to_string(),
         reason,
     })

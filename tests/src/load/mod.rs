@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::{connect, Connection};
 use twoway_client::error::ClientError;
-use twoway_common::frame::FrameType;
 use twoway_common::inside::Inside;
 use twoway_common::message::{Bye, ByeReason};
+use twoway_common::outside::tcp::record::frame::FrameType;
 use twoway_common::queue;
 use twoway_common::relay::{self, Counters, Keepalive, RelayEnd};
 

@@ -239,9 +239,8 @@ mod tests {
     use crate::outside::udp::keys::{Role, UdpSecret, EXPORT_LEN, REKEY_AFTER};
 
     fn pair(rekey: u64) -> (Sender, Receiver) {
-        let s = UdpSecret::new([9; EXPORT_LEN]);
-        let (tx, _) = s.split(Role::Client, rekey);
-        let (_, rx) = s.split(Role::Server, rekey);
+        let (tx, _) = UdpSecret::new([9; EXPORT_LEN]).split(Role::Client, rekey);
+        let (_, rx) = UdpSecret::new([9; EXPORT_LEN]).split(Role::Server, rekey);
         (Sender::new(77, tx), Receiver::new(77, rx))
     }
 

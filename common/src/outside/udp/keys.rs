@@ -99,12 +99,15 @@ impl UdpSecret {
         Self(Zeroizing::new(exported))
     }
 
-    /// Fresh random secrets for a new session (the server draws them);
-    /// None if the system's random number generator fails.
-    pub fn generate() -> Option<Self> {
+    /// Fresh random secrets for a new session, drawn by the server: the
+    /// secret to send to the client, and the server's own keys from it
+    /// (each key protecting at most `rekey_after` datagrams). None if the
+    /// system's random number generator fails.
+    pub fn generate(rekey_after: u64) -> Option<(Self, SealKeys, OpenKeys)> {
         let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
         aws_lc_rs::rand::fill(&mut out[..]).ok()?;
-        Some(Self(out))
+        let (seal, open) = Self(out.clone()).split(Role::Server, rekey_after);
+        Some((Self(out), seal, open))
     }
 
     fn half(&self, client_to_server: bool) -> Zeroizing<[u8; SECRET_LEN]> {
@@ -115,8 +118,10 @@ impl UdpSecret {
     }
 
     /// Keys for sending and receiving as `role`, each key protecting at most
-    /// `rekey_after` datagrams (tests use a small number).
-    pub fn split(&self, role: Role, rekey_after: u64) -> (SealKeys, OpenKeys) {
+    /// `rekey_after` datagrams (tests use a small number). Takes the secret:
+    /// a second split for the same role would seal with the same keys and
+    /// counters again, so there is no second one.
+    pub fn split(self, role: Role, rekey_after: u64) -> (SealKeys, OpenKeys) {
         let rekey_after = rekey_after.clamp(1, REKEY_AFTER);
         let client = role == Role::Client;
         let seal = SealKeys {
@@ -420,9 +425,8 @@ mod tests {
 
     #[test]
     fn each_direction_opens_what_the_other_sealed() {
-        let s = secret(7);
-        let (mut client_tx, mut client_rx) = s.split(Role::Client, REKEY_AFTER);
-        let (mut server_tx, mut server_rx) = s.split(Role::Server, REKEY_AFTER);
+        let (mut client_tx, mut client_rx) = secret(7).split(Role::Client, REKEY_AFTER);
+        let (mut server_tx, mut server_rx) = secret(7).split(Role::Server, REKEY_AFTER);
         let (c, mut d) = seal(&mut client_tx, b"to the server");
         let n = server_rx.open(c, b"aad", &mut d).unwrap();
         assert_eq!(&d[..n], b"to the server");
@@ -433,8 +437,7 @@ mod tests {
 
     #[test]
     fn a_direction_cannot_open_its_own_datagrams() {
-        let s = secret(7);
-        let (mut tx, mut rx) = s.split(Role::Client, REKEY_AFTER);
+        let (mut tx, mut rx) = secret(7).split(Role::Client, REKEY_AFTER);
         let (c, mut d) = seal(&mut tx, b"reflected");
         assert_eq!(rx.open(c, b"aad", &mut d), Err(KeyError::Forged));
     }
@@ -462,9 +465,8 @@ mod tests {
 
     #[test]
     fn keys_move_through_epochs_and_keep_the_previous_one() {
-        let s = secret(3);
-        let (mut tx, _) = s.split(Role::Client, 4);
-        let (_, mut rx) = s.split(Role::Server, 4);
+        let (mut tx, _) = secret(3).split(Role::Client, 4);
+        let (_, mut rx) = secret(3).split(Role::Server, 4);
         let sealed: Vec<_> = (0..13u8).map(|i| seal(&mut tx, &[i; 20])).collect();
         assert_eq!(tx.epoch(), 3);
         // Epochs 0 and 1 in order.
@@ -487,8 +489,7 @@ mod tests {
 
     #[test]
     fn a_forged_datagram_of_the_next_epoch_does_not_move_the_receiver() {
-        let s = secret(4);
-        let (_, mut rx) = s.split(Role::Server, 4);
+        let (_, mut rx) = secret(4).split(Role::Server, 4);
         let mut junk = vec![0u8; 40];
         assert_eq!(rx.open(5, b"aad", &mut junk), Err(KeyError::Forged));
         assert_eq!(rx.epoch(), 0);
@@ -506,9 +507,8 @@ mod tests {
     /// and only a datagram that authenticates moves it.
     #[test]
     fn a_receiver_that_missed_a_whole_epoch_recovers() {
-        let s = secret(5);
-        let (mut tx, _) = s.split(Role::Client, 4);
-        let (_, mut rx) = s.split(Role::Server, 4);
+        let (mut tx, _) = secret(5).split(Role::Client, 4);
+        let (_, mut rx) = secret(5).split(Role::Server, 4);
         let (c, d) = seal(&mut tx, b"first");
         assert!(rx.open(c, b"aad", &mut d.clone()).is_ok());
         // Counters 1..=7 (the rest of epoch 0 and all of epoch 1) are lost.
@@ -525,9 +525,8 @@ mod tests {
 
     #[test]
     fn a_jump_past_the_limit_or_a_forged_jump_moves_nothing() {
-        let s = secret(6);
-        let (mut tx, _) = s.split(Role::Client, 2);
-        let (_, mut rx) = s.split(Role::Server, 2);
+        let (mut tx, _) = secret(6).split(Role::Client, 2);
+        let (_, mut rx) = secret(6).split(Role::Server, 2);
         let mut far = None;
         let mut near = None;
         for _ in 0..2 * (MAX_EPOCH_JUMP + 3) {
@@ -597,9 +596,8 @@ mod audit3 {
     /// follows) is still kept: "old secrets are zeroized" does not hold.
     #[test]
     fn audit3_ahead_cache_outlives_its_epoch() {
-        let s = secret();
-        let (mut tx, _) = s.split(Role::Client, 2);
-        let (_, mut rx) = s.split(Role::Server, 2);
+        let (mut tx, _) = secret().split(Role::Client, 2);
+        let (_, mut rx) = secret().split(Role::Server, 2);
         let mut junk = vec![0u8; 40];
         assert_eq!(rx.open(4, b"aad", &mut junk), Err(KeyError::Forged)); // epoch 2
         for _ in 0..10 {
@@ -622,8 +620,7 @@ mod audit3 {
     #[test]
     #[ignore]
     fn audit3_forgery_cost() {
-        let s = secret();
-        let (_, mut rx) = s.split(Role::Server, REKEY_AFTER);
+        let (_, mut rx) = secret().split(Role::Server, REKEY_AFTER);
         let n = 100_000u64;
         let mut junk = vec![0u8; 64];
         let t = std::time::Instant::now();

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::socket::UdpSocket;
-use crate::outside::tcp_info::{TcpHandle, TcpUse};
+use crate::control::status::Carrier;
+use crate::outside::tcp::info::{TcpHandle, TcpUse};
 
 /// Whether datagrams can be sent to `addr`: no port 0, no unspecified,
 /// multicast or broadcast address. Nothing legitimate comes from such a
@@ -77,8 +78,9 @@ pub struct UdpPath {
     /// The peer's address was given (the client's server) and never moves.
     fixed: bool,
     created: Instant,
-    /// Milliseconds after `created` of the last authenticated datagram, plus one (0: none yet).
-    last_rx: AtomicU64,
+    /// Milliseconds after `created` of the last authenticated answer to one
+    /// of our datagrams (a probe reply or a challenge), plus one (0: none yet).
+    last_answer: AtomicU64,
     /// Times the peer's address changed (NAT rebinding, roaming).
     pub moves: AtomicU64,
     /// Our receive side: datagrams accepted and missing.
@@ -197,7 +199,7 @@ impl UdpPath {
             sending: AtomicBool::new(false),
             fixed: peer.is_some(),
             created: Instant::now(),
-            last_rx: AtomicU64::new(0),
+            last_answer: AtomicU64::new(0),
             moves: AtomicU64::new(0),
             rx_stats: Mutex::new((0, 0)),
             peer_report: Mutex::new(None),
@@ -277,8 +279,6 @@ impl UdpPath {
         to: Option<IpAddr>,
         newest: bool,
     ) -> Option<[u8; CHALLENGE_LEN]> {
-        let ms = self.created.elapsed().as_millis() as u64 + 1;
-        self.last_rx.store(ms, Ordering::Relaxed);
         if self.fixed || !newest {
             return None;
         }
@@ -357,9 +357,18 @@ impl UdpPath {
         left
     }
 
-    /// How long ago the last authenticated datagram arrived (None: never).
-    pub fn since_rx(&self) -> Option<Duration> {
-        let ms = self.last_rx.load(Ordering::Relaxed);
+    /// An authenticated answer to one of our datagrams arrived: a probe
+    /// reply, or a challenge (which the peer sends only for a datagram of
+    /// ours it received). Only these prove that UDP works both ways: data
+    /// arriving from the peer says nothing about whether ours reaches it.
+    pub fn answered(&self) {
+        let ms = self.created.elapsed().as_millis() as u64 + 1;
+        self.last_answer.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the last answer arrived (None: never).
+    pub fn since_answer(&self) -> Option<Duration> {
+        let ms = self.last_answer.load(Ordering::Relaxed);
         let at = Duration::from_millis(ms.checked_sub(1)?);
         Some(self.created.elapsed().saturating_sub(at))
     }
@@ -375,11 +384,11 @@ impl UdpPath {
     }
 
     /// The transport data uses now, for status output.
-    pub fn transport(&self) -> &'static str {
+    pub fn transport(&self) -> Carrier {
         if self.sending() {
-            "udp"
+            Carrier::Udp
         } else {
-            "tcp"
+            Carrier::Tcp
         }
     }
 }
@@ -442,7 +451,9 @@ mod tests {
         // by someone on the path) counts as traffic but asks nothing.
         assert_eq!(path.received_from(old, None, false), None);
         assert_eq!(path.peer(), Some(new));
-        assert!(path.since_rx().is_some());
+        assert_eq!(path.since_answer(), None, "data is not an answer");
+        path.answered();
+        assert!(path.since_answer().is_some());
     }
 
     #[test]

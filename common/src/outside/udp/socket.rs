@@ -166,12 +166,12 @@ fn transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
-            libc::ECONNREFUSED
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::EMSGSIZE
-                | libc::EPERM
-                | libc::ENOBUFS
+            nix::libc::ECONNREFUSED
+                | nix::libc::EHOSTUNREACH
+                | nix::libc::ENETUNREACH
+                | nix::libc::EMSGSIZE
+                | nix::libc::EPERM
+                | nix::libc::ENOBUFS
         )
     )
 }
@@ -229,7 +229,7 @@ mod tests {
             .send(to, None, &[0u8; 64], 64)
             .await
             .expect_err("port 0 is no destination");
-        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(err.raw_os_error(), Some(nix::libc::EINVAL));
         assert!(!transient(&err), "the relay treats it as fatal");
         if before > 1 {
             // Loopback offers GSO on any recent kernel (64 segments here).

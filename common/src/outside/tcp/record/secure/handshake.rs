@@ -67,37 +67,37 @@ trait Handshaking {
     fn into_conn(self) -> Conn;
 }
 
-impl Handshaking for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn common(&self) -> &CommonState {
-        self
-    }
-    fn into_conn(self) -> Conn {
-        Conn::Client(self)
-    }
+/// Both sides' unbuffered connections drive the handshake alike.
+macro_rules! handshaking {
+    ($conn:ty, $data:ty, $variant:path) => {
+        impl Handshaking for $conn {
+            type Data = $data;
+            fn process<'c, 'i>(
+                &'c mut self,
+                incoming: &'i mut [u8],
+            ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+                self.process_tls_records(incoming)
+            }
+            fn common(&self) -> &CommonState {
+                self
+            }
+            fn into_conn(self) -> Conn {
+                $variant(self)
+            }
+        }
+    };
 }
 
-impl Handshaking for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn common(&self) -> &CommonState {
-        self
-    }
-    fn into_conn(self) -> Conn {
-        Conn::Server(self)
-    }
-}
+handshaking!(
+    UnbufferedClientConnection,
+    ClientConnectionData,
+    Conn::Client
+);
+handshaking!(
+    UnbufferedServerConnection,
+    ServerConnectionData,
+    Conn::Server
+);
 
 /// What the handshake loop does after rustls has looked at the input.
 enum Step {

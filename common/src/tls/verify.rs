@@ -154,29 +154,31 @@ fn issuer_message(whose: &str, cert: &[u8], ca_file: &Path, cas: &[String]) -> S
     text
 }
 
-/// Verifies the server's certificate as rustls's WebPKI verifier does, and
-/// explains an issuer or name refusal ([`Explained`]).
+/// A rustls verifier `V` that explains its refusals: it knows the CA file
+/// we trust and the subjects of the CAs in it.
 #[derive(Debug)]
-pub struct ServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+pub struct Explaining<V: ?Sized> {
+    inner: Arc<V>,
     ca_file: PathBuf,
     cas: Vec<String>,
 }
 
-impl ServerVerifier {
+impl<V: ?Sized> Explaining<V> {
     /// Wraps `inner`, which trusts the CA certificates `ca` read from `ca_file`.
-    pub fn new(
-        inner: Arc<WebPkiServerVerifier>,
-        ca_file: &Path,
-        ca: &[CertificateDer<'_>],
-    ) -> Self {
+    pub fn new(inner: Arc<V>, ca_file: &Path, ca: &[CertificateDer<'_>]) -> Self {
         Self {
             inner,
             ca_file: ca_file.to_owned(),
             cas: ca_subjects(ca),
         }
     }
+}
 
+/// Verifies the server's certificate as rustls's WebPKI verifier does, and
+/// explains an issuer or name refusal ([`Explained`]).
+pub type ServerVerifier = Explaining<WebPkiServerVerifier>;
+
+impl ServerVerifier {
     fn explain(&self, err: rustls::Error, cert: &[u8], expected: &ServerName<'_>) -> rustls::Error {
         let explained = match &err {
             rustls::Error::InvalidCertificate(
@@ -208,6 +210,38 @@ impl ServerVerifier {
     }
 }
 
+/// The handshake signature checks of a verifier that wraps `self.inner`:
+/// both of ours explain refusals of certificates, never of signatures.
+macro_rules! signatures_as_inner {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+
+        fn requires_raw_public_keys(&self) -> bool {
+            self.inner.requires_raw_public_keys()
+        }
+    };
+}
+
 impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
@@ -222,31 +256,7 @@ impl ServerCertVerifier for ServerVerifier {
             .map_err(|e| self.explain(e, end_entity, server_name))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
+    signatures_as_inner!();
 
     fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
         self.inner.root_hint_subjects()
@@ -256,27 +266,9 @@ impl ServerCertVerifier for ServerVerifier {
 /// Verifies client certificates as the wrapped verifier does; when one is
 /// not signed by our CA, logs which issuer it has. The decision and the
 /// error (and so the alert the client gets) are the wrapped verifier's.
-#[derive(Debug)]
-pub struct ClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    ca_file: PathBuf,
-    cas: Vec<String>,
-}
+pub type ClientVerifier = Explaining<dyn ClientCertVerifier>;
 
 impl ClientVerifier {
-    /// Wraps `inner`, which trusts the CA certificates `ca` read from `ca_file`.
-    pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
-        ca_file: &Path,
-        ca: &[CertificateDer<'_>],
-    ) -> Self {
-        Self {
-            inner,
-            ca_file: ca_file.to_owned(),
-            cas: ca_subjects(ca),
-        }
-    }
-
     /// The log line for a refused client certificate, if it explains more
     /// than rustls's error does.
     pub fn explain(&self, err: &rustls::Error, cert: &[u8]) -> Option<String> {
@@ -322,31 +314,7 @@ impl ClientCertVerifier for ClientVerifier {
             })
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
+    signatures_as_inner!();
 }
 
 /// What the client tells its user when the server ended the handshake with
@@ -403,7 +371,7 @@ pub fn alert_from_client(alert: rustls::AlertDescription) -> Option<String> {
 mod tests {
     use super::*;
 
-    const ALICE: &str = include_str!("../testdata/alice-sans.pem");
+    const ALICE: &str = include_str!("../../testdata/alice-sans.pem");
 
     fn alice_file() -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().expect("temp file");

@@ -7,18 +7,27 @@
 //! socket, with the peer's credentials (SO_PEERCRED): only root and the user
 //! the process runs as (who could signal it anyway) may send one. The file
 //! mode alone would let every group member take the tunnel down.
+//!
+//! What the lines hold is typed in [`protocol`] (requests and answers) and
+//! [`status`] (the status objects); [`timestamp`] formats their times.
 
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+
+mod protocol;
+pub mod status;
+pub mod timestamp;
+
+pub use protocol::{answer_line, json_line, Answer, Failure, Kicked, Reloaded, Reply, Request};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 4096;
@@ -30,40 +39,6 @@ const EXCHANGE_LIMIT: Duration = Duration::from_secs(5);
 /// The group whose members may read status over the control socket (the
 /// group the systemd units run as).
 pub const GROUP: &str = "twoway";
-
-/// A command sent over the control socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum Request {
-    /// Report state and counters.
-    Status,
-    /// Server: close every session of an identity.
-    Kick {
-        /// The identity to kick.
-        identity: String,
-    },
-    /// Server: re-read policy, CRL and certificate.
-    Reload,
-    /// Client: take the tunnel down and exit.
-    Down,
-}
-
-impl Request {
-    /// The command's name, as typed on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Status => "status",
-            Self::Kick { .. } => "kick",
-            Self::Reload => "reload",
-            Self::Down => "down",
-        }
-    }
-
-    /// Whether the request changes something (and so needs root).
-    pub fn changes(&self) -> bool {
-        !matches!(self, Self::Status)
-    }
-}
 
 /// Whether a peer with user id `peer` (None: unknown) may make `req` of a
 /// process running as `own`: anyone who could connect may read status; a
@@ -105,6 +80,10 @@ pub enum ControlError {
     /// The answer was not JSON.
     #[error("control socket answered something that is not JSON: {0}")]
     BadAnswer(String),
+    /// The answer was JSON, but not the reply asked for (another program,
+    /// or another version, answers on that socket).
+    #[error("control socket answered something unexpected: {0}")]
+    Unexpected(String),
     /// The daemon refused the request.
     #[error("{0}")]
     Refused(String),
@@ -128,7 +107,7 @@ impl ControlError {
                 io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
             ),
             Self::BadAnswer(answer) => answer.is_empty(),
-            Self::Refused(_) | Self::Denied(_) => false,
+            Self::Unexpected(_) | Self::Refused(_) | Self::Denied(_) => false,
         }
     }
 
@@ -172,8 +151,12 @@ pub fn group_id() -> Option<nix::unistd::Gid> {
         .map(|g| g.gid)
 }
 
-/// Sends a request and returns the answer object (with `"ok": true`).
-pub async fn request(path: &Path, req: &Request, limit: Duration) -> Result<Value, ControlError> {
+/// Sends a request and reads the answer as `T` (which may ignore `ok`).
+pub async fn request<T: DeserializeOwned>(
+    path: &Path,
+    req: &Request,
+    limit: Duration,
+) -> Result<T, ControlError> {
     let exchange = async {
         let stream = UnixStream::connect(path)
             .await
@@ -190,18 +173,16 @@ pub async fn request(path: &Path, req: &Request, limit: Duration) -> Result<Valu
         BufReader::new(r).read_line(&mut answer).await?;
         let value: Value =
             serde_json::from_str(&answer).map_err(|_| ControlError::BadAnswer(answer.clone()))?;
-        if value["ok"] == Value::Bool(true) {
-            return Ok(value);
+        if value.get("ok") != Some(&Value::Bool(true)) {
+            let failure =
+                serde_json::from_value(value).unwrap_or_else(|_| Failure::new("request failed"));
+            return Err(if failure.denied {
+                ControlError::Denied(failure.error)
+            } else {
+                ControlError::Refused(failure.error)
+            });
         }
-        let error = value["error"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_owned();
-        if value["denied"] == Value::Bool(true) {
-            Err(ControlError::Denied(error))
-        } else {
-            Err(ControlError::Refused(error))
-        }
+        serde_json::from_value(value).map_err(|e| ControlError::Unexpected(e.to_string()))
     };
     tokio::time::timeout(limit, exchange)
         .await
@@ -292,7 +273,7 @@ fn give_to_group(path: &Path, gid: nix::unistd::Gid) {
 pub async fn serve<H, Fut>(listener: UnixListener, handler: H, cancel: CancellationToken)
 where
     H: Fn(Request) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Value> + Send,
+    Fut: Future<Output = Answer> + Send,
 {
     let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -326,7 +307,7 @@ where
 async fn answer_one<H, Fut>(stream: UnixStream, handler: H)
 where
     H: Fn(Request) -> Fut,
-    Fut: Future<Output = Value>,
+    Fut: Future<Output = Answer>,
 {
     // Who is asking: the kernel's word (SO_PEERCRED), not the file mode.
     let peer = stream.peer_cred().ok().map(|c| c.uid());
@@ -339,33 +320,16 @@ where
                 Ok(()) => handler(req).await,
                 Err(why) => {
                     tracing::warn!(request = req.name(), uid = ?peer, "control request refused: {why}");
-                    denied(why)
+                    Err(Failure::denied(why))
                 }
             },
-            Err(e) => failure(format!("bad request: {e}")),
+            Err(e) => Err(Failure::new(format!("bad request: {e}"))),
         },
-        Err(e) => failure(format!("bad request: {e}")),
+        Err(e) => Err(Failure::new(format!("bad request: {e}"))),
     };
-    let mut text = answer.to_string();
+    let mut text = answer_line(&answer);
     text.push('\n');
     let _ = w.write_all(text.as_bytes()).await;
-}
-
-/// A failure answer.
-pub fn failure(message: impl Into<String>) -> Value {
-    json!({ "ok": false, "error": message.into() })
-}
-
-/// The answer to a request the caller may not make.
-pub fn denied(message: impl Into<String>) -> Value {
-    json!({ "ok": false, "denied": true, "error": message.into() })
-}
-
-/// Formats a time as RFC 3339 UTC, for status output.
-pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -401,11 +365,11 @@ mod tests {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
             BufReader::new(r).read_line(&mut line).await.expect("read");
-            let mut text = denied("down needs root (you are uid 1000)").to_string();
+            let mut text = answer_line(&Err(Failure::denied("down needs root (you are uid 1000)")));
             text.push('\n');
             w.write_all(text.as_bytes()).await.expect("write");
         });
-        let e = request(&path, &Request::Down, Duration::from_secs(5))
+        let e = request::<Value>(&path, &Request::Down, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(e.permission_denied() && !e.not_running(), "{e:?}");
@@ -423,7 +387,7 @@ mod tests {
         let cancel = CancellationToken::new();
         tokio::spawn(serve(
             listener,
-            |_req| async { json!({"ok": true}) },
+            |_req| async { Ok(Reply::Done {}) },
             cancel.clone(),
         ));
         let mut idle = Vec::new();
@@ -443,10 +407,10 @@ mod tests {
         assert_eq!(n, 0, "over the cap: closed");
         drop(idle.pop());
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let answer = request(&path, &Request::Status, Duration::from_secs(2))
+        let answer: Value = request(&path, &Request::Status, Duration::from_secs(2))
             .await
             .expect("a place again");
-        assert_eq!(answer["ok"], json!(true));
+        assert_eq!(answer, serde_json::json!({"ok": true}));
         cancel.cancel();
     }
 
@@ -477,7 +441,7 @@ mod tests {
     async fn connect_errors_say_the_os_error_once_with_the_right_hint() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("missing.sock");
-        let e = request(&missing, &Request::Status, Duration::from_secs(1))
+        let e = request::<Value>(&missing, &Request::Status, Duration::from_secs(1))
             .await
             .unwrap_err();
         assert!(e.not_running() && !e.permission_denied(), "{e}");

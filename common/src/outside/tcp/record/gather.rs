@@ -7,7 +7,7 @@ use std::io::{self, IoSlice};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::frame::{self, FrameType};
+use super::frame::{self, FrameType};
 
 /// Payloads at least this long are referenced, not copied.
 pub const BY_REFERENCE: usize = 2048;

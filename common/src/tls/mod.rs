@@ -14,7 +14,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::key_file::ExposedKey;
 use crate::pem_source::{PemError, PemSource};
-use crate::verify;
+
+pub mod verify;
 
 /// ALPN protocol name; the suffix is the protocol version.
 pub const ALPN: &[u8] = b"twoway/1";

@@ -3,8 +3,13 @@
 //! IDENTITY.csr) and a TOML string, so the allowed characters are few and
 //! safe in both. `twoway-server pki` and `twoway request` apply the same rule.
 
-/// The longest identity name accepted.
+/// The longest name the built-in PKI gives: it becomes the certificate's
+/// common name, which RFC 5280 bounds at 64 (ub-common-name), and file
+/// names. Tighter than [`super::MAX_IDENTITY_LEN`], the bound on any
+/// identity read from a certificate, so every name issued is an identity
+/// the server accepts.
 pub const MAX_LEN: usize = 64;
+const _: () = assert!(MAX_LEN <= super::MAX_IDENTITY_LEN);
 
 /// Identities whose files would collide with the PKI's own
 /// (ca.pem, ca.key, server.pem, server.key, server.toml, crl.pem, policy.toml, index.json).

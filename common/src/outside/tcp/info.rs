@@ -7,7 +7,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use super::{AUTO_CLEAN, AUTO_FALLBACK};
+use super::tune::{AUTO_CLEAN, AUTO_FALLBACK};
 
 /// What the TLS connection carries, for its congestion control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl TcpHandle {
         let fd = socket.as_fd().try_clone_to_owned().ok()?;
         Some(Arc::new(Self {
             fd,
-            auto_congestion: congestion == super::CONGESTION_AUTO,
+            auto_congestion: congestion == super::tune::CONGESTION_AUTO,
         }))
     }
 
@@ -66,16 +66,16 @@ impl TcpHandle {
 #[allow(unsafe_code)]
 fn total_retrans(fd: &OwnedFd) -> Option<(u64, u64)> {
     // SAFETY: tcp_info is a plain C struct of integers, valid when zeroed.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let mut info: nix::libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<nix::libc::tcp_info>() as nix::libc::socklen_t;
     // SAFETY: the pointer and length describe `info`, which lives across the
     // call; the kernel writes at most `len` bytes and updates `len`.
     let rc = unsafe {
-        libc::getsockopt(
+        nix::libc::getsockopt(
             fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_INFO,
+            (&mut info as *mut nix::libc::tcp_info).cast(),
             &mut len,
         )
     };

@@ -1,11 +1,14 @@
 //! The client's identity, read from its verified leaf certificate by the
-//! configured source field.
+//! configured source field; and which names the built-in PKI may give one
+//! ([`name`]).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+pub mod name;
 
 /// Which certificate field names the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -52,7 +55,9 @@ pub enum IdentityError {
     Unusable(IdentitySource),
 }
 
-/// Longest identity accepted.
+/// Longest identity accepted from a certificate, whatever its source: an
+/// e-mail or URI name of an outside CA may be longer than the names the
+/// built-in PKI gives ([`name::MAX_LEN`]).
 pub const MAX_IDENTITY_LEN: usize = 256;
 
 /// Reads the identity from a verified leaf certificate (DER).
@@ -99,9 +104,9 @@ mod tests {
 
     // A self-signed certificate with CN=alice, SAN email alice@example.com,
     // DNS alice.example.com and URI spiffe://example/alice (made with openssl).
-    const ALICE: &str = include_str!("../testdata/alice-sans.pem");
+    const ALICE: &str = include_str!("../../testdata/alice-sans.pem");
     // CN only, no SAN.
-    const BARE: &str = include_str!("../testdata/bare.pem");
+    const BARE: &str = include_str!("../../testdata/bare.pem");
 
     fn der(pem: &str) -> Vec<u8> {
         use rustls::pki_types::pem::PemObject;
