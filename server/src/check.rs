@@ -41,6 +41,10 @@ pub fn check(config_path: &Path) -> Vec<String> {
         if let Err(e) = tls::server_config(&config.tls_files()) {
             problems.push(format!("{e} (keys `tls.*` in {})", config_path.display()));
         }
+        // The serials a reload cuts live sessions by; `run` refuses to start without them.
+        if let Err(e) = crate::revocation::revoked_serials(&t.crl) {
+            problems.push(format!("{e} ({})", at("tls.crl")));
+        }
     }
     for (key, path) in [("tls.cert", &config.tls.cert), ("tls.ca", &config.tls.ca)] {
         if let Some(p) = validity_problem(path) {

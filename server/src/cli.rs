@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use twoway_common::control::status::ServerStatus;
 use twoway_common::control::{self, Request};
 use twoway_common::logging::LogFormat;
 
 use crate::config::{ServerConfig, DEFAULT_CONFIG};
+use crate::failure::Failure;
 use crate::pki;
 
 /// twoway VPN server: mutual-TLS tunnels with identity-based addresses.
@@ -171,6 +173,20 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 #[error("{0}")]
 pub struct ControlPrivilege(pub String);
 
+/// Why a control request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlFailure {
+    /// This user may not make it (exit code 5).
+    #[error(transparent)]
+    Privilege(#[from] ControlPrivilege),
+    /// The config, which names the socket, is unusable (exit code 2).
+    #[error("{0}")]
+    Config(#[from] twoway_common::config_file::ConfigErrors),
+    /// The server did not answer (exit code 1).
+    #[error("{0}")]
+    Control(#[from] control::ControlError),
+}
+
 /// Sends one control request to the running server. A refusal for want of
 /// privilege (the socket may not be opened, or `kick`/`reload` by a user who
 /// is not root) is a [`ControlPrivilege`] (exit code 5).
@@ -178,18 +194,21 @@ pub struct ControlPrivilege(pub String);
 /// A user who may not read the config (a member of group `twoway` asking for
 /// status) asks the default socket, and takes the answer only if that server
 /// runs this config.
-pub async fn control_request(config: &Path, req: Request) -> anyhow::Result<serde_json::Value> {
+pub async fn control_request<T: serde::de::DeserializeOwned>(
+    config: &Path,
+    req: Request,
+) -> Result<T, ControlFailure> {
     let (socket, check) = match ServerConfig::load(config) {
         Ok(c) => (c.control.socket, false),
         Err(e) if e.permission_denied() && !req.changes() => {
-            (crate::config::default_socket(), true)
+            (crate::config::ControlSection::default().socket, true)
         }
         Err(e) if e.permission_denied() => {
             return Err(ControlPrivilege(format!("{} needs root: {e}", req.name())).into())
         }
         Err(e) => return Err(e.into()),
     };
-    let answer = match control::request(&socket, &req, CONTROL_TIMEOUT).await {
+    let answer: serde_json::Value = match control::request(&socket, &req, CONTROL_TIMEOUT).await {
         Ok(answer) => answer,
         Err(e) if e.permission_denied() => return Err(ControlPrivilege(e.to_string()).into()),
         Err(e) if check => {
@@ -212,7 +231,8 @@ pub async fn control_request(config: &Path, req: Request) -> anyhow::Result<serd
         ))
         .into());
     }
-    Ok(answer)
+    serde_json::from_value(answer.clone())
+        .map_err(|_| control::ControlError::BadAnswer(answer.to_string()).into())
 }
 
 /// Whether a status answer comes from a server started with `config`.
@@ -224,9 +244,9 @@ fn runs(answer: &serde_json::Value, config: &Path) -> bool {
 /// An error and its causes on one line, each said once: a cause whose text
 /// the line already holds (many errors print their source themselves) is
 /// left out, so an OS error does not appear two or three times.
-pub fn error_text(err: &anyhow::Error) -> String {
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = String::new();
-    for cause in err.chain() {
+    for cause in std::iter::successors(Some(err), |e| e.source()) {
         let part = cause.to_string();
         if text.contains(&part) {
             continue;
@@ -240,38 +260,28 @@ pub fn error_text(err: &anyhow::Error) -> String {
 }
 
 /// Prints server status, as a table or JSON.
-pub fn print_status(answer: &serde_json::Value, json: bool) {
+pub fn print_status(status: &ServerStatus, json: bool) {
     if json {
-        let mut obj = answer.clone();
-        if let Some(map) = obj.as_object_mut() {
-            map.remove("ok");
-        }
-        println!("{obj}");
+        println!("{}", control::json_line(status));
         return;
     }
-    let sessions = answer["sessions"].as_array().cloned().unwrap_or_default();
-    println!("{} session(s)", sessions.len());
-    if !sessions.is_empty() {
+    println!("{} session(s)", status.sessions.len());
+    if !status.sessions.is_empty() {
         println!(
             "{:<24} {:<16} {:<22} {:<21} {:>12} {:>12}",
             "IDENTITY", "ADDRESS", "REMOTE", "SINCE", "RX BYTES", "TX BYTES"
         );
     }
-    for s in sessions {
+    for s in &status.sessions {
         println!(
             "{:<24} {:<16} {:<22} {:<21} {:>12} {:>12}",
-            s["identity"].as_str().unwrap_or(""),
-            s["address"].as_str().unwrap_or(""),
-            s["remote"].as_str().unwrap_or(""),
-            s["since"].as_str().unwrap_or(""),
-            s["rx_bytes"],
-            s["tx_bytes"]
+            s.identity, s.address, s.remote, s.since, s.rx_bytes, s.tx_bytes
         );
     }
 }
 
 /// Runs a PKI command.
-pub fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
+pub fn pki_command(cmd: PkiCommand) -> Result<(), Failure> {
     match cmd {
         PkiCommand::Init {
             dir,
@@ -393,11 +403,15 @@ mod tests {
 
     #[test]
     fn each_cause_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("ca.pem: certificates: {0}")]
+        struct Certificates(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("starting the server")]
+        struct Starting(#[source] Certificates);
         let os = std::io::Error::from(std::io::ErrorKind::NotFound);
         let once = os.to_string();
-        let err = anyhow::Error::new(os).context(format!("ca.pem: certificates: {once}"));
-        let err = err.context("starting the server");
-        let text = error_text(&err);
+        let text = error_text(&Starting(Certificates(os)));
         assert_eq!(text.matches(&once).count(), 1, "{text}");
         assert_eq!(
             text,

@@ -1,4 +1,5 @@
-//! The server configuration file (server.toml): parsing, defaults and validation.
+//! The server configuration file (server.toml): parsing, defaults (one
+//! `Default` per section, which serde fills missing keys from) and validation.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,200 +16,125 @@ use twoway_common::tuning::Transport;
 /// Where `check`, `status`, `kick` and `reload` look when no --config is given.
 pub const DEFAULT_CONFIG: &str = "/etc/twoway/server.toml";
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 4433))
-}
-fn default_policy() -> PathBuf {
-    "policy.toml".into()
-}
-fn default_ca() -> PathBuf {
-    "ca.pem".into()
-}
-fn default_cert() -> PathBuf {
-    "server.pem".into()
-}
-fn default_key() -> PathBuf {
-    "server.key".into()
-}
-fn default_crl() -> PathBuf {
-    "crl.pem".into()
-}
-fn default_tun_name() -> String {
-    "twoway0".into()
-}
-fn default_network() -> Ipv4Network {
-    Ipv4Network::new(Ipv4Addr::new(10, 77, 0, 0), 24).expect("valid constant network")
-}
-fn default_pool() -> Ipv4Network {
-    Ipv4Network::new(Ipv4Addr::new(10, 77, 0, 128), 25).expect("valid constant network")
-}
-fn default_true() -> bool {
-    true
-}
-fn default_mtu() -> u16 {
-    1400
-}
-/// The control socket when `[control] socket` is not set.
-pub fn default_socket() -> PathBuf {
-    "/run/twoway/server.sock".into()
-}
-fn default_state_dir() -> PathBuf {
-    "/var/lib/twoway".into()
-}
-fn default_interval() -> u32 {
-    10
-}
-fn default_timeout() -> u32 {
-    60
-}
-fn default_handshake_timeout() -> u32 {
-    10
-}
-fn default_max_handshakes() -> usize {
-    256
-}
-fn default_max_sessions() -> usize {
-    1024
-}
-fn default_session_queue() -> usize {
-    256
-}
-fn default_session_queue_bytes() -> usize {
-    2 * 1024 * 1024
-}
-fn default_source_rate() -> u32 {
-    20
-}
-fn default_source_burst() -> u32 {
-    50
-}
-fn default_source_handshakes() -> u32 {
-    32
-}
-
 /// server.toml.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address and port to accept TLS connections on.
-    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The policy file (identity map), reloadable.
-    #[serde(default = "default_policy")]
     pub policy: PathBuf,
     /// Certificates and keys.
-    #[serde(default)]
     pub tls: TlsSection,
     /// The tunnel device and its addresses.
-    #[serde(default)]
     pub tunnel: TunnelSection,
     /// Where the identity comes from.
-    #[serde(default)]
     pub identity: IdentitySection,
     /// The control socket.
-    #[serde(default)]
     pub control: ControlSection,
     /// Persistent state (address leases).
-    #[serde(default)]
     pub state: StateSection,
     /// Keepalive pushed to clients and used by the server.
-    #[serde(default)]
     pub keepalive: KeepaliveSection,
     /// Resource limits.
-    #[serde(default)]
     pub limits: LimitsSection,
     /// Prometheus endpoint (off unless `listen` is set).
-    #[serde(default)]
     pub metrics: MetricsSection,
     /// When started as root without systemd: the user to switch to once the
     /// device and sockets are set up.
-    #[serde(default)]
     pub user: Option<String>,
     /// The file this was read from (relative paths are resolved against it).
     #[serde(skip)]
     pub path: PathBuf,
 }
 
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            policy: "policy.toml".into(),
+            tls: TlsSection::default(),
+            tunnel: TunnelSection::default(),
+            identity: IdentitySection::default(),
+            control: ControlSection::default(),
+            state: StateSection::default(),
+            keepalive: KeepaliveSection::default(),
+            limits: LimitsSection::default(),
+            metrics: MetricsSection::default(),
+            user: None,
+            path: PathBuf::new(),
+        }
+    }
+}
+
 /// `[tls]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     /// CA certificate that client certificates must chain to.
-    #[serde(default = "default_ca")]
     pub ca: PathBuf,
     /// Server certificate (chain).
-    #[serde(default = "default_cert")]
     pub cert: PathBuf,
     /// Server private key.
-    #[serde(default = "default_key")]
     pub key: PathBuf,
     /// Certificate revocation list of the CA.
-    #[serde(default = "default_crl")]
     pub crl: PathBuf,
 }
 
 impl Default for TlsSection {
     fn default() -> Self {
         Self {
-            ca: default_ca(),
-            cert: default_cert(),
-            key: default_key(),
-            crl: default_crl(),
+            ca: "ca.pem".into(),
+            cert: "server.pem".into(),
+            key: "server.key".into(),
+            crl: "crl.pem".into(),
         }
     }
 }
 
 /// `[tunnel]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TunnelSection {
     /// TUN interface name.
-    #[serde(default = "default_tun_name")]
     pub name: String,
     /// Tunnel network; the server takes its first host address.
-    #[serde(default = "default_network")]
     pub network: Ipv4Network,
     /// Dynamic addresses, inside `network`.
-    #[serde(default = "default_pool")]
     pub pool: Ipv4Network,
     /// Optional IPv6 tunnel network.
-    #[serde(default)]
     pub network6: Option<Ipv6Network>,
     /// Tunnel MTU, pushed to clients.
-    #[serde(default = "default_mtu")]
     pub mtu: u16,
     /// Linux TUN offload: large TCP packets cross the tunnel whole (with
     /// clients that support it) and the kernels segment them.
-    #[serde(default = "default_true")]
     pub offload: bool,
     /// Device queues, each read by its own task; 0 means one per CPU core.
-    #[serde(default)]
     pub queues: usize,
     /// Nice value of the server's threads (-20..=19; 0 leaves it alone).
-    #[serde(default = "twoway_common::tuning::default_nice")]
     pub nice: i32,
     /// TCP congestion control of the outside connection ("" = the system's).
-    #[serde(default = "twoway_common::tuning::default_congestion")]
     pub congestion: String,
     /// `auto`: also listen for the UDP data channel on `listen`'s address
     /// and port; `tcp`: data always stays on the TLS connection.
-    #[serde(default)]
     pub transport: Transport,
 }
 
 impl Default for TunnelSection {
     fn default() -> Self {
         Self {
-            transport: Transport::default(),
-            name: default_tun_name(),
-            network: default_network(),
-            pool: default_pool(),
+            name: "twoway0".into(),
+            network: Ipv4Network::new(Ipv4Addr::new(10, 77, 0, 0), 24)
+                .expect("valid constant network"),
+            pool: Ipv4Network::new(Ipv4Addr::new(10, 77, 0, 128), 25)
+                .expect("valid constant network"),
             network6: None,
-            mtu: default_mtu(),
+            mtu: 1400,
             offload: true,
             queues: 0,
             nice: twoway_common::tuning::default_nice(),
             congestion: twoway_common::tuning::default_congestion(),
+            transport: Transport::default(),
         }
     }
 }
@@ -236,64 +162,59 @@ impl TunnelSection {
 
 /// `[identity]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct IdentitySection {
     /// Certificate field that names the client.
-    #[serde(default)]
     pub source: IdentitySource,
 }
 
 /// `[control]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlSection {
     /// Unix socket for status, kick and reload (0660 group `twoway` where it exists, else 0600).
-    #[serde(default = "default_socket")]
     pub socket: PathBuf,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
-            socket: default_socket(),
+            socket: "/run/twoway/server.sock".into(),
         }
     }
 }
 
 /// `[state]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StateSection {
     /// Folder for the lease file.
-    #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         Self {
-            dir: default_state_dir(),
+            dir: "/var/lib/twoway".into(),
         }
     }
 }
 
 /// `[keepalive]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KeepaliveSection {
     /// Seconds between pings.
-    #[serde(default = "default_interval")]
     pub interval_secs: u32,
     /// Seconds of silence after which a peer is dead.
-    #[serde(default = "default_timeout")]
     pub timeout_secs: u32,
 }
 
 impl Default for KeepaliveSection {
     fn default() -> Self {
         Self {
-            interval_secs: default_interval(),
-            timeout_secs: default_timeout(),
+            interval_secs: 10,
+            timeout_secs: 60,
         }
     }
 }
@@ -310,57 +231,48 @@ impl KeepaliveSection {
 
 /// `[metrics]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsSection {
     /// Address for `GET /metrics`, e.g. `127.0.0.1:9477`; off when absent.
-    #[serde(default)]
     pub listen: Option<SocketAddr>,
 }
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsSection {
     /// Seconds a connection may take for the TLS handshake and hello.
-    #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u32,
     /// TLS handshakes in progress at once. When all are taken, a new
     /// connection replaces the oldest one that has sent nothing yet (or has
     /// run for 2 s); only if there is none is it refused.
-    #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
     /// Sessions at once; further clients are refused as busy.
-    #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
     /// Packets queued towards one client before its packets are dropped.
-    #[serde(default = "default_session_queue")]
     pub session_queue: usize,
     /// Bytes queued towards one client before its packets are dropped: a
     /// bound on the delay a bulk transfer adds to everything behind it.
-    #[serde(default = "default_session_queue_bytes")]
     pub session_queue_bytes: usize,
     /// New connections per second from one source address, sustained.
-    #[serde(default = "default_source_rate")]
     pub connections_per_source_per_sec: u32,
     /// New connections from one source address allowed in a burst.
-    #[serde(default = "default_source_burst")]
     pub connection_burst_per_source: u32,
     /// Handshakes in progress at once from one source address.
-    #[serde(default = "default_source_handshakes")]
     pub handshakes_per_source: u32,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
-            handshake_timeout_secs: default_handshake_timeout(),
-            max_handshakes: default_max_handshakes(),
-            max_sessions: default_max_sessions(),
-            session_queue: default_session_queue(),
-            session_queue_bytes: default_session_queue_bytes(),
-            connections_per_source_per_sec: default_source_rate(),
-            connection_burst_per_source: default_source_burst(),
-            handshakes_per_source: default_source_handshakes(),
+            handshake_timeout_secs: 10,
+            max_handshakes: 256,
+            max_sessions: 1024,
+            session_queue: 256,
+            session_queue_bytes: 2 * 1024 * 1024,
+            connections_per_source_per_sec: 20,
+            connection_burst_per_source: 50,
+            handshakes_per_source: 32,
         }
     }
 }
@@ -535,6 +447,17 @@ mod tests {
         assert_eq!(c.tls.ca, Path::new("/etc/twoway/ca.pem"));
         assert_eq!(c.policy, Path::new("/etc/twoway/policy.toml"));
         assert_eq!(c.keepalive.interval_secs, 10);
+    }
+
+    #[test]
+    fn a_section_with_some_keys_keeps_the_defaults_of_the_others() {
+        let c = parse("[tunnel]\nname = \"tw1\"\n[limits]\nmax_sessions = 5\n").unwrap();
+        assert_eq!(c.tunnel.name, "tw1");
+        assert_eq!((c.tunnel.mtu, c.tunnel.offload), (1400, true));
+        assert_eq!(c.tunnel.pool, TunnelSection::default().pool);
+        assert_eq!(c.limits.max_sessions, 5);
+        assert_eq!(c.limits.max_handshakes, 256);
+        assert_eq!(c.control.socket, Path::new("/run/twoway/server.sock"));
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Collector for ServerCollector {
             probe.metric_type(),
         )?;
         for (reason, n) in &refusals {
-            let labels = [("reason", reason.as_str())];
+            let labels = [("reason", *reason)];
             ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
         let mut family = e.encode_descriptor(

@@ -20,7 +20,8 @@ struct Route {
 }
 
 /// Tunnel address → session queue. The packet path reads it without a lock
-/// (a snapshot swapped in when sessions come and go, which is rare).
+/// (a snapshot swapped in when sessions come and go, which is rare); the
+/// registry, which owns the sessions, is the only writer.
 #[derive(Default)]
 pub struct Router {
     routes: ArcSwap<HashMap<IpAddr, Route>>,
@@ -36,7 +37,7 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// Sends packets for `address` to `session`'s queue (replacing an older owner).
-    pub fn insert(&self, address: IpAddr, session: u64, queue: QueueTx) {
+    pub(crate) fn insert(&self, address: IpAddr, session: u64, queue: QueueTx) {
         let route = Route { session, queue };
         self.routes.rcu(|routes| {
             let mut next = HashMap::clone(routes);
@@ -46,7 +47,7 @@ impl Router {
     }
 
     /// Removes every address still owned by `session`.
-    pub fn remove_session(&self, session: u64) {
+    pub(crate) fn remove_session(&self, session: u64) {
         self.routes.rcu(|routes| {
             let mut next = HashMap::clone(routes);
             next.retain(|_, r| r.session != session);

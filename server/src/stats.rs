@@ -7,25 +7,27 @@ use std::sync::Mutex;
 
 use twoway_common::relay::{Counters, DropReason};
 
+use crate::refusal::RefusalReason;
+
 /// Connection outcomes and totals.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Completed mutual-TLS handshakes that became sessions.
     pub sessions_started: AtomicU64,
-    outcomes: Mutex<BTreeMap<String, u64>>,
+    outcomes: Mutex<BTreeMap<&'static str, u64>>,
     /// Traffic of sessions that have ended.
     pub closed: Counters,
 }
 
 impl Stats {
     /// Counts a connection that did not become a session, by reason.
-    pub fn refused(&self, reason: &str) {
+    pub fn refused(&self, reason: RefusalReason) {
         let mut map = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(reason.to_owned()).or_default() += 1;
+        *map.entry(reason.label()).or_default() += 1;
     }
 
-    /// Refusals so far, by reason.
-    pub fn refusals(&self) -> BTreeMap<String, u64> {
+    /// Refusals so far, by reason label.
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
         self.outcomes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

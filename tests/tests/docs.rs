@@ -786,7 +786,7 @@ async fn status_md_documents_every_field_of_server_status() {
     let udp = twoway_server::udp::UdpEndpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .expect("udp socket");
     server.enable_udp(Arc::new(udp));
-    let mut status = twoway_server::run::status(&server);
+    let mut status = twoway_server::daemon::status(&server);
     // A session with every optional field present. The type ties it to
     // what `sessions` holds.
     let sessions: Vec<SessionStatus> = server.sessions();

@@ -24,39 +24,50 @@ pub(crate) enum ConfigWrite {
     IfMissing,
 }
 
-/// What [`write_client_files`] writes.
+/// Where a client's files go, and what they are made from.
 pub(crate) struct ClientFiles<'a> {
     /// The PKI folder (holds ca.pem).
-    pub dir: &'a Path,
+    dir: &'a Path,
     /// Where the client's files go.
-    pub out: &'a Path,
+    out: &'a Path,
     /// The index: server name, addresses and port for IDENTITY.toml.
-    pub index: &'a Index,
+    index: &'a Index,
     /// The identity, which names the files.
-    pub identity: &'a str,
-    /// The new certificate, PEM.
-    pub cert_pem: &'a str,
-    /// Whether IDENTITY.toml is written.
-    pub config: ConfigWrite,
+    identity: &'a str,
 }
 
-/// Writes OUT/IDENTITY.pem, a copy of ca.pem when OUT is not DIR, and
-/// OUT/IDENTITY.toml pointing at IDENTITY.key next to it.
-pub(crate) fn write_client_files(
-    written: &mut Vec<PathBuf>,
-    f: &ClientFiles<'_>,
-) -> Result<(), PkiError> {
-    let identity = f.identity;
-    put_public(written, &f.out.join(format!("{identity}.pem")), f.cert_pem)?;
-    if !same_dir(f.dir, f.out)? {
-        put_public(written, &f.out.join(CA_CERT_FILE), &read_ca(f.dir)?)?;
+impl<'a> ClientFiles<'a> {
+    /// The files of `identity` in `out`, from the PKI in `dir` and its `index`.
+    pub fn new(dir: &'a Path, out: &'a Path, index: &'a Index, identity: &'a str) -> Self {
+        Self {
+            dir,
+            out,
+            index,
+            identity,
+        }
     }
-    let config_path = f.out.join(format!("{identity}.toml"));
-    if f.config == ConfigWrite::Always || !exists(&config_path) {
-        let index = f.index;
-        let server = templates::server_address(&index.server_name, &index.ips, index.port);
-        let config = templates::client_toml(identity, &server, &index.server_name);
-        put_public(written, &config_path, &config)?;
+
+    /// Writes OUT/IDENTITY.pem (`cert_pem`, the new certificate), a copy of
+    /// ca.pem when OUT is not DIR, and, as `config` says, OUT/IDENTITY.toml
+    /// pointing at IDENTITY.key next to it.
+    pub fn write(
+        &self,
+        written: &mut Vec<PathBuf>,
+        cert_pem: &str,
+        config: ConfigWrite,
+    ) -> Result<(), PkiError> {
+        let identity = self.identity;
+        put_public(written, &self.out.join(format!("{identity}.pem")), cert_pem)?;
+        if !same_dir(self.dir, self.out)? {
+            put_public(written, &self.out.join(CA_CERT_FILE), &read_ca(self.dir)?)?;
+        }
+        let config_path = self.out.join(format!("{identity}.toml"));
+        if config == ConfigWrite::Always || !exists(&config_path) {
+            let index = self.index;
+            let server = templates::server_address(&index.server_name, &index.ips, index.port);
+            let config = templates::client_toml(identity, &server, &index.server_name);
+            put_public(written, &config_path, &config)?;
+        }
+        Ok(())
     }
-    Ok(())
 }

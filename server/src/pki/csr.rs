@@ -76,7 +76,7 @@ fn parse_der(path: &Path, der: &[u8]) -> Result<Request, PkiError> {
     };
     let key = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
         .map_err(|e| bad(format!("unusable public key: {e}")))?;
-    check_key(&key, &info.subject_pki).map_err(bad)?;
+    check_key(path, &key, &info.subject_pki)?;
     let key_hex = hex(&key.subject_public_key_info());
     Ok(Request {
         identity,
@@ -85,11 +85,17 @@ fn parse_der(path: &Path, der: &[u8]) -> Result<Request, PkiError> {
     })
 }
 
-/// Accepts ECDSA P-256 and P-384, Ed25519, and RSA of 2048 bits or more.
+/// Accepts ECDSA P-256 and P-384, Ed25519, and RSA of 2048 bits or more;
+/// `path` names the request in errors.
 fn check_key(
+    path: &Path,
     key: &SubjectPublicKeyInfo,
     raw: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
-) -> Result<(), String> {
+) -> Result<(), PkiError> {
+    let refused = |reason: String| PkiError::InvalidRequest {
+        path: path.to_path_buf(),
+        reason,
+    };
     let alg = key.algorithm();
     if [
         &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -105,15 +111,15 @@ fn check_key(
         return if bits >= MIN_RSA_BITS {
             Ok(())
         } else {
-            Err(format!(
+            Err(refused(format!(
                 "its RSA key has {bits} bits; at least {MIN_RSA_BITS} are needed"
-            ))
+            )))
         };
     }
-    Err(format!(
+    Err(refused(format!(
         "its key type ({alg:?}) is not accepted: use ECDSA P-256 (what `twoway request` \
          makes), P-384, Ed25519 or RSA of {MIN_RSA_BITS} bits or more"
-    ))
+    )))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use x509_parser::prelude::{parse_x509_pem, FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
 use super::ca::Ca;
-use super::client_files::{read_ca, write_client_files, ClientFiles, ConfigWrite};
+use super::client_files::{read_ca, ClientFiles, ConfigWrite};
 use super::files::{ensure_dir, exists, put_key};
 use super::index::{hex, now, unhex, Index};
 use super::{csr, load_reconciled, record, refuse_valid, validate_identity, PkiError};
@@ -93,16 +93,10 @@ pub fn sign(opts: &SignOptions) -> Result<Enrolled, PkiError> {
     let issued = ca.client_cert_for(identity, &request.key, opts.days, now())?;
     record(&mut index, dir, identity, &issued)?;
     let mut written = Vec::new();
-    write_client_files(
+    ClientFiles::new(dir, out, &index, identity).write(
         &mut written,
-        &ClientFiles {
-            dir,
-            out,
-            index: &index,
-            identity,
-            cert_pem: &issued.cert_pem,
-            config: ConfigWrite::Always,
-        },
+        &issued.cert_pem,
+        ConfigWrite::Always,
     )?;
     Ok(Enrolled {
         identity: identity.to_string(),
@@ -162,16 +156,10 @@ pub fn renew(
             ));
             put_key(&mut written, &profile_path, &text, true)?;
         }
-        None => write_client_files(
+        None => ClientFiles::new(dir, out, &index, identity).write(
             &mut written,
-            &ClientFiles {
-                dir,
-                out,
-                index: &index,
-                identity,
-                cert_pem: &issued.cert_pem,
-                config: ConfigWrite::IfMissing,
-            },
+            &issued.cert_pem,
+            ConfigWrite::IfMissing,
         )?,
     }
     Ok(Enrolled {

@@ -44,7 +44,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use self::ca::{Ca, Issued};
-use self::client_files::{read_ca, write_client_files, ClientFiles, ConfigWrite};
+use self::client_files::{read_ca, ClientFiles, ConfigWrite};
 pub use self::enroll::{renew, sign, Enrolled, SignOptions};
 pub use self::error::PkiError;
 use self::files::{ensure_dir, exists, put_key, put_public, write_public};
@@ -250,16 +250,10 @@ fn issue_as(opts: &IssueOptions, inline: bool) -> Result<Vec<PathBuf>, PkiError>
         return Ok(written);
     }
     put_key(&mut written, &key_path, &issued.key_pem, replace_key)?;
-    write_client_files(
+    ClientFiles::new(dir, out, &index, identity).write(
         &mut written,
-        &ClientFiles {
-            dir,
-            out,
-            index: &index,
-            identity,
-            cert_pem: &issued.cert_pem,
-            config: ConfigWrite::Always,
-        },
+        &issued.cert_pem,
+        ConfigWrite::Always,
     )?;
     Ok(written)
 }

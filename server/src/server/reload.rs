@@ -1,10 +1,19 @@
-//! Reload: policy, CRL and certificate swapped in as a whole, and every live
+//! Reload: policy, CRL and certificate swapped in as one snapshot, and every live
 //! session brought in line with them: a changed grant (routes, DNS) pushed to
 //! the client, `client_to_client` changed in the session's filter, and only
 //! the sessions that the new state no longer allows, or gives another
 //! address, closed.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::info;
+use twoway_common::message::{self, Bye, ByeReason, Update};
+
+use super::{pool_for, Server};
+use crate::loaded::{LoadError, Loaded};
+use crate::policy::Grant;
+use crate::registry::Entry;
 
 /// What a reload did to the live sessions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,7 +28,7 @@ pub struct Reloaded {
 
 /// What a reload does to one live session.
 #[derive(Debug)]
-pub(super) enum Review {
+pub(crate) enum Review {
     /// Nothing it was given changed.
     Same,
     /// Its new grant is in force without a reconnect.
@@ -29,36 +38,32 @@ pub(super) enum Review {
 }
 
 impl Server {
-    /// Re-reads policy, CRL and server certificate and swaps them in as a
-    /// whole; a broken file changes nothing. Then each live session is
-    /// reviewed (see [`Server::review`]).
-    pub fn reload(&self) -> Result<Reloaded, StartError> {
-        let tls = tls::server_config(&self.config.tls_files())?;
-        let policy = Policy::load(&self.config.policy, &self.config.tunnel)?;
-        let revoked = crate::revocation::revoked_serials(&self.config.tls.crl).unwrap_or_default();
+    /// Re-reads policy, CRL and server certificate and swaps them in as one
+    /// snapshot; a broken file changes nothing. Each live session is
+    /// reviewed against the new snapshot (see [`review`]) in the same step
+    /// as the swap, so a session registering meanwhile is reviewed either
+    /// here or by itself (`session::register`).
+    pub fn reload(&self) -> Result<Reloaded, LoadError> {
+        let loaded = Arc::new(Loaded::read(&self.config)?);
         {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = pool_for(&self.config, &policy);
+            let fresh = pool_for(&self.config, &loaded.policy);
             let leases = pool.leases().clone();
             *pool = fresh;
             pool.adopt(leases);
         }
-        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(revoked);
-        // Sessions being set up right now see this and check themselves
-        // once registered (see `session`), so none slips past the reload.
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut done = Reloaded::default();
-        self.registry.each(|id, e| match self.review(e) {
-            Review::Same => {}
-            Review::Updated => done.updated.push(id),
-            Review::End(bye) => {
-                let _ = e.stop.try_send(bye);
-                done.closed.push(id);
-            }
-        });
+        self.registry.swap_and_each(
+            || self.loaded.store(loaded.clone()),
+            |id, e| match review(&loaded, e) {
+                Review::Same => {}
+                Review::Updated => done.updated.push(id),
+                Review::End(bye) => {
+                    let _ = e.stop.try_send(bye);
+                    done.closed.push(id);
+                }
+            },
+        );
         info!(
             closed = done.closed.len(),
             updated = done.updated.len(),
@@ -66,59 +71,54 @@ impl Server {
         );
         Ok(done)
     }
+}
 
-    /// Brings a live session in line with the policy and CRL in force. A
-    /// revoked certificate or an identity the policy no longer admits ends
-    /// it; so does another address (the device must change). Other routes
-    /// or DNS go to the client in an Update when it announced `update`
-    /// (else the session ends, and the client reconnects to get them);
-    /// `client_to_client` changes in the session's filter.
-    pub(super) fn review(&self, e: &mut Entry) -> Review {
-        let revoked = self
-            .revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if revoked.contains(&e.serial) {
-            return Review::End(Bye::new(ByeReason::Revoked, "certificate revoked"));
-        }
-        let Some(mut new) = self.policy().grant(&e.identity) else {
+/// Brings a live session in line with the policy and CRL of `loaded`. A
+/// revoked certificate or an identity the policy no longer admits ends it;
+/// so does another address (the device must change). Other routes or DNS go
+/// to the client in an Update when it announced `update` (else the session
+/// ends, and the client reconnects to get them); `client_to_client` changes
+/// in the session's filter.
+pub(crate) fn review(loaded: &Loaded, e: &mut Entry) -> Review {
+    if loaded.revoked.contains(&e.serial) {
+        return Review::End(Bye::new(ByeReason::Revoked, "certificate revoked"));
+    }
+    let Some(mut new) = loaded.policy.grant(&e.identity) else {
+        return Review::End(Bye::new(
+            ByeReason::PolicyChanged,
+            "the policy no longer admits this identity",
+        ));
+    };
+    if e.extra_device {
+        // Extra devices of one identity never get its static address.
+        (new.address, new.address6) = (None, None);
+    }
+    match change(&e.grant, &new, e.update.is_some()) {
+        Change::None => return Review::Same,
+        Change::Reconnect => {
             return Review::End(Bye::new(
                 ByeReason::PolicyChanged,
-                "the policy no longer admits this identity",
-            ));
-        };
-        if e.extra_device {
-            // Extra devices of one identity never get its static address.
-            (new.address, new.address6) = (None, None);
+                "policy changed for this identity; reconnect",
+            ))
         }
-        match change(&e.grant, &new, e.update.is_some()) {
-            Change::None => return Review::Same,
-            Change::Reconnect => {
-                return Review::End(Bye::new(
-                    ByeReason::PolicyChanged,
-                    "policy changed for this identity; reconnect",
-                ))
+        Change::Push => {
+            if let Some(update) = &e.update {
+                let payload = message::encode(&pushed(&new.access));
+                update.send_replace(payload.into());
             }
-            Change::Push => {
-                if let Some(update) = &e.update {
-                    let payload = message::encode(&pushed(&new.access));
-                    update.send_replace(payload.into());
-                }
-            }
-            Change::ServerSide => {}
         }
-        e.client_to_client
-            .store(new.client_to_client, Ordering::Relaxed);
-        tracing::debug!(identity = %e.identity, routes = ?new.access.routes, dns = ?new.access.dns,
-            client_to_client = new.client_to_client, "grant changed; the session stays");
-        e.grant = new;
-        Review::Updated
+        Change::ServerSide => {}
     }
+    e.client_to_client
+        .store(new.client_to_client, Ordering::Relaxed);
+    tracing::debug!(identity = %e.identity, routes = ?new.access.routes, dns = ?new.access.dns,
+        client_to_client = new.client_to_client, "grant changed; the session stays");
+    e.grant = new;
+    Review::Updated
 }
 
 /// What the client is sent for `access`: the same lists the assignment carries.
-pub(super) fn pushed(access: &crate::policy::Access) -> Update {
+pub(crate) fn pushed(access: &crate::policy::Access) -> Update {
     Update {
         routes: access.routes.clone(),
         dns: access.dns.clone(),

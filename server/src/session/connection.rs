@@ -17,14 +17,19 @@ use twoway_common::queue::QueueRx;
 use twoway_common::relay::{self, Counters, DropReason, RelayEnd};
 use twoway_common::tls::ALPN;
 
+use crate::refusal::RefusalReason;
+
 type Stream = SecureStream<TcpStream>;
 
 /// Why a connection did not become a session.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// A limit kept it out before or during the handshake.
+    #[error("not admitted: {}", .0.label())]
+    NotAdmitted(RefusalReason),
     /// TLS failed: no or a bad client certificate, wrong version, garbage.
     #[error("TLS handshake failed: {0}")]
-    Handshake(std::io::Error),
+    Handshake(#[source] std::io::Error),
     /// The handshake and hello did not finish in time.
     #[error("handshake not finished within {0:?}")]
     Timeout(Duration),
@@ -33,7 +38,7 @@ pub enum SessionError {
     Alpn,
     /// The hello could not be read.
     #[error("hello: {0}")]
-    Hello(OutsideError),
+    Hello(#[source] OutsideError),
     /// We refused the client (and told it why).
     #[error("refused ({code:?}): {message}")]
     Refused {
@@ -44,19 +49,20 @@ pub enum SessionError {
     },
     /// Sending the assignment failed.
     #[error("sending assignment: {0}")]
-    Assign(OutsideError),
+    Assign(#[source] OutsideError),
 }
 
 impl SessionError {
-    /// Short label for logs and metrics.
-    pub fn label(&self) -> &'static str {
+    /// Why, as logs and metrics name it.
+    pub fn refusal(&self) -> RefusalReason {
         match self {
-            Self::Handshake(_) => "tls",
-            Self::Timeout(_) => "timeout",
-            Self::Alpn => "alpn",
-            Self::Hello(_) => "hello",
-            Self::Refused { .. } => "refused",
-            Self::Assign(_) => "assign",
+            Self::NotAdmitted(why) => *why,
+            Self::Handshake(_) => RefusalReason::Tls,
+            Self::Timeout(_) => RefusalReason::Timeout,
+            Self::Alpn => RefusalReason::Alpn,
+            Self::Hello(_) => RefusalReason::Hello,
+            Self::Refused { code, .. } => RefusalReason::Refused(*code),
+            Self::Assign(_) => RefusalReason::Assign,
         }
     }
 }
@@ -162,6 +168,11 @@ pub struct Identified {
 }
 
 impl Identified {
+    /// Whether the client offered optional feature `name` in its hello.
+    pub fn offers(&self, name: &str) -> bool {
+        self.features.iter().any(|f| f == name)
+    }
+
     /// Reads the TLS connection's TCP retransmissions (for UDP path reports).
     pub fn tcp_handle(
         &self,

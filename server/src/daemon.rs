@@ -1,25 +1,82 @@
-//! `twoway-server run`: create the TUN device, listen, tell systemd, answer
-//! the control socket, reload on SIGHUP, stop gracefully on SIGTERM/SIGINT.
+//! The daemon, `twoway-server run`: create the TUN device, listen, tell
+//! systemd, answer the control socket, reload on SIGHUP, stop gracefully on
+//! SIGTERM/SIGINT.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
+use twoway_common::config_file::ConfigErrors;
 use twoway_common::control::status::{ServerStatus, UdpStatus};
 use twoway_common::control::{self, Failure, Kicked, Reloaded, Reply, Request};
-use twoway_common::inside::tun::{TunInside, TunSettings};
+use twoway_common::inside::tun::{TunError, TunInside, TunSettings};
 
 use crate::config::ServerConfig;
-use crate::server::Server;
+use crate::privilege::{DropError, NoNetAdmin};
+use crate::server::{Server, StartError};
 use crate::udp::UdpEndpoint;
 use twoway_common::tuning::Transport;
 
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No CAP_NET_ADMIN (exit code 5).
+    #[error(transparent)]
+    NoNetAdmin(#[from] NoNetAdmin),
+    /// The configuration file (exit code 2).
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// Policy, certificates, CRL or leases (exit code 2).
+    #[error("{0}")]
+    Start(#[from] StartError),
+    /// The TUN device (exit code 5 when for want of privilege, else 1).
+    #[error("{0}")]
+    Tun(#[from] TunError),
+    /// A socket could not be bound (exit code 2 when the address is taken
+    /// or not this machine's, else 1).
+    #[error("{what}")]
+    Bind {
+        /// Which socket, and the key that names its address.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Switching to `user` failed (exit code 5 when not started as root, else 1).
+    #[error(transparent)]
+    Drop(#[from] DropError),
+}
+
+impl RunError {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NoNetAdmin(_) | Self::Drop(DropError::NotRoot(_)) => 5,
+            Self::Tun(e) if e.is_privilege() => 5,
+            Self::Config(_) | Self::Start(_) => 2,
+            // The configured address is taken or not this machine's: a
+            // configuration error (systemd should not restart into it every 2 s).
+            Self::Bind { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                2
+            }
+            Self::Tun(_) | Self::Bind { .. } | Self::Drop(_) => 1,
+        }
+    }
+}
+
+fn bind_error(what: String) -> impl FnOnce(std::io::Error) -> RunError {
+    move |source| RunError::Bind { what, source }
+}
+
 /// Runs the server in the foreground until a stop signal.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+pub async fn run(config_path: &Path) -> Result<(), RunError> {
     // One clear message (exit 5) before any file is read or device tried.
     crate::privilege::check_net_admin()?;
     let config = ServerConfig::load(config_path)?;
@@ -41,37 +98,33 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for _ in 1..t.queue_count() {
         queues.push(Arc::new(queues[0].add_queue()?));
     }
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(bind_error(format!(
             "cannot listen on {} (key `listen` in {})",
             config.listen,
             config_path.display()
-        )
-    })?;
+        )))?;
     let udp = match t.transport {
-        Transport::Auto | Transport::Udp => Some(Arc::new(UdpEndpoint::bind(config.listen).with_context(|| {
-            format!(
+        Transport::Auto | Transport::Udp => Some(Arc::new(
+            UdpEndpoint::bind(config.listen).map_err(bind_error(format!(
                 "cannot listen for UDP on {} (key `listen` in {}; `tunnel.transport = \"tcp\"` turns UDP off)",
                 config.listen,
                 config_path.display()
-            )
-        })?)),
+            )))?,
+        )),
         Transport::Tcp => None,
     };
     let control_listener = control::bind(&config.control.socket)
         .await
-        .with_context(|| {
-            format!(
-                "cannot create control socket {}",
-                config.control.socket.display()
-            )
-        })?;
+        .map_err(bind_error(format!(
+            "cannot create control socket {}",
+            config.control.socket.display()
+        )))?;
     let metrics = match config.metrics.listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (key `metrics.listen`)"))?,
-        ),
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_error(format!(
+            "cannot listen on {addr} (key `metrics.listen`)"
+        )))?),
         None => None,
     };
     if let Some(user) = &config.user {

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::refusal::RefusalReason;
+
 /// Limits per source address.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -34,12 +36,11 @@ pub enum Reject {
     InFlight,
 }
 
-impl Reject {
-    /// Label for logs and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Rate => "rate-limited",
-            Self::InFlight => "too-many-handshakes-from-source",
+impl From<Reject> for RefusalReason {
+    fn from(reject: Reject) -> Self {
+        match reject {
+            Reject::Rate => RefusalReason::RateLimited,
+            Reject::InFlight => RefusalReason::SourceHandshakes,
         }
     }
 }

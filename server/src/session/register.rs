@@ -1,0 +1,148 @@
+//! Register and teardown: a session enters the registry (its entry, and the
+//! routes of its addresses to its queue) before its client hears of its
+//! assignment, and leaves it when the relay ends; then its slot is freed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tracing::info;
+use twoway_common::message::{Assignment, Bye};
+use twoway_common::queue::{self, QueueRx};
+use twoway_common::relay::{self, Counters, RelayEnd, Updates};
+
+use super::assign::Offer;
+use super::Identified;
+use crate::filter::SourceFilter;
+use crate::registry::{Entry, Slot};
+use crate::server::{review, Review, Server};
+use crate::udp::Registration;
+
+/// A session in the registry: what teardown undoes.
+#[derive(Debug)]
+pub(super) struct Registered {
+    id: u64,
+    slot: Slot,
+    /// Its traffic counters, also in its registry entry.
+    pub counters: Arc<Counters>,
+    /// Its queue, which the router feeds with packets for its addresses.
+    pub outbound: QueueRx,
+    /// Its place at the UDP endpoint, if it has the UDP channel.
+    _udp: Option<Registration>,
+}
+
+/// What the relay needs: the connection, not yet told its assignment, and
+/// the session's channels.
+#[derive(Debug)]
+pub(super) struct Link {
+    /// The connection.
+    pub client: Identified,
+    /// What it will be sent.
+    pub assignment: Assignment,
+    /// The checks its packets pass.
+    pub filter: SourceFilter,
+    /// Where kick, reload and replacement send their Bye.
+    pub stop: mpsc::Receiver<Bye>,
+    /// Its end of the UDP channel.
+    pub udp: Option<relay::Udp>,
+    /// Grants pushed by a reload.
+    pub updates: Updates,
+}
+
+/// Enters `offer` into the registry and routes its addresses to it. A reload
+/// that swapped the configuration after the session was granted has not seen
+/// it, so it is reviewed here against what is in force, under the registry's
+/// lock (an Update queued here follows the assignment).
+pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
+    let Offer {
+        claimed,
+        assignment,
+        filter,
+        udp,
+        updates: (update, updates),
+    } = offer;
+    let granted = claimed.granted;
+    let client = granted.client;
+    let id = server.registry.next_id();
+    let l = &server.config.limits;
+    let (queue_tx, outbound) = queue::channel(l.session_queue, l.session_queue_bytes);
+    let (stop_tx, stop) = mpsc::channel(1);
+    let counters = Arc::new(Counters::default());
+    let addresses: Vec<IpAddr> = [
+        Some(assignment.address.ip()),
+        assignment.address6.map(|a| a.ip()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (registration, udp) = match udp {
+        Some((r, u)) => (Some(r), Some(u)),
+        None => (None, None),
+    };
+    let entry = Entry {
+        identity: client.identity.clone(),
+        addresses,
+        remote: client.remote,
+        since: SystemTime::now(),
+        serial: client.serial.clone(),
+        extra_device: claimed.slot.key() != client.identity,
+        grant: granted.grant,
+        counters: counters.clone(),
+        stop: stop_tx,
+        update,
+        client_to_client: filter.client_to_client.clone(),
+        udp: udp.as_ref().map(|u| u.path.clone()),
+    };
+    server.registry.insert(id, entry, queue_tx, |e| {
+        let now = server.loaded.load();
+        if !Arc::ptr_eq(&now, &granted.loaded) {
+            if let Review::End(bye) = review(&now, e) {
+                let _ = e.stop.try_send(bye);
+            }
+        }
+    });
+    let registered = Registered {
+        id,
+        slot: claimed.slot,
+        counters,
+        outbound,
+        _udp: registration,
+    };
+    let link = Link {
+        client,
+        assignment,
+        filter,
+        stop,
+        udp,
+        updates,
+    };
+    (registered, link)
+}
+
+/// Takes the session out of the registry, adds its traffic to the totals,
+/// says how it ended (`None`: it never got its assignment) and frees its
+/// slot, last, so whoever waits for the slot finds its addresses free.
+pub(super) fn teardown(server: &Server, registered: Registered, end: Option<RelayEnd>) {
+    let Registered {
+        id,
+        slot,
+        counters,
+        outbound,
+        _udp,
+    } = registered;
+    server.registry.remove(id);
+    server.stats.session_ended(&counters);
+    match end {
+        Some(RelayEnd::PeerBye(bye)) => {
+            info!(reason = ?bye.reason, message = %bye.message, "client said bye")
+        }
+        Some(RelayEnd::SentBye(bye)) => {
+            info!(reason = ?bye.reason, message = %bye.message, "session closed by server")
+        }
+        Some(RelayEnd::Lost(e)) => info!(error = %e, "session lost"),
+        None => {}
+    }
+    drop((outbound, _udp));
+    drop(slot);
+}
