@@ -104,16 +104,6 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `down` waits for the client to finish.
 const DOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// A control request that found no client (or a stale socket) is not an
-/// error for `down` and `status`; the others are, with their own exit code.
-fn control_failure(e: ControlError) -> ClientError {
-    if e.permission_denied() {
-        ClientError::Privilege(e.to_string())
-    } else {
-        ClientError::Internal(e.to_string())
-    }
-}
-
 /// How long one socket may take to answer while looking for a client.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -142,11 +132,10 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
             candidates.extend(others);
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(ClientError::Privilege(format!(
-                "{unreadable}, and cannot look into {}: {}",
-                run_dir.display(),
-                control::permission_hint()
-            )))
+            return Err(ClientError::RunDirDenied {
+                config: unreadable,
+                run_dir: run_dir.to_owned(),
+            })
         }
         // No run folder: nothing runs.
         Err(_) => {}
@@ -166,7 +155,10 @@ async fn socket_of(config_path: &Path) -> Result<Option<PathBuf>, ClientError> {
     }
     match refused {
         // A client we may not ask could be this config's: do not say "down".
-        Some(e) => Err(ClientError::Privilege(format!("{unreadable}, and {e}"))),
+        Some(source) => Err(ClientError::SocketDenied {
+            config: unreadable,
+            source,
+        }),
         None => Ok(None),
     }
 }
@@ -185,13 +177,13 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
         control::request::<serde::de::IgnoredAny>(socket, &Request::Down, CONTROL_TIMEOUT).await
     {
         if !e.not_running() {
-            return Err(control_failure(e));
+            return Err(e.into());
         }
         // No client running, but one that was killed may have left routes or DNS behind.
-        let state = crate::changes::state_path(socket);
-        let owner_alive =
-            crate::changes::recorded_pid(&state).is_some_and(crate::changes::process_alive);
-        if !owner_alive && crate::changes::cleanup_stale(&state) {
+        let state = crate::host::journal::state_path(socket);
+        let owner_alive = crate::host::journal::recorded_pid(&state)
+            .is_some_and(crate::host::journal::process_alive);
+        if !owner_alive && crate::host::journal::cleanup_stale(&state).await {
             println!("twoway: no client was running; removed the routes and DNS settings it left");
         } else {
             println!(
@@ -206,9 +198,7 @@ pub async fn down(config_path: &Path) -> Result<(), ClientError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if socket.exists() {
-        return Err(ClientError::Internal(format!(
-            "client did not stop within {DOWN_WAIT:?}"
-        )));
+        return Err(ClientError::DidNotStop(DOWN_WAIT));
     }
     println!("twoway: tunnel down");
     Ok(())
@@ -228,9 +218,7 @@ pub async fn query(socket: &Path, limit: Duration) -> Result<ClientStatus, Contr
 /// of `warnings` gets a line of its own.
 pub async fn status(config_path: &Path, json: bool) -> Result<(), ClientError> {
     let status = match socket_of(config_path).await? {
-        Some(socket) => query(&socket, CONTROL_TIMEOUT)
-            .await
-            .map_err(control_failure)?,
+        Some(socket) => query(&socket, CONTROL_TIMEOUT).await?,
         None => ClientStatus::down(),
     };
     if json {

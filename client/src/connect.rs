@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use twoway_common::message::{
-    self, Assignment, Hello, Refusal, RefuseCode, FEATURE_OFFLOAD, FEATURE_UDP, FEATURE_UPDATE,
+    self, Assignment, Hello, Refusal, FEATURE_OFFLOAD, FEATURE_UDP, FEATURE_UPDATE,
     PROTOCOL_VERSION,
 };
 use twoway_common::outside::tcp::info::TcpHandle;
@@ -22,6 +22,94 @@ use twoway_common::tuning::Transport;
 
 use crate::config::{split_host_port, ClientConfig};
 use crate::error::ClientError;
+
+/// Why reaching the server, or getting a session from it, failed. The exit
+/// code of each is in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No answer within `connect_timeout_secs`.
+    #[error("{server}: no answer within {limit:?}")]
+    TimedOut {
+        /// The configured server.
+        server: String,
+        /// The time limit.
+        limit: Duration,
+    },
+    /// The configured server is not `host:port`.
+    #[error("server {0:?} is not host:port")]
+    NotHostPort(String),
+    /// The configured `server_name` cannot be a TLS server name.
+    #[error(transparent)]
+    ServerName(tls::TlsError),
+    /// The TCP connection failed, or the TLS connection failed below TLS.
+    #[error("{server}: {source}")]
+    Tcp {
+        /// The configured server.
+        server: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection's local address cannot be read.
+    #[error("local address: {0}")]
+    LocalAddress(#[source] std::io::Error),
+    /// The server closed the connection before it answered the hello.
+    #[error("{0} closed the connection before answering")]
+    Closed(String),
+    /// Reading the server's answer failed.
+    #[error("{server}: {source}")]
+    Outside {
+        /// The configured server.
+        server: String,
+        /// What went wrong.
+        #[source]
+        source: OutsideError,
+    },
+    /// The server's answer cannot be read.
+    #[error("bad {what} from server: {source}")]
+    BadMessage {
+        /// `assignment` or `refusal`.
+        what: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: message::MessageError,
+    },
+    /// The server answered with something else than an assignment or a refusal.
+    #[error("server sent {0:?} instead of an assignment")]
+    Unexpected(FrameType),
+    /// The server refused the session.
+    #[error("server refused the session ({:?}): {}", .0.code, .0.message)]
+    Refused(Refusal),
+    /// We did not accept the server's certificate.
+    #[error("{server}: {explained} (key `{key}` in {})", .config.display())]
+    ServerCertificate {
+        /// The configured server.
+        server: String,
+        /// What was wrong, in words.
+        explained: String,
+        /// The config key that would fix it.
+        key: &'static str,
+        /// The config file.
+        config: std::path::PathBuf,
+    },
+    /// The server did not accept our certificate (its alert, explained).
+    #[error("{server}: {text}")]
+    ClientCertificate {
+        /// The configured server.
+        server: String,
+        /// What the alert means for our certificate.
+        text: String,
+    },
+    /// Any other TLS failure.
+    #[error("{server}: {}{source}", if tls::is_auth_failure(.source) { "" } else { "TLS failed: " })]
+    Tls {
+        /// The configured server.
+        server: String,
+        /// What went wrong.
+        #[source]
+        source: rustls::Error,
+    },
+}
 
 /// An established session, ready to relay.
 #[derive(Debug)]
@@ -58,9 +146,11 @@ pub async fn connect_to(
     let limit = Duration::from_secs(config.connect_timeout_secs.into());
     tokio::time::timeout(limit, handshake(config, tls_config, limit, pinned))
         .await
-        .map_err(|_| {
-            ClientError::Unreachable(format!("{}: no answer within {limit:?}", config.server))
+        .map_err(|_| ConnectError::TimedOut {
+            server: config.server.clone(),
+            limit,
         })?
+        .map_err(ClientError::from)
 }
 
 async fn handshake(
@@ -68,27 +158,25 @@ async fn handshake(
     tls_config: Arc<rustls::ClientConfig>,
     limit: Duration,
     pinned: Option<SocketAddr>,
-) -> Result<Connection, ClientError> {
-    let (host, port) = split_host_port(&config.server).ok_or_else(|| {
-        ClientError::Config(format!("server {:?} is not host:port", config.server))
-    })?;
+) -> Result<Connection, ConnectError> {
+    let (host, port) = split_host_port(&config.server)
+        .ok_or_else(|| ConnectError::NotHostPort(config.server.clone()))?;
+    let unreachable = |source| ConnectError::Tcp {
+        server: config.server.clone(),
+        source,
+    };
     let tcp = match pinned {
         Some(addr) => TcpStream::connect(addr).await,
         None => TcpStream::connect((host, port)).await,
     }
-    .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
+    .map_err(unreachable)?;
     twoway_common::outside::tcp::tune::tune(&tcp, &config.tunnel.congestion);
-    let peer = tcp
-        .peer_addr()
-        .map_err(|e| ClientError::Unreachable(format!("{}: {e}", config.server)))?;
-    let local = tcp
-        .local_addr()
-        .map_err(|e| ClientError::Internal(format!("local address: {e}")))?;
-    let name =
-        tls::server_name(&config.server_name).map_err(|e| ClientError::Config(e.to_string()))?;
+    let peer = tcp.peer_addr().map_err(unreachable)?;
+    let local = tcp.local_addr().map_err(ConnectError::LocalAddress)?;
+    let name = tls::server_name(&config.server_name).map_err(ConnectError::ServerName)?;
     let stream = secure::connect(tls_config, name, tcp)
         .await
-        .map_err(|e| tls_failure(&e, config))?;
+        .map_err(|e| tls_failure(e, config))?;
     let mut outside = Outside::new(stream);
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -107,17 +195,20 @@ async fn handshake(
     // alert is read; the read below reports the real reason.
     let _ = outside.write_message(FrameType::Hello, &hello).await;
     let frame = outside.read_frame(limit).await.map_err(|e| match e {
-        OutsideError::Io(io) => tls_failure(&io, config),
-        OutsideError::Closed => ClientError::Unreachable(format!(
-            "{} closed the connection before answering",
-            config.server
-        )),
-        other => ClientError::Internal(format!("{}: {other}", config.server)),
+        OutsideError::Io(io) => tls_failure(io, config),
+        OutsideError::Closed => ConnectError::Closed(config.server.clone()),
+        source => ConnectError::Outside {
+            server: config.server.clone(),
+            source,
+        },
     })?;
     match frame.kind {
         FrameType::Assign => {
-            let mut assignment: Assignment = message::decode(&frame.payload)
-                .map_err(|e| ClientError::Internal(format!("bad assignment from server: {e}")))?;
+            let mut assignment: Assignment =
+                message::decode(&frame.payload).map_err(|source| ConnectError::BadMessage {
+                    what: "assignment",
+                    source,
+                })?;
             let udp_secret = assignment.udp_secret.take();
             let bad = message::drop_bad_search_domains(&mut assignment.search);
             if !bad.is_empty() {
@@ -132,13 +223,14 @@ async fn handshake(
             })
         }
         FrameType::Refuse => {
-            let r: Refusal = message::decode(&frame.payload)
-                .map_err(|e| ClientError::Internal(format!("bad refusal from server: {e}")))?;
-            Err(refused(r))
+            let r: Refusal =
+                message::decode(&frame.payload).map_err(|source| ConnectError::BadMessage {
+                    what: "refusal",
+                    source,
+                })?;
+            Err(ConnectError::Refused(r))
         }
-        other => Err(ClientError::Internal(format!(
-            "server sent {other:?} instead of an assignment"
-        ))),
+        other => Err(ConnectError::Unexpected(other)),
     }
 }
 
@@ -177,43 +269,30 @@ impl Connection {
     }
 }
 
-fn refused(r: Refusal) -> ClientError {
-    let text = format!("server refused the session ({:?}): {}", r.code, r.message);
-    match r.code {
-        c if c.is_permanent() => ClientError::Auth(text),
-        RefuseCode::PoolExhausted | RefuseCode::Busy | RefuseCode::Duplicate => {
-            ClientError::Unreachable(text)
-        }
-        _ => ClientError::Internal(text),
-    }
-}
-
 /// A failed handshake, in words that say which side refused what.
-fn tls_failure(e: &std::io::Error, config: &ClientConfig) -> ClientError {
-    let server = &config.server;
-    let Some(r) = tls::rustls_error(e) else {
-        return ClientError::Unreachable(format!("{server}: {e}"));
+fn tls_failure(e: std::io::Error, config: &ClientConfig) -> ConnectError {
+    let server = config.server.clone();
+    let Some(r) = tls::rustls_error(&e).cloned() else {
+        return ConnectError::Tcp { server, source: e };
     };
-    if let Some(explained) = verify::Explained::find(r) {
+    if let Some(explained) = verify::Explained::find(&r) {
         let key = match explained.problem {
             verify::Problem::Issuer if config.tls.ca_pem.is_some() => "tls.ca_pem",
             verify::Problem::Issuer => "tls.ca",
             verify::Problem::Name => "server_name",
         };
-        return ClientError::Auth(format!(
-            "{server}: {explained} (key `{key}` in {})",
-            config.path.display()
-        ));
+        return ConnectError::ServerCertificate {
+            server,
+            explained: explained.to_string(),
+            key,
+            config: config.path.clone(),
+        };
     }
     if let rustls::Error::AlertReceived(alert) = r {
         let [_, cert, _] = config.tls_sources();
-        if let Some(text) = verify::alert_from_server(*alert, &cert) {
-            return ClientError::Auth(format!("{server}: {text}"));
+        if let Some(text) = verify::alert_from_server(alert, &cert) {
+            return ConnectError::ClientCertificate { server, text };
         }
     }
-    if tls::is_auth_failure(r) {
-        ClientError::Auth(format!("{server}: {r}"))
-    } else {
-        ClientError::Unreachable(format!("{server}: TLS failed: {r}"))
-    }
+    ConnectError::Tls { server, source: r }
 }

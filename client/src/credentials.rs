@@ -34,19 +34,15 @@ pub struct Credentials {
 /// key file other users can read is (exit 2, with the `chmod` that fixes it).
 pub fn load(config: &ClientConfig) -> Result<Credentials, ClientError> {
     if config.tls.key_pem.is_some() {
-        key_file::check_profile_mode(&config.path, config.file_mode)
-            .map_err(|e| ClientError::Config(e.to_string()))?;
+        key_file::check_profile_mode(&config.path, config.file_mode)?;
     }
     let [ca, cert, key] = config.tls_sources();
-    let tls = twoway_common::tls::client_config_from(&ca, &cert, &key)
-        .map_err(|e| ClientError::Config(e.to_string()))?;
-    let chain = cert
-        .certs()
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let tls = twoway_common::tls::client_config_from(&ca, &cert, &key)?;
+    let chain = cert.certs()?;
     let certificate = chain
         .first()
         .and_then(|der| describe(der))
-        .ok_or_else(|| ClientError::Config(format!("{cert}: not an X.509 certificate")))?;
+        .ok_or_else(|| ClientError::NotCertificate(cert.to_string()))?;
     Ok(Credentials { tls, certificate })
 }
 

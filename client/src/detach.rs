@@ -26,8 +26,11 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
     let log = log_file(&config);
     if let Some(dir) = log.parent() {
         // The control socket's folder: made as `up` would make it.
-        twoway_common::control::create_dir(dir)
-            .map_err(|e| ClientError::Config(format!("{}: {e}", dir.display())))?;
+        twoway_common::control::create_dir(dir).map_err(|source| ClientError::File {
+            what: "",
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     // Never through a symlink: the folder may belong to the units' user.
     let log_handle = std::fs::OpenOptions::new()
@@ -36,10 +39,15 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
         .mode(0o640)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&log)
-        .map_err(|e| ClientError::Config(format!("cannot open log {}: {e}", log.display())))?;
+        .map_err(|source| ClientError::File {
+            what: "cannot open log ",
+            path: log.clone(),
+            source,
+        })?;
     // The log is appended by every run: what this attempt writes starts here.
     let start = log_handle.metadata().map(|m| m.len()).unwrap_or(0);
-    let exe = std::env::current_exe().map_err(|e| ClientError::Internal(e.to_string()))?;
+    let exe =
+        std::env::current_exe().map_err(|source| ClientError::Process { what: "", source })?;
     let mut child = {
         use std::os::unix::process::CommandExt;
         Process::new(exe)
@@ -52,7 +60,10 @@ pub fn detach(config_path: &Path) -> Result<u8, ClientError> {
             .stderr(log_handle)
             .process_group(0)
             .spawn()
-            .map_err(|e| ClientError::Internal(format!("cannot start background client: {e}")))?
+            .map_err(|source| ClientError::Process {
+                what: "cannot start background client: ",
+                source,
+            })?
     };
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {

@@ -1,9 +1,11 @@
 //! Up and down hooks: commands run after the tunnel is up and before it goes
-//! down, with the assignment in environment variables. A failing hook is
-//! logged, never fatal.
+//! down, with the assignment in environment variables, as child processes
+//! through tokio with a time limit. A failing hook is logged, never fatal.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
 
 use twoway_common::message::Assignment;
 
@@ -38,31 +40,28 @@ pub fn environment(a: &Assignment, device: &str, server: &str) -> Vec<(String, S
     ]
 }
 
-/// Runs `command` with `sh -c`, waiting at most [`HOOK_TIMEOUT`].
-pub fn run(kind: &str, command: &str, env: &[(String, String)]) {
+/// Runs `command` with `sh -c` as a child process, waiting at most
+/// [`HOOK_TIMEOUT`] (then it is killed). Logs the outcome; never fails.
+pub async fn run(kind: &str, command: &str, env: &[(String, String)]) {
     let spawned = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("TWOWAY_HOOK", kind)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return tracing::warn!(hook = kind, error = %e, "hook could not start"),
     };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return tracing::info!(hook = kind, "hook ran"),
-            Ok(Some(status)) => return tracing::warn!(hook = kind, %status, "hook failed"),
-            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return tracing::warn!(hook = kind, "hook timed out and was killed");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return tracing::warn!(hook = kind, error = %e, "hook wait failed"),
+    match tokio::time::timeout(HOOK_TIMEOUT, child.wait()).await {
+        Ok(Ok(status)) if status.success() => tracing::info!(hook = kind, "hook ran"),
+        Ok(Ok(status)) => tracing::warn!(hook = kind, %status, "hook failed"),
+        Ok(Err(e)) => tracing::warn!(hook = kind, error = %e, "hook wait failed"),
+        Err(_) => {
+            let _ = child.kill().await;
+            tracing::warn!(hook = kind, "hook timed out and was killed")
         }
     }
 }
@@ -73,23 +72,9 @@ mod tests {
 
     #[test]
     fn environment_carries_the_assignment() {
-        let a = Assignment {
-            address: "10.77.0.10/24".parse().unwrap(),
-            address6: None,
-            gateways: vec!["10.77.0.1".parse().unwrap()],
-            routes: vec![
-                "10.99.0.0/24".parse().unwrap(),
-                "10.100.0.0/16".parse().unwrap(),
-            ],
-            dns: vec!["10.99.0.53".parse().unwrap()],
-            search: vec!["corp.example".into()],
-            mtu: 1400,
-            keepalive_secs: 10,
-            timeout_secs: 60,
-            features: vec![],
-            udp_session: None,
-            udp_secret: None,
-        };
+        let mut a = crate::fixtures::assignment(&["10.99.0.0/24", "10.100.0.0/16"], false);
+        a.dns = vec!["10.99.0.53".parse().unwrap()];
+        a.search = vec!["corp.example".into()];
         let env = environment(&a, "tw-alice", "vpn:4433");
         let get = |k: &str| {
             env.iter()
@@ -104,8 +89,8 @@ mod tests {
         assert_eq!(get("TWOWAY_DEVICE"), "tw-alice");
     }
 
-    #[test]
-    fn hook_sees_its_environment_and_failure_is_not_fatal() {
+    #[tokio::test]
+    async fn hook_sees_its_environment_and_failure_is_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let env = vec![("TWOWAY_DEVICE".to_string(), "tw-x".to_string())];
@@ -113,8 +98,9 @@ mod tests {
             "up",
             &format!("echo \"$TWOWAY_HOOK $TWOWAY_DEVICE\" > {}", out.display()),
             &env,
-        );
+        )
+        .await;
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "up tw-x\n");
-        run("down", "exit 3", &env);
+        run("down", "exit 3", &env).await;
     }
 }

@@ -167,9 +167,7 @@ pub async fn running(config_dir: &Path, run_dir: &Path) -> (Vec<Entry>, bool) {
 pub async fn list(json: bool, config_dir: &Path, run_dir: &Path) -> Result<(), ClientError> {
     let (tunnels, denied) = running(config_dir, run_dir).await;
     let result = if denied {
-        Err(ClientError::Privilege(
-            "some tunnels may be missing from the list (see above)".into(),
-        ))
+        Err(ClientError::ListIncomplete)
     } else {
         Ok(())
     };

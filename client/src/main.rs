@@ -36,7 +36,12 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
-        Err(e) => return fail(&ClientError::Internal(e.to_string())),
+        Err(source) => {
+            return fail(&ClientError::Process {
+                what: "cannot start the runtime: ",
+                source,
+            })
+        }
     };
     let result = runtime.block_on(async {
         match cli.command {

@@ -3,18 +3,15 @@
 //! code 5, whether or not the server is reachable, and the server never sees
 //! a session that could not have been used.
 
-use twoway_common::capability::{self, NET_ADMIN_HINT};
+use twoway_common::capability;
 
 use crate::error::ClientError;
 
-/// `Err(Privilege)` if the effective capabilities lack CAP_NET_ADMIN. When
+/// `Err(NoNetAdmin)` if the effective capabilities lack CAP_NET_ADMIN. When
 /// they cannot be read (no /proc), creating the device will tell instead.
 pub fn check() -> Result<(), ClientError> {
     match capability::net_admin() {
-        Some(false) => Err(ClientError::Privilege(format!(
-            "CAP_NET_ADMIN is needed to create the TUN device and routes \
-             ({NET_ADMIN_HINT}, e.g. with the twoway@ systemd unit)"
-        ))),
+        Some(false) => Err(ClientError::NoNetAdmin),
         _ => Ok(()),
     }
 }

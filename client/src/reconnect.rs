@@ -12,34 +12,12 @@ use tracing::{info, warn};
 use crate::config::ClientConfig;
 use crate::connect::{connect_to, Connection};
 use crate::error::ClientError;
-use crate::roam::Watch;
-use crate::routing::{Refresh, Routing};
+use crate::host::{HostNetwork, Refresh};
 
 /// First reconnect delay; doubles up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// [`Routing::refresh`] with the network read on a blocking thread (it runs
-/// `ip` several times, milliseconds that must not stall the relay, which
-/// shares its task with this check). Changing routes, which is rare, still
-/// runs here, with the worker's other tasks moved elsewhere meanwhile.
-pub async fn refresh(routing: &mut Routing) -> Refresh {
-    let snapshot = tokio::task::spawn_blocking(crate::netconf::read_snapshot)
-        .await
-        .unwrap_or_else(|e| Err(format!("reading the network: {e}")));
-    blocking(|| routing.refresh(snapshot))
-}
-
-/// Runs `f`, which changes the host's network (rare, milliseconds), with the
-/// worker's other tasks moved elsewhere meanwhile where the runtime can.
-pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
 
 /// Connects to `server` again; the first attempt without delay when
 /// `at_once`. `None` when stopped.
@@ -48,8 +26,7 @@ pub async fn reconnect(
     tls: &Arc<rustls::ClientConfig>,
     stop: &CancellationToken,
     server: SocketAddr,
-    routing: &mut Routing,
-    watch: &mut Watch,
+    host: &mut impl HostNetwork,
     at_once: bool,
 ) -> Result<Option<Connection>, ClientError> {
     let mut delay = BACKOFF_MIN;
@@ -62,8 +39,8 @@ pub async fn reconnect(
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = stop.cancelled() => return Ok(None),
-                    _ = watch.changed() => {
-                        if let Refresh::Moved(why) = refresh(routing).await {
+                    _ = host.watch() => {
+                        if let Refresh::Moved(why) = host.refresh().await {
                             info!(reason = %why, "network changed; trying to reconnect now");
                             delay = BACKOFF_MIN;
                             break;

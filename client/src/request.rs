@@ -30,17 +30,14 @@ pub struct Requested {
 /// Makes `out/ID.key` (ECDSA P-256, as the built-in PKI's own keys, PKCS#8
 /// PEM) and `out/ID.csr` (subject CN = ID). Never overwrites a key.
 pub fn request(identity: &str, out: &Path) -> Result<Requested, ClientError> {
-    twoway_common::identity::name::check(identity).map_err(|reason| {
-        ClientError::Config(format!("invalid identity name {identity:?}: {reason}"))
+    twoway_common::identity::name::check(identity).map_err(|reason| ClientError::IdentityName {
+        name: identity.to_owned(),
+        reason,
     })?;
     let key_path = out.join(format!("{identity}.key"));
     let csr_path = out.join(format!("{identity}.csr"));
     if key_path.symlink_metadata().is_ok() {
-        return Err(ClientError::Config(format!(
-            "{} already exists: a private key is never overwritten \
-             (remove it, or choose another --out)",
-            key_path.display()
-        )));
+        return Err(ClientError::KeyExists(key_path));
     }
     let (key_pem, csr_pem) = make(identity)?;
     if !out.is_dir() {
@@ -49,14 +46,14 @@ pub fn request(identity: &str, out: &Path) -> Result<Requested, ClientError> {
             .recursive(true)
             .mode(DIR_MODE)
             .create(out)
-            .map_err(|e| ClientError::Config(format!("{}: {e}", out.display())))?;
+            .map_err(|source| file(out, source))?;
     }
     write_new_atomic(&key_path, key_pem.as_bytes(), KEY_MODE)
-        .map_err(|e| ClientError::Config(format!("{}: {e}", key_path.display())))?;
+        .map_err(|source| file(&key_path, source))?;
     if let Err(e) = write_atomic(&csr_path, csr_pem.as_bytes(), CSR_MODE) {
         // Without its request the new key is of no use: leave nothing behind.
         let _ = std::fs::remove_file(&key_path);
-        return Err(ClientError::Config(format!("{}: {e}", csr_path.display())));
+        return Err(file(&csr_path, e));
     }
     Ok(Requested {
         key: key_path,
@@ -64,9 +61,18 @@ pub fn request(identity: &str, out: &Path) -> Result<Requested, ClientError> {
     })
 }
 
+/// A file or folder that could not be written.
+fn file(path: &Path, source: std::io::Error) -> ClientError {
+    ClientError::File {
+        what: "",
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// A new key and a request for `identity`, both PEM.
 fn make(identity: &str) -> Result<(Zeroizing<String>, String), ClientError> {
-    let internal = |what: &str, e: rcgen::Error| ClientError::Internal(format!("{what}: {e}"));
+    let internal = |what, source| ClientError::Key { what, source };
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
         .map_err(|e| internal("generating the key", e))?;
     let mut params = CertificateParams::default();

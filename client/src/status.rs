@@ -11,7 +11,7 @@ use twoway_common::outside::udp::UdpPath;
 use twoway_common::relay::Counters;
 
 use crate::credentials::Certificate;
-use crate::dns::DnsMethod;
+use crate::host::dns::DnsMethod;
 
 /// Where the client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

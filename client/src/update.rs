@@ -1,7 +1,7 @@
 //! A changed grant pushed by the server on a live session (PROTOCOL.md,
-//! "Update"): what it changes in the grant in force. Pure; `up.rs` applies
-//! it to the host through [`crate::routing::Routing`], which keeps the
-//! journal of host changes.
+//! "Update"): what it changes in the grant in force. Pure; `tunnel.rs`
+//! applies it to the host through the [`crate::host::HostNetwork`], which
+//! keeps the journal of host changes.
 
 use std::fmt;
 use std::net::IpAddr;

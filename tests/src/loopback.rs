@@ -1,11 +1,26 @@
 //! The in-process fixture of the loopback tests: a PKI in a temporary folder
 //! whose server.toml keeps its socket and state inside that folder and uses a
-//! tunnel network in 198.18.0.0/15.
+//! tunnel network in 198.18.0.0/15; and what the client's real session
+//! loop runs on in them: in-memory devices and a host network that records.
+//! Also [`TlsPki`] and record helpers for the in-memory TLS tests.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use twoway_client::config::ClientConfig;
+use twoway_server::config::ServerConfig;
+use twoway_server::server::Server;
+
+use ipnetwork::IpNetwork;
+use tokio::sync::mpsc;
+use twoway_client::host::{Change, DnsMethod, HostError, HostNetwork, Refresh};
+use twoway_client::tunnel::OpenDevice;
+use twoway_common::inside::memory::{self, MemoryInside, MemoryPeer};
+use twoway_common::inside::tun::TunSettings;
+use twoway_common::message::Assignment;
 use twoway_common::tls::{self, ServerTlsFiles};
 use twoway_server::pki;
 
@@ -133,4 +148,207 @@ pub fn is_bad_record_mac_alert(err: &std::io::Error) -> bool {
             rustls::AlertDescription::BadRecordMac
         ))
     )
+}
+
+/// A server over loopback with an in-memory device, its PKI in a temporary folder.
+pub struct Setup {
+    /// Holds the folder.
+    pub dir: tempfile::TempDir,
+    /// The PKI folder (configs, certificates, policy).
+    pub pki: std::path::PathBuf,
+    /// The server.
+    pub server: Arc<Server>,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The test's end of the server's device.
+    pub server_inside: MemoryPeer,
+    /// Cancel to stop the server.
+    pub shutdown: CancellationToken,
+}
+
+/// A client certificate and config for `identity` in `dir`.
+pub fn issue(dir: &Path, identity: &str) {
+    pki::issue(&pki::IssueOptions {
+        dir: dir.to_owned(),
+        identity: identity.into(),
+        days: 30,
+        out: None,
+    })
+    .unwrap();
+}
+
+/// A server with `policy`.
+pub async fn start(policy: &str) -> Setup {
+    start_with(policy, "").await
+}
+
+/// A server with `policy` and `extra` appended to its server.toml.
+pub async fn start_with(policy: &str, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = make_pki(dir.path(), extra);
+    std::fs::write(pki_dir.join("policy.toml"), policy).unwrap();
+    let config = ServerConfig::load(&pki_dir.join("server.toml")).unwrap();
+    let server = Arc::new(Server::new(config).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (inside, server_inside) = memory::pair(64);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        server
+            .clone()
+            .serve(listener, Arc::new(inside), shutdown.clone()),
+    );
+    Setup {
+        dir,
+        pki: pki_dir,
+        server,
+        port,
+        server_inside,
+        shutdown,
+    }
+}
+
+/// The client config of `identity`, pointed at the server.
+pub fn client_config(s: &Setup, identity: &str) -> ClientConfig {
+    let mut c = ClientConfig::load(&s.pki.join(format!("{identity}.toml"))).unwrap();
+    c.server = format!("127.0.0.1:{}", s.port);
+    c
+}
+
+/// The TLS configuration of a client config.
+pub fn tls(c: &ClientConfig) -> Arc<rustls::ClientConfig> {
+    twoway_client::credentials::load(c).unwrap().tls
+}
+
+/// One call the client's session loop made on its host network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCall {
+    /// A connection from this local address is up.
+    Connected(IpAddr),
+    /// The connection is gone.
+    Disconnected,
+    /// Routes put in force on a device.
+    Routes {
+        /// The device.
+        dev: String,
+        /// The assigned address.
+        address: IpNetwork,
+        /// The assigned routes.
+        routes: Vec<IpNetwork>,
+        /// New device or update.
+        change: Change,
+    },
+    /// DNS put in force on a device.
+    Dns {
+        /// The device.
+        dev: String,
+        /// The servers.
+        dns: Vec<IpAddr>,
+        /// New device or update.
+        change: Change,
+    },
+    /// Every change undone.
+    Undo,
+}
+
+/// A [`HostNetwork`] that changes nothing and reports every call on a
+/// channel; the test says when the network "moved" (the client must then
+/// reconnect at once).
+#[derive(Debug)]
+pub struct RecordingHost {
+    calls: mpsc::UnboundedSender<HostCall>,
+    moves: mpsc::UnboundedReceiver<String>,
+    moved: Option<String>,
+}
+
+/// The test's side of a [`RecordingHost`].
+#[derive(Debug)]
+pub struct HostRecord {
+    /// Every call, in order.
+    pub calls: mpsc::UnboundedReceiver<HostCall>,
+    /// A message here is a network change that moved the path to the server.
+    pub moves: mpsc::UnboundedSender<String>,
+}
+
+impl RecordingHost {
+    /// A recording host and the test's side of it.
+    pub fn new() -> (Self, HostRecord) {
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        let (moves, moves_rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                calls: calls_tx,
+                moves: moves_rx,
+                moved: None,
+            },
+            HostRecord { calls, moves },
+        )
+    }
+
+    fn record(&self, call: HostCall) {
+        let _ = self.calls.send(call);
+    }
+}
+
+impl HostNetwork for RecordingHost {
+    async fn connected(&mut self, local: IpAddr) {
+        self.record(HostCall::Connected(local));
+    }
+
+    fn disconnected(&mut self) {
+        self.record(HostCall::Disconnected);
+    }
+
+    async fn routes(&mut self, dev: &str, a: &Assignment, change: Change) -> Result<(), HostError> {
+        self.record(HostCall::Routes {
+            dev: dev.to_owned(),
+            address: a.address,
+            routes: a.routes.clone(),
+            change,
+        });
+        Ok(())
+    }
+
+    async fn dns(&mut self, dev: &str, a: &Assignment, change: Change) -> DnsMethod {
+        self.record(HostCall::Dns {
+            dev: dev.to_owned(),
+            dns: a.dns.clone(),
+            change,
+        });
+        if a.dns.is_empty() {
+            DnsMethod::None
+        } else {
+            DnsMethod::Hook
+        }
+    }
+
+    async fn watch(&mut self) {
+        match self.moves.recv().await {
+            Some(why) => self.moved = Some(why),
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn refresh(&mut self) -> Refresh {
+        self.moved.take().map_or(Refresh::Same, Refresh::Moved)
+    }
+
+    async fn undo(&mut self) {
+        self.record(HostCall::Undo);
+    }
+}
+
+/// The devices [`memory_devices`] made: their settings and the test's end.
+pub type OpenedDevices = mpsc::UnboundedReceiver<(TunSettings, MemoryPeer)>;
+
+/// An [`OpenDevice`] that makes an
+/// in-memory device for each assignment and hands its peer to the test.
+pub fn memory_devices() -> (impl OpenDevice<MemoryInside>, OpenedDevices) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let open = move |settings: &TunSettings| {
+        let (inside, peer) = memory::pair(64);
+        let _ = tx.send((settings.clone(), peer));
+        Ok(inside)
+    };
+    (open, rx)
 }

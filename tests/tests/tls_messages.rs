@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::connect;
-use twoway_client::error::ClientError;
+use twoway_client::error::EXIT_AUTH;
 use twoway_server::config::ServerConfig;
 use twoway_server::pki;
 use twoway_server::server::Server;
@@ -133,7 +133,7 @@ fn config(s: &Setup, pki_dir: &Path, identity: &str) -> ClientConfig {
 async fn refusal(c: &ClientConfig) -> String {
     let tls = twoway_client::credentials::load(c).unwrap().tls;
     let err = connect(c, tls).await.unwrap_err();
-    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
     assert_eq!(err.exit_code(), 3, "{err}");
     let text = err.to_string();
     for bare in ["BadSignature", "UnknownIssuer", "DnsName(", "IpAddress("] {

@@ -27,7 +27,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
 use twoway_client::connect::{connect, Connection};
-use twoway_client::error::ClientError;
+use twoway_client::error::{
+    ClientError, ConnectError, EXIT_AUTH, EXIT_CONFIG, EXIT_PRIVILEGE, EXIT_UNREACHABLE,
+};
 use twoway_common::inside::Inside;
 use twoway_common::message::{Bye, ByeReason};
 use twoway_common::outside::tcp::record::frame::FrameType;
@@ -129,14 +131,24 @@ impl Errors {
 }
 
 fn client_error_kind(e: &ClientError) -> &'static str {
-    match e {
-        ClientError::Config(_) => "config",
-        ClientError::Auth(_) => "auth",
-        ClientError::Unreachable(m) if m.contains("no answer within") => "timeout",
-        ClientError::Unreachable(m) if m.contains("refused the session") => "refused",
-        ClientError::Unreachable(_) => "unreachable",
-        ClientError::Privilege(_) => "privilege",
-        ClientError::Internal(_) => "internal",
+    match (e, e.exit_code()) {
+        (
+            ClientError::Connect {
+                source: ConnectError::TimedOut { .. },
+            },
+            _,
+        ) => "timeout",
+        (
+            ClientError::Connect {
+                source: ConnectError::Refused(_),
+            },
+            EXIT_UNREACHABLE,
+        ) => "refused",
+        (_, EXIT_CONFIG) => "config",
+        (_, EXIT_AUTH) => "auth",
+        (_, EXIT_UNREACHABLE) => "unreachable",
+        (_, EXIT_PRIVILEGE) => "privilege",
+        _ => "internal",
     }
 }
 

@@ -1,5 +1,5 @@
 //! Which routes the client wants, computed from the assignment, the server's
-//! address and the host's routing table. Pure and unit-tested; `routing.rs`
+//! address and the host's routing table. Pure and unit-tested; `system.rs`
 //! applies the result.
 //!
 //! Full tunnel (a pushed `0.0.0.0/0` or `::/0`) works as OpenVPN's `def1`:
@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use twoway_common::message::Assignment;
 
-use crate::netconf::{KernelRoute, RouteSpec, Snapshot, Target};
+use crate::host::routes::{KernelRoute, RouteSpec, Snapshot};
 
 /// Metric of the unreachable halves under the full-tunnel routes.
 pub const BACKSTOP_METRIC: u32 = 4242;
@@ -72,6 +72,11 @@ pub struct PlanInput<'a> {
     pub allow_lan: bool,
     /// The host's routes and addresses now.
     pub snapshot: &'a Snapshot,
+}
+
+/// Whether `assignment` sends everything of some family through the tunnel.
+pub fn full_tunnel(assignment: &Assignment) -> bool {
+    assignment.routes.iter().any(|r| r.prefix() == 0)
 }
 
 /// The two halves of `net` (`None` for a host route).
@@ -222,16 +227,9 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                         }
                     }
                 }
-                routes.push(RouteSpec {
-                    dst: host,
-                    target: match path.gateway {
-                        Some(gateway) => Target::Via {
-                            gateway,
-                            dev: path.dev.clone(),
-                        },
-                        None => Target::Dev(path.dev.clone()),
-                    },
-                    metric: None,
+                routes.push(match path.gateway {
+                    Some(gateway) => RouteSpec::via(host, gateway, &path.dev),
+                    None => RouteSpec::dev(host, &path.dev),
                 });
             }
             // No way to the server: fail fast rather than loop into the tunnel.
@@ -249,5 +247,5 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 }
 
 #[cfg(test)]
-#[path = "routeplan_tests.rs"]
+#[path = "plan_tests.rs"]
 mod tests;

@@ -1,5 +1,6 @@
 use super::*;
-use crate::netconf::parse_routes;
+use crate::fixtures::assignment;
+use crate::host::routes::parse_routes;
 
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
@@ -7,23 +8,6 @@ fn net(s: &str) -> IpNetwork {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn assignment(routes: &[&str], v6: bool) -> Assignment {
-    Assignment {
-        address: net("10.77.0.10/24"),
-        address6: v6.then(|| net("fd77::a/64")),
-        gateways: vec![ip("10.77.0.1")],
-        routes: routes.iter().map(|r| net(r)).collect(),
-        dns: vec![],
-        search: vec![],
-        mtu: 1400,
-        keepalive_secs: 10,
-        timeout_secs: 60,
-        features: vec![],
-        udp_session: None,
-        udp_secret: None,
-    }
 }
 
 /// A laptop on 192.168.1.0/24 (gateway .1) with a v6 prefix, connected to a tunnel.
@@ -60,14 +44,7 @@ fn input<'a>(a: &'a Assignment, snap: &'a Snapshot, allow_lan: bool) -> PlanInpu
 }
 
 fn via(dst: &str, gw: &str, dev: &str) -> RouteSpec {
-    RouteSpec {
-        dst: net(dst),
-        target: Target::Via {
-            gateway: ip(gw),
-            dev: dev.into(),
-        },
-        metric: None,
-    }
+    RouteSpec::via(net(dst), ip(gw), dev)
 }
 
 fn backstop(dst: &str) -> RouteSpec {

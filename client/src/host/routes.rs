@@ -1,16 +1,17 @@
 //! Routes as twoway installs them with the `ip` tool, and the kernel's routing
 //! table as `ip -j` prints it. Argument building and parsing are pure and
-//! unit-tested; only [`ip`] and [`read_snapshot`] run the tool.
+//! unit-tested; only [`read_snapshot`] runs the tool (through `tool.rs`).
 //!
 //! Every route twoway adds carries the routing protocol number [`PROTO`], so
 //! `ip route show proto 119` lists them and path lookups can leave them out.
 
 use std::net::IpAddr;
-use std::process::Command;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use super::tool::{ip_json, HostError};
 
 /// The `proto` of every route twoway installs (0x77, unused by routing daemons).
 pub const PROTO: u8 = 119;
@@ -65,6 +66,18 @@ impl RouteSpec {
         Self {
             dst,
             target: Target::Dev(dev.to_owned()),
+            metric: None,
+        }
+    }
+
+    /// A route through `gateway` on `dev`.
+    pub fn via(dst: IpNetwork, gateway: IpAddr, dev: &str) -> Self {
+        Self {
+            dst,
+            target: Target::Via {
+                gateway,
+                dev: dev.to_owned(),
+            },
             metric: None,
         }
     }
@@ -129,24 +142,6 @@ pub fn route_args(action: RouteAction, spec: &RouteSpec) -> Vec<String> {
         a.extend(["metric".into(), m.to_string()]);
     }
     a
-}
-
-/// Runs `ip ARGS`; the error carries the command and its stderr.
-pub fn ip(args: &[String]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// A route of the kernel's main table, from `ip -j route show table main`.
@@ -257,21 +252,16 @@ pub struct Snapshot {
 }
 
 /// Reads routes and addresses with `ip -j`.
-pub fn read_snapshot() -> Result<Snapshot, String> {
-    let json = |args: &[&str]| -> Result<Value, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let out = ip(&args)?;
-        serde_json::from_str(&out).map_err(|e| format!("ip {}: {e}", args.join(" ")))
-    };
+pub async fn read_snapshot() -> Result<Snapshot, HostError> {
     let mut routes = parse_routes(
-        &json(&["-j", "-4", "route", "show", "table", "main"])?,
+        &ip_json(&["-j", "-4", "route", "show", "table", "main"]).await?,
         false,
     );
     routes.extend(parse_routes(
-        &json(&["-j", "-6", "route", "show", "table", "main"])?,
+        &ip_json(&["-j", "-6", "route", "show", "table", "main"]).await?,
         true,
     ));
-    let addresses = parse_addresses(&json(&["-j", "addr", "show"])?);
+    let addresses = parse_addresses(&ip_json(&["-j", "addr", "show"]).await?);
     Ok(Snapshot { routes, addresses })
 }
 
@@ -338,14 +328,11 @@ mod tests {
 
     #[test]
     fn builds_gateway_and_unreachable_arguments() {
-        let via = RouteSpec {
-            dst: net("203.0.113.10/32"),
-            target: Target::Via {
-                gateway: "192.168.1.1".parse().unwrap(),
-                dev: "wlan0".into(),
-            },
-            metric: None,
-        };
+        let via = RouteSpec::via(
+            net("203.0.113.10/32"),
+            "192.168.1.1".parse().unwrap(),
+            "wlan0",
+        );
         assert_eq!(
             route_args(RouteAction::Replace, &via),
             [
@@ -398,14 +385,7 @@ mod tests {
         assert!(!r[0].matches(&block), "metric differs");
         block.metric = Some(4242);
         assert!(r[0].matches(&block));
-        let host = RouteSpec {
-            dst: net("198.18.10.5/32"),
-            target: Target::Via {
-                gateway: "198.18.9.2".parse().unwrap(),
-                dev: "eth0".into(),
-            },
-            metric: None,
-        };
+        let host = RouteSpec::via(net("198.18.10.5/32"), "198.18.9.2".parse().unwrap(), "eth0");
         assert!(r[3].matches(&host));
         assert!(!r[1].matches(&host));
 

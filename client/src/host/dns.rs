@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,24 +83,6 @@ pub fn resolvectl_apply(
 /// The `resolvectl` invocation that drops everything set on `dev`. Pure.
 pub fn resolvectl_revert(dev: &str) -> Vec<String> {
     vec!["revert".into(), dev.into()]
-}
-
-/// Runs `resolvectl ARGS`.
-pub fn resolvectl(args: &[String]) -> Result<(), String> {
-    let out = Command::new("resolvectl")
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run resolvectl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "resolvectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// The resolv.conf twoway writes. Pure.

@@ -2,15 +2,19 @@
 //! the TUN device itself: routes, the DNS of systemd-resolved, a managed
 //! resolv.conf. Each change is recorded in a state file next to the control
 //! socket (written atomically) before and after it is made, and undone on
-//! down, on exit, and, after a crash, on the next start.
+//! down, on exit, and, after a crash, on the next start. The tools run
+//! through `tool.rs`; undoing is an explicit async step ([`HostChanges::undo`]):
+//! a journal dropped without it (a panic) stays on disk like a crash's, for
+//! the next start or `twoway down`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::dns::{self, ResolvConfBackup};
-use crate::netconf::{self, RouteAction, RouteSpec, Snapshot};
+use crate::host::dns::{self, ResolvConfBackup};
+use crate::host::routes::{self, RouteAction, RouteSpec, Snapshot};
+use crate::host::tool::{self, HostError};
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +43,7 @@ pub fn state_path(socket: &Path) -> PathBuf {
     socket.with_extension("state")
 }
 
-/// The host changes of one running client; dropping undoes them.
+/// The host changes of one running client.
 #[derive(Debug)]
 pub struct HostChanges {
     path: PathBuf,
@@ -49,8 +53,8 @@ pub struct HostChanges {
 impl HostChanges {
     /// Undoes what a client that did not stop cleanly left in `path`, then
     /// starts an empty record there. Returns whether there was anything.
-    pub fn recover(path: &Path) -> (Self, bool) {
-        let stale = cleanup_stale(path);
+    pub async fn recover(path: &Path) -> (Self, bool) {
+        let stale = cleanup_stale(path).await;
         let rec = Recorded {
             pid: std::process::id(),
             ..Recorded::default()
@@ -84,11 +88,11 @@ impl HostChanges {
     /// Makes the installed routes `desired`: adds, in order, those the kernel
     /// does not have (per `snapshot`), then removes ours that are no longer
     /// wanted. Stops at the first route that cannot be added.
-    pub fn sync_routes(
+    pub async fn sync_routes(
         &mut self,
         desired: &[RouteSpec],
         snapshot: &Snapshot,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         let stale: Vec<RouteSpec> = self
             .rec
             .routes
@@ -116,10 +120,10 @@ impl HostChanges {
         self.save();
         for spec in missing {
             debug!(route = ?spec.to_string(), "adding route");
-            netconf::ip(&netconf::route_args(RouteAction::Replace, spec))?;
+            tool::ip(&routes::route_args(RouteAction::Replace, spec)).await?;
         }
         for spec in stale.iter().rev() {
-            remove_route(spec);
+            remove_route(spec).await;
         }
         self.rec.routes = desired.to_vec();
         self.save();
@@ -127,10 +131,17 @@ impl HostChanges {
     }
 
     /// Sets DNS on `dev` through systemd-resolved.
-    pub fn set_resolved(&mut self, commands: &[Vec<String>], dev: &str) -> Result<(), String> {
+    pub async fn set_resolved(
+        &mut self,
+        commands: &[Vec<String>],
+        dev: &str,
+    ) -> Result<(), HostError> {
         self.rec.resolved_link = Some(dev.to_owned());
         self.save();
-        commands.iter().try_for_each(|c| dns::resolvectl(c))
+        for c in commands {
+            tool::resolvectl(c).await?;
+        }
+        Ok(())
     }
 
     /// Writes `contents` to the resolv.conf at `path`, backing up the
@@ -156,33 +167,36 @@ impl HostChanges {
     }
 
     /// Undoes the DNS settings (the assignment no longer has any).
-    pub fn clear_dns(&mut self) {
+    pub async fn clear_dns(&mut self) {
         let dns_only = Recorded {
             resolv_conf: self.rec.resolv_conf.take(),
             resolved_link: self.rec.resolved_link.take(),
             ..Recorded::default()
         };
-        undo(&dns_only);
+        undo(&dns_only).await;
         self.save();
     }
 
     /// Undoes every recorded change.
-    pub fn undo(&mut self) {
-        undo(&std::mem::take(&mut self.rec));
+    pub async fn undo(&mut self) {
+        undo(&std::mem::take(&mut self.rec)).await;
         self.save();
     }
 }
 
 impl Drop for HostChanges {
     fn drop(&mut self) {
-        self.undo();
+        if !self.rec.is_empty() {
+            warn!(file = %self.path.display(),
+                "network changes not undone; the next `twoway up` or `twoway down` of this config undoes them");
+        }
     }
 }
 
-fn remove_route(spec: &RouteSpec) {
+async fn remove_route(spec: &RouteSpec) {
     // A route on a removed device is gone already; a route the kernel
     // replaced no longer matches: both fail harmlessly.
-    if let Err(e) = netconf::ip(&netconf::route_args(RouteAction::Delete, spec)) {
+    if let Err(e) = tool::ip(&routes::route_args(RouteAction::Delete, spec)).await {
         debug!(error = %e, "route removal");
     }
 }
@@ -194,9 +208,9 @@ fn restore_resolv_conf(b: &ResolvConfBackup) {
     }
 }
 
-fn undo(rec: &Recorded) {
+async fn undo(rec: &Recorded) {
     if let Some(dev) = &rec.resolved_link {
-        if let Err(e) = dns::resolvectl(&dns::resolvectl_revert(dev)) {
+        if let Err(e) = tool::resolvectl(&dns::resolvectl_revert(dev)).await {
             debug!(error = %e, "resolvectl revert");
         }
     }
@@ -204,7 +218,7 @@ fn undo(rec: &Recorded) {
         restore_resolv_conf(b);
     }
     for spec in rec.routes.iter().rev() {
-        remove_route(spec);
+        remove_route(spec).await;
     }
 }
 
@@ -261,7 +275,7 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// Undoes what the state file at `path` records and removes it. Returns
 /// whether there was a state file.
-pub fn cleanup_stale(path: &Path) -> bool {
+pub async fn cleanup_stale(path: &Path) -> bool {
     let text = match read_own(path) {
         Ok(Some(t)) => t,
         Ok(None) => return false,
@@ -275,7 +289,7 @@ pub fn cleanup_stale(path: &Path) -> bool {
         Ok(rec) => {
             warn!(file = %path.display(), pid = rec.pid, routes = rec.routes.len(),
                 "undoing the network changes of a client that did not stop cleanly");
-            undo(&rec);
+            undo(&rec).await;
         }
         Err(e) => warn!(file = %path.display(), error = %e, "unreadable state file; removing it"),
     }
@@ -292,8 +306,8 @@ mod tests {
     /// Review finding: the state file sits in a folder the units' user may
     /// write to, and what it says is undone as root. A symlink or a file
     /// others may read or write (so not one we wrote) is ignored.
-    #[test]
-    fn a_state_file_not_ours_is_not_undone() {
+    #[tokio::test]
+    async fn a_state_file_not_ours_is_not_undone() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let resolv = dir.path().join("resolv.conf");
@@ -306,7 +320,7 @@ mod tests {
         std::fs::write(&state, planted.to_string()).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(read_own(&state).is_err(), "mode 0644");
-        assert!(cleanup_stale(&state), "there was a file");
+        assert!(cleanup_stale(&state).await, "there was a file");
         assert!(!state.exists(), "removed");
         assert_eq!(
             std::fs::read_to_string(&resolv).unwrap(),
@@ -322,14 +336,14 @@ mod tests {
         assert!(read_own(&real).unwrap().is_some(), "the real one is ours");
     }
 
-    #[test]
-    fn state_file_round_trip_and_stale_resolv_conf_restored() {
+    #[tokio::test]
+    async fn state_file_round_trip_and_stale_resolv_conf_restored() {
         let dir = tempfile::tempdir().unwrap();
         let state = state_path(&dir.path().join("alice.sock"));
         assert_eq!(state, dir.path().join("alice.state"));
         let resolv = dir.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
-        let (mut changes, stale) = HostChanges::recover(&state);
+        let (mut changes, stale) = HostChanges::recover(&state).await;
         assert!(!stale);
         changes
             .set_resolv_conf(&resolv, "nameserver 10.99.0.53\n")
@@ -343,14 +357,14 @@ mod tests {
             std::fs::read_to_string(&resolv).unwrap(),
             "nameserver 10.99.0.53\n"
         );
-        let (changes, stale) = HostChanges::recover(&state);
+        let (mut changes, stale) = HostChanges::recover(&state).await;
         assert!(stale);
         assert_eq!(
             std::fs::read_to_string(&resolv).unwrap(),
             "nameserver 192.0.2.1\n"
         );
         assert!(!state.exists());
-        drop(changes);
+        changes.undo().await;
         assert!(!state.exists(), "nothing recorded, no file");
     }
 
