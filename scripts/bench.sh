@@ -750,6 +750,16 @@ run_iperf() {
     iperf_result=$parsed
 }
 
+# One iperf3 run, its throughput and retransmits recorded as NAME_mbps and
+# NAME_retransmits; a failed run is recorded as failed by run_iperf.
+measure_iperf() { # NAME REP SYS IPERF_ARGS...
+    local name=$1 rep=$2 sys=$3 mbps bytes retrans
+    run_iperf "$@" || return 0
+    read -r mbps bytes retrans <<<"$iperf_result"
+    record "$rep" "$sys" "${name}_mbps" "$mbps"
+    record "$rep" "$sys" "${name}_retransmits" "$retrans"
+}
+
 measure_ping() { # KIND REP SYS
     local kind=$1 rep=$2 sys=$3 file parsed avg p99 sent received
     file=$tmp/logs/ping/$cur_link-rep$rep-$sys-$kind.txt
@@ -829,12 +839,8 @@ check_transport() { # SYS REP start|end
 # The lossy and wan links: 1 stream down, then 1 stream up with pings beside
 # it (its throughput is the upload figure).
 measure_lossy() { # SYS REP
-    local sys=$1 rep=$2 mbps bytes retrans
-    if run_iperf down1 "$rep" "$sys" -R; then
-        read -r mbps bytes retrans <<<"$iperf_result"
-        record "$rep" "$sys" down1_mbps "$mbps"
-        record "$rep" "$sys" down1_retransmits "$retrans"
-    fi
+    local sys=$1 rep=$2
+    measure_iperf down1 "$rep" "$sys" -R
     sleep 1
     loaded_ping "$sys" "$rep" up1
 }
@@ -903,17 +909,9 @@ measure_clean() { # SYS REP (uses the caller's pids)
     fi
 
     sleep 1
-    if run_iperf up4 "$rep" "$sys" -P 4; then
-        read -r mbps bytes retrans <<<"$iperf_result"
-        record "$rep" "$sys" up4_mbps "$mbps"
-        record "$rep" "$sys" up4_retransmits "$retrans"
-    fi
+    measure_iperf up4 "$rep" "$sys" -P 4
     sleep 1
-    if run_iperf down1 "$rep" "$sys" -R; then
-        read -r mbps bytes retrans <<<"$iperf_result"
-        record "$rep" "$sys" down1_mbps "$mbps"
-        record "$rep" "$sys" down1_retransmits "$retrans"
-    fi
+    measure_iperf down1 "$rep" "$sys" -R
     sleep 1
     loaded_ping "$sys" "$rep" load
 }

@@ -287,8 +287,12 @@ async fn relay_one<I: Inside, H: HostNetwork>(
 /// What the end of a session means for the client.
 fn next(client: &Client<'_>, end: RelayEnd) -> Result<Next, ClientError> {
     let status = client.status;
+    // Stopping (a signal, `down`): however the session ended meanwhile (the
+    // server may be stopping at the same moment), there is nothing to resume.
+    if client.stop.is_cancelled() {
+        return Ok(Next::Stop);
+    }
     match end {
-        RelayEnd::SentBye(_) if client.stop.is_cancelled() => return Ok(Next::Stop),
         RelayEnd::SentBye(bye) if bye.reason == ByeReason::Shutdown => {
             status.reconnecting(bye.message);
             return Ok(Next::Reconnect { at_once: true });

@@ -8,10 +8,18 @@
 //!
 //! Set `TWOWAY_BIN_DIR` to a folder holding `twoway-server` and `twoway` to
 //! skip the build and test those binaries instead.
+//!
+//! Also: running either binary on the host, and a PKI made by it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::{proc, CmdOutput};
+
+/// How long [`server`] and [`client`] may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Paths to the two binaries under test.
 #[derive(Debug, Clone)]
@@ -38,6 +46,38 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// `twoway-server ARGS` on the host (no namespace), as root or whoever runs
+/// the test.
+pub fn server(args: &[&str]) -> CmdOutput {
+    run(bins().server_str(), args)
+}
+
+/// `twoway ARGS` on the host.
+pub fn client(args: &[&str]) -> CmdOutput {
+    run(bins().client_str(), args)
+}
+
+fn run(bin: &str, args: &[&str]) -> CmdOutput {
+    let mut full = vec![bin];
+    full.extend_from_slice(args);
+    proc::run(&full, TIMEOUT)
+}
+
+/// A PKI made by the real binary: `pki init --name vpn.test` in `dir/pki`,
+/// then `pki issue` for each of `clients`. Returns the PKI folder; panics
+/// with the command's output if one fails.
+pub fn pki_in(dir: &Path, clients: &[&str]) -> PathBuf {
+    let pki = dir.join("pki");
+    let pki_str = pki.to_str().expect("utf-8 path");
+    let out = server(&["pki", "init", "--dir", pki_str, "--name", "vpn.test"]);
+    assert!(out.success(), "pki init:\n{out}");
+    for name in clients {
+        let out = server(&["pki", "issue", "--dir", pki_str, name]);
+        assert!(out.success(), "pki issue {name}:\n{out}");
+    }
+    pki
 }
 
 /// Build the binaries once per process and return their paths.

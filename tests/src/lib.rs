@@ -5,7 +5,6 @@
 //! when run unprivileged; under CI (`CI=true`) they must run, so they fail.
 
 pub mod bins;
-pub mod client_net;
 pub mod etcd;
 pub mod flood;
 pub mod forge;
@@ -16,8 +15,6 @@ pub mod netstate;
 pub mod proc;
 pub mod toml_files;
 pub mod vpn;
-mod vpn_checks;
-pub mod vpn_ops;
 pub mod wait;
 
 pub use bins::{bins, workspace_root, Bins};

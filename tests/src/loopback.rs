@@ -2,6 +2,7 @@
 //! whose server.toml keeps its socket and state inside that folder and uses a
 //! tunnel network in 198.18.0.0/15; and what the client's real session
 //! loop runs on in them: in-memory devices and a host network that records.
+//! Also [`TlsPki`] and record helpers for the in-memory TLS tests.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,75 @@ pub fn alice_tls(
     let client = tls::client_config(&f("ca.pem"), &f("alice.pem"), &f("alice.key"))
         .expect("client TLS config");
     (pki_dir, server, client)
+}
+
+/// [`alice_tls`] in a temporary folder that lives as long as this value: the
+/// TLS configs of both ends for tests that drive TLS streams in memory or
+/// over loopback, and the PKI files for peers that read them (openssl).
+pub struct TlsPki {
+    /// The PKI folder (ca.pem, server.pem, alice.pem, ...).
+    pub dir: PathBuf,
+    /// The server's TLS config.
+    pub server: Arc<rustls::ServerConfig>,
+    /// alice's client TLS config.
+    pub client: Arc<rustls::ClientConfig>,
+    _tmp: tempfile::TempDir,
+}
+
+impl TlsPki {
+    /// A new PKI with server vpn.test and client alice.
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (dir, server, client) = alice_tls(tmp.path());
+        Self {
+            dir,
+            server,
+            client,
+            _tmp: tmp,
+        }
+    }
+
+    /// A file of the PKI folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The leaf (first) certificate of one of the PKI's PEM files.
+    pub fn leaf(&self, name: &str) -> rustls::pki_types::CertificateDer<'static> {
+        tls::load_certs(&self.file(name))
+            .expect("PEM certificates")
+            .remove(0)
+    }
+
+    /// The name the server certificate carries, as a client dials it.
+    pub fn server_name() -> rustls::pki_types::ServerName<'static> {
+        tls::server_name("vpn.test").expect("valid server name")
+    }
+}
+
+impl Default for TlsPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A TLS 1.3 application-data record that nobody sealed: a well-formed
+/// header around 40 bytes that cannot authenticate.
+pub fn unsealed_record() -> Vec<u8> {
+    let mut record = vec![23, 3, 3, 0, 40];
+    record.extend_from_slice(&[0x55; 40]);
+    record
+}
+
+/// Whether an error of a rustls stream is the peer's fatal bad_record_mac
+/// alert.
+pub fn is_bad_record_mac_alert(err: &std::io::Error) -> bool {
+    matches!(
+        tls::rustls_error(err),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadRecordMac
+        ))
+    )
 }
 
 /// A server over loopback with an in-memory device, its PKI in a temporary folder.

@@ -16,6 +16,21 @@ use nix::unistd::Pid;
 /// How long [`run`] waits by default before killing a command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Put in front of a command: run it as user and group nobody (65534) with
+/// no supplementary groups, a process without any privilege.
+pub const AS_NOBODY: [&str; 5] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--",
+];
+
+/// Put in front of a command: run it in a network namespace of its own
+/// (only a loopback device, down), so that it cannot reach or change any
+/// network outside the test.
+pub const OWN_NETNS: [&str; 3] = ["unshare", "--net", "--"];
+
 /// What a finished (or timed-out) command left behind.
 #[derive(Debug, Clone)]
 pub struct CmdOutput {

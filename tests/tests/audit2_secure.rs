@@ -12,27 +12,7 @@ use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMess
 use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use twoway_common::outside::tcp::record::secure::{self, SecureStream};
-use twoway_common::tls;
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, server, client) = twoway_tests::loopback::alice_tls(dir.path());
-    Pki {
-        _dir: dir,
-        server,
-        client,
-    }
-}
-
-fn name() -> rustls::pki_types::ServerName<'static> {
-    tls::server_name("vpn.test").unwrap()
-}
+use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 
 /// Seals TLS 1.3 records under a peer's extracted send keys.
 struct Forger {
@@ -80,7 +60,7 @@ async fn ours_server_forging_client(p: &Pki) -> (SecureStream<DuplexStream>, Dup
     let connector = tokio_rustls::TlsConnector::from(Arc::new(peer));
     let (ours, theirs) = tokio::join!(
         secure::accept(p.server.clone(), a),
-        connector.connect(name(), b)
+        connector.connect(Pki::server_name(), b)
     );
     let (ours, _) = ours.unwrap();
     let (io, conn) = theirs.unwrap().into_inner();
@@ -96,7 +76,7 @@ async fn ours_client_forging_server(p: &Pki) -> (SecureStream<DuplexStream>, Dup
     peer.enable_secret_extraction = true;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(peer));
     let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), name(), a),
+        secure::connect(p.client.clone(), Pki::server_name(), a),
         acceptor.accept(b)
     );
     let ours = ours.unwrap();
@@ -115,7 +95,7 @@ const KEY_UPDATE_HEADER: [u8; 4] = [24, 0, 0, 1];
 /// handshake deframer points into the receive buffer).
 #[tokio::test]
 async fn a_split_handshake_message_then_our_write_does_not_panic() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
         .await
@@ -155,7 +135,7 @@ async fn a_split_handshake_message_then_our_write_does_not_panic() {
 /// record layer) splits a post-handshake message; the client's write panics.
 #[tokio::test]
 async fn a_split_handshake_message_from_the_server_then_our_write_does_not_panic() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut raw, mut forge) = ours_client_forging_server(&p).await;
     raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
         .await
@@ -180,7 +160,7 @@ async fn a_split_handshake_message_from_the_server_then_our_write_does_not_panic
 /// the read path, with no write needed.
 #[tokio::test]
 async fn a_split_handshake_message_interleaved_with_data_is_an_error_not_a_panic() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     let mut bytes = forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER);
     bytes.extend(forge.record(ContentType::ApplicationData, b"x"));
@@ -200,11 +180,10 @@ async fn a_split_handshake_message_interleaved_with_data_is_an_error_not_a_panic
 /// (&mut []) reaches the deframer and panics.
 #[tokio::test]
 async fn a_split_handshake_message_then_a_forged_record_is_an_error_not_a_panic() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     let mut bytes = forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER);
-    bytes.extend([23, 3, 3, 0, 40]);
-    bytes.extend([0x55; 40]);
+    bytes.extend(unsealed_record());
     raw.write_all(&bytes).await.unwrap();
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 64];
@@ -224,7 +203,7 @@ async fn a_split_handshake_message_then_a_forged_record_is_an_error_not_a_panic(
 #[tokio::test]
 #[ignore = "timing: run with --release -- --ignored"]
 async fn tiny_records_do_not_cost_quadratic_time() {
-    let p = pki();
+    let p = Pki::new();
     // Tiny records: 1 byte of data each (22 bytes on the wire).
     let records = 120_000usize;
     let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
@@ -283,12 +262,12 @@ async fn tiny_records_do_not_cost_quadratic_time() {
 /// is never woken: its bytes go out through the reader, and the writer hangs.
 #[tokio::test]
 async fn a_writer_in_its_own_task_is_woken_when_the_reader_drains() {
-    let p = pki();
+    let p = Pki::new();
     let (a, b) = tokio::io::duplex(4096);
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(
         secure::accept(p.server.clone(), a),
-        connector.connect(name(), b)
+        connector.connect(Pki::server_name(), b)
     );
     let (ours, _) = ours.unwrap();
     let mut theirs = theirs.unwrap();
@@ -323,11 +302,11 @@ async fn a_writer_in_its_own_task_is_woken_when_the_reader_drains() {
 /// data is lost. A stream would deliver it and then read as a clean end.
 #[tokio::test]
 async fn data_and_close_notify_right_after_the_handshake_are_delivered() {
-    let p = pki();
+    let p = Pki::new();
     let (a, b) = tokio::io::duplex(1 << 20);
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let client = async {
-        let mut c = connector.connect(name(), b).await.unwrap();
+        let mut c = connector.connect(Pki::server_name(), b).await.unwrap();
         c.write_all(b"hello").await.unwrap();
         c.shutdown().await.unwrap();
         c
@@ -344,7 +323,7 @@ async fn data_and_close_notify_right_after_the_handshake_are_delivered() {
 #[tokio::test]
 #[ignore = "timing: run with --release -- --ignored"]
 async fn tiny_record_cost_by_fill() {
-    let p = pki();
+    let p = Pki::new();
     for records in [1_000usize, 4_000, 11_000] {
         let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
         let mut wire = Vec::new();
@@ -370,7 +349,7 @@ async fn tiny_record_cost_by_fill() {
 /// issues tickets resumes the session without the certificate exchange.
 #[tokio::test]
 async fn the_client_does_not_keep_tickets() {
-    let p = pki();
+    let p = Pki::new();
     let mut cfg = (*p.server).clone();
     cfg.send_tls13_tickets = 1;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
@@ -379,7 +358,7 @@ async fn the_client_does_not_keep_tickets() {
     for _ in 0..2 {
         let (a, b) = tokio::io::duplex(1 << 20);
         let (ours, theirs) = tokio::join!(
-            secure::connect(p.client.clone(), name(), a),
+            secure::connect(p.client.clone(), Pki::server_name(), a),
             acceptor.accept(b)
         );
         let mut ours = ours.unwrap();
@@ -401,7 +380,7 @@ async fn the_client_does_not_keep_tickets() {
 /// an empty slice.
 #[tokio::test]
 async fn a_split_handshake_message_then_refresh_traffic_keys_does_not_panic() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
         .await
@@ -423,7 +402,7 @@ async fn a_split_handshake_message_then_refresh_traffic_keys_does_not_panic() {
 /// write or flush"): after a refresh and a flush, nothing reaches the peer.
 #[tokio::test]
 async fn refresh_traffic_keys_goes_out_with_a_flush() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut raw, _forge) = ours_server_forging_client(&p).await;
     ours.refresh_traffic_keys().unwrap();
     ours.flush().await.unwrap();
@@ -440,12 +419,12 @@ async fn refresh_traffic_keys_goes_out_with_a_flush() {
 /// rustls queues that answer in front of the alert, and the alert is lost.
 #[tokio::test]
 async fn the_fatal_alert_goes_out_when_a_key_update_answer_is_pending() {
-    let p = pki();
+    let p = Pki::new();
     let (a, b) = tokio::io::duplex(1 << 20);
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(
         secure::accept(p.server.clone(), a),
-        connector.connect(name(), b)
+        connector.connect(Pki::server_name(), b)
     );
     let (mut ours, _) = ours.unwrap();
     let mut theirs = theirs.unwrap();
@@ -454,19 +433,10 @@ async fn the_fatal_alert_goes_out_when_a_key_update_answer_is_pending() {
     theirs.flush().await.unwrap();
     let mut one = [0u8; 1];
     ours.read_exact(&mut one).await.unwrap(); // KeyUpdate taken, answer pending
-    let mut forged = vec![23, 3, 3, 0, 40];
-    forged.extend_from_slice(&[0x55; 40]);
+    let forged = unsealed_record();
     theirs.get_mut().0.write_all(&forged).await.unwrap();
     assert!(ours.read(&mut [0u8; 10]).await.is_err());
     let _ = ours.shutdown().await;
     let err = theirs.read(&mut [0u8; 10]).await.unwrap_err();
-    assert!(
-        matches!(
-            tls::rustls_error(&err),
-            Some(rustls::Error::AlertReceived(
-                rustls::AlertDescription::BadRecordMac
-            ))
-        ),
-        "{err}"
-    );
+    assert!(is_bad_record_mac_alert(&err), "{err}");
 }

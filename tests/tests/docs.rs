@@ -20,6 +20,7 @@ use twoway_client::config::ClientConfig;
 use twoway_common::control::status::{Carrier, ClientStatus, SessionStatus};
 use twoway_server::config::{ServerConfig, TunnelSection};
 use twoway_server::policy::Policy;
+use twoway_tests::toml_files;
 
 fn doc(name: &str) -> (PathBuf, String) {
     let path = twoway_tests::workspace_root().join("docs").join(name);
@@ -278,22 +279,6 @@ fn config_doc() -> BTreeMap<&'static str, File> {
 // ---------------------------------------------------------------------------
 // Building documents.
 
-fn set_path(table: &mut Table, path: &str, value: Value) {
-    let (parents, last) = match path.rsplit_once('.') {
-        Some((p, l)) => (Some(p), l),
-        None => (None, path),
-    };
-    let mut t = table;
-    for part in parents.into_iter().flat_map(|p| p.split('.')) {
-        t = t
-            .entry(part)
-            .or_insert_with(|| Value::Table(Table::new()))
-            .as_table_mut()
-            .expect("a table");
-    }
-    t.insert(last.to_owned(), value);
-}
-
 /// Deep merge: keys of `over` win, tables are merged, arrays replaced.
 fn merge(base: &mut Table, over: &Table) {
     for (k, v) in over {
@@ -331,7 +316,7 @@ fn required(rows: &[Row]) -> (Table, BTreeMap<String, Table>) {
                 .or_default()
                 .insert(r.key.clone(), placeholder);
         } else {
-            set_path(&mut base, &r.path(), placeholder);
+            toml_files::set(&mut base, &r.path(), placeholder);
         }
     }
     for r in rows.iter().filter(|r| r.array) {
@@ -514,7 +499,7 @@ fn check_file<T: DeserializeOwned + std::fmt::Debug>(
                     .insert(r.key.clone(), value);
             }
         } else {
-            set_path(&mut with, &r.path(), value);
+            toml_files::set(&mut with, &r.path(), value);
         }
         match (debug(&without), debug(&with)) {
             (Ok(a), Ok(b)) if a == b => {}

@@ -13,29 +13,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use twoway_client::config::ClientConfig;
+use twoway_tests::bins::{client, pki_in, server};
+use twoway_tests::proc::OWN_NETNS;
 use twoway_tests::vpn::{path_str, toml_str};
-use twoway_tests::{bins, proc, require_root_or_skip, toml_files, CmdOutput};
+use twoway_tests::{bins, proc, require_root_or_skip, toml_files};
 
 const T: Duration = Duration::from_secs(30);
 
-fn server(args: &[&str]) -> CmdOutput {
-    let mut full = vec![bins().server_str()];
-    full.extend_from_slice(args);
-    proc::run(&full, T)
-}
-
-fn client(args: &[&str]) -> CmdOutput {
-    let mut full = vec![bins().client_str()];
-    full.extend_from_slice(args);
-    proc::run(&full, T)
-}
-
 /// `pki init` in `dir/pki`.
 fn pki(dir: &Path) -> PathBuf {
-    let pki = dir.join("pki");
-    let out = server(&["pki", "init", "--dir", path_str(&pki), "--name", "vpn.test"]);
-    assert!(out.success(), "pki init:\n{out}");
-    pki
+    pki_in(dir, &[])
 }
 
 fn mode(path: &Path) -> u32 {
@@ -202,15 +189,8 @@ fn up_refuses_a_group_readable_inline_profile() {
         toml_files::set(t, "control.socket", path_str(&tmp.path().join("gina.sock")));
     });
     let up = |detach: bool| {
-        let mut args = vec![
-            "unshare",
-            "--net",
-            "--",
-            bins().client_str(),
-            "up",
-            "--config",
-            path_str(&profile),
-        ];
+        let mut args = [&OWN_NETNS[..], &[bins().client_str(), "up"]].concat();
+        args.extend(["--config", path_str(&profile)]);
         if detach {
             args.push("--detach");
         }

@@ -5,7 +5,6 @@
 //! offer it first; and a peer without ML-KEM still gets X25519. Over TCP on
 //! 127.0.0.1, no root.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs::kx_group;
@@ -14,34 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use twoway_common::outside::tcp::record::secure;
 use twoway_common::tls;
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-impl Pki {
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-fn pki() -> Pki {
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, server, client) = twoway_tests::loopback::alice_tls(tmp.path());
-    Pki {
-        _dir: tmp,
-        dir,
-        server,
-        client,
-    }
-}
-
-fn name() -> rustls::pki_types::ServerName<'static> {
-    tls::server_name("vpn.test").unwrap()
-}
+use twoway_tests::loopback::TlsPki as Pki;
 
 /// A connected pair of TCP streams on 127.0.0.1: (client end, server end).
 async fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -57,7 +29,7 @@ fn names(groups: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> Vec<NamedG
 
 #[test]
 fn both_configs_offer_the_hybrid_group_first() {
-    let p = pki();
+    let p = Pki::new();
     let order = vec![
         NamedGroup::X25519MLKEM768,
         NamedGroup::X25519,
@@ -70,14 +42,14 @@ fn both_configs_offer_the_hybrid_group_first() {
 
 #[tokio::test]
 async fn twoway_client_and_server_negotiate_x25519mlkem768() {
-    let p = pki();
+    let p = Pki::new();
 
     // twoway's client handshake (secure::connect) against rustls serving
     // with twoway's server config: the group as the server sees it.
     let (c, s) = tcp_pair().await;
     let acceptor = tokio_rustls::TlsAcceptor::from(p.server.clone());
     let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), name(), c),
+        secure::connect(p.client.clone(), Pki::server_name(), c),
         acceptor.accept(s)
     );
     let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
@@ -99,7 +71,7 @@ async fn twoway_client_and_server_negotiate_x25519mlkem768() {
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(
         secure::accept(p.server.clone(), s),
-        connector.connect(name(), c)
+        connector.connect(Pki::server_name(), c)
     );
     let ((mut ours, _peer), mut theirs) = (ours.unwrap(), theirs.unwrap());
     let group = theirs.get_ref().1.negotiated_key_exchange_group();
@@ -117,7 +89,7 @@ async fn twoway_client_and_server_negotiate_x25519mlkem768() {
 
 #[tokio::test]
 async fn a_client_without_ml_kem_gets_x25519() {
-    let p = pki();
+    let p = Pki::new();
     let mut roots = RootCertStore::empty();
     for cert in tls::load_certs(&p.file("ca.pem")).unwrap() {
         roots.add(cert).unwrap();
@@ -140,7 +112,7 @@ async fn a_client_without_ml_kem_gets_x25519() {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let (ours, theirs) = tokio::join!(
         secure::accept(p.server.clone(), s),
-        connector.connect(name(), c)
+        connector.connect(Pki::server_name(), c)
     );
     let ((mut ours, _peer), mut theirs) = (ours.unwrap(), theirs.unwrap());
     let group = theirs.get_ref().1.negotiated_key_exchange_group();

@@ -14,23 +14,56 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use twoway_tests::bins::pki_in;
+use twoway_tests::proc::{AS_NOBODY, OWN_NETNS};
+use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::path_str;
-use twoway_tests::vpn_ops::copy_into;
-use twoway_tests::{bins, proc, require_root_or_skip, toml_files};
+use twoway_tests::{bins, proc, require_root_or_skip, toml_files, CmdOutput};
 
-/// A PKI made by the real `pki init` and `pki issue alice`, in `dir/pki`.
-fn pki(dir: &Path) -> PathBuf {
-    let pki = dir.join("pki");
-    let server = bins().server_str();
-    let init = [server, "pki", "init", "--dir", path_str(&pki)];
-    let out = proc::run(&[&init[..], &["--name", "vpn.test"]].concat(), secs(30));
-    assert!(out.success(), "pki init:\n{out}");
-    let out = proc::run(
-        &[server, "pki", "issue", "--dir", path_str(&pki), "alice"],
-        secs(30),
-    );
-    assert!(out.success(), "pki issue alice:\n{out}");
-    pki
+/// A temporary folder, and in it (`pki/`) a PKI made by the real `pki init`
+/// and `pki issue alice`.
+fn pki() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("twoway-keymode-")
+        .tempdir()
+        .expect("tempdir");
+    let pki = pki_in(dir.path(), &["alice"]);
+    (dir, pki)
+}
+
+/// server.toml of the PKI, listening on 127.0.0.1 with its socket and state
+/// in `dir`.
+fn server_config(dir: &Path, pki: &Path) -> PathBuf {
+    let config = pki.join("server.toml");
+    toml_files::edit_toml(&config, |t| {
+        toml_files::set(t, "listen", "127.0.0.1:4433");
+        toml_files::set(t, "control.socket", path_str(&dir.join("s.sock")));
+        toml_files::set(t, "state.dir", path_str(&dir.join("state")));
+    });
+    config
+}
+
+/// `bin ARGS` as user nobody in a network namespace of its own.
+fn as_nobody(bin: &Path, args: &[&str]) -> CmdOutput {
+    let command = [&[path_str(bin)], args].concat();
+    proc::run(&[&OWN_NETNS[..], &AS_NOBODY, &command].concat(), secs(30))
+}
+
+/// A copy of `bin` in `dir`, and `dir` itself, owned by nobody (who may not
+/// be able to enter the build folder).
+fn nobodys_copy(bin: &str, dir: &Path) -> PathBuf {
+    let copy = copy_into(Path::new(bin), dir);
+    chown_nobody(&[dir, &copy]);
+    copy
+}
+
+fn chown_nobody(paths: &[&Path]) {
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let nogroup = nix::unistd::Gid::from_raw(65534);
+    for p in paths {
+        nix::unistd::chown(*p, Some(nobody), Some(nogroup))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+    }
 }
 
 fn secs(n: u64) -> Duration {
@@ -50,8 +83,7 @@ fn refusal(key: &Path) -> String {
 
 #[test]
 fn check_reports_a_world_readable_server_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (_dir, pki) = pki();
     let key = pki.join("server.key");
     let config = pki.join("server.toml");
     let check = || {
@@ -75,28 +107,12 @@ fn run_refuses_a_world_readable_server_key() {
     if !require_root_or_skip("run_refuses_a_world_readable_server_key") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let key = pki.join("server.key");
-    let config = pki.join("server.toml");
-    toml_files::edit_toml(&config, |t| {
-        toml_files::set(t, "listen", "127.0.0.1:4433");
-        toml_files::set(t, "control.socket", path_str(&dir.path().join("s.sock")));
-        toml_files::set(t, "state.dir", path_str(&dir.path().join("state")));
-    });
+    let config = server_config(dir.path(), &pki);
     chmod(&key, 0o644);
-    let out = proc::run(
-        &[
-            "unshare",
-            "--net",
-            "--",
-            bins().server_str(),
-            "run",
-            "--config",
-            path_str(&config),
-        ],
-        secs(30),
-    );
+    let run = [bins().server_str(), "run", "--config", path_str(&config)];
+    let out = proc::run(&[&OWN_NETNS[..], &run].concat(), secs(30));
     assert_eq!(out.code(), Some(2), "run with a 0644 server.key:\n{out}");
     assert!(out.stderr.contains(&refusal(&key)), "{out}");
 }
@@ -117,21 +133,13 @@ fn up_refuses_a_world_readable_client_key() {
     if !require_root_or_skip("up_refuses_a_world_readable_client_key") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = client_config(dir.path(), &pki);
     let key = pki.join("alice.key");
     chmod(&key, 0o644);
     for detach in [false, true] {
-        let mut args = vec![
-            "unshare",
-            "--net",
-            "--",
-            bins().client_str(),
-            "up",
-            "--config",
-            path_str(&config),
-        ];
+        let mut args = [&OWN_NETNS[..], &[bins().client_str(), "up"]].concat();
+        args.extend(["--config", path_str(&config)]);
         if detach {
             args.push("--detach");
         }
@@ -149,40 +157,15 @@ fn up_without_privilege_exits_5_before_looking_at_the_key() {
     if !require_root_or_skip("up_without_privilege_exits_5_before_looking_at_the_key") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-keymode-")
-        .tempdir()
-        .expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = client_config(dir.path(), &pki);
     // nobody must reach the config (and the binary, whose build folder it may
     // not be able to enter); the key is 0644, so it could read it too.
-    let client = copy_into(Path::new(bins().client_str()), dir.path());
-    let nobody = nix::unistd::Uid::from_raw(65534);
-    let nogroup = nix::unistd::Gid::from_raw(65534);
-    for p in [dir.path(), &pki, &config, &client] {
-        nix::unistd::chown(p, Some(nobody), Some(nogroup))
-            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
-    }
+    let client = nobodys_copy(bins().client_str(), dir.path());
+    chown_nobody(&[&pki, &config]);
     let key = pki.join("alice.key");
     chmod(&key, 0o644);
-    let out = proc::run(
-        &[
-            "unshare",
-            "--net",
-            "--",
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            path_str(&client),
-            "up",
-            "--config",
-            path_str(&config),
-        ],
-        secs(30),
-    );
+    let out = as_nobody(&client, &["up", "--config", path_str(&config)]);
     assert_eq!(out.code(), Some(5), "up as nobody:\n{out}");
     assert!(!out.stderr.contains("alice.key"), "{out}");
 }
@@ -195,14 +178,8 @@ fn run_with_its_port_taken_exits_2() {
     if !require_root_or_skip("run_with_its_port_taken_exits_2") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
-    let config = pki.join("server.toml");
-    toml_files::edit_toml(&config, |t| {
-        toml_files::set(t, "listen", "127.0.0.1:4433");
-        toml_files::set(t, "control.socket", path_str(&dir.path().join("s.sock")));
-        toml_files::set(t, "state.dir", path_str(&dir.path().join("state")));
-    });
+    let (dir, pki) = pki();
+    let config = server_config(dir.path(), &pki);
     // In a namespace of its own: loopback up, a listener on the port, then
     // the server.
     let script = format!(
@@ -213,7 +190,7 @@ fn run_with_its_port_taken_exits_2() {
         bins().server_str(),
         path_str(&config)
     );
-    let out = proc::run(&["unshare", "--net", "--", "sh", "-c", &script], secs(30));
+    let out = proc::run(&[&OWN_NETNS[..], &["sh", "-c", &script]].concat(), secs(30));
     assert_eq!(out.code(), Some(2), "run with its port taken:\n{out}");
     assert!(
         out.stderr
@@ -230,35 +207,10 @@ fn run_without_cap_net_admin_says_what_to_do_once() {
     if !require_root_or_skip("run_without_cap_net_admin_says_what_to_do_once") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-keymode-")
-        .tempdir()
-        .expect("tempdir");
-    let pki = pki(dir.path());
+    let (dir, pki) = pki();
     let config = pki.join("server.toml");
-    let server = copy_into(Path::new(bins().server_str()), dir.path());
-    let nobody = nix::unistd::Uid::from_raw(65534);
-    for p in [dir.path(), &server] {
-        nix::unistd::chown(p, Some(nobody), None)
-            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
-    }
-    let out = proc::run(
-        &[
-            "unshare",
-            "--net",
-            "--",
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            path_str(&server),
-            "run",
-            "--config",
-            path_str(&config),
-        ],
-        secs(30),
-    );
+    let server = nobodys_copy(bins().server_str(), dir.path());
+    let out = as_nobody(&server, &["run", "--config", path_str(&config)]);
     assert_eq!(out.code(), Some(5), "run as nobody:\n{out}");
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert!(

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+use twoway_tests::proc::AS_NOBODY;
+use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::{net, path_str, toml_path, Vpn, TUNNEL_POOL};
-use twoway_tests::vpn_ops::copy_into;
-use twoway_tests::{bins, proc, require_root_or_skip, toml_files, CmdOutput};
+use twoway_tests::{bins, proc, toml_files, CmdOutput};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -171,11 +172,9 @@ fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
 /// running?"; `down NAME` twice exits 0, then status is down and `list` empty.
 #[test]
 fn up_by_name_status_and_list() {
-    if !require_root_or_skip("up_by_name_status_and_list") {
+    let Some(mut vpn) = Vpn::started("up_by_name_status_and_list") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let name = format!("{}-a", vpn.lab.id);
     let etc = EtcConfig::new(&vpn, "alice", &name);
@@ -260,20 +259,8 @@ fn up_by_name_status_and_list() {
         T,
     );
     vpn.check(out.success(), "give nobody a copy of the config", &out);
-    let out = vpn.lab.exec(
-        &cli1,
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            path_str(&client),
-            "status",
-            "--json",
-            path_str(&copy),
-        ],
-    );
+    let status = [path_str(&client), "status", "--json", path_str(&copy)];
+    let out = vpn.lab.exec(&cli1, &[&AS_NOBODY[..], &status].concat());
     vpn.check(
         out.code() == Some(5)
             && out.stderr.contains("permission denied")
@@ -321,10 +308,9 @@ fn up_by_name_status_and_list() {
 /// its own error (its server address), not the first one's.
 #[test]
 fn failed_detach_prints_this_attempts_error_only() {
-    if !require_root_or_skip("failed_detach_prints_this_attempts_error_only") {
+    let Some(vpn) = Vpn::prepared("failed_detach_prints_this_attempts_error_only") else {
         return;
-    }
-    let vpn = Vpn::setup_fast();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let config = vpn.client_config("alice");
     // Nothing listens on either port: each attempt fails at once, exit 4.

@@ -6,11 +6,13 @@
 use std::time::{Duration, Instant};
 
 use toml::Value as Toml;
-use twoway_tests::client_net::{
+use twoway_tests::vpn::{
+    alice_net, net, path_str, Vpn, ALICE_ADDR, CORP_NET, LAN_HOST, TUNNEL_NET,
+};
+use twoway_tests::vpn::{
     read, GATEWAY, INTERNET_HOST, LAN_HOST6, LAN_NEIGHBOUR, SERVER_PUBLIC, SERVER_PUBLIC_ADDR,
 };
-use twoway_tests::vpn::{net, path_str, Vpn, ALICE_ADDR, CORP_NET, LAN_HOST, TUNNEL_NET};
-use twoway_tests::{require_root_or_skip, wait_until};
+use twoway_tests::wait_until;
 
 const TUN: &str = "tw-alice";
 
@@ -25,11 +27,12 @@ fn policy(defaults_extra: &str, alice_extra: &str, bob_extra: &str) -> String {
 }
 
 /// alice in cli1 dials the server's public address through her gateway.
-fn full_tunnel_lab(allow_lan: bool) -> (Vpn, String) {
-    let mut vpn = Vpn::setup();
+/// `None`: skipped (not root).
+fn full_tunnel_lab(test: &str, allow_lan: bool) -> Option<(Vpn, String)> {
+    let mut vpn = Vpn::prepared_default(test)?;
     vpn.add_gateway_topology();
     vpn.add_ipv6(true);
-    vpn.replace_policy(&policy(
+    vpn.write_policy(&policy(
         "",
         "routes = [\"0.0.0.0/0\"]\ndns = [\"198.19.0.53\"]\nsearch = [\"corp.test\"]",
         "",
@@ -53,7 +56,7 @@ fn full_tunnel_lab(allow_lan: bool) -> (Vpn, String) {
     );
     vpn.start_server();
     let cli1 = vpn.lab.cli1.clone();
-    (vpn, cli1)
+    Some((vpn, cli1))
 }
 
 /// Nothing of the client remains and the laptop's own paths work again.
@@ -76,7 +79,7 @@ fn expect_clean(vpn: &Vpn, ns: &str, step: &str) {
     );
     vpn.expect_route_via(ns, INTERNET_HOST, "eth0", Some(GATEWAY), step);
     vpn.check(
-        vpn.pings(ns, LAN_HOST6),
+        vpn.lab.ping(ns, LAN_HOST6),
         step,
         "IPv6 outside the tunnel does not work again",
     );
@@ -97,17 +100,18 @@ fn expect_clean(vpn: &Vpn, ns: &str, step: &str) {
 /// clean up.
 #[test]
 fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
-    if !require_root_or_skip("full_tunnel_keeps_the_server_path_and_leaks_nothing") {
+    let Some((vpn, cli1)) =
+        full_tunnel_lab("full_tunnel_keeps_the_server_path_and_leaks_nothing", false)
+    else {
         return;
-    }
-    let (vpn, cli1) = full_tunnel_lab(false);
+    };
     vpn.check(
-        vpn.pings(&cli1, LAN_HOST6) && !vpn.lab.ping_once(&cli1, INTERNET_HOST),
+        vpn.lab.ping(&cli1, LAN_HOST6) && !vpn.lab.ping_once(&cli1, INTERNET_HOST),
         "before the tunnel: IPv6 goes out directly, the internet host refuses the laptop",
         vpn.describe6(&cli1),
     );
 
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_route_via(
         &cli1,
         SERVER_PUBLIC,
@@ -202,7 +206,7 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
     );
 
     // The next start cleans up and works.
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         INTERNET_HOST,
@@ -213,7 +217,7 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
     expect_clean(&vpn, &cli1, "after `down` nothing of the client remains");
 
     // Killed again, then `down` without a running client cleans up.
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.kill_clients(&cli1);
     let out = vpn.twoway_down(&cli1, "alice");
     vpn.check(
@@ -231,11 +235,11 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
 /// allow_lan = true: the laptop's own subnet stays outside the full tunnel.
 #[test]
 fn allow_lan_keeps_the_local_subnet_reachable() {
-    if !require_root_or_skip("allow_lan_keeps_the_local_subnet_reachable") {
+    let Some((vpn, cli1)) = full_tunnel_lab("allow_lan_keeps_the_local_subnet_reachable", true)
+    else {
         return;
-    }
-    let (vpn, cli1) = full_tunnel_lab(true);
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    };
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_route_via(
         &cli1,
         LAN_NEIGHBOUR,
@@ -270,15 +274,15 @@ fn allow_lan_keeps_the_local_subnet_reachable() {
 /// IPv6 full tunnel reaches an IPv6 internet host and blocks IPv4 around it.
 #[test]
 fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
-    if !require_root_or_skip("ipv6_inside_the_tunnel_reaches_a_corporate_host") {
+    let Some(mut vpn) = Vpn::prepared_default("ipv6_inside_the_tunnel_reaches_a_corporate_host")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup();
+    };
     vpn.add_ipv6(false);
     twoway_tests::toml_files::edit_toml(&vpn.server_config(), |t| {
         twoway_tests::toml_files::set(t, "tunnel.network6", "fd77::/64");
     });
-    vpn.replace_policy(&policy(", \"fd19::/64\"", "", "routes = [\"::/0\"]"));
+    vpn.write_policy(&policy(", \"fd19::/64\"", "", "routes = [\"::/0\"]"));
     // An IPv6 "internet" host behind the corporate network, and a v4
     // default route for cli2 so that a v4 leak would have somewhere to go.
     vpn.setup_in(
@@ -300,7 +304,7 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
         "before the tunnel cli1 has no IPv6 route to the corporate host",
         vpn.describe6(&cli1),
     );
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     let step = "the TUN device carries alice's IPv6 address fd77::a";
     let found = vpn.lab.addr_in(&cli1, net("fd77::/64"));
     vpn.check(
@@ -376,7 +380,7 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
     vpn.check(out.success(), "`twoway down` for bob", &out);
     let clean = wait_until(Duration::from_secs(10), || {
         vpn.installed_routes(&cli2).is_empty()
-            && vpn.route_get_dev(&cli2, INTERNET_HOST).as_deref() == Some("eth0")
+            && vpn.route_dev(&cli2, INTERNET_HOST).as_deref() == Some("eth0")
     });
     vpn.check(
         clean,
@@ -389,11 +393,12 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
 /// status, and a pushed IPv6 route is unreachable instead of leaking.
 #[test]
 fn split_tunnel_hands_dns_to_the_hook_and_drops_ipv6_without_network6() {
-    if !require_root_or_skip("split_tunnel_hands_dns_to_the_hook_and_drops_ipv6_without_network6") {
+    let Some(mut vpn) =
+        Vpn::prepared_default("split_tunnel_hands_dns_to_the_hook_and_drops_ipv6_without_network6")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup();
-    vpn.replace_policy(&policy(
+    };
+    vpn.write_policy(&policy(
         ", \"fd19::/64\"",
         "",
         "dns = [\"198.19.0.53\", \"198.19.0.54\"]\nsearch = [\"corp.test\"]",
@@ -453,11 +458,11 @@ fn split_tunnel_hands_dns_to_the_hook_and_drops_ipv6_without_network6() {
 /// default route are back, long before the 60 s keepalive timeout.
 #[test]
 fn link_down_and_up_reconnects_without_leaking() {
-    if !require_root_or_skip("link_down_and_up_reconnects_without_leaking") {
+    let Some((vpn, cli1)) = full_tunnel_lab("link_down_and_up_reconnects_without_leaking", true)
+    else {
         return;
-    }
-    let (vpn, cli1) = full_tunnel_lab(true);
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    };
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         INTERNET_HOST,
@@ -469,7 +474,7 @@ fn link_down_and_up_reconnects_without_leaking() {
     let mut noticed = None;
     while down_at.elapsed() < Duration::from_secs(6) {
         for addr in [INTERNET_HOST, LAN_HOST] {
-            let dev = vpn.route_get_dev(&cli1, addr);
+            let dev = vpn.route_dev(&cli1, addr);
             vpn.check(
                 dev.as_deref() == Some(TUN),
                 "while the link is down, tunnel-routed addresses still resolve into the tunnel",

@@ -11,25 +11,23 @@
 use std::time::Duration;
 
 use twoway_tests::vpn::{
-    bare_ip, counters_moved, list_dir, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST,
-    SERVER_ADDR, TUNNEL_POOL,
+    alice_net, bare_ip, counters_moved, list_dir, net, path_str, toml_path, Vpn, ALICE_ADDR,
+    LAN_HOST, SERVER_ADDR, TUNNEL_POOL,
 };
-use twoway_tests::{require_root_or_skip, wait_for, wait_until};
+use twoway_tests::{wait_for, wait_until};
 
 /// Two laptops through one server: addresses from the policy and the pool,
 /// routes to the corporate network, status on both sides, `down` cleaning up,
 /// leases surviving a server restart, and a client reconnecting by itself.
 #[test]
 fn tunnel_lifecycle_two_clients_and_restart() {
-    if !require_root_or_skip("tunnel_lifecycle_two_clients_and_restart") {
+    let Some(mut vpn) = Vpn::started_default("tunnel_lifecycle_two_clients_and_restart") else {
         return;
-    }
-    let mut vpn = Vpn::setup();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
 
     // alice: a fixed address from the policy.
-    let alice = vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    let alice = vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
@@ -152,11 +150,9 @@ fn tunnel_lifecycle_two_clients_and_restart() {
 /// no application data and is closed. The server then still serves alice.
 #[test]
 fn refuses_old_tls_and_unauthenticated_clients() {
-    if !require_root_or_skip("refuses_old_tls_and_unauthenticated_clients") {
+    let Some(mut vpn) = Vpn::started_default("refuses_old_tls_and_unauthenticated_clients") else {
         return;
-    }
-    let mut vpn = Vpn::setup();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let real_ca = vpn.pki.join("ca.pem");
     let ca = path_str(&real_ca);
@@ -197,28 +193,25 @@ fn refuses_old_tls_and_unauthenticated_clients() {
             format_args!("it exited: {status}"),
         );
     }
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
         "alice pings the lan host after the refused clients",
     );
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `twoway up` with a client certificate from another CA (same server name)
 /// exits 3 and leaves nothing behind; alice's session is undisturbed.
 #[test]
 fn refuses_foreign_client_certificate() {
-    if !require_root_or_skip("refuses_foreign_client_certificate") {
+    let Some(mut vpn) = Vpn::started_default("refuses_foreign_client_certificate") else {
         return;
-    }
-    let mut vpn = Vpn::setup();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(
         &cli1,
         LAN_HOST,
@@ -255,18 +248,16 @@ fn refuses_foreign_client_certificate() {
     );
     vpn.expect_client_status_up(&cli1, "alice", ALICE_ADDR.parse().unwrap());
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `up` against a server that is not there exits 4, within a bounded time:
 /// an address nobody answers for, and a host that refuses the port.
 #[test]
 fn unreachable_server_exits_4() {
-    if !require_root_or_skip("unreachable_server_exits_4") {
+    let Some(vpn) = Vpn::prepared_default("unreachable_server_exits_4") else {
         return;
-    }
-    let vpn = Vpn::setup();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let config = vpn.client_config("alice");
     for (server, what) in [

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::{net, path_str, Vpn, LAN_HOST, TUNNEL_POOL};
-use twoway_tests::vpn_ops::copy_into;
-use twoway_tests::{bins, proc, require_root_or_skip, wait_until, CmdOutput};
+use twoway_tests::{bins, proc, wait_until, CmdOutput};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -99,11 +99,10 @@ fn down(vpn: &Vpn, ns: &str, config: &Path, what: &str) {
 /// the certificate expires within 14 days.
 #[test]
 fn inline_profile_connects_as_written_and_warns_of_its_expiry() {
-    if !require_root_or_skip("inline_profile_connects_as_written_and_warns_of_its_expiry") {
+    let Some(mut vpn) = Vpn::started("inline_profile_connects_as_written_and_warns_of_its_expiry")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let id = format!("{}-carol", vpn.lab.id);
     let _run = RunFiles(id.clone());
@@ -190,11 +189,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// session.
 #[test]
 fn request_sign_and_renew_keep_the_key_on_the_laptop() {
-    if !require_root_or_skip("request_sign_and_renew_keep_the_key_on_the_laptop") {
+    let Some(mut vpn) = Vpn::started("request_sign_and_renew_keep_the_key_on_the_laptop") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let id = format!("{}-dave", vpn.lab.id);
     let _run = RunFiles(id.clone());

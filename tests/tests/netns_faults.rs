@@ -5,7 +5,7 @@
 //! and inside an authenticated session.
 //!
 //! The server runs with a 1 s keepalive and a 4 s timeout
-//! ([`twoway_tests::vpn_ops::FAST_KEEPALIVE`]) so every loss is noticed within
+//! ([`twoway_tests::vpn::FAST_KEEPALIVE`]) so every loss is noticed within
 //! seconds. Each test has its own lab; a failing step names itself and shows
 //! the server's and the clients' logs. Run with `-- --nocapture` to see each
 //! step pass.
@@ -14,16 +14,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ipnetwork::IpNetwork;
 use nix::sys::signal::Signal;
 use twoway_tests::flood::IdleFlood;
 use twoway_tests::toml_files;
 use twoway_tests::vpn::{
-    bare_ip, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR, SERVER_ADDR_CLI2,
-    SERVER_NAME, TUNNEL_POOL,
+    alice_net, bare_ip, net, path_str, toml_path, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR,
+    SERVER_ADDR_CLI2, SERVER_NAME, TUNNEL_POOL,
 };
-use twoway_tests::vpn_ops::{snmp_counter, FAST_KEEPALIVE};
-use twoway_tests::{in_netns, require_root_or_skip, wait_until};
+use twoway_tests::vpn::{snmp_counter, FAST_KEEPALIVE};
+use twoway_tests::{in_netns, wait_until};
 
 /// How long a client may take to notice a dead server: the keepalive
 /// timeout, one interval, and slack for polling and a loaded machine.
@@ -36,10 +35,6 @@ const HANDSHAKE_TIMEOUT: u64 = 3;
 
 /// Reconnect backoff starts at 1 s and doubles; a few attempts fit in this.
 const RECOVER_LIMIT: Duration = Duration::from_secs(25);
-
-fn alice_net() -> IpNetwork {
-    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
-}
 
 /// While the client reconnects, traffic for the corporate network still goes
 /// into its TUN device (where it waits or is lost), never out of the laptop's
@@ -70,11 +65,9 @@ fn expect_session_address(vpn: &Vpn, who: &str, addr: &str, step: &str) {
 /// Killed again, `twoway down` still takes a reconnecting client down.
 #[test]
 fn server_killed_and_restarted_clients_come_back() {
-    if !require_root_or_skip("server_killed_and_restarted_clients_come_back") {
+    let Some(mut vpn) = Vpn::started("server_killed_and_restarted_clients_come_back") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let alice = vpn.bring_up(&cli1, "alice", alice_net());
     let bob = vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -154,14 +147,11 @@ fn server_killed_and_restarted_clients_come_back() {
 /// says "reconnecting", routes stay on the TUN device; SIGCONT: it is back.
 #[test]
 fn server_frozen_client_notices_then_recovers() {
-    if !require_root_or_skip("server_frozen_client_notices_then_recovers") {
+    let Some(mut vpn) = Vpn::started("server_frozen_client_notices_then_recovers") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let device = vpn.client_device(&cli1, "alice");
 
     vpn.signal_server(Signal::SIGSTOP);
@@ -198,8 +188,7 @@ fn server_frozen_client_notices_then_recovers() {
         &out,
     );
     expect_session_address(&vpn, "alice", ALICE_ADDR, "alice keeps her address");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The client process is frozen (SIGSTOP, as a laptop asleep): the server
@@ -207,11 +196,9 @@ fn server_frozen_client_notices_then_recovers() {
 /// client comes back by itself with the same address.
 #[test]
 fn client_frozen_like_a_sleeping_laptop() {
-    if !require_root_or_skip("client_frozen_like_a_sleeping_laptop") {
+    let Some(mut vpn) = Vpn::started("client_frozen_like_a_sleeping_laptop") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let alice = vpn.spawn_client(&cli1, "alice");
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -251,14 +238,11 @@ fn client_frozen_like_a_sleeping_laptop() {
 /// comes back by itself.
 #[test]
 fn client_link_down_and_up() {
-    if !require_root_or_skip("client_link_down_and_up") {
+    let Some(mut vpn) = Vpn::started("client_link_down_and_up") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let device = vpn.client_device(&cli1, "alice");
 
     let link = |state: &str| {
@@ -299,8 +283,7 @@ fn client_link_down_and_up() {
         "alice pings the lan host after the link came back",
     );
     expect_session_address(&vpn, "alice", ALICE_ADDR, "alice keeps her address");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// A packet whose source is not the client's address (a second address on
@@ -308,14 +291,11 @@ fn client_link_down_and_up() {
 /// host never sees it. Legitimate pings pass before and after.
 #[test]
 fn forged_source_address_is_dropped() {
-    if !require_root_or_skip("forged_source_address_is_dropped") {
+    let Some(mut vpn) = Vpn::started("forged_source_address_is_dropped") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, lan) = (vpn.lab.cli1.clone(), vpn.lab.lan.clone());
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let device = vpn.client_device(&cli1, "alice");
     let echoes = || snmp_counter(&lan, "Icmp", "InEchos").unwrap_or(0);
 
@@ -374,8 +354,7 @@ fn forged_source_address_is_dropped() {
         "the lan host counts alice's legitimate pings (the counter works)",
         format_args!("InEchos still {echoes_before}"),
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// With `client_to_client = false` alice cannot reach bob's tunnel address
@@ -383,11 +362,10 @@ fn forged_source_address_is_dropped() {
 /// reloads, she can (and bob her); after it forbids it again, she cannot.
 #[test]
 fn client_to_client_blocked_by_default_allowed_after_reload() {
-    if !require_root_or_skip("client_to_client_blocked_by_default_allowed_after_reload") {
+    let Some(mut vpn) = Vpn::started("client_to_client_blocked_by_default_allowed_after_reload")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let alice = vpn.bring_up(&cli1, "alice", alice_net());
     let bob = vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -484,10 +462,9 @@ fn alice_gets_through(vpn: &Vpn, flood: &IdleFlood, cli1: &str, sources: &str) -
 /// server closes every idle connection by the end of its handshake timeout.
 #[test]
 fn idle_connection_flood_does_not_lock_out_a_client() {
-    if !require_root_or_skip("idle_connection_flood_does_not_lock_out_a_client") {
+    let Some(mut vpn) = Vpn::prepared("idle_connection_flood_does_not_lock_out_a_client") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     vpn.edit_server_config(|t| {
         toml_files::set(t, "limits.handshake_timeout_secs", HANDSHAKE_TIMEOUT as i64);
     });
@@ -519,8 +496,7 @@ fn idle_connection_flood_does_not_lock_out_a_client() {
     }
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host after the flood");
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The same flood spread over 12 source addresses (25 idle connections
@@ -529,11 +505,9 @@ fn idle_connection_flood_does_not_lock_out_a_client() {
 /// seconds.
 #[test]
 fn distributed_idle_flood_does_not_lock_out_a_client() {
-    if !require_root_or_skip("distributed_idle_flood_does_not_lock_out_a_client") {
+    let Some(mut vpn) = Vpn::started("distributed_idle_flood_does_not_lock_out_a_client") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let sources: Vec<std::net::IpAddr> = (101..113)
         .map(|i| format!("198.18.2.{i}").parse().expect("address"))
@@ -551,8 +525,7 @@ fn distributed_idle_flood_does_not_lock_out_a_client() {
     if let Err(e) = flood.stop() {
         vpn.fail("stop the flood", e);
     }
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// Garbage before TLS (random bytes on the TCP port) and after the TLS
@@ -561,14 +534,11 @@ fn distributed_idle_flood_does_not_lock_out_a_client() {
 /// Hello. Each closes only its own connection; alice's session carries on.
 #[test]
 fn garbage_closes_only_its_own_connection() {
-    if !require_root_or_skip("garbage_closes_only_its_own_connection") {
+    let Some(mut vpn) = Vpn::started("garbage_closes_only_its_own_connection") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     let alice_remote = vpn.session_of("alice").map(|s| s["remote"].clone());
 
     // Before TLS: 4 KiB of noise from cli2; the server must hang up.
@@ -673,8 +643,7 @@ fn garbage_closes_only_its_own_connection() {
         format_args!("remote before {alice_remote:?}, after {remote:?}"),
     );
     vpn.expect_only_session("alice");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// A Hello frame, a Data frame holding a malformed packet (dropped and

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use twoway_common::message::{Assignment, ByeReason};
 use twoway_common::offload::{Header, F_NEEDS_CSUM};
-use twoway_tests::client_net::LAN_HOST6;
 use twoway_tests::forge::{self, OffloadFrame};
+use twoway_tests::vpn::snmp6_counter;
 use twoway_tests::vpn::Vpn;
-use twoway_tests::vpn_ops::snmp6_counter;
-use twoway_tests::{require_root_or_skip, toml_files, wait_until};
+use twoway_tests::vpn::LAN_HOST6;
+use twoway_tests::{toml_files, wait_until};
 
 /// UDP datagrams that reached the corporate host's stack, whatever became of them.
 fn udp6_arrived(ns: &str) -> u64 {
@@ -36,10 +36,9 @@ fn needs_csum(csum_start: u16, csum_offset: u16) -> Header {
 
 #[test]
 fn checksum_offload_cannot_rewrite_an_ipv6_address() {
-    if !require_root_or_skip("checksum_offload_cannot_rewrite_an_ipv6_address") {
+    let Some(mut vpn) = Vpn::prepared("checksum_offload_cannot_rewrite_an_ipv6_address") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     vpn.add_ipv6(false);
     vpn.edit_server_config(|t| toml_files::set(t, "tunnel.network6", "fd77::/64"));
     // veth finishes checksums lazily; with TX checksumming off the server's

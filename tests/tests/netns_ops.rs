@@ -12,19 +12,15 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ipnetwork::IpNetwork;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use twoway_tests::proc::AS_NOBODY;
 use twoway_tests::vpn::{
-    bare_ip, base_policy, net, path_str, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2, TUNNEL_NET,
-    TUNNEL_POOL,
+    alice_net, bare_ip, base_policy, net, path_str, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2,
+    TUNNEL_NET, TUNNEL_POOL,
 };
-use twoway_tests::vpn_ops::{copy_into, http_get};
-use twoway_tests::{bins, proc, require_root_or_skip, toml_files, wait_for, wait_until};
-
-fn alice_net() -> IpNetwork {
-    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
-}
+use twoway_tests::vpn::{copy_into, http_get};
+use twoway_tests::{bins, proc, toml_files, wait_for, wait_until};
 
 /// What must not change for an unaffected session: its TCP connection
 /// (remote address and port), its start time and its address.
@@ -43,11 +39,9 @@ fn fingerprint(vpn: &Vpn, who: &str) -> Option<(Value, Value, Value)> {
 /// address), and a ping running across the reload loses nothing.
 #[test]
 fn reload_keeps_unaffected_sessions() {
-    if !require_root_or_skip("reload_keeps_unaffected_sessions") {
+    let Some(mut vpn) = Vpn::started("reload_keeps_unaffected_sessions") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -96,11 +90,9 @@ fn reload_keeps_unaffected_sessions() {
 /// `up` is refused with exit code 3.
 #[test]
 fn revoked_client_is_cut_within_5s_and_refused() {
-    if !require_root_or_skip("revoked_client_is_cut_within_5s_and_refused") {
+    let Some(mut vpn) = Vpn::started("revoked_client_is_cut_within_5s_and_refused") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let alice = vpn.spawn_client(&cli1, "alice");
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -164,11 +156,9 @@ fn revoked_client_is_cut_within_5s_and_refused() {
 /// reconnect), and `check` names the problem.
 #[test]
 fn broken_policy_reload_changes_nothing() {
-    if !require_root_or_skip("broken_policy_reload_changes_nothing") {
+    let Some(mut vpn) = Vpn::started("broken_policy_reload_changes_nothing") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -238,11 +228,9 @@ fn broken_policy_reload_changes_nothing() {
 /// come back; kicking an identity that is not connected fails.
 #[test]
 fn kick_closes_a_session_for_good() {
-    if !require_root_or_skip("kick_closes_a_session_for_good") {
+    let Some(mut vpn) = Vpn::started("kick_closes_a_session_for_good") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let alice = vpn.spawn_client(&cli1, "alice");
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
@@ -291,11 +279,9 @@ fn kick_closes_a_session_for_good() {
 /// client gives up.
 #[test]
 fn sighup_reload_moves_changed_sessions_only() {
-    if !require_root_or_skip("sighup_reload_moves_changed_sessions_only") {
+    let Some(mut vpn) = Vpn::started("sighup_reload_moves_changed_sessions_only") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
@@ -384,8 +370,7 @@ fn sighup_reload_moves_changed_sessions_only() {
             fingerprint(&vpn, "alice")
         ),
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The same identity connects from cli2 while connected from cli1 (policy
@@ -393,11 +378,9 @@ fn sighup_reload_moves_changed_sessions_only() {
 /// without reconnecting; the cli2 session stays, with no kick loop.
 #[test]
 fn duplicate_identity_replaces_without_a_loop() {
-    if !require_root_or_skip("duplicate_identity_replaces_without_a_loop") {
+    let Some(mut vpn) = Vpn::started("duplicate_identity_replaces_without_a_loop") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let first = vpn.spawn_client(&cli1, "alice");
     let second = vpn.pki.join("alice-cli2.toml");
@@ -448,11 +431,9 @@ fn duplicate_identity_replaces_without_a_loop() {
 /// the log next to the socket: privilege is checked before either.
 #[test]
 fn up_without_privilege_exits_5() {
-    if !require_root_or_skip("up_without_privilege_exits_5") {
+    let Some(mut vpn) = Vpn::started("up_without_privilege_exits_5") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let dir = tempfile::Builder::new()
         .prefix("twoway-nobody-")
@@ -515,17 +496,8 @@ fn up_without_privilege_exits_5() {
             toml_files::set(t, "control.socket", path_str(&socket));
             toml_files::set(t, "tls.key", path_str(&key));
         });
-        let mut args = vec![
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            path_str(&client),
-            "up",
-            "--config",
-            path_str(&copy),
-        ];
+        let up = [path_str(&client), "up", "--config", path_str(&copy)];
+        let mut args = [&AS_NOBODY[..], &up].concat();
         if detach {
             args.push("--detach");
         }
@@ -564,10 +536,9 @@ fn up_without_privilege_exits_5() {
 /// a graceful stop.
 #[test]
 fn server_drops_privilege_and_keeps_working() {
-    if !require_root_or_skip("server_drops_privilege_and_keeps_working") {
+    let Some(mut vpn) = Vpn::prepared("server_drops_privilege_and_keeps_working") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     vpn.edit_server_config(|t| toml_files::set(t, "user", "nobody"));
     let out = proc::run(
         &["chown", "-R", "65534:65534", path_str(&vpn.tmp(""))],
@@ -591,8 +562,7 @@ fn server_drops_privilege_and_keeps_working() {
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host after the reload");
     let out = vpn.server_ctl(&["kick", "bob"]);
     vpn.check(out.success(), "`kick bob` after the privilege drop", &out);
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `twoway up` with a broken config exits 2 naming the file and the key,
@@ -642,10 +612,9 @@ fn client_config_errors_exit_2() {
 /// RELOADING=1 then READY=1 around a SIGHUP.
 #[test]
 fn metrics_and_systemd_notifications() {
-    if !require_root_or_skip("metrics_and_systemd_notifications") {
+    let Some(mut vpn) = Vpn::prepared("metrics_and_systemd_notifications") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     let metrics = "127.0.0.1:9477";
     vpn.edit_server_config(|t| toml_files::set(t, "metrics.listen", metrics));
     let socket_path = vpn.tmp("notify.sock");
@@ -680,8 +649,7 @@ fn metrics_and_systemd_notifications() {
         "the server sends READY=1 to NOTIFY_SOCKET",
     );
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
+    vpn.alice_up();
     expect_notify(
         &vpn,
         "STATUS=1 session(s)",
@@ -736,8 +704,7 @@ fn metrics_and_systemd_notifications() {
         Duration::from_secs(5),
         "SIGHUP: then READY=1 again",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `twoway-server check` on the files `pki init` writes: exit 0; then each

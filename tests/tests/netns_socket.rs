@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+use twoway_tests::vpn::copy_into;
 use twoway_tests::vpn::{path_str, toml_path, Vpn};
-use twoway_tests::vpn_ops::copy_into;
-use twoway_tests::{proc, require_root_or_skip, toml_files, CmdOutput};
+use twoway_tests::{proc, toml_files, CmdOutput};
 
 const GROUP: &str = "twoway";
 const RUN_DIR: &str = "/run/twoway";
@@ -182,10 +182,11 @@ fn private_config(vpn: &Vpn, name: &str) -> PathBuf {
 
 #[test]
 fn a_group_member_reads_client_status_but_only_root_takes_it_down() {
-    if !require_root_or_skip("a_group_member_reads_client_status_but_only_root_takes_it_down") {
+    let Some(mut vpn) =
+        Vpn::prepared("a_group_member_reads_client_status_but_only_root_takes_it_down")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     let name = format!("{}-sok", vpn.lab.id);
     let group = TwowayGroup::take(&name);
     vpn.start_server();
@@ -285,10 +286,11 @@ fn a_group_member_reads_client_status_but_only_root_takes_it_down() {
 
 #[test]
 fn a_group_member_reads_server_status_but_only_root_kicks_and_reloads() {
-    if !require_root_or_skip("a_group_member_reads_server_status_but_only_root_kicks_and_reloads") {
+    let Some(mut vpn) =
+        Vpn::prepared("a_group_member_reads_server_status_but_only_root_kicks_and_reloads")
+    else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     let prefix = format!("{}-sok", vpn.lab.id);
     let group = TwowayGroup::take(&prefix);
     let socket = Path::new(RUN_DIR).join(format!("{prefix}-server.sock"));

@@ -9,14 +9,9 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use ipnetwork::IpNetwork;
 use serde_json::Value;
-use twoway_tests::vpn::{Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2};
-use twoway_tests::{in_netns, require_root_or_skip, wait_until};
-
-fn alice_net() -> IpNetwork {
-    format!("{ALICE_ADDR}/32").parse().expect("alice's address")
-}
+use twoway_tests::vpn::{alice_net, Vpn, ALICE_ADDR, LAN_HOST, SERVER_ADDR_CLI2};
+use twoway_tests::{in_netns, wait_until};
 
 /// Runs `nft -f -` with `rules` in `ns`.
 fn nft(vpn: &Vpn, ns: &str, rules: &str, step: &str) {
@@ -53,11 +48,9 @@ fn server_session(vpn: &Vpn) -> Value {
 /// Up, UDP carries the pings, both status outputs say so.
 #[test]
 fn data_moves_to_udp_after_the_assignment() {
-    if !require_root_or_skip("data_moves_to_udp_after_the_assignment") {
+    let Some(mut vpn) = Vpn::started("data_moves_to_udp_after_the_assignment") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     vpn.bring_up(&cli1, "alice", alice_net());
     wait_transport(
@@ -102,19 +95,16 @@ fn data_moves_to_udp_after_the_assignment() {
         "no datagram was dropped as forged or replayed",
         before,
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// UDP blocked from the start: up works over TCP; unblocked: data moves to
 /// UDP; blocked mid-session: back to TCP within 5 s while pings go on.
 #[test]
 fn blocked_udp_falls_back_to_tcp_and_comes_back() {
-    if !require_root_or_skip("blocked_udp_falls_back_to_tcp_and_comes_back") {
+    let Some(mut vpn) = Vpn::started("blocked_udp_falls_back_to_tcp_and_comes_back") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let block = "table inet twblock {\n chain out {\n  type filter hook output priority 0;\n  udp dport 4433 drop\n }\n}";
     nft(&vpn, &cli1, block, "block UDP to the server on the laptop");
@@ -172,8 +162,7 @@ fn blocked_udp_falls_back_to_tcp_and_comes_back() {
         Duration::from_secs(5),
         "unblocked again, back to udp",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// UDP blocked one way only: the laptop's datagrams no longer reach the
@@ -182,11 +171,9 @@ fn blocked_udp_falls_back_to_tcp_and_comes_back() {
 /// laptop still falls back to TCP, and its own pings get through again.
 #[test]
 fn udp_blocked_one_way_falls_back_to_tcp() {
-    if !require_root_or_skip("udp_blocked_one_way_falls_back_to_tcp") {
+    let Some(mut vpn) = Vpn::started("udp_blocked_one_way_falls_back_to_tcp") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let lan = vpn.lab.lan.clone();
     vpn.bring_up(&cli1, "alice", alice_net());
@@ -221,19 +208,16 @@ fn udp_blocked_one_way_falls_back_to_tcp() {
     );
     vpn.expect_ping(&cli1, LAN_HOST, "alice's own pings get through over TCP");
     vpn.lab.stop(&inbound, Duration::from_secs(1));
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// The laptop's NAT gives its UDP flow a new source port: the server follows
 /// the first authenticated datagram from there, and data stays on UDP.
 #[test]
 fn a_new_source_port_keeps_data_on_udp() {
-    if !require_root_or_skip("a_new_source_port_keeps_data_on_udp") {
+    let Some(mut vpn) = Vpn::started("a_new_source_port_keeps_data_on_udp") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let cli1 = vpn.lab.cli1.clone();
     let snat = |port: u16| {
         format!(
@@ -281,8 +265,7 @@ fn a_new_source_port_keeps_data_on_udp() {
         "data is still on udp",
         "",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// Reads one twoway datagram that alice sends, by capturing on the server's
@@ -318,11 +301,9 @@ fn capture_datagram(vpn: &Vpn) -> Vec<u8> {
 /// and keeps alice's UDP address.
 #[test]
 fn replayed_and_forged_datagrams_change_nothing() {
-    if !require_root_or_skip("replayed_and_forged_datagrams_change_nothing") {
+    let Some(mut vpn) = Vpn::started("replayed_and_forged_datagrams_change_nothing") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     vpn.bring_up(&cli1, "alice", alice_net());
     wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
@@ -385,8 +366,7 @@ fn replayed_and_forged_datagrams_change_nothing() {
         &s,
     );
     vpn.expect_ping(&cli1, LAN_HOST, "alice still pings over UDP");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// `transport = "auto"`: a clean, busy path moves data to the TLS
@@ -394,12 +374,10 @@ fn replayed_and_forged_datagrams_change_nothing() {
 /// back to UDP.
 #[test]
 fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
-    if !require_root_or_skip("auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss") {
+    let Some(mut vpn) = Vpn::started("auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss") else {
         return;
-    }
+    };
     twoway_tests::vpn::require_tools(&["iperf3"]);
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
     let (cli1, lan, srv) = (
         vpn.lab.cli1.clone(),
         vpn.lab.lan.clone(),
@@ -446,8 +424,7 @@ fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
     vpn.lab.stop(&c2, Duration::from_secs(1));
     vpn.lab.stop(&s2, Duration::from_secs(1));
     nft(&vpn, &srv, "delete table netdev twloss", "no more loss");
-    vpn.take_down(&cli1, "alice");
-    vpn.stop_server();
+    vpn.take_down_and_stop(&cli1, "alice");
 }
 
 /// Kick and revocation end the UDP path with the TLS session: a datagram of
@@ -455,11 +432,9 @@ fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
 /// unopened (`udp.unknown_batches`).
 #[test]
 fn kick_and_revocation_end_the_udp_path() {
-    if !require_root_or_skip("kick_and_revocation_end_the_udp_path") {
+    let Some(mut vpn) = Vpn::started("kick_and_revocation_end_the_udp_path") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
-    vpn.start_server();
+    };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
     let unknown = |vpn: &Vpn| {
         vpn.server_status_json("`twoway-server status --json`")["udp"]["unknown_batches"]

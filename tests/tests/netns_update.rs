@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use toml::Value as Toml;
-use twoway_tests::client_net::read;
-use twoway_tests::vpn::{path_str, Vpn, ALICE_ADDR, CORP_NET, LAN_HOST};
-use twoway_tests::{require_root_or_skip, wait_for, wait_until};
+use twoway_tests::vpn::read;
+use twoway_tests::vpn::{alice_net, path_str, Vpn, ALICE_ADDR, CORP_NET, LAN_HOST};
+use twoway_tests::{wait_for, wait_until};
 
 const TUN: &str = "tw-alice";
 /// The corporate network the reload adds, and a host on it.
@@ -91,10 +91,9 @@ fn update_lines(vpn: &Vpn) -> Vec<String> {
 
 #[test]
 fn reload_pushes_routes_and_dns_to_the_live_session() {
-    if !require_root_or_skip("reload_pushes_routes_and_dns_to_the_live_session") {
+    let Some(mut vpn) = Vpn::prepared("reload_pushes_routes_and_dns_to_the_live_session") else {
         return;
-    }
-    let mut vpn = Vpn::setup_fast();
+    };
     let (cli1, srv, lan) = (
         vpn.lab.cli1.clone(),
         vpn.lab.srv.clone(),
@@ -117,7 +116,7 @@ fn reload_pushes_routes_and_dns_to_the_live_session() {
         ],
     );
     vpn.start_server();
-    vpn.bring_up(&cli1, "alice", format!("{ALICE_ADDR}/32").parse().unwrap());
+    vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the corporate host");
     vpn.check(
         vpn.lab.route_get(&cli1, NEW_HOST).is_none(),

@@ -44,6 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_common::tls;
+use twoway_tests::loopback::TlsPki as Pki;
 
 /// The TLS 1.3 cipher suites both rustls (aws-lc-rs) and OpenSSL implement,
 /// by their OpenSSL names (which are the RFC 8446 names); OpenSSL's
@@ -93,39 +94,6 @@ fn require_openssl() -> String {
             "cannot run `openssl` ({e}): these interop tests need OpenSSL's command-line \
              tool on PATH (Debian package `openssl`, which .ci/run installs)"
         ),
-    }
-}
-
-struct Pki {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let (dir, server, client) = twoway_tests::loopback::alice_tls(tmp.path());
-        Pki {
-            _tmp: tmp,
-            dir,
-            server,
-            client,
-        }
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// The leaf certificate in one of the PKI's PEM files.
-    fn leaf(&self, name: &str) -> CertificateDer<'static> {
-        tls::load_certs(&self.dir.join(name)).unwrap().remove(0)
-    }
-
-    fn msgfile(&self, role: &str) -> PathBuf {
-        self.dir.join(format!("{role}.msg"))
     }
 }
 
@@ -565,11 +533,11 @@ async fn start_s_server(pki: &Pki, suite: &str, extra: &[&str]) -> (OpenSsl, u16
             "-ciphersuites",
             suite,
             "-cert",
-            &pki.file("server.pem"),
+            &pki.file("server.pem").display().to_string(),
             "-key",
-            &pki.file("server.key"),
+            &pki.file("server.key").display().to_string(),
             "-CAfile",
-            &pki.file("ca.pem"),
+            &pki.file("ca.pem").display().to_string(),
             "-Verify",
             "1",
             "-verify_return_error",
@@ -577,12 +545,12 @@ async fn start_s_server(pki: &Pki, suite: &str, extra: &[&str]) -> (OpenSsl, u16
             alpn_text(),
             "-msg",
             "-msgfile",
-            &pki.msgfile("s_server").display().to_string(),
+            &pki.file("s_server.msg").display().to_string(),
         ]
         .map(String::from)
         .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
-        let server = OpenSsl::spawn(&args, pki.msgfile("s_server"));
+        let server = OpenSsl::spawn(&args, pki.file("s_server.msg"));
         let deadline = Instant::now() + STEP;
         loop {
             if server.stdout_text().contains("ACCEPT\n") {
@@ -710,11 +678,11 @@ async fn ours_as_server(suite: &str, extra: &[&str]) {
         "-ciphersuites",
         suite,
         "-cert",
-        &pki.file("alice.pem"),
+        &pki.file("alice.pem").display().to_string(),
         "-key",
-        &pki.file("alice.key"),
+        &pki.file("alice.key").display().to_string(),
         "-CAfile",
-        &pki.file("ca.pem"),
+        &pki.file("ca.pem").display().to_string(),
         "-servername",
         SERVER_NAME,
         "-verify_hostname",
@@ -724,13 +692,13 @@ async fn ours_as_server(suite: &str, extra: &[&str]) {
         alpn_text(),
         "-msg",
         "-msgfile",
-        &pki.msgfile("s_client").display().to_string(),
+        &pki.file("s_client.msg").display().to_string(),
     ]
     .map(String::from)
     .to_vec();
     args.extend(extra.iter().map(|a| a.to_string()));
     // Neither -quiet nor -ign_eof: they would turn the `k`/`K` commands off.
-    let mut client = OpenSsl::spawn(&args, pki.msgfile("s_client"));
+    let mut client = OpenSsl::spawn(&args, pki.file("s_client.msg"));
 
     let (tcp, _) = step("s_client to connect", listener.accept())
         .await

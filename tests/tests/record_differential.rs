@@ -37,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream
 use tokio::sync::watch;
 use twoway_common::outside::tcp::record::secure;
 use twoway_common::tls;
+use twoway_tests::loopback::unsealed_record;
 
 // ---------------------------------------------------------------------------
 // Keys
@@ -897,8 +898,7 @@ async fn streams_close_notify_and_alerts() {
 #[tokio::test]
 async fn streams_garbage_under_the_tls_layer() {
     use Step::*;
-    let mut forged = vec![23, 3, 3, 0, 40];
-    forged.extend_from_slice(&[0x55; 40]);
+    let forged = unsealed_record();
     compare(vec![
         sc(
             "forged record",

@@ -4,31 +4,10 @@
 //! for by either side, close_notify, and alerts. No root, no network: an
 //! in-memory duplex pipe.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_common::tls;
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, server, client) = twoway_tests::loopback::alice_tls(dir.path());
-    Pki {
-        _dir: dir,
-        server,
-        client,
-    }
-}
-
-fn name() -> rustls::pki_types::ServerName<'static> {
-    tls::server_name("vpn.test").unwrap()
-}
+use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 
 /// Ours as the client, rustls's buffered server as the peer.
 async fn ours_client(
@@ -40,7 +19,7 @@ async fn ours_client(
     let (a, b) = tokio::io::duplex(64 * 1024);
     let acceptor = tokio_rustls::TlsAcceptor::from(p.server.clone());
     let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), name(), a),
+        secure::connect(p.client.clone(), Pki::server_name(), a),
         acceptor.accept(b)
     );
     (ours.unwrap(), theirs.unwrap())
@@ -57,7 +36,7 @@ async fn ours_server(
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(
         secure::accept(p.server.clone(), a),
-        connector.connect(name(), b)
+        connector.connect(Pki::server_name(), b)
     );
     let (ours, peer) = ours.unwrap();
     assert_eq!(peer.alpn.as_deref(), Some(tls::ALPN));
@@ -95,7 +74,7 @@ where
 
 #[tokio::test]
 async fn data_both_ways_with_rustls_as_the_server() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_client(&p).await;
     for (len, chunk) in [
         (1, 1),
@@ -111,7 +90,7 @@ async fn data_both_ways_with_rustls_as_the_server() {
 
 #[tokio::test]
 async fn data_both_ways_with_rustls_as_the_client() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_server(&p).await;
     for (len, chunk) in [(1, 1), (5000, 7), (100_000, 16_384), (300_000, 65_536)] {
         send(&mut theirs, &mut ours, &pattern(len, 3), chunk).await;
@@ -133,7 +112,7 @@ async fn data_both_ways_with_rustls_as_the_client() {
 
 #[tokio::test]
 async fn a_key_update_asked_by_rustls_is_answered() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_server(&p).await;
     send(&mut ours, &mut theirs, &pattern(1000, 6), 1000).await;
     // rustls sends KeyUpdate(update_requested): we switch our receive key,
@@ -148,7 +127,7 @@ async fn a_key_update_asked_by_rustls_is_answered() {
 
 #[tokio::test]
 async fn close_notify_ends_the_stream_cleanly_both_ways() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_client(&p).await;
     ours.write_all(b"last words").await.unwrap();
     ours.shutdown().await.unwrap();
@@ -166,33 +145,24 @@ async fn close_notify_ends_the_stream_cleanly_both_ways() {
 
 #[tokio::test]
 async fn a_forged_record_ends_the_stream_with_an_error() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_client(&p).await;
     send(&mut theirs, &mut ours, b"real", 4).await;
     // Bypass rustls: a well-formed header around bytes nobody sealed.
-    let mut forged = vec![23, 3, 3, 0, 40];
-    forged.extend_from_slice(&[0x55; 40]);
+    let forged = unsealed_record();
     theirs.get_mut().0.write_all(&forged).await.unwrap();
     let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("decrypt"), "{text}");
     // The peer is told why: a fatal bad_record_mac alert, then the end.
     let err = theirs.read(&mut [0u8; 100]).await.unwrap_err();
-    assert!(
-        matches!(
-            tls::rustls_error(&err),
-            Some(rustls::Error::AlertReceived(
-                rustls::AlertDescription::BadRecordMac
-            ))
-        ),
-        "{err}"
-    );
+    assert!(is_bad_record_mac_alert(&err), "{err}");
 }
 
 #[tokio::test]
 async fn a_connection_closed_without_close_notify_is_an_error() {
     // RFC 8446 6.1: without close_notify the data may have been cut short.
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_server(&p).await;
     send(&mut theirs, &mut ours, b"all of it?", 10).await;
     theirs.get_mut().0.shutdown().await.unwrap();
@@ -202,7 +172,7 @@ async fn a_connection_closed_without_close_notify_is_an_error() {
 
 #[tokio::test]
 async fn key_update_requests_without_data_are_limited() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_server(&p).await;
     // Up to the limit: followed (and answered once), data still flows.
     for _ in 0..32 {
@@ -226,11 +196,11 @@ async fn data_sent_right_behind_the_finished_message_arrives() {
     // In one current-thread runtime the client's Finished and its first data
     // are both in the pipe before our server reads again: the handshake loop
     // must keep what came behind the handshake.
-    let p = pki();
+    let p = Pki::new();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(secure::accept(p.server.clone(), a), async {
-        let mut c = connector.connect(name(), b).await.unwrap();
+        let mut c = connector.connect(Pki::server_name(), b).await.unwrap();
         c.write_all(b"right behind").await.unwrap();
         c.flush().await.unwrap();
         c
@@ -244,7 +214,7 @@ async fn data_sent_right_behind_the_finished_message_arrives() {
 
 #[tokio::test]
 async fn a_stream_cut_inside_a_record_is_an_error() {
-    let p = pki();
+    let p = Pki::new();
     let (mut ours, mut theirs) = ours_client(&p).await;
     // A record header announcing 100 bytes, then the connection ends.
     theirs

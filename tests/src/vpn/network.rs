@@ -1,7 +1,8 @@
-//! Additions to the [`Vpn`] lab for the client networking tests: a laptop
-//! whose default gateway is the server host, the server's "public" address
-//! behind that gateway, an "internet" host reachable only through the tunnel,
-//! IPv6 on the links, and checks of routes, leaks and leftovers.
+//! The network of a [`Vpn`] lab beyond the core topology of `lab.rs`, and
+//! what the kernel reports: a laptop whose default gateway is the server host,
+//! the server's "public" address behind that gateway, an "internet" host
+//! reachable only through the tunnel, IPv6 on the links; routes, pings,
+//! /proc/net/snmp counters and a plain HTTP GET from inside a namespace.
 //!
 //! ```text
 //!  cli1 eth0 198.18.1.1, fd18:1::1 ── default via 198.18.1.2 / fd18:1::2
@@ -10,14 +11,12 @@
 //!  lan  eth0 198.19.0.2, fd19::2     lo 198.18.200.1 (the "internet")
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use serde_json::Value;
+use crate::proc;
 
-use crate::toml_files::{self, edit_toml};
-use crate::vpn::{path_str, toml_str, Vpn};
-use crate::{proc, CmdOutput};
+use super::Vpn;
 
 /// The server's address behind the laptop's gateway.
 pub const SERVER_PUBLIC: &str = "198.18.3.2";
@@ -147,34 +146,25 @@ impl Vpn {
         }
     }
 
-    /// Replace the policy (the file server.toml names).
-    pub fn replace_policy(&self, text: &str) {
-        let path = match toml_str(&self.server_config(), "policy") {
-            Some(p) => self.pki.join(p),
-            None => self.pki.join("policy.toml"),
-        };
-        std::fs::write(path, text).expect("write policy.toml");
+    pub fn expect_ping(&self, ns: &str, addr: &str, step: &str) {
+        if !self.lab.ping(ns, addr) {
+            self.fail(
+                step,
+                format_args!(
+                    "no reply from {addr} in {ns}\n{}\n{}",
+                    self.lab.describe(ns),
+                    self.lab.describe(&self.lab.srv)
+                ),
+            );
+        }
+        self.passed(step);
     }
 
-    /// Set keys of a client's config (`("tunnel.allow_lan", true.into())`).
-    pub fn set_client_keys(&self, name: &str, keys: &[(&str, toml::Value)]) {
-        edit_toml(&self.client_config(name), |t| {
-            for (k, v) in keys {
-                toml_files::set(t, k, v.clone());
-            }
-        });
-    }
-
-    /// The state file of a client (next to its control socket).
-    pub fn client_state_file(&self, name: &str) -> PathBuf {
-        self.tmp(&format!("run/{name}.state"))
-    }
-
-    /// The device `ip route get ADDR` picks in `ns`; `None` when no route.
-    pub fn route_get_dev(&self, ns: &str, addr: &str) -> Option<String> {
+    /// The `dev` of `ip route get ADDR` in `ns`.
+    pub fn route_dev(&self, ns: &str, addr: &str) -> Option<String> {
         self.lab
             .route_get(ns, addr)
-            .and_then(|v| v["dev"].as_str().map(String::from))
+            .and_then(|r| r["dev"].as_str().map(String::from))
     }
 
     /// `ip route get ADDR` in `ns` must use `dev` (and `via`, if given).
@@ -246,53 +236,66 @@ impl Vpn {
             })
             .collect()
     }
-
-    /// `ping -c 1` (v4 or v6) from `ns`, three tries.
-    pub fn pings(&self, ns: &str, addr: &str) -> bool {
-        self.lab.ping(ns, addr)
-    }
-
-    /// `twoway status --json` of `name` in `ns`.
-    pub fn client_status_json(&self, ns: &str, name: &str) -> Value {
-        self.client_status(ns, name).0
-    }
-
-    /// `twoway down` for `name` in `ns`.
-    pub fn twoway_down(&self, ns: &str, name: &str) -> CmdOutput {
-        self.client_cmd(
-            ns,
-            &["down", "--config", path_str(&self.client_config(name))],
-            Duration::from_secs(30),
-        )
-    }
-
-    /// SIGKILL every process in `ns` (the detached client) and wait until gone.
-    pub fn kill_clients(&self, ns: &str) {
-        let pids = self.lab.pids(ns);
-        self.check(!pids.is_empty(), "find the client process", "no process");
-        for pid in &pids {
-            proc::signal(*pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        let gone = crate::wait_until(Duration::from_secs(10), || {
-            pids.iter().all(|p| !proc::pid_alive(*p))
-        });
-        self.check(gone, "the killed client is gone", format_args!("{pids:?}"));
-        let no_tun = crate::wait_until(Duration::from_secs(10), || {
-            !self
-                .lab
-                .exec(ns, &["ip", "-o", "link"])
-                .stdout
-                .contains(": tw-")
-        });
-        self.check(
-            no_tun,
-            "the TUN device went with the process",
-            self.lab.describe(ns),
-        );
-    }
 }
 
-/// Read a file, empty if missing.
-pub fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// One counter of /proc/net/snmp in `ns` (e.g. `Icmp`, `InEchos`): the
+/// kernel's own count of what reached that namespace.
+pub fn snmp_counter(ns: &str, group: &str, field: &str) -> Option<u64> {
+    let out = proc::run(
+        &["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
+        Duration::from_secs(10),
+    );
+    parse_snmp(&out.stdout, group, field)
+}
+
+/// One counter of /proc/net/snmp6 in `ns` (e.g. `Udp6NoPorts`).
+pub fn snmp6_counter(ns: &str, field: &str) -> Option<u64> {
+    let out = proc::run(
+        &["ip", "netns", "exec", ns, "cat", "/proc/net/snmp6"],
+        Duration::from_secs(10),
+    );
+    out.stdout.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next()? == field).then(|| words.next()?.parse().ok())?
+    })
+}
+
+/// /proc/net/snmp holds pairs of lines: `Group: names...` then `Group: values...`.
+fn parse_snmp(text: &str, group: &str, field: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// `GET /metrics` over plain HTTP from inside `ns`; the body.
+pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    crate::in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(request.as_bytes())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_snmp_pairs() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Icmp: InMsgs InErrors InEchos\nIcmp: 7 0 3\n\
+                    IcmpMsg: InType8\nIcmpMsg: 3\n";
+        assert_eq!(parse_snmp(text, "Icmp", "InEchos"), Some(3));
+        assert_eq!(parse_snmp(text, "Ip", "Forwarding"), Some(1));
+        assert_eq!(parse_snmp(text, "Icmp", "OutEchos"), None);
+        assert_eq!(parse_snmp(text, "Tcp", "InSegs"), None);
+    }
 }
