@@ -97,16 +97,30 @@ impl From<Vec<String>> for Servers {
 
 impl<'de> Deserialize<'de> for Servers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = Servers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a \"host:port\" string or a non-empty list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Servers, E> {
+                Ok(s.to_owned().into())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Servers, A::Error> {
+                let mut list = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    list.push(s);
+                }
+                if list.is_empty() {
+                    return Err(serde::de::Error::invalid_length(0, &self));
+                }
+                Ok(list.into())
+            }
         }
-        match OneOrMany::deserialize(d)? {
-            OneOrMany::One(s) => Ok(s.into()),
-            OneOrMany::Many(list) => Ok(list.into()),
-        }
+        d.deserialize_any(OneOrMany)
     }
 }
 
@@ -128,5 +142,13 @@ mod tests {
         assert_eq!(many.server.round(1), vec![1, 2, 0]);
         assert!(many.server.start(ServerOrder::Random) < 3);
         assert_eq!(many.server.start(ServerOrder::InOrder), 0);
+        for bad in [
+            "server = []",
+            "server = { host = \"vpn\" }",
+            "server = 4433",
+        ] {
+            let e = toml::from_str::<C>(bad).err().expect(bad).to_string();
+            assert!(e.contains("a non-empty list of them"), "{bad}: {e}");
+        }
     }
 }
