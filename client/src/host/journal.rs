@@ -185,10 +185,29 @@ impl HostChanges {
 }
 
 impl Drop for HostChanges {
+    /// Every way the session ends calls [`HostChanges::undo`]; what is left
+    /// here comes from a panic unwinding it. Undone then all the same, on a
+    /// thread of its own with a small runtime of its own (the caller's may be
+    /// the one unwinding): blocking here is the price of leaving the host as
+    /// it was. Should that fail too, the file stays for the next `up` or `down`.
     fn drop(&mut self) {
-        if !self.rec.is_empty() {
-            warn!(file = %self.path.display(),
-                "network changes not undone; the next `twoway up` or `twoway down` of this config undoes them");
+        if self.rec.is_empty() {
+            return;
+        }
+        warn!(file = %self.path.display(), "network changes not undone by the session; undoing them now");
+        let rec = std::mem::take(&mut self.rec);
+        let undone = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(undo(&rec));
+            Ok::<_, std::io::Error>(rec)
+        })
+        .join();
+        match undone {
+            Ok(Ok(_)) => self.save(),
+            Ok(Err(e)) => warn!(error = %e, "cannot undo the network changes; the next `twoway up` or `twoway down` of this config undoes them"),
+            Err(_) => warn!("undoing the network changes failed; the next `twoway up` or `twoway down` of this config undoes them"),
         }
     }
 }
@@ -366,6 +385,27 @@ mod tests {
         assert!(!state.exists());
         changes.undo().await;
         assert!(!state.exists(), "nothing recorded, no file");
+    }
+
+    /// A session that unwinds (a panic) without its explicit undo: dropping
+    /// the journal undoes what it recorded, from inside a runtime.
+    #[tokio::test]
+    async fn dropping_the_journal_undoes_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_path(&dir.path().join("bob.sock"));
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+        let (mut changes, _) = HostChanges::recover(&state).await;
+        changes
+            .set_resolv_conf(&resolv, "nameserver 10.99.0.53\n")
+            .unwrap();
+        assert!(state.exists());
+        drop(changes);
+        assert_eq!(
+            std::fs::read_to_string(&resolv).unwrap(),
+            "nameserver 192.0.2.1\n"
+        );
+        assert!(!state.exists(), "undone, so no record is left");
     }
 
     #[test]
