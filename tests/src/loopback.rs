@@ -231,6 +231,17 @@ pub struct Setup {
     pub shutdown: CancellationToken,
 }
 
+impl Setup {
+    /// Puts `packet` into the server's device, as the corporate network would.
+    pub async fn inject(&self, packet: &[u8]) {
+        self.server_inside
+            .inject
+            .send(bytes::Bytes::copy_from_slice(packet))
+            .await
+            .expect("the server's device is open");
+    }
+}
+
 /// A client certificate and config for `identity` in `dir`.
 pub fn issue(dir: &Path, identity: &str) {
     pki::issue(&pki::IssueOptions {
