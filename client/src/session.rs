@@ -6,7 +6,7 @@
 //! changes. Generic over the device ([`Inside`]) and the host's network
 //! ([`HostNetwork`]), so that tests run it without root.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,13 +220,7 @@ async fn relay_one<I: Inside, H: HostNetwork>(
         },
         offload: assignment.features.iter().any(|f| f == FEATURE_OFFLOAD),
     };
-    let own: Vec<IpAddr> = [
-        Some(assignment.address.ip()),
-        assignment.address6.map(|a| a.ip()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let own = assignment.addresses();
     let filter = |p: &[u8]| match ippacket::addresses(p) {
         Ok(a) if own.contains(&a.dst) => Ok(()),
         Ok(_) => Err(DropReason::NoRoute),

@@ -70,6 +70,14 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// The client's tunnel addresses: IPv4, then IPv6 if it has one.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        [Some(self.address.ip()), self.address6.map(|a| a.ip())]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Whether `other` gives the device the same configuration (the UDP
     /// session number and secrets are new on every connection and do not count).
     pub fn same_network(&self, other: &Assignment) -> bool {

@@ -95,6 +95,18 @@ impl Transport {
 }
 
 impl Header {
+    /// A single packet (no GSO) whose checksum is left to finish: the
+    /// transport checksum starts at `csum_start` and is stored at
+    /// `csum_offset` past it.
+    pub fn needs_csum(csum_start: u16, csum_offset: u16) -> Self {
+        Self {
+            flags: F_NEEDS_CSUM,
+            csum_start,
+            csum_offset,
+            ..Self::default()
+        }
+    }
+
     /// Reads the 10 header bytes (little-endian; `b` must hold at least 10).
     pub fn read(b: &[u8]) -> Self {
         Self {
@@ -404,44 +416,39 @@ mod tests {
         p
     }
 
-    fn needs_csum(csum_start: u16, csum_offset: u16) -> Header {
-        Header {
-            flags: F_NEEDS_CSUM,
-            csum_start,
-            csum_offset,
-            ..Header::default()
-        }
-    }
-
     #[test]
     fn plain_checksum_offload_only_at_the_transport_checksum() {
         let tcp6 = ipv6_packet(6, 40);
         let udp6 = ipv6_packet(17, 20);
         let mut udp4 = tcp_packet(20);
         udp4[9] = 17;
-        assert_eq!(needs_csum(40, 16).validate(&tcp6), Ok(()));
-        assert_eq!(needs_csum(40, 6).validate(&udp6), Ok(()));
-        assert_eq!(needs_csum(20, 16).validate(&tcp_packet(20)), Ok(()));
-        assert_eq!(needs_csum(20, 6).validate(&udp4), Ok(()));
+        assert_eq!(Header::needs_csum(40, 16).validate(&tcp6), Ok(()));
+        assert_eq!(Header::needs_csum(40, 6).validate(&udp6), Ok(()));
+        assert_eq!(Header::needs_csum(20, 16).validate(&tcp_packet(20)), Ok(()));
+        assert_eq!(Header::needs_csum(20, 6).validate(&udp4), Ok(()));
         // The review's attack: the checksum write lands in the IPv6 source
         // (bytes 8-23) or destination (24-39) address.
         for start in 0..40u16 {
             for offset in [0u16, 2, 16] {
                 assert!(
-                    needs_csum(start, offset).validate(&tcp6).is_err(),
+                    Header::needs_csum(start, offset).validate(&tcp6).is_err(),
                     "csum_start {start} csum_offset {offset} accepted"
                 );
             }
         }
         // Wrong field for the protocol, or a checksum past the transport start.
-        assert!(needs_csum(40, 6).validate(&tcp6).is_err());
-        assert!(needs_csum(40, 16).validate(&udp6).is_err());
-        assert!(needs_csum(42, 14).validate(&tcp6).is_err());
+        assert!(Header::needs_csum(40, 6).validate(&tcp6).is_err());
+        assert!(Header::needs_csum(40, 16).validate(&udp6).is_err());
+        assert!(Header::needs_csum(42, 14).validate(&tcp6).is_err());
         // Protocols whose checksum the kernel never leaves to the device.
-        assert!(needs_csum(40, 2).validate(&ipv6_packet(58, 40)).is_err());
+        assert!(Header::needs_csum(40, 2)
+            .validate(&ipv6_packet(58, 40))
+            .is_err());
         // Not an IP packet at all, or too short for the checksum field.
-        assert!(needs_csum(20, 16).validate(&[0x00; 60]).is_err());
-        assert!(needs_csum(40, 16).validate(&ipv6_packet(6, 10)).is_err());
+        assert!(Header::needs_csum(20, 16).validate(&[0x00; 60]).is_err());
+        assert!(Header::needs_csum(40, 16)
+            .validate(&ipv6_packet(6, 10))
+            .is_err());
     }
 
     #[test]
@@ -450,23 +457,23 @@ mod tests {
         let mut p = ipv6_packet(0, 8 + 40);
         p[40] = 6;
         p[48 + 12] = 0x50;
-        assert_eq!(needs_csum(48, 16).validate(&p), Ok(()));
-        assert!(needs_csum(40, 16).validate(&p).is_err());
+        assert_eq!(Header::needs_csum(48, 16).validate(&p), Ok(()));
+        assert!(Header::needs_csum(40, 16).validate(&p).is_err());
         // A fragment header: no checksum offload on fragments.
         let mut f = ipv6_packet(44, 8 + 40);
         f[40] = 6;
-        assert!(needs_csum(48, 16).validate(&f).is_err());
+        assert!(Header::needs_csum(48, 16).validate(&f).is_err());
         // An extension header that claims more than the packet has.
         let mut long = ipv6_packet(60, 8);
         long[41] = 200;
-        assert!(needs_csum(48, 16).validate(&long).is_err());
+        assert!(Header::needs_csum(48, 16).validate(&long).is_err());
     }
 
     #[test]
     fn ipv4_fragments_take_no_checksum_offload() {
         let mut p = tcp_packet(20);
         p[6] = 0x20; // more fragments
-        assert!(needs_csum(20, 16).validate(&p).is_err());
+        assert!(Header::needs_csum(20, 16).validate(&p).is_err());
     }
 
     #[test]

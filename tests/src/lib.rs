@@ -21,7 +21,7 @@ pub use bins::{bins, workspace_root, Bins};
 pub use lab::{Lab, ProcHandle, Stopped};
 pub use netstate::{IfAddr, Route};
 pub use proc::CmdOutput;
-pub use wait::{in_netns, tcp_connects, wait_for, wait_for_tcp, wait_until};
+pub use wait::{eventually, in_netns, tcp_connects, wait_for, wait_for_tcp, wait_until};
 
 /// Whether we are running under CI (`CI=true`, as GitHub Actions and .ci/run set).
 pub fn in_ci() -> bool {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use twoway_client::config::ClientConfig;
@@ -21,6 +22,7 @@ use twoway_client::tunnel::OpenDevice;
 use twoway_common::inside::memory::{self, MemoryInside, MemoryPeer};
 use twoway_common::inside::tun::TunSettings;
 use twoway_common::message::Assignment;
+use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_common::tls::{self, ServerTlsFiles};
 use twoway_server::pki;
 
@@ -81,6 +83,30 @@ pub fn alice_tls(
     (pki_dir, server, client)
 }
 
+/// alice's TLS 1.3 client config from the PKI folder `dir` (trusting its
+/// ca.pem, offering twoway's ALPN) over `provider`: for tests that change
+/// what rustls offers.
+pub fn alice_client_with(
+    dir: &Path,
+    provider: rustls::crypto::CryptoProvider,
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(&dir.join("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            tls::load_certs(&dir.join("alice.pem")).unwrap(),
+            tls::load_key(&dir.join("alice.key")).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![tls::ALPN.to_vec()];
+    config
+}
+
 /// [`alice_tls`] in a temporary folder that lives as long as this value: the
 /// TLS configs of both ends for tests that drive TLS streams in memory or
 /// over loopback, and the PKI files for peers that read them (openssl).
@@ -117,6 +143,45 @@ impl TlsPki {
         tls::load_certs(&self.file(name))
             .expect("PEM certificates")
             .remove(0)
+    }
+
+    /// twoway's client handshake (`secure::connect`) on `ours` against
+    /// rustls's buffered server (tokio-rustls) on `theirs`, the two ends of
+    /// one connection, each with this PKI's config.
+    pub async fn ours_client<T>(
+        &self,
+        (ours, theirs): (T, T),
+    ) -> (SecureStream<T>, tokio_rustls::server::TlsStream<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        let (ours, theirs) = tokio::join!(
+            secure::connect(self.client.clone(), Self::server_name(), ours),
+            acceptor.accept(theirs)
+        );
+        (ours.unwrap(), theirs.unwrap())
+    }
+
+    /// twoway's server handshake (`secure::accept`) on `ours` against
+    /// rustls's buffered client on `theirs`; asserts that ours saw the ALPN
+    /// and alice's leaf.
+    pub async fn ours_server<T>(
+        &self,
+        (ours, theirs): (T, T),
+    ) -> (SecureStream<T>, tokio_rustls::client::TlsStream<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let (ours, theirs) = tokio::join!(
+            secure::accept(self.server.clone(), ours),
+            connector.connect(Self::server_name(), theirs)
+        );
+        let (ours, peer) = ours.unwrap();
+        assert_eq!(peer.alpn.as_deref(), Some(tls::ALPN));
+        assert_eq!(peer.certificates.len(), 1, "the client's leaf");
+        (ours, theirs.unwrap())
     }
 
     /// The name the server certificate carries, as a client dials it.
@@ -164,6 +229,17 @@ pub struct Setup {
     pub server_inside: MemoryPeer,
     /// Cancel to stop the server.
     pub shutdown: CancellationToken,
+}
+
+impl Setup {
+    /// Puts `packet` into the server's device, as the corporate network would.
+    pub async fn inject(&self, packet: &[u8]) {
+        self.server_inside
+            .inject
+            .send(bytes::Bytes::copy_from_slice(packet))
+            .await
+            .expect("the server's device is open");
+    }
 }
 
 /// A client certificate and config for `identity` in `dir`.

@@ -20,6 +20,7 @@ use twoway_server::config::ServerConfig;
 use twoway_server::pki;
 use twoway_server::server::Server;
 use twoway_tests::etcd::{self, Etcd};
+use twoway_tests::eventually;
 
 struct Node {
     server: Arc<Server>,
@@ -114,14 +115,18 @@ async fn two_nodes_share_addresses_status_and_survive_etcd_restarts() {
     let first = address(&on_a);
     let on_b = connect_to(&pki_dir, &b, "alice").await.unwrap();
     assert_eq!(address(&on_b), first);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !a.server.sessions().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the session on vpn-a was not replaced within 3 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || async {
+            if a.server.sessions().is_empty() {
+                Ok(())
+            } else {
+                Err("the session on vpn-a was not replaced within 3 s".to_string())
+            }
+        },
+    )
+    .await;
 
     // The hooks moved alice's address from a to b (each node's in order; the
     // two nodes' hooks are separate processes).
@@ -131,17 +136,21 @@ async fn two_nodes_share_addresses_status_and_survive_etcd_restarts() {
         format!("session_up alice {first} vpn-b"),
     ];
     want.sort();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(pki_dir.join("hooks.log")).unwrap_or_default();
-        let mut got: Vec<String> = text.lines().map(str::to_owned).collect();
-        got.sort();
-        if got == want {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hooks: {got:?}, want {want:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async {
+            let text = std::fs::read_to_string(pki_dir.join("hooks.log")).unwrap_or_default();
+            let mut got: Vec<String> = text.lines().map(str::to_owned).collect();
+            got.sort();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("hooks: {got:?}, want {want:?}"))
+            }
+        },
+    )
+    .await;
 
     // Status from a lists b's session, with its node.
     let (sessions, missing) = a.server.cluster_sessions().await;
@@ -165,19 +174,20 @@ async fn two_nodes_share_addresses_status_and_survive_etcd_restarts() {
 
     // etcd comes back: b still sees a's static session, once; bob connects.
     etcd.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (sessions, missing) = b.server.cluster_sessions().await;
-        if missing.is_none() && sessions.iter().any(|s| s.identity == "static") {
-            assert_eq!(sessions.len(), 2, "{sessions:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vpn-a did not catch up: {sessions:?} {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let sessions = eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            let (sessions, missing) = b.server.cluster_sessions().await;
+            if missing.is_none() && sessions.iter().any(|s| s.identity == "static") {
+                Ok(sessions)
+            } else {
+                Err(format!("vpn-a did not catch up: {sessions:?} {missing:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
     let bob = connect_to(&pki_dir, &a, "bob").await.unwrap();
     assert_ne!(address(&bob), first);
 

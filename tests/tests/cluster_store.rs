@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use twoway_server::cluster::{ClaimError, Cluster, ClusterSection, Stop, StopReason};
+use twoway_server::cluster::{Claim, ClaimError, Cluster, ClusterSection, Stop, StopReason};
 use twoway_server::policy::Duplicate;
 use twoway_server::pool::Pool;
 use twoway_tests::etcd::{self, Etcd};
+use twoway_tests::eventually;
 
 fn skip() -> bool {
     if etcd::available() {
@@ -70,6 +71,29 @@ fn remote() -> SocketAddr {
     "198.51.100.7:40000".parse().unwrap()
 }
 
+/// Session `id` of `identity` claimed on `node` (one at a time under
+/// `duplicate`; `static_address` as the policy says) and registered there
+/// with `address`.
+async fn registered(
+    node: &Node,
+    identity: &str,
+    id: u64,
+    duplicate: Duplicate,
+    static_address: bool,
+    address: &str,
+) -> Claim {
+    let claim = node
+        .cluster
+        .claim(identity, id, remote(), duplicate, 1, static_address)
+        .await
+        .unwrap();
+    assert!(
+        node.cluster.register(&claim, address.into(), None).await,
+        "{identity} registered at {address}"
+    );
+    claim
+}
+
 async fn next_stop(node: &mut Node, within: Duration) -> Option<Stop> {
     tokio::time::timeout(within, node.stops.recv())
         .await
@@ -81,15 +105,19 @@ async fn wait_sessions(
     node: &Node,
     done: impl Fn(&[twoway_server::cluster::SessionRecord]) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let sessions = node.cluster.sessions().await.unwrap();
-        if done(&sessions) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sessions:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async {
+            let sessions = node.cluster.sessions().await.unwrap();
+            if done(&sessions) {
+                Ok(())
+            } else {
+                Err(format!("{sessions:?}"))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -137,12 +165,7 @@ async fn nodes_share_leases_sessions_and_kicks() {
     assert!(!distinct.contains(&on_a));
 
     // Refuse: a session on a keeps b from admitting the identity.
-    let held = a
-        .cluster
-        .claim("bob", 1, remote(), Duplicate::Refuse, 1, false)
-        .await
-        .unwrap();
-    assert!(a.cluster.register(&held, "10.77.0.5".into(), None).await);
+    let held = registered(&a, "bob", 1, Duplicate::Refuse, false, "10.77.0.5").await;
     match b
         .cluster
         .claim("bob", 7, remote(), Duplicate::Refuse, 1, false)
@@ -230,18 +253,19 @@ async fn nodes_share_leases_sessions_and_kicks() {
         .unwrap();
     std::mem::forget(dave);
     a.task.abort();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let sessions = b.cluster.sessions().await.unwrap();
-        if !sessions.iter().any(|s| s.node == "vpn-a") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vpn-a's sessions outlived its lease: {sessions:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let sessions = b.cluster.sessions().await.unwrap();
+            if !sessions.iter().any(|s| s.node == "vpn-a") {
+                Ok(())
+            } else {
+                Err(format!("vpn-a's sessions outlived its lease: {sessions:?}"))
+            }
+        },
+    )
+    .await;
     b.cancel.cancel();
     let _ = b.task.await;
     drop(newer);
@@ -257,12 +281,7 @@ async fn etcd_away_then_back() {
     let b = node(&etcd, "vpn-b").await;
     let pool = pool();
     let erin = a.cluster.address("erin", &pool).await.unwrap();
-    let live = a
-        .cluster
-        .claim("erin", 1, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
-    assert!(a.cluster.register(&live, erin.to_string(), None).await);
+    let live = registered(&a, "erin", 1, Duplicate::Replace, false, &erin.to_string()).await;
 
     etcd.kill();
     // A pool client is refused: the store is unreachable.
@@ -276,30 +295,25 @@ async fn etcd_away_then_back() {
     );
     assert!(a.cluster.address("frank", &pool).await.is_err());
     // A static address goes ahead on this node's word.
-    let fixed = a
-        .cluster
-        .claim("gina", 3, remote(), Duplicate::Replace, 1, true)
-        .await
-        .unwrap();
-    assert!(a.cluster.register(&fixed, "10.77.0.10".into(), None).await);
+    let fixed = registered(&a, "gina", 3, Duplicate::Replace, true, "10.77.0.10").await;
 
     etcd.restart();
     // The node catches up: gina is registered, erin still there, once each.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(sessions) = b.cluster.sessions().await {
-            let names: Vec<&str> = sessions.iter().map(|s| s.identity.as_str()).collect();
-            if names.contains(&"gina") && names.contains(&"erin") {
-                assert_eq!(sessions.len(), 2, "{sessions:?}");
-                break;
+    let sessions = eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            if let Ok(sessions) = b.cluster.sessions().await {
+                let names: Vec<&str> = sessions.iter().map(|s| s.identity.as_str()).collect();
+                if names.contains(&"gina") && names.contains(&"erin") {
+                    return Ok(sessions);
+                }
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vpn-a did not catch up after etcd came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            Err("vpn-a did not catch up after etcd came back".to_string())
+        },
+    )
+    .await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
     // No lease lost or doubled: erin keeps her address; a new identity gets another.
     assert_eq!(b.cluster.address("erin", &pool).await.unwrap(), erin);
     let frank = b.cluster.address("frank", &pool).await.unwrap();

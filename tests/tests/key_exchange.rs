@@ -8,11 +8,10 @@
 use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs::kx_group;
-use rustls::{NamedGroup, RootCertStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::NamedGroup;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use twoway_common::outside::tcp::record::secure;
-use twoway_common::tls;
 use twoway_tests::loopback::TlsPki as Pki;
 
 /// A connected pair of TCP streams on 127.0.0.1: (client end, server end).
@@ -21,6 +20,29 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
     (client.unwrap(), server.unwrap().0)
+}
+
+/// Asserts that the group the handshake agreed on is X25519MLKEM768.
+#[track_caller]
+fn assert_hybrid(group: Option<&dyn rustls::crypto::SupportedKxGroup>, who: &str) {
+    assert_eq!(
+        group.map(|g| g.name()),
+        Some(NamedGroup::X25519MLKEM768),
+        "{who}"
+    );
+}
+
+/// Writes `data` on `from` and asserts that `to` reads the same bytes.
+async fn crosses(
+    from: &mut (impl AsyncWrite + Unpin),
+    to: &mut (impl AsyncRead + Unpin),
+    data: &[u8],
+) {
+    from.write_all(data).await.unwrap();
+    from.flush().await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    to.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, data);
 }
 
 fn names(groups: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> Vec<NamedGroup> {
@@ -46,68 +68,28 @@ async fn twoway_client_and_server_negotiate_x25519mlkem768() {
 
     // twoway's client handshake (secure::connect) against rustls serving
     // with twoway's server config: the group as the server sees it.
-    let (c, s) = tcp_pair().await;
-    let acceptor = tokio_rustls::TlsAcceptor::from(p.server.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), Pki::server_name(), c),
-        acceptor.accept(s)
-    );
-    let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
+    let (mut ours, mut theirs) = p.ours_client(tcp_pair().await).await;
     let group = theirs.get_ref().1.negotiated_key_exchange_group();
-    assert_eq!(
-        group.map(|g| g.name()),
-        Some(NamedGroup::X25519MLKEM768),
-        "twoway client -> server"
-    );
-    ours.write_all(b"hello").await.unwrap();
-    ours.flush().await.unwrap();
-    let mut got = [0u8; 5];
-    theirs.read_exact(&mut got).await.unwrap();
-    assert_eq!(&got, b"hello");
+    assert_hybrid(group, "twoway client -> server");
+    crosses(&mut ours, &mut theirs, b"hello").await;
 
     // twoway's server handshake (secure::accept) against rustls connecting
     // with twoway's client config: the group as the client sees it.
     let (c, s) = tcp_pair().await;
-    let connector = tokio_rustls::TlsConnector::from(p.client.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), s),
-        connector.connect(Pki::server_name(), c)
-    );
-    let ((mut ours, _peer), mut theirs) = (ours.unwrap(), theirs.unwrap());
+    let (mut ours, mut theirs) = p.ours_server((s, c)).await;
     let group = theirs.get_ref().1.negotiated_key_exchange_group();
-    assert_eq!(
-        group.map(|g| g.name()),
-        Some(NamedGroup::X25519MLKEM768),
-        "client -> twoway server"
-    );
-    theirs.write_all(b"hello").await.unwrap();
-    theirs.flush().await.unwrap();
-    let mut got = [0u8; 5];
-    ours.read_exact(&mut got).await.unwrap();
-    assert_eq!(&got, b"hello");
+    assert_hybrid(group, "client -> twoway server");
+    crosses(&mut theirs, &mut ours, b"hello").await;
 }
 
 #[tokio::test]
 async fn a_client_without_ml_kem_gets_x25519() {
     let p = Pki::new();
-    let mut roots = RootCertStore::empty();
-    for cert in tls::load_certs(&p.file("ca.pem")).unwrap() {
-        roots.add(cert).unwrap();
-    }
     let classical = rustls::crypto::CryptoProvider {
         kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
         ..rustls::crypto::aws_lc_rs::default_provider()
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(classical))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            tls::load_certs(&p.file("alice.pem")).unwrap(),
-            tls::load_key(&p.file("alice.key")).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![tls::ALPN.to_vec()];
+    let config = twoway_tests::loopback::alice_client_with(&p.dir, classical);
     let (c, s) = tcp_pair().await;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let (ours, theirs) = tokio::join!(
@@ -117,9 +99,5 @@ async fn a_client_without_ml_kem_gets_x25519() {
     let ((mut ours, _peer), mut theirs) = (ours.unwrap(), theirs.unwrap());
     let group = theirs.get_ref().1.negotiated_key_exchange_group();
     assert_eq!(group.map(|g| g.name()), Some(NamedGroup::X25519));
-    theirs.write_all(b"classical").await.unwrap();
-    theirs.flush().await.unwrap();
-    let mut got = [0u8; 9];
-    ours.read_exact(&mut got).await.unwrap();
-    assert_eq!(&got, b"classical");
+    crosses(&mut theirs, &mut ours, b"classical").await;
 }

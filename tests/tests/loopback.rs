@@ -131,11 +131,7 @@ async fn packets_cross_both_ways_with_static_and_pool_addresses() {
 
     // Corporate network → client: the router picks alice's session.
     let down = build::ipv4(Ipv4Addr::new(198, 19, 0, 2), alice.address, b"hello alice");
-    s.server_inside
-        .inject
-        .send(Bytes::from(down.clone()))
-        .await
-        .unwrap();
+    s.inject(&down).await;
     assert_eq!(
         recv(&mut alice.device.written).await.as_deref(),
         Some(&down[..])

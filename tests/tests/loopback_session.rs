@@ -39,6 +39,14 @@ struct Running {
     end: JoinHandle<Result<(), ClientError>>,
 }
 
+/// A server with [`POLICY`] and alice's client loop running against it.
+async fn start_alice() -> (Setup, Running) {
+    let s = start(POLICY).await;
+    issue(&s.pki, "alice");
+    let alice = run_alice(&s);
+    (s, alice)
+}
+
 fn run_alice(s: &Setup) -> Running {
     let config = client_config(s, "alice");
     let tls = tls(&config);
@@ -111,11 +119,7 @@ async fn packets_cross(s: &mut Setup, device: &mut MemoryPeer, text: &str) {
         "{text}: client to server"
     );
     let down = build::ipv4(CORP, ALICE, text.as_bytes());
-    s.server_inside
-        .inject
-        .send(Bytes::from(down.clone()))
-        .await
-        .unwrap();
+    s.inject(&down).await;
     assert_eq!(
         recv(&mut device.written).await.as_deref(),
         Some(&down[..]),
@@ -128,9 +132,7 @@ async fn packets_cross(s: &mut Setup, device: &mut MemoryPeer, text: &str) {
 /// `down` closes the device and undoes the host's changes.
 #[tokio::test]
 async fn the_client_loop_relays_and_hands_the_assignment_to_the_host() {
-    let mut s = start(POLICY).await;
-    issue(&s.pki, "alice");
-    let mut alice = run_alice(&s);
+    let (mut s, mut alice) = start_alice().await;
     let (settings, mut device) = next_device(&mut alice).await;
     assert_eq!(settings.ipv4.0, ALICE);
     assert!(
@@ -182,9 +184,7 @@ async fn the_client_loop_relays_and_hands_the_assignment_to_the_host() {
 /// hears of the new connection, and packets flow again.
 #[tokio::test]
 async fn a_moved_network_reconnects_at_once_on_the_same_device() {
-    let mut s = start(POLICY).await;
-    issue(&s.pki, "alice");
-    let mut alice = run_alice(&s);
+    let (mut s, mut alice) = start_alice().await;
     let (_, mut device) = next_device(&mut alice).await;
     calls_until(&mut alice.host.calls, |c| matches!(c, HostCall::Dns { .. })).await;
     packets_cross(&mut s, &mut device, "before").await;
@@ -229,9 +229,7 @@ async fn a_moved_network_reconnects_at_once_on_the_same_device() {
 /// code 3, and still closes the device and undoes the host's changes.
 #[tokio::test]
 async fn a_revoked_session_ends_the_loop_with_exit_3_and_undoes_the_host() {
-    let s = start(POLICY).await;
-    issue(&s.pki, "alice");
-    let mut alice = run_alice(&s);
+    let (s, mut alice) = start_alice().await;
     let (_, mut device) = next_device(&mut alice).await;
     calls_until(&mut alice.host.calls, |c| matches!(c, HostCall::Dns { .. })).await;
     pki::revoke(&s.pki, "alice").unwrap();

@@ -272,16 +272,19 @@ fn two_nodes_one_etcd() {
 
     // Kick on A ends bob's session on B within 3 s; a second kick finds nobody.
     let started = Instant::now();
-    let kick = vpn.lab.exec(
-        &vpn.lab.srv,
-        &[
-            vpn.bins_server(),
-            "kick",
-            "bob",
-            "--config",
-            path_str(&a_config),
-        ],
-    );
+    let kick_bob_on_a = || {
+        vpn.lab.exec(
+            &vpn.lab.srv,
+            &[
+                vpn.bins_server(),
+                "kick",
+                "bob",
+                "--config",
+                path_str(&a_config),
+            ],
+        )
+    };
+    let kick = kick_bob_on_a();
     assert_eq!(kick.code(), Some(0), "kick bob on A: {kick}");
     let gone = wait_until(Duration::from_secs(3), || {
         on_node(&status(&vpn, &b_config), "bob").is_none()
@@ -292,16 +295,7 @@ fn two_nodes_one_etcd() {
         started.elapsed()
     );
     vpn.passed("kick on A ends bob's session on B within 3 s");
-    let kick = vpn.lab.exec(
-        &vpn.lab.srv,
-        &[
-            vpn.bins_server(),
-            "kick",
-            "bob",
-            "--config",
-            path_str(&a_config),
-        ],
-    );
+    let kick = kick_bob_on_a();
     assert_eq!(kick.code(), Some(1), "a second kick: {kick}");
     let _ = vpn.client_cmd(
         &cli2,

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use twoway_common::message::{Assignment, ByeReason};
-use twoway_common::offload::{Header, F_NEEDS_CSUM};
+use twoway_common::offload::Header;
 use twoway_tests::forge::{self, OffloadFrame};
 use twoway_tests::vpn::snmp6_counter;
 use twoway_tests::vpn::Vpn;
@@ -23,15 +23,6 @@ fn udp6_arrived(ns: &str) -> u64 {
         .iter()
         .map(|f| snmp6_counter(ns, f).unwrap_or(0))
         .sum()
-}
-
-fn needs_csum(csum_start: u16, csum_offset: u16) -> Header {
-    Header {
-        flags: F_NEEDS_CSUM,
-        csum_start,
-        csum_offset,
-        ..Header::default()
-    }
 }
 
 #[test]
@@ -66,14 +57,14 @@ fn checksum_offload_cannot_rewrite_an_ipv6_address() {
             let packet = forge::udp6_partial(src, dst, 9, b"twoway offload test");
             // The control: checksum offload where UDP keeps its checksum.
             let mut frames = vec![OffloadFrame {
-                header: needs_csum(40, 6),
+                header: Header::needs_csum(40, 6),
                 packet: packet.clone(),
                 pause: Duration::from_secs(1),
             }];
             if with_attack {
                 // The checksum lands on the last two bytes of the source address.
                 frames.push(OffloadFrame {
-                    header: needs_csum(22, 0),
+                    header: Header::needs_csum(22, 0),
                     packet,
                     pause: Duration::ZERO,
                 });

@@ -206,20 +206,7 @@ fn client_config(pki: &Path, suite_index: usize) -> rustls::ClientConfig {
         ],
         ..(*tls::provider()).clone()
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in tls::load_certs(&pki.join("ca.pem")).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            tls::load_certs(&pki.join("alice.pem")).unwrap(),
-            tls::load_key(&pki.join("alice.key")).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![tls::ALPN.to_vec()];
+    let mut config = twoway_tests::loopback::alice_client_with(pki, provider);
     config.enable_secret_extraction = true;
     config
 }

@@ -5,43 +5,12 @@
 //! in-memory duplex pipe.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use twoway_common::outside::tcp::record::secure::{self, SecureStream};
-use twoway_common::tls;
+use twoway_common::outside::tcp::record::secure;
 use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 
-/// Ours as the client, rustls's buffered server as the peer.
-async fn ours_client(
-    p: &Pki,
-) -> (
-    SecureStream<DuplexStream>,
-    tokio_rustls::server::TlsStream<DuplexStream>,
-) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let acceptor = tokio_rustls::TlsAcceptor::from(p.server.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), Pki::server_name(), a),
-        acceptor.accept(b)
-    );
-    (ours.unwrap(), theirs.unwrap())
-}
-
-/// Ours as the server, rustls's buffered client as the peer.
-async fn ours_server(
-    p: &Pki,
-) -> (
-    SecureStream<DuplexStream>,
-    tokio_rustls::client::TlsStream<DuplexStream>,
-) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let connector = tokio_rustls::TlsConnector::from(p.client.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), a),
-        connector.connect(Pki::server_name(), b)
-    );
-    let (ours, peer) = ours.unwrap();
-    assert_eq!(peer.alpn.as_deref(), Some(tls::ALPN));
-    assert_eq!(peer.certificates.len(), 1, "the client's leaf");
-    (ours, theirs.unwrap())
+/// An in-memory pipe: (our end, the peer's end).
+fn duplex() -> (DuplexStream, DuplexStream) {
+    tokio::io::duplex(64 * 1024)
 }
 
 /// A pattern that shows misplaced or reordered bytes.
@@ -75,7 +44,7 @@ where
 #[tokio::test]
 async fn data_both_ways_with_rustls_as_the_server() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_client(&p).await;
+    let (mut ours, mut theirs) = p.ours_client(duplex()).await;
     for (len, chunk) in [
         (1, 1),
         (5000, 7),
@@ -91,7 +60,7 @@ async fn data_both_ways_with_rustls_as_the_server() {
 #[tokio::test]
 async fn data_both_ways_with_rustls_as_the_client() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_server(&p).await;
+    let (mut ours, mut theirs) = p.ours_server(duplex()).await;
     for (len, chunk) in [(1, 1), (5000, 7), (100_000, 16_384), (300_000, 65_536)] {
         send(&mut theirs, &mut ours, &pattern(len, 3), chunk).await;
         send(&mut ours, &mut theirs, &pattern(len, 4), chunk).await;
@@ -113,7 +82,7 @@ async fn data_both_ways_with_rustls_as_the_client() {
 #[tokio::test]
 async fn a_key_update_asked_by_rustls_is_answered() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_server(&p).await;
+    let (mut ours, mut theirs) = p.ours_server(duplex()).await;
     send(&mut ours, &mut theirs, &pattern(1000, 6), 1000).await;
     // rustls sends KeyUpdate(update_requested): we switch our receive key,
     // answer with our own KeyUpdate and switch our send key.
@@ -125,28 +94,33 @@ async fn a_key_update_asked_by_rustls_is_answered() {
     send(&mut ours, &mut theirs, &pattern(10, 10), 10).await;
 }
 
+/// `w` writes `data` and closes (close_notify); `r` reads exactly `data`, then the end.
+async fn last_words<W, R>(w: &mut W, r: &mut R, data: &[u8])
+where
+    W: AsyncWriteExt + Unpin,
+    R: AsyncReadExt + Unpin,
+{
+    w.write_all(data).await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, data);
+}
+
 #[tokio::test]
 async fn close_notify_ends_the_stream_cleanly_both_ways() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_client(&p).await;
-    ours.write_all(b"last words").await.unwrap();
-    ours.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    theirs.read_to_end(&mut rest).await.unwrap();
-    assert_eq!(rest, b"last words");
+    let (mut ours, mut theirs) = p.ours_client(duplex()).await;
+    last_words(&mut ours, &mut theirs, b"last words").await;
 
-    let (mut ours, mut theirs) = ours_server(&p).await;
-    theirs.write_all(b"bye").await.unwrap();
-    theirs.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    ours.read_to_end(&mut rest).await.unwrap();
-    assert_eq!(rest, b"bye");
+    let (mut ours, mut theirs) = p.ours_server(duplex()).await;
+    last_words(&mut theirs, &mut ours, b"bye").await;
 }
 
 #[tokio::test]
 async fn a_forged_record_ends_the_stream_with_an_error() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_client(&p).await;
+    let (mut ours, mut theirs) = p.ours_client(duplex()).await;
     send(&mut theirs, &mut ours, b"real", 4).await;
     // Bypass rustls: a well-formed header around bytes nobody sealed.
     let forged = unsealed_record();
@@ -163,7 +137,7 @@ async fn a_forged_record_ends_the_stream_with_an_error() {
 async fn a_connection_closed_without_close_notify_is_an_error() {
     // RFC 8446 6.1: without close_notify the data may have been cut short.
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_server(&p).await;
+    let (mut ours, mut theirs) = p.ours_server(duplex()).await;
     send(&mut theirs, &mut ours, b"all of it?", 10).await;
     theirs.get_mut().0.shutdown().await.unwrap();
     let err = ours.read(&mut [0u8; 100]).await.unwrap_err();
@@ -173,7 +147,7 @@ async fn a_connection_closed_without_close_notify_is_an_error() {
 #[tokio::test]
 async fn key_update_requests_without_data_are_limited() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_server(&p).await;
+    let (mut ours, mut theirs) = p.ours_server(duplex()).await;
     // Up to the limit: followed (and answered once), data still flows.
     for _ in 0..32 {
         theirs.get_mut().1.refresh_traffic_keys().unwrap();
@@ -197,7 +171,7 @@ async fn data_sent_right_behind_the_finished_message_arrives() {
     // are both in the pipe before our server reads again: the handshake loop
     // must keep what came behind the handshake.
     let p = Pki::new();
-    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (a, b) = duplex();
     let connector = tokio_rustls::TlsConnector::from(p.client.clone());
     let (ours, theirs) = tokio::join!(secure::accept(p.server.clone(), a), async {
         let mut c = connector.connect(Pki::server_name(), b).await.unwrap();
@@ -215,7 +189,7 @@ async fn data_sent_right_behind_the_finished_message_arrives() {
 #[tokio::test]
 async fn a_stream_cut_inside_a_record_is_an_error() {
     let p = Pki::new();
-    let (mut ours, mut theirs) = ours_client(&p).await;
+    let (mut ours, mut theirs) = p.ours_client(duplex()).await;
     // A record header announcing 100 bytes, then the connection ends.
     theirs
         .get_mut()

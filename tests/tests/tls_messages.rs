@@ -18,6 +18,7 @@ use twoway_client::error::EXIT_AUTH;
 use twoway_server::config::ServerConfig;
 use twoway_server::pki;
 use twoway_server::server::Server;
+use twoway_tests::loopback::issue;
 
 /// Log lines written while a test runs (the test's runtime is single-threaded,
 /// so the server's tasks log into the subscriber set for this thread).
@@ -99,16 +100,6 @@ async fn start() -> Setup {
     }
 }
 
-fn issue(dir: &Path, identity: &str) {
-    pki::issue(&pki::IssueOptions {
-        dir: dir.to_owned(),
-        identity: identity.into(),
-        days: 30,
-        out: None,
-    })
-    .unwrap();
-}
-
 /// Another CA, made by `pki init --name NAME` in its own folder, with mallory.
 fn other_pki(s: &Setup, folder: &str, name: &str) -> PathBuf {
     let dir = s.dir.path().join(folder);
@@ -130,6 +121,13 @@ fn config(s: &Setup, pki_dir: &Path, identity: &str) -> ClientConfig {
     c
 }
 
+/// alice's config, trusting the CA of the PKI in `other` instead of the server's.
+fn alice_trusting(s: &Setup, other: &Path) -> ClientConfig {
+    let mut c = config(s, &s.pki, "alice");
+    c.tls.ca = Some(other.join("ca.pem"));
+    c
+}
+
 async fn refusal(c: &ClientConfig) -> String {
     let tls = twoway_client::credentials::load(c).unwrap().tls;
     let err = connect(c, tls).await.unwrap_err();
@@ -146,9 +144,7 @@ async fn refusal(c: &ClientConfig) -> String {
 async fn a_client_trusting_another_ca_of_the_same_name_is_told_which() {
     let s = start().await;
     let other = other_pki(&s, "other", "vpn.test");
-    let mut c = config(&s, &s.pki, "alice");
-    c.tls.ca = Some(other.join("ca.pem"));
-    let text = refusal(&c).await;
+    let text = refusal(&alice_trusting(&s, &other)).await;
     let ca = other.join("ca.pem").display().to_string();
     assert!(
         text.contains(&format!(
@@ -162,9 +158,7 @@ async fn a_client_trusting_another_ca_of_the_same_name_is_told_which() {
 async fn a_client_trusting_an_unrelated_ca_is_told_the_issuer() {
     let s = start().await;
     let other = other_pki(&s, "unrelated", "other.example");
-    let mut c = config(&s, &s.pki, "alice");
-    c.tls.ca = Some(other.join("ca.pem"));
-    let text = refusal(&c).await;
+    let text = refusal(&alice_trusting(&s, &other)).await;
     assert!(
         text.contains(r#"("CN=twoway CA other.example"): its issuer is "CN=twoway CA vpn.test""#)
             && !text.contains("same name"),

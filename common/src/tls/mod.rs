@@ -151,10 +151,9 @@ fn root_store_from(
     let mut roots = RootCertStore::empty();
     let certs = ca.certs()?;
     for cert in &certs {
-        roots.add(cert.clone()).map_err(|source| TlsError::Rustls {
-            context: format!("{ca}: CA certificate not usable"),
-            source,
-        })?;
+        roots.add(cert.clone()).map_err(refused_by_rustls(format!(
+            "{ca}: CA certificate not usable"
+        )))?;
     }
     Ok((roots, certs))
 }
@@ -170,6 +169,12 @@ pub struct ServerTlsFiles {
     pub key: PathBuf,
     /// The CA's certificate revocation list.
     pub crl: PathBuf,
+}
+
+/// For `map_err`: a rustls error as [`TlsError::Rustls`], saying what we were doing.
+fn refused_by_rustls(context: impl Into<String>) -> impl FnOnce(rustls::Error) -> TlsError {
+    let context = context.into();
+    move |source| TlsError::Rustls { context, source }
 }
 
 /// Builds the server config: TLS 1.3 only, a client certificate that chains
@@ -193,20 +198,14 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
     let verifier = Arc::new(verify::ClientVerifier::new(verifier, &files.ca, &ca));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Rustls {
-            context: "TLS 1.3 setup".into(),
-            source,
-        })?
+        .map_err(refused_by_rustls("TLS 1.3 setup"))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
-        .map_err(|source| TlsError::Rustls {
-            context: format!(
-                "{} and {} do not form a usable certificate and key",
-                files.cert.display(),
-                files.key.display()
-            ),
-            source,
-        })?;
+        .map_err(refused_by_rustls(format!(
+            "{} and {} do not form a usable certificate and key",
+            files.cert.display(),
+            files.key.display()
+        )))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
@@ -243,17 +242,13 @@ pub fn client_config_from(
     let verifier = Arc::new(verify::ServerVerifier::new(webpki, &ca_name, &ca_certs));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Rustls {
-            context: "TLS 1.3 setup".into(),
-            source,
-        })?
+        .map_err(refused_by_rustls("TLS 1.3 setup"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(cert.certs()?, key.private_key()?)
-        .map_err(|source| TlsError::Rustls {
-            context: format!("{cert} and {key} do not form a usable certificate and key"),
-            source,
-        })?;
+        .map_err(refused_by_rustls(format!(
+            "{cert} and {key} do not form a usable certificate and key"
+        )))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     // No resumption: a ticket from a server is never offered back.
     config.resumption = rustls::client::Resumption::disabled();

@@ -179,14 +179,7 @@ fn certified_key(
     identity: &str,
 ) -> Result<String, PkiError> {
     let Some(entry) = index.live(identity) else {
-        return Err(if index.knows(identity) {
-            PkiError::AlreadyRevoked(identity.to_string())
-        } else {
-            PkiError::UnknownIdentity {
-                identity: identity.to_string(),
-                index: Index::path(dir),
-            }
-        });
+        return Err(index.no_live(dir, identity));
     };
     if let Some(key) = &entry.public_key {
         return Ok(key.clone());

@@ -135,6 +135,19 @@ impl Index {
             .find(|c| c.identity == identity && !c.revoked)
     }
 
+    /// Why `identity` has no live certificate in the index of `dir`: all of
+    /// its certificates are revoked, or it was never issued one.
+    pub fn no_live(&self, dir: &Path, identity: &str) -> PkiError {
+        if self.knows(identity) {
+            PkiError::AlreadyRevoked(identity.to_string())
+        } else {
+            PkiError::UnknownIdentity {
+                identity: identity.to_string(),
+                index: Self::path(dir),
+            }
+        }
+    }
+
     /// The newest certificate of `identity` that is neither revoked nor expired.
     pub fn valid(&self, identity: &str, now: OffsetDateTime) -> Option<&IndexEntry> {
         self.certs

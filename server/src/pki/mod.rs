@@ -300,14 +300,7 @@ pub fn revoke(dir: &Path, identity: &str) -> Result<usize, PkiError> {
         count += 1;
     }
     if count == 0 {
-        return Err(if index.knows(identity) {
-            PkiError::AlreadyRevoked(identity.to_string())
-        } else {
-            PkiError::UnknownIdentity {
-                identity: identity.to_string(),
-                index: Index::path(dir),
-            }
-        });
+        return Err(index.no_live(dir, identity));
     }
 
     // Keep every entry of the current CRL, whatever the index says.

@@ -2,7 +2,6 @@
 //! routes of its addresses to its queue) before its client hears of its
 //! assignment, and leaves it when the relay ends; then its slot is freed.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -106,13 +105,7 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
     let (queue_tx, outbound) = queue::channel(l.session_queue, l.session_queue_bytes);
     let (stop_tx, stop) = mpsc::channel(1);
     let counters = Arc::new(Counters::default());
-    let addresses: Vec<IpAddr> = [
-        Some(assignment.address.ip()),
-        assignment.address6.map(|a| a.ip()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let addresses = assignment.addresses();
     let (registration, udp) = match udp {
         Some((r, u)) => (Some(r), Some(u)),
         None => (None, None),
