@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use twoway_common::config_file::ConfigErrors;
+use twoway_common::config_file::{ConfigError, ConfigErrors};
 use twoway_common::tls;
 
 use crate::config::ServerConfig;
@@ -18,10 +18,14 @@ pub fn check(config_path: &Path) -> Vec<String> {
         Err(ConfigErrors(errors)) => return errors.iter().map(ToString::to_string).collect(),
     };
     let mut problems: Vec<String> = invalid.iter().map(ToString::to_string).collect();
-    if let Err(ConfigErrors(errors)) = Policy::load(&config.policy, &config.tunnel) {
-        problems.extend(errors.iter().map(ToString::to_string));
-    }
     let at = |key: &str| format!("key `{key}` in {}", config_path.display());
+    if let Err(ConfigErrors(errors)) = Policy::load(&config.policy, &config.tunnel) {
+        // A policy file that cannot be read is named by server.toml's `policy`.
+        problems.extend(errors.iter().map(|e| match e {
+            ConfigError::Read { .. } => format!("{e} ({})", at("policy")),
+            _ => e.to_string(),
+        }));
+    }
     let t = &config.tls;
     let each = [
         ("tls.ca", tls::load_certs(&t.ca).err()),
