@@ -296,39 +296,55 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
 async fn a_certificate_revoked_between_handshake_and_hello_is_refused() {
     let s = start("").await;
     issue(&s.pki, "alice");
-    let c = client_config(&s, "alice");
+    let mut tls_stream = tls_connected(&s, "alice").await;
+    pki::revoke(&s.pki, "alice").unwrap();
+    s.server.reload().unwrap();
+    let answer = hello_and_answer(&mut tls_stream, &[]).await;
+    assert_eq!(answer.kind, FrameType::Refuse, "a session was granted");
+    let refusal: message::Refusal = message::decode(&answer.payload).unwrap();
+    assert_eq!(refusal.code, message::RefuseCode::Revoked, "{refusal:?}");
+    assert!(s.server.sessions().is_empty());
+}
+
+/// `identity`'s TLS connection to the server, handshake done, nothing sent.
+async fn tls_connected(
+    s: &Setup,
+    identity: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let c = client_config(s, identity);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
         .await
         .unwrap();
     let name = twoway_common::tls::server_name("vpn.test").unwrap();
-    let mut tls_stream = tokio_rustls::TlsConnector::from(tls(&c))
+    tokio_rustls::TlsConnector::from(tls(&c))
         .connect(name, tcp)
         .await
-        .unwrap();
-    pki::revoke(&s.pki, "alice").unwrap();
-    s.server.reload().unwrap();
+        .unwrap()
+}
+
+/// Sends a Hello announcing `features`; returns the server's first frame.
+async fn hello_and_answer(
+    tls_stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    features: &[&str],
+) -> frame::Frame {
     let mut out = BytesMut::new();
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        features: vec![],
+        features: features.iter().map(|f| f.to_string()).collect(),
         software: "test".into(),
     };
     frame::encode(FrameType::Hello, &message::encode(&hello), &mut out);
     tls_stream.write_all(&out).await.unwrap();
     let mut rbuf = BytesMut::new();
-    let answer = loop {
+    loop {
         if let Some(f) = frame::decode(&mut rbuf).unwrap() {
-            break f;
+            return f;
         }
         assert!(
             tls_stream.read_buf(&mut rbuf).await.unwrap() > 0,
-            "closed without an answer"
+            "closed without an answer to the Hello"
         );
-    };
-    assert_eq!(answer.kind, FrameType::Refuse, "a session was granted");
-    let refusal: message::Refusal = message::decode(&answer.payload).unwrap();
-    assert_eq!(refusal.code, message::RefuseCode::Revoked, "{refusal:?}");
-    assert!(s.server.sessions().is_empty());
+    }
 }
 
 /// A session driven by hand over rustls's buffered client: Hello sent,
@@ -350,33 +366,8 @@ async fn hand_made_session_with(
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     Vec<String>,
 ) {
-    let c = client_config(s, identity);
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
-        .await
-        .unwrap();
-    let name = twoway_common::tls::server_name("vpn.test").unwrap();
-    let mut tls_stream = tokio_rustls::TlsConnector::from(tls(&c))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let mut out = BytesMut::new();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        features: features.iter().map(|f| f.to_string()).collect(),
-        software: "test".into(),
-    };
-    frame::encode(FrameType::Hello, &message::encode(&hello), &mut out);
-    tls_stream.write_all(&out).await.unwrap();
-    let mut rbuf = BytesMut::new();
-    let assign = loop {
-        if let Some(f) = frame::decode(&mut rbuf).unwrap() {
-            break f;
-        }
-        assert!(
-            tls_stream.read_buf(&mut rbuf).await.unwrap() > 0,
-            "closed before the Assign"
-        );
-    };
+    let mut tls_stream = tls_connected(s, identity).await;
+    let assign = hello_and_answer(&mut tls_stream, features).await;
     assert_eq!(assign.kind, FrameType::Assign);
     let a: twoway_common::message::Assignment = message::decode(&assign.payload).unwrap();
     (tls_stream, a.features)
