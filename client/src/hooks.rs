@@ -2,11 +2,9 @@
 //! down, with the assignment in environment variables, as child processes
 //! through tokio with a time limit. A failing hook is logged, never fatal.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
-
+use twoway_common::hook::{self, Outcome};
 use twoway_common::message::Assignment;
 
 /// Longest a hook may run before it is killed.
@@ -40,29 +38,21 @@ pub fn environment(a: &Assignment, device: &str, server: &str) -> Vec<(String, S
     ]
 }
 
-/// Runs `command` with `sh -c` as a child process, waiting at most
-/// [`HOOK_TIMEOUT`] (then it is killed). Logs the outcome; never fails.
+/// Runs `command` with `sh -c` as a child process in its own process group,
+/// waiting at most [`HOOK_TIMEOUT`] (then the group is killed). Logs the
+/// outcome; never fails.
 pub async fn run(kind: &str, command: &str, env: &[(String, String)]) {
-    let spawned = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("TWOWAY_HOOK", kind)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => return tracing::warn!(hook = kind, error = %e, "hook could not start"),
-    };
-    match tokio::time::timeout(HOOK_TIMEOUT, child.wait()).await {
-        Ok(Ok(status)) if status.success() => tracing::info!(hook = kind, "hook ran"),
-        Ok(Ok(status)) => tracing::warn!(hook = kind, %status, "hook failed"),
-        Ok(Err(e)) => tracing::warn!(hook = kind, error = %e, "hook wait failed"),
-        Err(_) => {
-            let _ = child.kill().await;
-            tracing::warn!(hook = kind, "hook timed out and was killed")
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("TWOWAY_HOOK", kind)]);
+    match hook::run(command, env, HOOK_TIMEOUT).await {
+        Outcome::Succeeded => tracing::info!(hook = kind, "hook ran"),
+        Outcome::Failed { status, stderr } => {
+            tracing::warn!(hook = kind, %status, %stderr, "hook failed")
         }
+        Outcome::TimedOut => tracing::warn!(hook = kind, "hook timed out and was killed"),
+        Outcome::Error(e) => tracing::warn!(hook = kind, error = %e, "hook could not run"),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod atomic_file;
 pub mod capability;
 pub mod config_file;
 pub mod control;
+pub mod hook;
 pub mod identity;
 pub mod inside;
 pub mod ippacket;

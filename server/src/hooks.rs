@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use twoway_common::config_file::ConfigError;
+use twoway_common::hook::{self, Outcome};
 
 fn default_timeout() -> u32 {
     10
@@ -161,29 +162,21 @@ impl SessionHook {
 
 /// Runs one hook to its end or its time limit; failures are logged.
 async fn run(which: &str, command: &str, env: &[(&'static str, String)], limit: Duration) {
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("TWOWAY_HOOK", which)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return tracing::warn!(hook = which, error = %e, "cannot start the hook"),
-    };
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => {
-            tracing::debug!(hook = which, "hook done")
+    let env = env
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain([("TWOWAY_HOOK", which)]);
+    match hook::run(command, env, limit).await {
+        Outcome::Succeeded => tracing::debug!(hook = which, "hook done"),
+        Outcome::Failed { status, stderr } => {
+            tracing::warn!(hook = which, %status, %stderr, "hook failed")
         }
-        Ok(Ok(out)) => tracing::warn!(hook = which, status = %out.status,
-            stderr = %String::from_utf8_lossy(&out.stderr).trim(), "hook failed"),
-        Ok(Err(e)) => tracing::warn!(hook = which, error = %e, "hook failed"),
-        Err(_) => tracing::warn!(
+        Outcome::TimedOut => tracing::warn!(
             hook = which,
             seconds = limit.as_secs(),
             "hook ran too long and was killed"
         ),
+        Outcome::Error(e) => tracing::warn!(hook = which, error = %e, "cannot start the hook"),
     }
 }
 

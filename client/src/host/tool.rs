@@ -59,6 +59,8 @@ pub async fn run(tool: &'static str, args: &[String]) -> Result<String, HostErro
         .args(args)
         .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())
+        // Its own group: a Ctrl-C in the terminal is for twoway, which tears down.
+        .process_group(0)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(TOOL_TIMEOUT, child)

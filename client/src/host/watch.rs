@@ -76,6 +76,8 @@ fn spawn() -> std::io::Result<Monitor> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own group: a Ctrl-C in the terminal is for twoway, which tears down.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()?;
     let stdout = child
