@@ -308,6 +308,15 @@ async fn etcd_away_then_back() {
     assert!(a.cluster.address("frank", &pool).await.is_err());
     // A static address goes ahead on this node's word.
     let fixed = registered(&a, "gina", 3, Duplicate::Replace, true, "10.77.0.10").await;
+    // But only one session of hers: a second device would need a pool address.
+    let second = a
+        .cluster
+        .claim("gina", 4, remote(), Duplicate::Allow, 2, true)
+        .await;
+    assert!(
+        matches!(second, Err(ClaimError::Unreachable(_))),
+        "{second:?}"
+    );
 
     etcd.restart();
     // The node catches up: gina is registered, erin still there, once each.

@@ -108,7 +108,9 @@ impl Cluster {
             let held = match outcome {
                 Ok(Ok(revision)) => return Ok(self.claimed(key, mine, revision)),
                 Ok(Err(held)) => held,
-                Err(e) if static_address => {
+                // Only one session on this node may go ahead so: a second
+                // device of the identity gets a pool address, which needs etcd.
+                Err(e) if static_address && !self.local().contains_key(&key) => {
                     tracing::warn!(error = %e, "cluster store unreachable; admitting a static address on this node's word alone");
                     self.dirty.notify_one();
                     return Ok(self.claimed(key, mine, 0));
