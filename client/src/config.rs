@@ -176,10 +176,8 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct HooksSection {
     /// Run after the tunnel is up (and after each reconfiguration).
-    #[serde(default)]
     pub up: Option<String>,
     /// Run before the tunnel goes down.
-    #[serde(default)]
     pub down: Option<String>,
 }
 

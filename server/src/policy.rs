@@ -62,16 +62,13 @@ pub enum Duplicate {
 
 /// Routes, DNS and search domains.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Access {
     /// Networks routed into the tunnel.
-    #[serde(default)]
     pub routes: Vec<IpNetwork>,
     /// DNS resolvers.
-    #[serde(default)]
     pub dns: Vec<IpAddr>,
     /// DNS search domains.
-    #[serde(default)]
     pub search: Vec<String>,
 }
 
