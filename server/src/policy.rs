@@ -96,10 +96,8 @@ pub struct ClientEntry {
     /// Identity as read from the certificate.
     pub identity: String,
     /// Static IPv4 address inside the tunnel network.
-    #[serde(default)]
     pub address: Option<Ipv4Addr>,
     /// Static IPv6 address inside network6.
-    #[serde(default)]
     pub address6: Option<Ipv6Addr>,
     /// Groups the client belongs to.
     #[serde(default)]
