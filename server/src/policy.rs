@@ -148,6 +148,15 @@ pub struct Grant {
     pub client_to_client: bool,
 }
 
+impl Grant {
+    /// Makes this the grant of an extra device of the identity (`duplicate =
+    /// "allow"`): the static addresses stay with its first device, and this
+    /// one gets pool addresses of its own.
+    pub fn for_extra_device(&mut self) {
+        (self.address, self.address6) = (None, None);
+    }
+}
+
 impl Policy {
     /// Reads and validates a policy file against the tunnel addressing.
     pub fn load(path: &Path, tunnel: &TunnelSection) -> Result<Self, ConfigErrors> {
