@@ -161,7 +161,10 @@ mod tests {
         assert!(starts.iter().all(|a| pool.usable(*a)));
         // Seed 0 and 1 land on reserved addresses and move on.
         assert_eq!(pool.free_from(&none, 0), Some("10.77.0.2".parse().unwrap()));
-        assert_eq!(pool.free_from(&none, 17), Some("10.77.0.2".parse().unwrap()));
+        assert_eq!(
+            pool.free_from(&none, 17),
+            Some("10.77.0.2".parse().unwrap())
+        );
         // All but one taken: every seed finds it; none free: none.
         let last: Ipv4Addr = "10.77.0.9".parse().unwrap();
         let mut taken: BTreeSet<Ipv4Addr> = pool.range().iter().filter(|a| *a != last).collect();

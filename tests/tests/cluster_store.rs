@@ -437,7 +437,10 @@ async fn a_node_cut_off_past_its_lease_gives_up_a_reclaimed_address() {
     cut.sever();
     wait_sessions(&b, |s| !s.iter().any(|s| s.identity == "erin")).await;
     let (zed_session, zed) = pool_session(&b, "zed", 99, &pool).await;
-    assert_eq!(zed, erin, "zed takes the only address without a live session");
+    assert_eq!(
+        zed, erin,
+        "zed takes the only address without a live session"
+    );
 
     // vpn-a is back: it must not write erin's session again at zed's
     // address, but end it (her client reconnects for another address).

@@ -252,7 +252,11 @@ impl Cluster {
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         if let Some(a) = l.leased {
             let slot = l.record.slot.as_str();
-            when.push(Compare::value(keys::lease_address(a), CompareOp::Equal, slot));
+            when.push(Compare::value(
+                keys::lease_address(a),
+                CompareOp::Equal,
+                slot,
+            ));
         }
         let txn = Txn::new()
             .when(when)

@@ -75,7 +75,10 @@ pub(super) struct Link {
 pub(super) async fn announce(server: &Server, offer: Offer) -> Result<Offer, SessionError> {
     let claim = offer.claimed.cluster.as_ref();
     let grant = &offer.claimed.granted.grant;
-    if server.register_in_cluster(claim, &offer.assignment, grant).await {
+    if server
+        .register_in_cluster(claim, &offer.assignment, grant)
+        .await
+    {
         return Ok(offer);
     }
     let message = "a newer session of this identity took over".to_owned();
