@@ -29,15 +29,14 @@ type KeepAlive = (LeaseKeeper, LeaseKeepAliveStream);
 enum Rewritten {
     /// Written, at this revision.
     Written(i64),
-    /// The key holds this very session already (the lease survived).
-    Ours,
+    /// The key holds this very session already (the lease survived), at
+    /// this revision.
+    Ours(i64),
     /// Another session holds the slot.
     Held(SessionRecord),
     /// The slot is free, but the session's pool address is leased to
     /// another lease key now: the session cannot keep it.
     AddressLost,
-    /// The key went away between the compare and the read.
-    Gone,
 }
 
 impl Cluster {
@@ -60,9 +59,8 @@ impl Cluster {
                 match self.store.grant(self.ttl).await {
                     Ok(id) => {
                         tracing::info!(lease = id, node = %self.node, "cluster lease granted");
-                        self.lease.store(id, Ordering::SeqCst);
                         keepalive = None;
-                        self.mark_all_unwritten();
+                        self.take_lease(id);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "no cluster lease; retrying");
@@ -112,9 +110,10 @@ impl Cluster {
                 // lease (an error like any other): ask etcd about the lease.
                 _ => {
                     return match self.store.time_to_live(lease).await {
-                        Ok(ttl) if ttl <= 0 => Some(false),
+                        // -1: no such lease (0 is a live lease in its last second).
+                        Ok(ttl) if ttl < 0 => Some(false),
                         _ => None,
-                    }
+                    };
                 }
             }
         }
@@ -147,11 +146,17 @@ impl Cluster {
         (self.ttl / 3).max(Duration::from_millis(500))
     }
 
-    /// After a new lease: every local session must be written again.
-    fn mark_all_unwritten(&self) {
-        for l in self.local().values_mut() {
+    /// Makes `id` the node's lease: every local session must be written again.
+    /// Under the lock of the local sessions, so that a write under the old
+    /// lease that finishes later cannot mark a session written (writers
+    /// check the lease under the same lock).
+    fn take_lease(&self, id: i64) {
+        let mut local = self.local();
+        self.lease.store(id, Ordering::SeqCst);
+        for l in local.values_mut() {
             l.revision = 0;
         }
+        drop(local);
         // The old lease took the ended sessions' keys with it, or will.
         self.gone.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
@@ -188,17 +193,23 @@ impl Cluster {
             };
             let revision = match outcome {
                 Rewritten::Written(revision) => revision,
-                Rewritten::Gone => continue, // deleted under us: the next round writes it
-                Rewritten::Ours => {
-                    // Ours already (the lease survived): refresh it under this lease.
+                Rewritten::Ours(seen) => {
+                    // Ours already (the lease survived): refresh it under this
+                    // lease, unless it changed since (then the next round looks again).
                     let value = serde_json::to_vec(&l.record).unwrap_or_default();
                     let put = TxnOp::put(
                         key.as_str(),
                         value,
                         Some(PutOptions::new().with_lease(lease)),
                     );
-                    match self.store.txn(Txn::new().and_then([put])).await {
-                        Ok(r) => r.header().map_or(0, |h| h.revision()),
+                    let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, seen);
+                    match self
+                        .store
+                        .txn(Txn::new().when([unchanged]).and_then([put]))
+                        .await
+                    {
+                        Ok(r) if r.succeeded() => r.header().map_or(0, |h| h.revision()),
+                        Ok(_) => continue,
                         Err(_) => return,
                     }
                 }
@@ -216,14 +227,25 @@ impl Cluster {
                 }
             };
             let mut local = self.local();
+            if self.lease() != lease {
+                // A new lease since: the write dies with the old one.
+                continue;
+            }
             match local.get_mut(&key).filter(|e| e.record.id == l.record.id) {
-                Some(entry) => entry.revision = revision,
+                // As written: done.
+                Some(entry) if entry.record == l.record && entry.leased == l.leased => {
+                    entry.revision = revision;
+                }
+                // Registered meanwhile: written again next round, with its address.
+                Some(_) => self.dirty.notify_one(),
                 // It ended while we wrote it.
-                None => self
-                    .gone
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((key, revision)),
+                None => {
+                    self.gone
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((key, revision));
+                    self.dirty.notify_one();
+                }
             }
         }
     }
@@ -271,19 +293,24 @@ impl Cluster {
             return Ok(Rewritten::Written(r.header().map_or(0, |h| h.revision())));
         }
         let holder = r.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| record_of(kv.value())),
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (record_of(kv.value()), kv.mod_revision())),
             _ => None,
         });
         Ok(match holder {
-            Some(Some(h)) if h.node == self.node && h.id == l.record.id => Rewritten::Ours,
-            Some(Some(h)) => Rewritten::Held(h),
-            Some(None) => Rewritten::Held(SessionRecord {
+            Some((Some(h), seen)) if h.node == self.node && h.id == l.record.id => {
+                Rewritten::Ours(seen)
+            }
+            Some((Some(h), _)) => Rewritten::Held(h),
+            Some((None, _)) => Rewritten::Held(SessionRecord {
                 node: "?".into(),
                 ..l.record.clone()
             }),
-            // The slot is free, so the address compare failed.
-            None if l.leased.is_some() => Rewritten::AddressLost,
-            None => Rewritten::Gone,
+            // The slot is free (read in the same transaction), so the
+            // address compare failed.
+            None => Rewritten::AddressLost,
         })
     }
 }

@@ -148,12 +148,15 @@ impl Cluster {
         pool: &Pool,
         leased: &etcd_client::GetResponse,
     ) -> Result<Option<(Ipv4Addr, String, i64)>, Unreachable> {
-        let live: BTreeSet<String> = self.sessions().await?.into_iter().map(|r| r.slot).collect();
-        let local: BTreeSet<String> = self
-            .local()
-            .values()
-            .map(|l| l.record.slot.clone())
+        // Session keys, as the reclaim transaction compares them: of every
+        // node in etcd, and of this node (some perhaps not written yet).
+        let r = self.store.get_prefix(&keys::sessions()).await?;
+        let mut live: BTreeSet<String> = r
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok().map(str::to_owned))
             .collect();
+        live.extend(self.local().keys().cloned());
         Ok(leased
             .kvs()
             .iter()
@@ -165,7 +168,8 @@ impl Cluster {
                     .parse()
                     .ok()?;
                 let owner = kv.value_str().ok()?.to_owned();
-                (pool.usable(a) && !live.contains(&owner) && !local.contains(&owner)).then_some((
+                let session = keys::session_of_slot(&owner);
+                (pool.usable(a) && !live.contains(&session)).then_some((
                     a,
                     owner,
                     kv.mod_revision(),

@@ -101,26 +101,36 @@ impl Cluster {
         for n in 1..=slots {
             let key = keys::session(identity, n);
             let mine = record(n);
-            let outcome = match self.lease() {
+            // A session of this node that etcd has not seen yet (written
+            // back later) holds its slot too; under replace it is on its way out.
+            if mode != Duplicate::Replace && self.local().contains_key(&key) {
+                holder_node.clone_from(&self.node);
+                continue;
+            }
+            let lease = self.lease();
+            let outcome = match lease {
                 0 => Err(Unreachable("no lease from etcd yet".into())),
                 lease => self.create(&key, &mine, lease).await,
             };
             let held = match outcome {
-                Ok(Ok(revision)) => return Ok(self.claimed(key, mine, revision)),
+                Ok(Ok(revision)) => return Ok(self.claimed(key, mine, revision, lease)),
                 Ok(Err(held)) => held,
-                // Only one session on this node may go ahead so: a second
-                // device of the identity gets a pool address, which needs etcd.
-                Err(e) if static_address && !self.local().contains_key(&key) => {
-                    tracing::warn!(error = %e, "cluster store unreachable; admitting a static address on this node's word alone");
-                    self.dirty.notify_one();
-                    return Ok(self.claimed(key, mine, 0));
-                }
+                // Only slot 1 (the static address) may go ahead so, once on
+                // this node: another slot gets a pool address, which needs etcd.
+                Err(e) if static_address && n == 1 => match self.claimed_if_free(key, mine) {
+                    Some(claim) => {
+                        tracing::warn!(error = %e, "cluster store unreachable; admitting a static address on this node's word alone");
+                        self.dirty.notify_one();
+                        return Ok(claim);
+                    }
+                    None => return Err(e.into()),
+                },
                 Err(e) => return Err(e.into()),
             };
             holder_node = held.0.node.clone();
             if mode == Duplicate::Replace {
-                let revision = self.replace(&key, held, &mine).await?;
-                return Ok(self.claimed(key, mine, revision));
+                let revision = self.replace(&key, held, &mine, lease).await?;
+                return Ok(self.claimed(key, mine, revision, lease));
             }
         }
         Err(ClaimError::Held {
@@ -130,23 +140,53 @@ impl Cluster {
         })
     }
 
-    fn claimed(self: &Arc<Self>, key: String, record: SessionRecord, revision: i64) -> Claim {
-        let (slot, id) = (record.slot.clone(), record.id);
-        // The address, and whether it is leased, come with `register`.
-        let leased = None;
-        self.local().insert(
-            key.clone(),
-            Local {
-                record,
-                revision,
-                leased,
-            },
-        );
+    /// Records the claim of `key`, written at `revision` under `lease`.
+    fn claimed(
+        self: &Arc<Self>,
+        key: String,
+        record: SessionRecord,
+        revision: i64,
+        lease: i64,
+    ) -> Claim {
+        let claim = self.claim_of(&key, &record);
+        let mut local = self.local();
+        // Written under a lease since replaced: the keeper writes it again.
+        let revision = if self.lease() == lease { revision } else { 0 };
+        local.insert(key, Self::local_entry(record, revision));
+        drop(local);
+        if revision == 0 {
+            self.dirty.notify_one();
+        }
+        claim
+    }
+
+    /// Claims `key` for `record` on this node's word alone (etcd away),
+    /// unless a session of this node holds it: checked and taken under one lock.
+    fn claimed_if_free(self: &Arc<Self>, key: String, record: SessionRecord) -> Option<Claim> {
+        let mut local = self.local();
+        let std::collections::btree_map::Entry::Vacant(free) = local.entry(key.clone()) else {
+            return None;
+        };
+        let claim = self.claim_of(&key, &record);
+        free.insert(Self::local_entry(record, 0));
+        Some(claim)
+    }
+
+    fn local_entry(record: SessionRecord, revision: i64) -> Local {
+        Local {
+            record,
+            revision,
+            // The address, and whether it is leased, come with `register`.
+            leased: None,
+        }
+    }
+
+    fn claim_of(self: &Arc<Self>, key: &str, record: &SessionRecord) -> Claim {
         Claim {
             cluster: self.clone(),
-            key,
-            slot,
-            id,
+            key: key.to_owned(),
+            slot: record.slot.clone(),
+            id: record.id,
         }
     }
 
@@ -200,8 +240,8 @@ impl Cluster {
         key: &str,
         (holder, revision): (SessionRecord, i64),
         mine: &SessionRecord,
+        lease: i64,
     ) -> Result<i64, ClaimError> {
-        let lease = self.lease();
         if holder.node == self.node {
             // The local replace already told it to go; it lets go at teardown.
         } else if revision >= 0 {
@@ -301,7 +341,9 @@ impl Cluster {
             )]);
         match self.store.txn(txn).await {
             Ok(r) if r.succeeded() => {
-                if let Some(l) = self.local().get_mut(&claim.key) {
+                let mut local = self.local();
+                // Unless a new lease came meanwhile (then it is written again under it).
+                if let Some(l) = local.get_mut(&claim.key).filter(|_| self.lease() == lease) {
                     l.revision = r.header().map_or(revision, |h| h.revision());
                 }
                 true

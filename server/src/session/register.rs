@@ -102,6 +102,8 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
         udp,
         updates: (update, updates),
     } = offer;
+    // The lease key decides, as in assign: in a cluster it is the cluster's slot.
+    let extra_device = claimed.lease_key() != claimed.granted.client.identity;
     let granted = claimed.granted;
     let client = granted.client;
     let id = claimed.id;
@@ -121,7 +123,7 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
         remote: client.remote,
         since: SystemTime::now(),
         serial: client.serial.clone(),
-        extra_device: claimed.slot.key() != client.identity,
+        extra_device,
         grant: granted.grant,
         counters: counters.clone(),
         stop: stop_tx,
