@@ -57,19 +57,19 @@ pub async fn run<'a>(
         Ok(c) => c,
         Err(e) => return Outcome::Error(e),
     };
-    let group = child.id().and_then(|id| i32::try_from(id).ok());
+    // Until the shell is reaped its pid, the group's id, cannot be reused: the
+    // group is killed on timeout, and also if this future is dropped midway.
+    let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
     let reader = child.stderr.take().map(|e| tokio::spawn(kept_start(e)));
     let status = match tokio::time::timeout(limit, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => return Outcome::Error(e),
-        Err(_) => {
-            // The shell and whatever it started in its group (kill_on_drop reaps the shell).
-            if let Some(g) = group {
-                let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
-            }
-            return Outcome::TimedOut;
-        }
+        // Dropping `group` kills the shell and whatever it started in its
+        // group (kill_on_drop reaps the shell).
+        Err(_) => return Outcome::TimedOut,
     };
+    // Reaped: what the hook left running in the background is its own.
+    group.0 = None;
     if status.success() {
         return Outcome::Succeeded;
     }
@@ -82,6 +82,17 @@ pub async fn run<'a>(
         None => String::new(),
     };
     Outcome::Failed { status, stderr }
+}
+
+/// A hook's process group, killed when dropped while it holds one.
+struct Group(Option<i32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Reads a hook's standard error to its end, keeping the first

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 use twoway_common::config_file::ConfigError;
 use twoway_common::hook::{self, Outcome};
 
@@ -70,6 +71,9 @@ pub struct SessionHooks {
     node: String,
     /// Per address: the end of the last hook queued for it.
     last: Mutex<HashMap<IpAddr, oneshot::Receiver<()>>>,
+    /// Every queued or running hook, so that a stopping server can let its
+    /// last `session_down` hooks finish.
+    running: TaskTracker,
 }
 
 /// The environment of one session's hooks.
@@ -87,7 +91,18 @@ impl SessionHooks {
             section,
             node,
             last: Mutex::new(HashMap::new()),
+            running: TaskTracker::new(),
         })
+    }
+
+    /// At shutdown, after the last session ended: waits for the hooks still
+    /// queued or running (the sessions' `session_down`), each bounded by
+    /// its own time limit, and for all of them at most `within`.
+    pub async fn finish(&self, within: Duration) {
+        self.running.close();
+        if tokio::time::timeout(within, self.running.wait()).await.is_err() {
+            tracing::warn!("some session hooks did not finish before the server stopped");
+        }
     }
 
     /// The hooks of a session of `identity` with `addresses` (IPv4 first),
@@ -122,7 +137,7 @@ impl SessionHooks {
         let limit = Duration::from_secs(self.section.timeout_secs.into());
         let hooks = self.clone();
         let address = hook.address;
-        tokio::spawn(async move {
+        self.running.spawn(async move {
             if let Some(before) = before {
                 let _ = before.await;
             }

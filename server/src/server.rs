@@ -35,6 +35,8 @@ pub(crate) use reload::{pushed, review, Review};
 
 /// How long shutdown waits for sessions to say Bye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping server waits for the last session hooks.
+const HOOKS_GRACE: Duration = Duration::from_secs(8);
 
 /// Everything the sessions share.
 #[derive(Debug)]
@@ -213,6 +215,8 @@ impl Server {
         {
             warn!("some sessions did not close in time");
         }
+        // Their session_down hooks (routes withdrawn) run before the server exits.
+        self.hooks.finish(HOOKS_GRACE).await;
         for reader in readers {
             reader.abort();
         }

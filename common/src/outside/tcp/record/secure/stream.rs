@@ -19,11 +19,15 @@ use super::{protocol_error, tls_error, MAX_RECORD};
 
 /// Receive room while busy: many records per read.
 const RX_ROOM: usize = 256 * 1024;
-/// Receive room at the start and again once idle: one whole record. An idle
-/// session (most of a server's) holds this much, not [`RX_ROOM`].
-const RX_IDLE: usize = MAX_RECORD;
+/// Receive room at the start and again once idle. An idle session (most of
+/// a server's) holds this much, not [`RX_ROOM`]; a larger record makes the
+/// room grow (it doubles whenever it is full).
+const RX_IDLE: usize = 4 * 1024;
+/// Send room first tried for a record: enough for control messages and
+/// small packets; rustls says when a record needs more.
+const TX_FIRST: usize = 1024;
 /// Reads in a row this small (with nothing left over) shrink a grown room.
-const SMALL_READ: usize = RX_IDLE / 4;
+const SMALL_READ: usize = 2 * 1024;
 const SMALL_READS_TO_SHRINK: u8 = 8;
 /// Sealed bytes we hold before a write waits for the socket.
 const TX_HIGH: usize = 256 * 1024;
@@ -118,7 +122,7 @@ impl SendBuf {
         mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
         needs: impl Fn(&E) -> Option<usize>,
     ) -> Option<E> {
-        let mut room = MAX_RECORD;
+        let mut room = TX_FIRST;
         loop {
             if self.buf.len() < self.end + room {
                 self.buf.resize(self.end + room, 0);
@@ -156,7 +160,7 @@ impl SendBuf {
         if self.start == self.end {
             // Empty: start again at the front; a burst's large buffer is
             // given back once the traffic is small again.
-            if self.end < 4096 && self.buf.len() > 4 * MAX_RECORD {
+            if self.end < 4096 && self.buf.len() > 2 * MAX_RECORD {
                 self.buf = Vec::new();
             }
             self.start = 0;
@@ -282,6 +286,8 @@ impl<T> SecureStream<T> {
     ) -> Self {
         let rx_end = rx.len();
         rx.resize(rx_end.max(RX_IDLE), 0);
+        // The handshake's buffer may have grown for a large flight.
+        rx.shrink_to_fit();
         Self {
             io,
             conn,
@@ -323,10 +329,10 @@ impl<T> SecureStream<T> {
         }
     }
 
-    /// The receive room it holds now (for tests of its sizing).
+    /// The receive room it holds now, allocated (for tests of its sizing).
     #[cfg(any(test, feature = "test-util"))]
     pub fn receive_room(&self) -> usize {
-        self.rx.len()
+        self.rx.capacity()
     }
 
     /// The transport underneath.
@@ -462,6 +468,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SecureStream<T> {
                 if self.plain_start == self.plain.len() {
                     self.plain.clear();
                     self.plain_start = 0;
+                    if self.plain.capacity() > 4 * MAX_RECORD {
+                        // A burst's surplus: not kept for an idle session.
+                        self.plain = Vec::new();
+                    }
                 }
                 return Poll::Ready(Ok(()));
             }
