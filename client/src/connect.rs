@@ -147,15 +147,23 @@ pub async fn connect_any(
     tls_config: Arc<rustls::ClientConfig>,
     first: usize,
 ) -> Result<Connection, ClientError> {
-    let mut last = None;
+    let mut last: Option<ClientError> = None;
+    let several = config.server.all().len() > 1;
     for i in config.server.round(first) {
         let mut one = config.clone();
         one.server = config.server.at(i);
         match connect_to(&one, tls_config.clone(), None).await {
             Ok(c) => return Ok(c),
-            Err(e) if e.is_retryable() && config.server.all().len() > 1 => {
+            // One node down, or one node whose certificate does not verify
+            // (a node's own mistake; our certificate is the same for all):
+            // the next may do. A refusal of our identity would not.
+            Err(e) if several && (e.is_retryable() || e.is_server_certificate()) => {
                 tracing::warn!(server = %one.server, error = %e, "server failed; trying the next one");
-                last = Some(e);
+                // What is reported if all fail: an unreachable node over a
+                // bad certificate, since trying again later may then work.
+                if last.as_ref().is_none_or(|l| !l.is_retryable()) {
+                    last = Some(e);
+                }
             }
             Err(e) => return Err(e),
         }

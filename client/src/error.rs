@@ -192,6 +192,17 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         self.exit_code() == EXIT_UNREACHABLE
     }
+
+    /// Whether the server's certificate did not verify (the server's
+    /// failing, not ours).
+    pub fn is_server_certificate(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect {
+                source: ConnectError::ServerCertificate { .. }
+            }
+        )
+    }
 }
 
 /// The exit code of a failed connection.

@@ -100,7 +100,10 @@ impl SessionHooks {
     /// its own time limit, and for all of them at most `within`.
     pub async fn finish(&self, within: Duration) {
         self.running.close();
-        if tokio::time::timeout(within, self.running.wait()).await.is_err() {
+        if tokio::time::timeout(within, self.running.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some session hooks did not finish before the server stopped");
         }
     }

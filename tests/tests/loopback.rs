@@ -237,6 +237,25 @@ async fn foreign_ca_and_disallowed_identity_are_refused_as_authentication() {
 }
 
 #[tokio::test]
+async fn a_server_whose_certificate_does_not_verify_is_skipped_for_the_next() {
+    // A node of another CA (a misconfigured node, or someone else's server).
+    let stranger = start("").await;
+    let s = start("").await;
+    issue(&s.pki, "alice");
+    let mut c = client_config(&s, "alice");
+    let alone = format!("127.0.0.1:{}", stranger.port);
+    c.server = vec![alone.clone(), format!("127.0.0.1:{}", s.port)].into();
+    let connected = connect(&c, tls(&c)).await;
+    assert!(connected.is_ok(), "the second server: {connected:?}");
+    drop(connected);
+
+    // Alone, that server is an authentication failure (exit 3, no retry).
+    c.server = alone.into();
+    let err = connect(&c, tls(&c)).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
+}
+
+#[tokio::test]
 async fn the_session_limit_holds_and_frees_with_the_session() {
     let s = start_with("", "[limits]\nmax_sessions = 1\n").await;
     issue(&s.pki, "alice");
