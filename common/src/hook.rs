@@ -128,7 +128,11 @@ mod tests {
         let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let outcome = run(&cmd, [], Duration::from_millis(300)).await;
         assert!(matches!(outcome, Outcome::TimedOut), "{outcome:?}");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // Killed at once; reaped by init (or us) shortly after.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
