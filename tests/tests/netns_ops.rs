@@ -99,8 +99,7 @@ fn revoked_client_is_cut_within_5s_and_refused() {
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
     let bob_before = fingerprint(&vpn, "bob");
 
-    let out = vpn.pki(&["revoke", "--dir", path_str(&vpn.pki), "alice"]);
-    vpn.check(out.success(), "`pki revoke alice`", &out);
+    vpn.pki_revoke("alice");
     let start = Instant::now();
     vpn.reload("`twoway-server reload` after the revocation");
     let exit = vpn.wait_exit(&alice, Duration::from_secs(5));
