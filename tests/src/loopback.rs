@@ -271,6 +271,11 @@ impl Setup {
             .await
             .expect("the server's device is open");
     }
+
+    /// Replaces policy.toml (the server reads it at its next reload).
+    pub fn write_policy(&self, policy: &str) {
+        std::fs::write(self.pki.join("policy.toml"), policy).expect("write policy.toml");
+    }
 }
 
 /// A client certificate and config for `identity` in `dir`.
