@@ -100,6 +100,7 @@ async fn kept_start(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eventually::eventually;
 
     #[tokio::test]
     async fn a_hook_sees_its_environment_and_its_failure_is_reported() {
@@ -134,18 +135,22 @@ mod tests {
             .parse()
             .unwrap();
         // Killed at once; reaped by init (or us) shortly after.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie_or_gone = state.is_empty() || state.split(' ').nth(2) == Some("Z");
-            if zombie_or_gone {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the hook's background sleep {pid} still runs: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async {
+                let state =
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let zombie_or_gone = state.is_empty() || state.split(' ').nth(2) == Some("Z");
+                if zombie_or_gone {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the hook's background sleep {pid} still runs: {state}"
+                    ))
+                }
+            },
+        )
+        .await;
     }
 }

@@ -10,6 +10,8 @@ pub mod atomic_file;
 pub mod capability;
 pub mod config_file;
 pub mod control;
+#[cfg(any(test, feature = "test-util"))]
+pub mod eventually;
 pub mod hook;
 pub mod identity;
 pub mod inside;
