@@ -43,10 +43,7 @@ fn reload_keeps_unaffected_sessions() {
         return;
     };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
-    vpn.expect_ping(&cli2, LAN_HOST, "bob pings the lan host");
+    vpn.alice_and_bob_up();
     let before = [fingerprint(&vpn, "alice"), fingerprint(&vpn, "bob")];
 
     let pinger = vpn.lab.spawn(
@@ -80,9 +77,7 @@ fn reload_keeps_unaffected_sessions() {
         format_args!("before {before:?}\nafter  {after:?}"),
     );
     vpn.expect_ping(&cli2, LAN_HOST, "bob pings the lan host after the reload");
-    vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
-    vpn.stop_server();
+    vpn.take_both_down_and_stop();
 }
 
 /// `pki revoke alice` + `reload`: alice's live session is cut within 5 s (her
@@ -218,9 +213,7 @@ fn broken_policy_reload_changes_nothing() {
         LAN_HOST,
         "alice pings the lan host at her old address",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
-    vpn.stop_server();
+    vpn.take_both_down_and_stop();
 }
 
 /// `kick alice`: her session closes, her foreground `up` exits 0 and does not
