@@ -23,10 +23,7 @@ use twoway_tests::{bins, proc, require_root_or_skip, toml_files, CmdOutput};
 /// A temporary folder, and in it (`pki/`) a PKI made by the real `pki init`
 /// and `pki issue alice`.
 fn pki() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-keymode-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-keymode-");
     let pki = pki_in(dir.path(), &["alice"]);
     (dir, pki)
 }

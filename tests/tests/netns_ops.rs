@@ -427,10 +427,7 @@ fn up_without_privilege_exits_5() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-nobody-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-nobody-");
     let config = vpn.client_config("alice");
     let own = |p: &Path| {
         nix::unistd::chown(
@@ -562,10 +559,7 @@ fn server_drops_privilege_and_keeps_working() {
 #[test]
 fn client_config_errors_exit_2() {
     let bins = bins();
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-client-config-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-client-config-");
     let config = dir.path().join("alice.toml");
     std::fs::write(
         &config,
@@ -705,10 +699,7 @@ fn metrics_and_systemd_notifications() {
 #[test]
 fn check_names_file_and_key() {
     let bins = bins();
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-check-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-check-");
     let pki = dir.path().join("pki");
     let server = |args: &[&str]| {
         let mut full = vec![bins.server_str()];

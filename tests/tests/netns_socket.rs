@@ -119,10 +119,7 @@ struct NobodyBins {
 
 impl NobodyBins {
     fn new(vpn: &Vpn) -> NobodyBins {
-        let dir = tempfile::Builder::new()
-            .prefix("twoway-sok-bins-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = twoway_tests::temp_dir("twoway-sok-bins-");
         let client = copy_into(Path::new(vpn.bins_client()), dir.path());
         let server = copy_into(Path::new(twoway_tests::bins().server_str()), dir.path());
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
