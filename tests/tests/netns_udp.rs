@@ -457,32 +457,30 @@ fn kick_and_revocation_end_the_udp_path() {
             format_args!("unknown_batches stayed at {before}"),
         );
     };
-    let kick = |vpn: &Vpn| {
-        let out = vpn.server_ctl(&["kick", "alice"]);
-        vpn.check(out.success(), "`twoway-server kick alice`", &out);
-    };
-    let revoke = |vpn: &Vpn| {
-        vpn.pki_revoke("alice");
-        vpn.reload("`twoway-server reload` with alice revoked");
-    };
-    let ends: [(&str, &dyn Fn(&Vpn), &str, &str); 2] = [
+    // First kicked, then (back up) revoked.
+    for (up, revoke, gone, replayed) in [
         (
             "data on udp",
-            &kick,
+            false,
             "the kicked session is gone",
             "after the kick her datagrams name no session",
         ),
         (
             "alice is back on udp",
-            &revoke,
+            true,
             "the revoked session is gone",
             "after the revocation her datagrams name no session",
         ),
-    ];
-    for (up, end, gone, replayed) in ends {
+    ] {
         alice_up_on_udp(&vpn, &cli1, Duration::from_secs(5), up);
         let datagram = capture_while_pinging(&vpn, &cli1);
-        end(&vpn);
+        if revoke {
+            vpn.pki_revoke("alice");
+            vpn.reload("`twoway-server reload` with alice revoked");
+        } else {
+            let out = vpn.server_ctl(&["kick", "alice"]);
+            vpn.check(out.success(), "`twoway-server kick alice`", &out);
+        }
         vpn.wait_session_gone("alice", Duration::from_secs(5), gone);
         replay(&vpn, datagram, replayed);
     }
