@@ -104,12 +104,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_hook_sees_its_environment_and_its_failure_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let cmd = format!("echo \"$A\" > {}", out.display());
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let cmd = format!("echo \"$A\" > {}", out.path().display());
         let ok = run(&cmd, [("A", "one")], Duration::from_secs(5)).await;
         assert!(matches!(ok, Outcome::Succeeded), "{ok:?}");
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(out.path()).unwrap(), "one\n");
 
         let failed = run("echo oops >&2; exit 3", [], Duration::from_secs(5)).await;
         match failed {

@@ -187,15 +187,14 @@ mod tests {
 
     #[tokio::test]
     async fn hooks_of_one_address_run_in_order_with_the_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
+        let log = tempfile::NamedTempFile::new().unwrap();
         let section = HooksSection {
             // The first up sleeps: the down queued after it must still wait.
             session_up: Some(format!(
                 "[ \"$TWOWAY_IDENTITY\" = slow ] && sleep 0.3; echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY $TWOWAY_ADDRESS $TWOWAY_ADDRESS6 $TWOWAY_NODE\" >> {}",
-                log.display()
+                log.path().display()
             )),
-            session_down: Some(format!("echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY\" >> {}", log.display())),
+            session_down: Some(format!("echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY\" >> {}", log.path().display())),
             timeout_secs: 5,
         };
         let hooks = SessionHooks::new(section, "vpn-a".into());
@@ -210,7 +209,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_millis(20),
             || async {
-                let got = std::fs::read_to_string(&log).unwrap_or_default();
+                let got = std::fs::read_to_string(log.path()).unwrap_or_default();
                 if got == want {
                     Ok(())
                 } else {
