@@ -23,7 +23,16 @@
 # server config lifts the per-source admission limits (limits.*); the global
 # ones (max_handshakes, max_sessions) stay in force, sized for the run.
 #
-# Environment: LOAD_SESSIONS (1000), LOAD_CONCURRENCY (64), LOAD_IDLE (10),
+# With LOAD_NODES=2 the same runs go to a cluster of two nodes sharing an
+# etcd (Debian's etcd-server) started for the run: node load-a in the server
+# namespace, node load-b in the lan namespace (its own TUN device and state;
+# the client namespace reaches it through the server namespace), etcd in the
+# server namespace. Each generated client starts from a random node of the
+# two, so the sessions spread over both; memory and CPU are summed over both
+# nodes, and the report adds the etcd requests per session and per
+# handshake (twoway_cluster_etcd_round_trips_total of both nodes).
+#
+# Environment: LOAD_NODES (1 or 2), LOAD_SESSIONS (1000), LOAD_CONCURRENCY (64), LOAD_IDLE (10),
 # LOAD_HOLD (15), LOAD_HANDSHAKES (5000), LOAD_HS_CONCURRENCY (64),
 # LOAD_OUT (a file for the JSON results), LOAD_STRICT=1 (exit 1 if a goal is
 # missed), TWOWAY_LAB_PREFIX (twl), TWOWAY_BIN_DIR (skip the build and use
@@ -42,10 +51,17 @@ hold=${LOAD_HOLD:-15}
 handshakes=${LOAD_HANDSHAKES:-5000}
 hs_concurrency=${LOAD_HS_CONCURRENCY:-64}
 server_addr=198.18.1.2:4433
+nodes=${LOAD_NODES:-1}
+lan=$prefix-lan
 
-for v in sessions concurrency idle hold handshakes hs_concurrency; do
+for v in nodes sessions concurrency idle hold handshakes hs_concurrency; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$0: $v must be a number, got '${!v}'" >&2; exit 2; }
 done
+((nodes == 1 || nodes == 2)) || { echo "$0: LOAD_NODES must be 1 or 2" >&2; exit 2; }
+if ((nodes == 2)); then
+    command -v etcd >/dev/null || { echo "$0: LOAD_NODES=2 needs etcd (apt-get install etcd-server)" >&2; exit 1; }
+    server_addr=198.18.1.2:4433,198.19.0.2:4433
+fi
 ((sessions >= 1 && sessions <= 20000)) || { echo "$0: LOAD_SESSIONS must be 1..20000" >&2; exit 2; }
 ((handshakes <= 100000)) || { echo "$0: LOAD_HANDSHAKES must be at most 100000" >&2; exit 2; }
 ((idle + hold <= 600)) || { echo "$0: LOAD_IDLE + LOAD_HOLD must be at most 600 s" >&2; exit 2; }
@@ -65,22 +81,29 @@ if ((nofile < sessions + 256)); then
 fi
 
 tmp=
-server_pid=
+server_pids=()
+etcd_pid=
 lab_up=
+stop_pid() {
+    kill -0 "$1" 2>/dev/null || return 0
+    kill -TERM "$1"
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
 cleanup() {
     local rc=$?
     trap - EXIT
     set +e
-    if [[ $rc -ne 0 && -n $tmp && -s $tmp/server.log ]]; then
-        echo "--- last lines of the server log ---" >&2
-        tail -n 20 "$tmp/server.log" >&2
+    if [[ $rc -ne 0 && -n $tmp ]]; then
+        for log in "$tmp"/server*.log; do
+            [[ -s $log ]] || continue
+            echo "--- last lines of $(basename "$log") ---" >&2
+            tail -n 20 "$log" >&2
+        done
     fi
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid"
-        for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null
-        wait "$server_pid" 2>/dev/null
-    fi
+    for pid in "${server_pids[@]}"; do stop_pid "$pid"; done
+    [[ -n $etcd_pid ]] && stop_pid "$etcd_pid"
     [[ -n $lab_up ]] && "$here/lab.sh" down "$prefix" >/dev/null
     [[ -n $tmp ]] && rm -rf "$tmp"
     exit "$rc"
@@ -134,21 +157,66 @@ EOT
 echo "" >"$pki/policy.toml"
 "$server" check --config "$pki/server.toml" >/dev/null
 
-echo "==> starting the server in $srv"
-(ulimit -n $nofile && exec ip netns exec "$srv" "$server" run --config "$pki/server.toml") \
-    >"$tmp/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || { echo "$0: the server exited" >&2; exit 1; }
-    [[ -n $(ip netns exec "$srv" ss -Hltn 'sport = :4433') ]] && break
-    sleep 0.1
-done
-[[ -n $(ip netns exec "$srv" ss -Hltn 'sport = :4433') ]] || { echo "$0: server not listening" >&2; exit 1; }
-# `ip netns exec` execs the server, so $! is the server itself.
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# start_server NS CONFIG LOG: runs a server in NS until it listens; its PID
+# (`ip netns exec` execs the server, so $! is the server itself) joins server_pids.
+start_server() {
+    (ulimit -n $nofile && exec ip netns exec "$1" "$server" run --config "$2") >"$3" 2>&1 &
+    local pid=$!
+    server_pids+=("$pid")
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || { echo "$0: the server in $1 exited" >&2; exit 1; }
+        [[ -n $(ip netns exec "$1" ss -Hltn 'sport = :4433') ]] && return 0
+        sleep 0.1
+    done
+    echo "$0: the server in $1 is not listening" >&2
+    exit 1
+}
+
+if ((nodes == 2)); then
+    echo "==> etcd in $srv; node load-a in $srv, node load-b in $lan"
+    ip netns exec "$srv" etcd --name load --data-dir "$tmp/etcd" \
+        --listen-client-urls http://127.0.0.1:2379,http://198.19.0.1:2379 \
+        --advertise-client-urls http://198.19.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster load=http://127.0.0.1:2380 >"$tmp/etcd.log" 2>&1 &
+    etcd_pid=$!
+    for _ in $(seq 100); do
+        ETCDCTL_API=3 ip netns exec "$srv" etcdctl --endpoints http://127.0.0.1:2379 endpoint health \
+            >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    # The client namespace reaches load-b's namespace through the server's.
+    ip -n "$cli" route add 198.19.0.0/24 via 198.18.1.2
+    ip netns exec "$lan" sysctl -qw net.core.somaxconn=4096
+    for node in a b; do
+        cp "$pki/server.toml" "$pki/server-$node.toml"
+        sed -i -e "s|^socket *=.*|socket = \"$tmp/server-$node.sock\"|" \
+            -e "s|^dir *=.*|dir = \"$tmp/state-$node\"|" "$pki/server-$node.toml"
+        etcd_url=http://127.0.0.1:2379
+        [[ $node == b ]] && etcd_url=http://198.19.0.1:2379
+        printf '\n[metrics]\nlisten = "127.0.0.1:9477"\n\n[cluster]\netcd = ["%s"]\nnode = "load-%s"\n' \
+            "$etcd_url" "$node" >>"$pki/server-$node.toml"
+        "$server" check --config "$pki/server-$node.toml" >/dev/null
+    done
+    start_server "$srv" "$pki/server-a.toml" "$tmp/server-a.log"
+    start_server "$lan" "$pki/server-b.toml" "$tmp/server-b.log"
+else
+    echo "==> starting the server in $srv"
+    start_server "$srv" "$pki/server.toml" "$tmp/server.log"
+fi
+# Memory (KiB) and CPU time (ticks), summed over the nodes.
+rss_kib() { for p in "${server_pids[@]}"; do awk '/^VmRSS:/ {print $2}' "/proc/$p/status"; done | awk '{s += $1} END {print s}'; }
+cpu_ticks() { for p in "${server_pids[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+# etcd requests so far, summed over the nodes (0 without a cluster).
+etcd_requests() {
+    ((nodes == 2)) || { echo 0; return; }
+    for ns in "$srv" "$lan"; do
+        ip netns exec "$ns" python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9477/metrics").read().decode())'
+    done | awk '/^twoway_cluster_etcd_round_trips_total / {s += $2} END {print s + 0}'
+}
 sleep 1
 rss_base=$(rss_kib)
+etcd0=$(etcd_requests)
 
 echo "==> $sessions sessions (concurrency $concurrency): ${idle}s idle, ${hold}s with echoes"
 phase=$tmp/phase
@@ -171,6 +239,7 @@ gen_rc=0
 wait "$gen" || gen_rc=$?
 [[ $gen_rc -eq 0 ]] || { echo "$0: the load generator failed ($gen_rc):" >&2; cat "$tmp/sessions.err" >&2; exit 1; }
 
+etcd1=$(etcd_requests)
 echo "==> $handshakes complete handshakes (concurrency $hs_concurrency)"
 # The same identity names (new certificates): their leases exist by now.
 ticks0=$(cpu_ticks)
@@ -179,15 +248,17 @@ ticks0=$(cpu_ticks)
     --handshakes "$handshakes" --concurrency "$hs_concurrency") >"$tmp/handshakes.json" 2>"$tmp/handshakes.err" ||
     { echo "$0: the handshake run failed:" >&2; cat "$tmp/handshakes.err" >&2; exit 1; }
 ticks1=$(cpu_ticks)
+etcd2=$(etcd_requests)
 tick_hz=$(getconf CLK_TCK)
 
 rc=0
 python3 - "$tmp/sessions.json" "$tmp/handshakes.json" "$rss_base" "${rss_idle:-0}" "${rss_active:-0}" \
-    "$((ticks1 - ticks0))" "$tick_hz" "${LOAD_OUT:-}" "$(nproc)" <<'EOF' || rc=$?
+    "$((ticks1 - ticks0))" "$tick_hz" "${LOAD_OUT:-}" "$(nproc)" "$nodes" "$((etcd1 - etcd0))" "$((etcd2 - etcd1))" <<'EOF' || rc=$?
 import json, sys
 s = json.load(open(sys.argv[1])); h = json.load(open(sys.argv[2]))
 base, idle, active, ticks, hz = (int(x) for x in sys.argv[3:8])
 out, cores = sys.argv[8], sys.argv[9]
+nodes, etcd_sessions, etcd_handshakes = (int(x) for x in sys.argv[10:13])
 held = s["sessions_held"] or 1
 per_idle = (idle - base) / held
 per_active = (active - base) / held
@@ -202,7 +273,15 @@ res = {
     "server_cpu_ms_per_handshake": round(1000 * cpu / hs, 3) if hs else None,
     "handshakes_per_server_core_second": round(hs / cpu) if cpu else None,
     "cores": int(cores),
+    "nodes": nodes,
 }
+if nodes > 1:
+    res["etcd_requests"] = {
+        "sessions_phase": etcd_sessions,
+        "per_session": round(etcd_sessions / max(s["sessions_established"], 1), 2),
+        "handshakes_phase": etcd_handshakes,
+        "per_handshake": round(etcd_handshakes / max(hs, 1), 2),
+    }
 goals = [
     ("1,000 sessions held, none lost",
      s["sessions_held"] >= min(1000, s["sessions_requested"]) and s["sessions_lost"] == 0
@@ -227,7 +306,12 @@ for kind, errs in (("session errors", s["errors"]), ("lost sessions", s["lost_re
                    ("handshake errors", h["errors"])):
     if errs:
         print(f"{kind}: {json.dumps(errs)}")
-print(f"(one machine, {cores} cores, shared by the server and the generator)")
+if nodes > 1:
+    e = res["etcd_requests"]
+    print(f"cluster of {nodes} nodes: etcd requests {e['sessions_phase']} for the sessions "
+          f"({e['per_session']} per session, new pool leases), {e['handshakes_phase']} for the "
+          f"handshakes ({e['per_handshake']} per handshake, returning identities)")
+print(f"(one machine, {cores} cores, shared by the server{'s' if nodes > 1 else ''} and the generator)")
 for name, ok in goals:
     print(f"  {'met   ' if ok else 'MISSED'} {name}")
 if out:

@@ -102,7 +102,6 @@ impl TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct TunnelSection {
     /// Interface name; default `tw-` and the config file's name.
-    #[serde(default)]
     pub name: Option<String>,
     /// Linux TUN offload (GSO/GRO), used when the server supports it too.
     #[serde(default = "default_true")]
@@ -176,10 +175,8 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct HooksSection {
     /// Run after the tunnel is up (and after each reconfiguration).
-    #[serde(default)]
     pub up: Option<String>,
     /// Run before the tunnel goes down.
-    #[serde(default)]
     pub down: Option<String>,
 }
 

@@ -39,7 +39,6 @@ pub struct Assignment {
     /// The client's IPv4 address with the tunnel network's prefix length.
     pub address: IpNetwork,
     /// The client's IPv6 address with prefix, when the server has `network6`.
-    #[serde(default)]
     pub address6: Option<IpNetwork>,
     /// The server's own tunnel addresses (IPv4, then IPv6 if any).
     pub gateways: Vec<IpAddr>,

@@ -280,6 +280,13 @@ pub fn print_status(status: &ServerStatus, json: bool) {
     }
 }
 
+/// Names each file a PKI command wrote, one a line.
+fn print_written(files: &[PathBuf]) {
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+}
+
 /// Runs a PKI command.
 pub fn pki_command(cmd: PkiCommand) -> Result<(), Failure> {
     match cmd {
@@ -297,9 +304,7 @@ pub fn pki_command(cmd: PkiCommand) -> Result<(), Failure> {
                 port,
                 days,
             })?;
-            for f in written {
-                println!("wrote {}", f.display());
-            }
+            print_written(&written);
         }
         PkiCommand::Issue {
             dir,
@@ -319,9 +324,7 @@ pub fn pki_command(cmd: PkiCommand) -> Result<(), Failure> {
             } else {
                 pki::issue(&opts)?
             };
-            for f in written {
-                println!("wrote {}", f.display());
-            }
+            print_written(&written);
         }
         PkiCommand::Sign {
             dir,
@@ -337,9 +340,7 @@ pub fn pki_command(cmd: PkiCommand) -> Result<(), Failure> {
                 out,
                 identity,
             })?;
-            for f in &done.written {
-                println!("wrote {}", f.display());
-            }
+            print_written(&done.written);
             let id = &done.identity;
             println!(
                 "signed {id} (serial {}); give the client {id}.pem, {id}.toml and ca.pem: \
@@ -354,9 +355,7 @@ pub fn pki_command(cmd: PkiCommand) -> Result<(), Failure> {
             out,
         } => {
             let done = pki::renew(&dir, &identity, days, out.as_deref())?;
-            for f in &done.written {
-                println!("wrote {}", f.display());
-            }
+            print_written(&done.written);
             println!(
                 "renewed {identity} (serial {}); the old certificate stays valid until it expires",
                 done.serial

@@ -41,10 +41,8 @@ pub struct ServerConfig {
     /// Prometheus endpoint (off unless `listen` is set).
     pub metrics: MetricsSection,
     /// The etcd cluster this server is a node of (none unless `etcd` is set).
-    #[serde(default)]
     pub cluster: crate::cluster::ClusterSection,
     /// Commands run when a client's session comes up and goes down.
-    #[serde(default)]
     pub hooks: crate::hooks::HooksSection,
     /// When started as root without systemd: the user to switch to once the
     /// device and sockets are set up.

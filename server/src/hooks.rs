@@ -16,22 +16,15 @@ use tokio::sync::oneshot;
 use twoway_common::config_file::ConfigError;
 use twoway_common::hook::{self, Outcome};
 
-fn default_timeout() -> u32 {
-    10
-}
-
 /// `[hooks]` of server.toml.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HooksSection {
     /// Command run when a session is up.
-    #[serde(default)]
     pub session_up: Option<String>,
     /// Command run when a session has ended.
-    #[serde(default)]
     pub session_down: Option<String>,
     /// Seconds a hook may run before it is killed.
-    #[serde(default = "default_timeout")]
     pub timeout_secs: u32,
 }
 
@@ -40,7 +33,7 @@ impl Default for HooksSection {
         Self {
             session_up: None,
             session_down: None,
-            timeout_secs: default_timeout(),
+            timeout_secs: 10,
         }
     }
 }

@@ -62,16 +62,13 @@ pub enum Duplicate {
 
 /// Routes, DNS and search domains.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Access {
     /// Networks routed into the tunnel.
-    #[serde(default)]
     pub routes: Vec<IpNetwork>,
     /// DNS resolvers.
-    #[serde(default)]
     pub dns: Vec<IpAddr>,
     /// DNS search domains.
-    #[serde(default)]
     pub search: Vec<String>,
 }
 
@@ -99,10 +96,8 @@ pub struct ClientEntry {
     /// Identity as read from the certificate.
     pub identity: String,
     /// Static IPv4 address inside the tunnel network.
-    #[serde(default)]
     pub address: Option<Ipv4Addr>,
     /// Static IPv6 address inside network6.
-    #[serde(default)]
     pub address6: Option<Ipv6Addr>,
     /// Groups the client belongs to.
     #[serde(default)]
@@ -151,6 +146,15 @@ pub struct Grant {
     pub access: Access,
     /// Whether the client may reach other clients.
     pub client_to_client: bool,
+}
+
+impl Grant {
+    /// Makes this the grant of an extra device of the identity (`duplicate =
+    /// "allow"`): the static addresses stay with its first device, and this
+    /// one gets pool addresses of its own.
+    pub fn for_extra_device(&mut self) {
+        (self.address, self.address6) = (None, None);
+    }
 }
 
 impl Policy {

@@ -87,6 +87,19 @@ impl Pool {
         self.range.contains(addr) && !self.reserved.contains(&addr)
     }
 
+    /// A usable address not in `taken`, searched from a place in the range
+    /// that `seed` picks and onwards (wrapping): nodes that lease for
+    /// different identities at once (a cluster) mostly try different
+    /// addresses instead of all racing for the lowest free one.
+    pub fn free_from(&self, taken: &BTreeSet<Ipv4Addr>, seed: u64) -> Option<Ipv4Addr> {
+        let base = u32::from(self.range.network());
+        let size = u64::from(self.range.size().max(1));
+        let start = seed % size;
+        (0..size)
+            .map(|i| Ipv4Addr::from(base.wrapping_add(((start + i) % size) as u32)))
+            .find(|a| self.usable(*a) && !taken.contains(a))
+    }
+
     /// Gives `identity` an address: its own lease if it has one, else a
     /// never-leased free address, else the least recently used lease of an
     /// identity whose address is not `in_use`.
@@ -133,6 +146,34 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_from_spreads_by_seed_and_finds_the_last_free_address() {
+        let pool = Pool::new(
+            "10.77.0.0/28".parse().unwrap(),
+            ["10.77.0.0".parse().unwrap(), "10.77.0.1".parse().unwrap()],
+        );
+        let none = BTreeSet::new();
+        let starts: BTreeSet<Ipv4Addr> = (0..16)
+            .filter_map(|seed| pool.free_from(&none, seed))
+            .collect();
+        assert!(starts.len() > 8, "seeds pick different places: {starts:?}");
+        assert!(starts.iter().all(|a| pool.usable(*a)));
+        // Seed 0 and 1 land on reserved addresses and move on.
+        assert_eq!(pool.free_from(&none, 0), Some("10.77.0.2".parse().unwrap()));
+        assert_eq!(
+            pool.free_from(&none, 17),
+            Some("10.77.0.2".parse().unwrap())
+        );
+        // All but one taken: every seed finds it; none free: none.
+        let last: Ipv4Addr = "10.77.0.9".parse().unwrap();
+        let mut taken: BTreeSet<Ipv4Addr> = pool.range().iter().filter(|a| *a != last).collect();
+        for seed in 0..40 {
+            assert_eq!(pool.free_from(&taken, seed), Some(last));
+        }
+        taken.insert(last);
+        assert_eq!(pool.free_from(&taken, 3), None);
+    }
 
     fn net(s: &str) -> Ipv4Network {
         s.parse().unwrap()

@@ -48,7 +48,12 @@ impl Etcd {
 
     /// The client URL, for `[cluster] etcd`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}", self.address())
+    }
+
+    /// Where it listens for clients.
+    pub fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.client_port))
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -5,6 +5,7 @@
 //! when run unprivileged; under CI (`CI=true`) they must run, so they fail.
 
 pub mod bins;
+pub mod cut;
 pub mod etcd;
 pub mod flood;
 pub mod forge;

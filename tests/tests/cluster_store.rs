@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use twoway_server::cluster::{Claim, ClaimError, Cluster, ClusterSection, Stop, StopReason};
 use twoway_server::policy::Duplicate;
 use twoway_server::pool::Pool;
+use twoway_tests::cut::Cut;
 use twoway_tests::etcd::{self, Etcd};
 use twoway_tests::eventually;
 
@@ -37,8 +38,13 @@ struct Node {
 }
 
 async fn node(etcd: &Etcd, name: &str) -> Node {
+    node_at(etcd.endpoint(), name).await
+}
+
+/// A node that reaches etcd at `endpoint` (e.g. through a [`Cut`]).
+async fn node_at(endpoint: String, name: &str) -> Node {
     let section = ClusterSection {
-        etcd: vec![etcd.endpoint()],
+        etcd: vec![endpoint],
         node: name.into(),
         lease_ttl_secs: 2,
         ..ClusterSection::default()
@@ -63,8 +69,12 @@ async fn node(etcd: &Etcd, name: &str) -> Node {
 }
 
 fn pool() -> Pool {
+    pool_of("10.77.0.0/26")
+}
+
+fn pool_of(range: &str) -> Pool {
     let reserved = [Ipv4Addr::new(10, 77, 0, 0), Ipv4Addr::new(10, 77, 0, 1)];
-    Pool::new("10.77.0.0/26".parse().unwrap(), reserved)
+    Pool::new(range.parse().unwrap(), reserved)
 }
 
 fn remote() -> SocketAddr {
@@ -73,7 +83,7 @@ fn remote() -> SocketAddr {
 
 /// Session `id` of `identity` claimed on `node` (one at a time under
 /// `duplicate`; `static_address` as the policy says) and registered there
-/// with `address`.
+/// with `address` (a pool lease unless `static_address`).
 async fn registered(
     node: &Node,
     identity: &str,
@@ -88,7 +98,9 @@ async fn registered(
         .await
         .unwrap();
     assert!(
-        node.cluster.register(&claim, address.into(), None).await,
+        node.cluster
+            .register(&claim, address.parse().unwrap(), None, !static_address)
+            .await,
         "{identity} registered at {address}"
     );
     claim
@@ -296,6 +308,15 @@ async fn etcd_away_then_back() {
     assert!(a.cluster.address("frank", &pool).await.is_err());
     // A static address goes ahead on this node's word.
     let fixed = registered(&a, "gina", 3, Duplicate::Replace, true, "10.77.0.10").await;
+    // But only one session of hers: a second device would need a pool address.
+    let second = a
+        .cluster
+        .claim("gina", 4, remote(), Duplicate::Allow, 2, true)
+        .await;
+    assert!(
+        matches!(second, Err(ClaimError::Unreachable(_))),
+        "{second:?}"
+    );
 
     etcd.restart();
     // The node catches up: gina is registered, erin still there, once each.
@@ -322,6 +343,125 @@ async fn etcd_away_then_back() {
         .await
         .is_none());
     drop((live, fixed));
+    a.cancel.cancel();
+    let _ = a.task.await;
+}
+
+/// Session `id` of `identity` claimed on `node`, leased a pool address there
+/// and registered with it, as a server does for a pool client.
+async fn pool_session(node: &Node, identity: &str, id: u64, pool: &Pool) -> (Claim, Ipv4Addr) {
+    let claim = node
+        .cluster
+        .claim(identity, id, remote(), Duplicate::Replace, 1, false)
+        .await
+        .unwrap();
+    let address = node.cluster.address(identity, pool).await.unwrap();
+    assert!(
+        node.cluster
+            .register(&claim, address.into(), None, true)
+            .await,
+        "{identity} registered at {address}"
+    );
+    (claim, address)
+}
+
+/// Every usable address of `pool`.
+fn usable(pool: &Pool) -> Vec<Ipv4Addr> {
+    pool.range().iter().filter(|a| pool.usable(*a)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_pool_reclaims_only_leases_without_a_live_session() {
+    if skip() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let a = node(&etcd, "vpn-a").await;
+    let b = node(&etcd, "vpn-b").await;
+    let pool = pool_of("10.77.0.0/29");
+    let usable = usable(&pool);
+    assert!(usable.len() >= 3, "{usable:?}");
+
+    // The oldest lease has no session; every other address is held by a live
+    // session, on one node or the other.
+    let old = a.cluster.address("old", &pool).await.unwrap();
+    let mut live = Vec::new();
+    for i in 1..usable.len() {
+        let n = if i % 2 == 0 { &a } else { &b };
+        live.push(pool_session(n, &format!("live{i}"), i as u64, &pool).await);
+    }
+    let taken: BTreeSet<Ipv4Addr> = live.iter().map(|(_, a)| *a).chain([old]).collect();
+    assert_eq!(taken.len(), usable.len(), "all distinct: {taken:?}");
+
+    // A new identity takes the one address without a live session.
+    let (newer, reclaimed) = pool_session(&b, "new", 100, &pool).await;
+    assert_eq!(reclaimed, old);
+    // Its old holder, back without a session: nothing is free to take.
+    match a.cluster.address("old", &pool).await {
+        Err(twoway_server::cluster::AddressError::Exhausted(_)) => {}
+        other => panic!("expected an exhausted pool, got {other:?}"),
+    }
+    // Every live session kept its address.
+    for (i, (_, address)) in live.iter().enumerate() {
+        let n = if (i + 1) % 2 == 0 { &a } else { &b };
+        let who = format!("live{}", i + 1);
+        assert_eq!(n.cluster.address(&who, &pool).await.unwrap(), *address);
+    }
+
+    // Once "new" has gone, its lease is the one to take again.
+    drop(newer);
+    wait_sessions(&b, |s| !s.iter().any(|s| s.identity == "new")).await;
+    assert_eq!(a.cluster.address("old", &pool).await.unwrap(), old);
+    drop(live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cut_off_past_its_lease_gives_up_a_reclaimed_address() {
+    if skip() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let cut = Cut::start(etcd.address()).await;
+    let mut a = node_at(cut.url(), "vpn-a").await;
+    let b = node(&etcd, "vpn-b").await;
+    let pool = pool_of("10.77.0.0/29");
+
+    let (erin_session, erin) = pool_session(&a, "erin", 1, &pool).await;
+    let mut rest = Vec::new();
+    for i in 1..usable(&pool).len() {
+        rest.push(pool_session(&b, &format!("live{i}"), 10 + i as u64, &pool).await);
+    }
+
+    // vpn-a loses etcd for longer than its lease (2 s): erin's session
+    // leaves etcd, and with the pool full her address goes to zed on vpn-b.
+    cut.sever();
+    wait_sessions(&b, |s| !s.iter().any(|s| s.identity == "erin")).await;
+    let (zed_session, zed) = pool_session(&b, "zed", 99, &pool).await;
+    assert_eq!(
+        zed, erin,
+        "zed takes the only address without a live session"
+    );
+
+    // vpn-a is back: it must not write erin's session again at zed's
+    // address, but end it (her client reconnects for another address).
+    cut.mend();
+    let stop = next_stop(&mut a, Duration::from_secs(20))
+        .await
+        .expect("erin's session on vpn-a is stopped");
+    assert_eq!(
+        (stop.id, stop.identity.as_str(), stop.reason),
+        (1, "erin", StopReason::AddressLost)
+    );
+    // Give vpn-a's catch-up a moment more: erin must stay out of etcd.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sessions = b.cluster.sessions().await.unwrap();
+    let at: Vec<&str> = sessions
+        .iter()
+        .filter(|s| s.address == erin.to_string())
+        .map(|s| s.identity.as_str())
+        .collect();
+    assert_eq!(at, ["zed"], "{sessions:?}");
+    drop((erin_session, zed_session, rest));
     a.cancel.cancel();
     let _ = a.task.await;
 }

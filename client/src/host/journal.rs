@@ -25,10 +25,8 @@ pub struct Recorded {
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
     /// A resolv.conf replaced by twoway, with what to put back.
-    #[serde(default)]
     pub resolv_conf: Option<ResolvConfBackup>,
     /// The link whose systemd-resolved DNS twoway set.
-    #[serde(default)]
     pub resolved_link: Option<String>,
 }
 

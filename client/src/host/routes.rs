@@ -41,7 +41,6 @@ pub struct RouteSpec {
     /// Where it leads.
     pub target: Target,
     /// Explicit metric; `None` leaves the kernel default (0 for IPv4, 1024 for IPv6).
-    #[serde(default)]
     pub metric: Option<u32>,
 }
 

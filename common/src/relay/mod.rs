@@ -79,6 +79,16 @@ enum Control {
     Bye(Bye),
     /// The peer said Bye: end the TLS stream with close_notify.
     Close,
+    /// A datagram of the UDP path itself, sent when the session has one.
+    Udp(UdpControl),
+    /// Client: tell the server where data goes now, and why.
+    Path(TcpUse),
+    /// Server: the payload of an Update frame.
+    Update(Bytes),
+}
+
+/// The datagrams that keep the UDP path (not data): probes and challenges.
+enum UdpControl {
     /// Client: send a UDP probe with this number.
     Probe(u64),
     /// Server: answer a UDP probe (its body) at the address it came from,
@@ -93,10 +103,6 @@ enum Control {
     ),
     /// Client: echo the server's challenge.
     Respond([u8; udp_path::CHALLENGE_LEN]),
-    /// Client: tell the server where data goes now, and why.
-    Path(TcpUse),
-    /// Server: the payload of an Update frame.
-    Update(Bytes),
 }
 
 /// The Update frames of a session (PROTOCOL.md, "Update"). The relay carries

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::choice::{Chooser, Path as Choice, Round};
 use super::read::Batch;
 use super::train::{Collector, Splitter, Step, TAG_LEN};
-use super::{Control, Counters, DropReason};
+use super::{Control, Counters, DropReason, UdpControl};
 use crate::inside::Inside;
 use crate::offload;
 use crate::outside::tcp::info::TcpUse;
@@ -290,7 +290,7 @@ where
             Kind::Challenge => match <[u8; CHALLENGE_LEN]>::try_from(opened.body) {
                 Ok(bytes) => {
                     path.answered();
-                    let _ = control.try_send(Control::Respond(bytes));
+                    let _ = control.try_send(Control::Udp(UdpControl::Respond(bytes)));
                 }
                 Err(_) => rx.counters.drop_packet(DropReason::Malformed),
             },
@@ -298,7 +298,7 @@ where
             // still there pulls the path back (RFC 9000 9.3.3).
             Kind::Response => {
                 if let Validation::MovedFrom(old, src, bytes) = path.validated(from, opened.body) {
-                    let _ = control.try_send(Control::Challenge(bytes, old, src));
+                    let _ = control.try_send(Control::Udp(UdpControl::Challenge(bytes, old, src)));
                 }
             }
         }
@@ -308,10 +308,10 @@ where
         let challenge = path.received_from(from, to, newest);
         let (challenge, replies) = answers(proved, largest, challenge, replies);
         if let Some(bytes) = challenge {
-            let _ = control.try_send(Control::Challenge(bytes, from, to));
+            let _ = control.try_send(Control::Udp(UdpControl::Challenge(bytes, from, to)));
         }
         for body in replies {
-            let _ = control.try_send(Control::ProbeReply(body.into(), from, to));
+            let _ = control.try_send(Control::Udp(UdpControl::ProbeReply(body.into(), from, to)));
         }
     }
     Ok(())
@@ -351,7 +351,11 @@ pub(super) async fn probe_loop(path: &UdpPath, control: &mpsc::Sender<Control>, 
             PROBE_EVERY
         };
         n += 1;
-        if control.send(Control::Probe(n)).await.is_err() {
+        if control
+            .send(Control::Udp(UdpControl::Probe(n)))
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::time::sleep(every).await;

@@ -8,7 +8,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::udp::{self, UdpOut, UdpTx};
-use super::{path_byte, Control, Counters, DropReason, Keepalive};
+use super::{path_byte, Control, Counters, DropReason, Keepalive, UdpControl};
 use crate::message;
 use crate::offload;
 use crate::outside::tcp::info::TcpUse;
@@ -52,52 +52,14 @@ pub(super) async fn write_loop<S: AsyncWrite>(
                 Some(Control::Pong(payload)) => out.frame(FrameType::Pong, &payload),
                 Some(Control::Bye(bye)) => {
                     out.frame(FrameType::Bye, &message::encode(&bye));
-                    out.write_to(&mut writer).await?;
-                    writer.flush().await?;
-                    writer.shutdown().await?;
-                    return Ok(());
+                    return close(&mut out, &mut writer).await;
                 }
-                Some(Control::Close) => {
-                    out.write_to(&mut writer).await?;
-                    writer.flush().await?;
-                    writer.shutdown().await?;
-                    return Ok(());
-                }
+                Some(Control::Close) => return close(&mut out, &mut writer).await,
                 Some(Control::Path(why)) => out.frame(FrameType::Path, &[path_byte(why)]),
                 Some(Control::Update(payload)) => out.frame(FrameType::Update, &payload),
-                Some(Control::Probe(n)) => {
+                Some(Control::Udp(c)) => {
                     if let Some(u) = udp.as_mut() {
-                        let pad = [0u8; udp::PROBE_BODY - 8];
-                        let sent = async {
-                            datagrams.push(u, Kind::Probe, &[&n.to_be_bytes(), &pad], counters).await?;
-                            datagrams.flush(&u.path).await
-                        }
-                        .await;
-                        keep_udp(&mut udp, &mut datagrams, sent);
-                    }
-                    continue;
-                }
-                Some(Control::ProbeReply(body, to, src)) => {
-                    if let Some(u) = udp.as_mut() {
-                        let sent = udp::send_to(u, Kind::ProbeReply, &body, to, src).await;
-                        keep_udp(&mut udp, &mut datagrams, sent);
-                    }
-                    continue;
-                }
-                Some(Control::Challenge(bytes, to, src)) => {
-                    if let Some(u) = udp.as_mut() {
-                        let sent = udp::send_to(u, Kind::Challenge, &bytes, to, src).await;
-                        keep_udp(&mut udp, &mut datagrams, sent);
-                    }
-                    continue;
-                }
-                Some(Control::Respond(bytes)) => {
-                    if let Some(u) = udp.as_mut() {
-                        let sent = async {
-                            datagrams.push(u, Kind::Response, &[&bytes], counters).await?;
-                            datagrams.flush(&u.path).await
-                        }
-                        .await;
+                        let sent = send_udp_control(u, &mut datagrams, c, counters).await;
                         keep_udp(&mut udp, &mut datagrams, sent);
                     }
                     continue;
@@ -137,6 +99,48 @@ pub(super) async fn write_loop<S: AsyncWrite>(
         debug_assert!(datagrams.is_empty());
         out.write_to(&mut writer).await?;
         writer.flush().await?;
+    }
+}
+
+/// Writes what is gathered, then ends the TLS stream with close_notify.
+async fn close<S: AsyncWrite>(
+    out: &mut Gather,
+    writer: &mut WriteHalf<S>,
+) -> Result<(), OutsideError> {
+    out.write_to(writer).await?;
+    writer.flush().await?;
+    writer.shutdown().await?;
+    Ok(())
+}
+
+/// Sends one datagram of the UDP path: a client's own (probe, challenge
+/// echo) over the path, a server's answer to the address it answers.
+async fn send_udp_control(
+    u: &mut UdpTx,
+    datagrams: &mut UdpOut,
+    control: UdpControl,
+    counters: &Counters,
+) -> std::io::Result<()> {
+    match control {
+        UdpControl::Probe(n) => {
+            let pad = [0u8; udp::PROBE_BODY - 8];
+            datagrams
+                .push(u, Kind::Probe, &[&n.to_be_bytes(), &pad], counters)
+                .await?;
+            datagrams.flush(&u.path).await
+        }
+        UdpControl::Respond(bytes) => {
+            datagrams
+                .push(u, Kind::Response, &[&bytes], counters)
+                .await?;
+            datagrams.flush(&u.path).await
+        }
+        UdpControl::ProbeReply(body, to, src) => {
+            udp::send_to(u, Kind::ProbeReply, &body, to, src).await
+        }
+        UdpControl::Challenge(bytes, to, src) => {
+            udp::send_to(u, Kind::Challenge, &bytes, to, src).await
+        }
     }
 }
 

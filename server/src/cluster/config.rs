@@ -7,31 +7,21 @@ use std::time::Duration;
 use serde::Deserialize;
 use twoway_common::config_file::{self, ConfigError};
 
-fn default_lease_ttl() -> u32 {
-    10
-}
-
 /// `[cluster]`. With no `etcd` endpoints the server runs alone.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {
     /// etcd v3 endpoints (`http://host:2379` or `https://...`).
-    #[serde(default)]
     pub etcd: Vec<String>,
     /// This node's name, unique in the cluster.
-    #[serde(default)]
     pub node: String,
     /// CA certificate (PEM) etcd's server certificate must chain to.
-    #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) this node presents to etcd.
-    #[serde(default)]
     pub cert: Option<PathBuf>,
     /// The key of `cert` (PEM).
-    #[serde(default)]
     pub key: Option<PathBuf>,
     /// Seconds the node's sessions outlive it in etcd when it dies.
-    #[serde(default = "default_lease_ttl")]
     pub lease_ttl_secs: u32,
 }
 
@@ -43,7 +33,7 @@ impl Default for ClusterSection {
             ca: None,
             cert: None,
             key: None,
-            lease_ttl_secs: default_lease_ttl(),
+            lease_ttl_secs: 10,
         }
     }
 }

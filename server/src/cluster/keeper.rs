@@ -1,5 +1,5 @@
-//! The node's etcd lease and catch-up: keeps the lease alive, and whenever
-//! etcd answers writes what it missed: sessions claimed while it was
+//! The node's etcd lease and catch-up: keeps the lease alive, and, beside
+//! it, whenever etcd answers writes what it missed: sessions claimed while it was
 //! unreachable, and deletions of sessions that ended meanwhile. A lease that
 //! expired (etcd away longer than its TTL) is replaced by a new one and every
 //! live session of this node is written again under it; a slot that another
@@ -9,18 +9,51 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, Stop, StopReason};
+use super::keys::{self, SessionRecord};
+use super::sessions::record_of;
+use super::store::CALL_TIMEOUT;
+use super::{Cluster, Local, Stop, StopReason, Unreachable};
 
 /// Pause between attempts while etcd does not answer.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// A lease's keep-alive stream.
+type KeepAlive = (LeaseKeeper, LeaseKeepAliveStream);
+
+/// What writing a session's key again found.
+enum Rewritten {
+    /// Written, at this revision.
+    Written(i64),
+    /// The key holds this very session already (the lease survived).
+    Ours,
+    /// Another session holds the slot.
+    Held(SessionRecord),
+    /// The slot is free, but the session's pool address is leased to
+    /// another lease key now: the session cannot keep it.
+    AddressLost,
+    /// The key went away between the compare and the read.
+    Gone,
+}
+
 impl Cluster {
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`: the lease's keep-alive and the write-back of
+    /// what etcd missed, side by side (a long catch-up never delays the
+    /// keep-alive).
     pub(super) async fn keep(self: Arc<Self>, shutdown: CancellationToken) {
-        let period = (self.ttl / 3).max(Duration::from_millis(500));
+        tokio::join!(
+            self.clone().keep_lease(shutdown.clone()),
+            self.write_back(shutdown)
+        );
+    }
+
+    /// Keeps the node's etcd lease alive; takes a new one when it expired.
+    async fn keep_lease(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = self.period();
         let mut keepalive = None;
         loop {
             if self.lease() == 0 {
@@ -42,24 +75,12 @@ impl Cluster {
                 }
             }
             let lease = self.lease();
-            if keepalive.is_none() {
-                let mut client = self.store.client();
-                keepalive = client.lease_keep_alive(lease).await.ok();
-            }
-            let alive = match keepalive.as_mut() {
-                Some((keeper, stream)) => {
-                    let sent = keeper.keep_alive().await.is_ok();
-                    match tokio::time::timeout(super::store::CALL_TIMEOUT, stream.message()).await {
-                        Ok(Ok(Some(r))) if sent => Some(r.ttl() > 0),
-                        _ => None,
-                    }
-                }
-                None => None,
-            };
+            let alive = self.renew(lease, &mut keepalive).await;
             match alive {
                 Some(true) => {
                     self.store.saw(true);
-                    self.catch_up(lease).await;
+                    // etcd answers: whatever it missed can be written now.
+                    self.dirty.notify_one();
                 }
                 Some(false) => {
                     tracing::warn!(lease, "the cluster lease expired while etcd was unreachable; taking a new one and registering this node's sessions again");
@@ -75,9 +96,55 @@ impl Cluster {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
-                () = self.dirty.notified(), if alive.is_some() => {}
             }
         }
+    }
+
+    /// One keep-alive of `lease`: `Some(true)` renewed, `Some(false)` the
+    /// lease has expired, `None` etcd did not answer.
+    async fn renew(&self, lease: i64, keepalive: &mut Option<KeepAlive>) -> Option<bool> {
+        if keepalive.is_none() {
+            let mut client = self.store.client();
+            let opened = client.lease_keep_alive(lease);
+            match tokio::time::timeout(CALL_TIMEOUT, opened).await {
+                Ok(Ok(k)) => *keepalive = Some(k),
+                // etcd-client will not open a keep-alive for an expired
+                // lease (an error like any other): ask etcd about the lease.
+                _ => {
+                    return match self.store.time_to_live(lease).await {
+                        Ok(ttl) if ttl <= 0 => Some(false),
+                        _ => None,
+                    }
+                }
+            }
+        }
+        let (keeper, stream) = keepalive.as_mut()?;
+        let sent = keeper.keep_alive().await.is_ok();
+        match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(r))) if sent => Some(r.ttl() > 0),
+            _ => None,
+        }
+    }
+
+    /// Writes what etcd missed whenever something changed, and once a
+    /// keep-alive period in any case.
+    async fn write_back(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = self.period();
+        loop {
+            let lease = self.lease();
+            if lease != 0 {
+                self.catch_up(lease).await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+                () = self.dirty.notified() => {}
+            }
+        }
+    }
+
+    fn period(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(500))
     }
 
     /// After a new lease: every local session must be written again.
@@ -109,58 +176,114 @@ impl Cluster {
                 return;
             }
         }
-        let unwritten: Vec<(String, super::Local)> = self
+        let unwritten: Vec<(String, Local)> = self
             .local()
             .iter()
             .filter(|(_, l)| l.revision == 0)
             .map(|(k, l)| (k.clone(), l.clone()))
             .collect();
         for (key, l) in unwritten {
-            let written = match self.create(&key, &l.record, lease).await {
-                Err(_) => return,
-                Ok(Ok(revision)) => Some(revision),
-                Ok(Err((holder, _))) if holder.node == self.node && holder.id == l.record.id => {
-                    // Ours already (the lease survived): refresh it.
+            let Ok(outcome) = self.rewrite(&key, &l, lease).await else {
+                return;
+            };
+            let revision = match outcome {
+                Rewritten::Written(revision) => revision,
+                Rewritten::Gone => continue, // deleted under us: the next round writes it
+                Rewritten::Ours => {
+                    // Ours already (the lease survived): refresh it under this lease.
                     let value = serde_json::to_vec(&l.record).unwrap_or_default();
-                    let txn = Txn::new().and_then([TxnOp::put(
+                    let put = TxnOp::put(
                         key.as_str(),
                         value,
                         Some(PutOptions::new().with_lease(lease)),
-                    )]);
-                    match self.store.txn(txn).await {
-                        Ok(r) => r.header().map(|h| h.revision()),
+                    );
+                    match self.store.txn(Txn::new().and_then([put])).await {
+                        Ok(r) => r.header().map_or(0, |h| h.revision()),
                         Err(_) => return,
                     }
                 }
-                Ok(Err(holder)) => {
-                    tracing::warn!(identity = %l.record.identity, node = %holder.0.node,
+                Rewritten::Held(holder) => {
+                    tracing::warn!(identity = %l.record.identity, node = %holder.node,
                         "another node took this session's slot while etcd was unreachable; ending it here");
-                    None
+                    self.end(&key, &l, StopReason::Replaced);
+                    continue;
+                }
+                Rewritten::AddressLost => {
+                    tracing::warn!(identity = %l.record.identity, address = %l.record.address,
+                        "this session's address went to another identity while etcd was unreachable; ending it here (the client reconnects)");
+                    self.end(&key, &l, StopReason::AddressLost);
+                    continue;
                 }
             };
             let mut local = self.local();
-            match written {
-                Some(revision) => {
-                    match local.get_mut(&key).filter(|e| e.record.id == l.record.id) {
-                        Some(entry) => entry.revision = revision,
-                        // It ended while we wrote it.
-                        None => self
-                            .gone
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((key, revision)),
-                    }
-                }
-                None => {
-                    local.remove(&key);
-                    drop(local);
-                    self.stop(Stop {
-                        id: l.record.id,
-                        identity: l.record.identity.clone(),
-                        reason: StopReason::Replaced,
-                    });
-                }
+            match local.get_mut(&key).filter(|e| e.record.id == l.record.id) {
+                Some(entry) => entry.revision = revision,
+                // It ended while we wrote it.
+                None => self
+                    .gone
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((key, revision)),
             }
         }
+    }
+
+    /// Forgets session `l` at `key` (if it is still there) and has it end.
+    fn end(&self, key: &str, l: &Local, reason: StopReason) {
+        {
+            let mut local = self.local();
+            if local.get(key).is_some_and(|e| e.record.id == l.record.id) {
+                local.remove(key);
+            }
+        }
+        self.stop(Stop {
+            id: l.record.id,
+            identity: l.record.identity.clone(),
+            reason,
+        });
+    }
+
+    /// Writes session `l` at `key` again (after etcd was away): only if the
+    /// key is absent and, for a pool address, the address is still leased to
+    /// the session's lease key; another node may have reclaimed it once this
+    /// node's sessions had expired.
+    async fn rewrite(&self, key: &str, l: &Local, lease: i64) -> Result<Rewritten, Unreachable> {
+        let value = serde_json::to_vec(&l.record).unwrap_or_default();
+        let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
+        if let Some(a) = l.leased {
+            let slot = l.record.slot.as_str();
+            when.push(Compare::value(
+                keys::lease_address(a),
+                CompareOp::Equal,
+                slot,
+            ));
+        }
+        let txn = Txn::new()
+            .when(when)
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let r = self.store.txn(txn).await?;
+        if r.succeeded() {
+            return Ok(Rewritten::Written(r.header().map_or(0, |h| h.revision())));
+        }
+        let holder = r.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| record_of(kv.value())),
+            _ => None,
+        });
+        Ok(match holder {
+            Some(Some(h)) if h.node == self.node && h.id == l.record.id => Rewritten::Ours,
+            Some(Some(h)) => Rewritten::Held(h),
+            Some(None) => Rewritten::Held(SessionRecord {
+                node: "?".into(),
+                ..l.record.clone()
+            }),
+            // The slot is free, so the address compare failed.
+            None if l.leased.is_some() => Rewritten::AddressLost,
+            None => Rewritten::Gone,
+        })
     }
 }

@@ -43,6 +43,18 @@ pub fn slot_key(identity: &str, n: usize) -> String {
     }
 }
 
+/// The session key of lease key `slot` (the inverse of [`slot_key`]): the
+/// key a live session of that slot holds, on whatever node.
+pub fn session_of_slot(slot: &str) -> String {
+    match slot.rsplit_once('\u{1}') {
+        Some((identity, n)) => match n.parse() {
+            Ok(n) => session(identity, n),
+            Err(_) => session(slot, 1),
+        },
+        None => session(slot, 1),
+    }
+}
+
 /// The lease record of a lease key.
 pub fn lease_identity(slot: &str) -> String {
     format!("{ROOT}leases/identity/{}", escape(slot))
@@ -143,5 +155,11 @@ mod tests {
             "/twoway/leases/address/10.77.0.130"
         );
         assert_eq!(kick("vpn-a", 7), "/twoway/kicks/vpn-a/7");
+        for (identity, n) in [("bob", 1), ("bob", 2), ("bob", 12), ("a/b", 3)] {
+            assert_eq!(
+                session_of_slot(&slot_key(identity, n)),
+                session(identity, n)
+            );
+        }
     }
 }

@@ -22,9 +22,22 @@ pub enum AddressError {
     /// etcd did not answer.
     #[error("{0}")]
     Unreachable(#[from] Unreachable),
+    /// Other nodes won every round of the race for a free address.
+    #[error("the address pool is contended: other nodes won {0} rounds in a row")]
+    Contended(usize),
     /// Every usable address is leased to an identity with a live session.
     #[error("address pool {0} is exhausted: every address is in use by a connected client")]
     Exhausted(ipnetwork::Ipv4Network),
+}
+
+/// Where in the pool `slot` starts looking for a free address on round
+/// `attempt` (FNV-1a of both): stable for an identity, different for others.
+fn seed(slot: &str, attempt: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in slot.bytes().chain(attempt.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 fn parse_address(value: &[u8]) -> Option<Ipv4Addr> {
@@ -37,7 +50,7 @@ impl Cluster {
     /// live session anywhere (the oldest such lease).
     pub async fn address(&self, slot: &str, pool: &Pool) -> Result<Ipv4Addr, AddressError> {
         let id_key = keys::lease_identity(slot);
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             // The common case, a returning client: one read.
             let own = self.store.get(&id_key).await?;
             if let Some((value, revision)) = &own {
@@ -81,10 +94,7 @@ impl Cluster {
                     k.rsplit('/').next()?.parse().ok()
                 })
                 .collect();
-            let free = pool
-                .range()
-                .iter()
-                .find(|a| pool.usable(*a) && !taken.contains(a));
+            let free = pool.free_from(&taken, seed(slot, attempt));
             let (a, txn) = match free {
                 Some(a) => {
                     let a_key = keys::lease_address(a);
@@ -103,11 +113,15 @@ impl Cluster {
                     Some((a, owner, a_revision)) => {
                         let a_key = keys::lease_address(a);
                         let owner_key = keys::lease_identity(&owner);
+                        // Only while the owner has no session on any node: one
+                        // that connects meanwhile has created this key first.
+                        let owner_session = keys::session_of_slot(&owner);
                         let txn = Txn::new()
                             .when([
                                 Compare::create_revision(id_key.as_str(), CompareOp::Equal, 0),
                                 Compare::mod_revision(a_key.as_str(), CompareOp::Equal, a_revision),
                                 Compare::value(owner_key.as_str(), CompareOp::Equal, a.to_string()),
+                                Compare::create_revision(owner_session, CompareOp::Equal, 0),
                             ])
                             .and_then([
                                 TxnOp::delete(owner_key, None),
@@ -124,9 +138,7 @@ impl Cluster {
             }
             // Another node won this round: read again.
         }
-        Err(AddressError::Unreachable(Unreachable(
-            "too many concurrent lease changes".into(),
-        )))
+        Err(AddressError::Contended(ATTEMPTS))
     }
 
     /// The least recently leased usable address whose lease key has no live

@@ -39,6 +39,9 @@ pub enum StopReason {
     Kicked,
     /// A newer session of the identity took its slot (on any node).
     Replaced,
+    /// Its pool address went to another identity while etcd was unreachable
+    /// for longer than the node's lease (the client reconnects and gets one).
+    AddressLost,
 }
 
 /// A session of this node that must end.
@@ -59,6 +62,9 @@ struct Local {
     /// The session key's modification revision when we last wrote it; 0
     /// while it is not in etcd (claimed while etcd was unreachable).
     revision: i64,
+    /// Its pool address leased in etcd (none for a static address): the
+    /// address key must still name the slot when the session is written again.
+    leased: Option<std::net::Ipv4Addr>,
 }
 
 /// This node's part of the cluster.

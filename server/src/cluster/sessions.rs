@@ -3,7 +3,7 @@
 //! shows, and letting go at teardown. A slot is one etcd key, created only
 //! if absent (compare-and-swap), under the node's etcd lease.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -63,7 +63,7 @@ pub enum ClaimError {
     },
 }
 
-fn record_of(value: &[u8]) -> Option<SessionRecord> {
+pub(super) fn record_of(value: &[u8]) -> Option<SessionRecord> {
     serde_json::from_slice(value).ok()
 }
 
@@ -108,7 +108,9 @@ impl Cluster {
             let held = match outcome {
                 Ok(Ok(revision)) => return Ok(self.claimed(key, mine, revision)),
                 Ok(Err(held)) => held,
-                Err(e) if static_address => {
+                // Only one session on this node may go ahead so: a second
+                // device of the identity gets a pool address, which needs etcd.
+                Err(e) if static_address && !self.local().contains_key(&key) => {
                     tracing::warn!(error = %e, "cluster store unreachable; admitting a static address on this node's word alone");
                     self.dirty.notify_one();
                     return Ok(self.claimed(key, mine, 0));
@@ -130,7 +132,16 @@ impl Cluster {
 
     fn claimed(self: &Arc<Self>, key: String, record: SessionRecord, revision: i64) -> Claim {
         let (slot, id) = (record.slot.clone(), record.id);
-        self.local().insert(key.clone(), Local { record, revision });
+        // The address, and whether it is leased, come with `register`.
+        let leased = None;
+        self.local().insert(
+            key.clone(),
+            Local {
+                record,
+                revision,
+                leased,
+            },
+        );
         Claim {
             cluster: self.clone(),
             key,
@@ -246,16 +257,28 @@ impl Cluster {
     }
 
     /// Fills in the addresses of a claimed session, for status on every
-    /// node. `false` when the slot is no longer this session's (another
-    /// node replaced it in between): the session must end.
-    pub async fn register(&self, claim: &Claim, address: String, address6: Option<String>) -> bool {
+    /// node; `leased` says the IPv4 address is a pool lease from
+    /// [`Cluster::address`] (not a static one). `false` when the slot is no
+    /// longer this session's (another node replaced it in between): the
+    /// session must end.
+    pub async fn register(
+        &self,
+        claim: &Claim,
+        address: IpAddr,
+        address6: Option<String>,
+        leased: bool,
+    ) -> bool {
         let (record, revision) = {
             let mut local = self.local();
             let Some(l) = local.get_mut(&claim.key) else {
                 return false;
             };
-            l.record.address = address;
+            l.record.address = address.to_string();
             l.record.address6 = address6;
+            l.leased = match address {
+                IpAddr::V4(a) if leased => Some(a),
+                _ => None,
+            };
             (l.record.clone(), l.revision)
         };
         let lease = self.lease();

@@ -146,6 +146,14 @@ impl Store {
         self.call(lease.grant(secs, None)).await.map(|r| r.id())
     }
 
+    /// The seconds etcd lease `id` has left; -1 once it has expired.
+    pub async fn time_to_live(&self, id: i64) -> Result<i64, Unreachable> {
+        let mut lease = self.client.lease_client();
+        self.call(lease.time_to_live(id, None))
+            .await
+            .map(|r| r.ttl())
+    }
+
     /// Ends etcd lease `id` and so every key attached to it.
     pub async fn revoke(&self, id: i64) -> Result<(), Unreachable> {
         let mut lease = self.client.lease_client();

@@ -52,6 +52,10 @@ impl Server {
                 ByeReason::Replaced,
                 "a newer session of this identity connected",
             ),
+            StopReason::AddressLost => Bye::new(
+                ByeReason::PolicyChanged,
+                "this session's address went to another client while the cluster store was unreachable; reconnect for a new one",
+            ),
         };
         self.registry.stop_one(stop.id, &stop.identity, bye);
     }
@@ -107,16 +111,22 @@ impl Server {
                 warn!(error = %e, "refusing a pool client: {UNREACHABLE}");
                 Err((RefuseCode::Busy, UNREACHABLE.into()))
             }
+            Err(e @ AddressError::Contended(_)) => {
+                warn!(error = %e, "refusing a pool client; it will try again");
+                Err((RefuseCode::Busy, e.to_string()))
+            }
             Err(e @ AddressError::Exhausted(_)) => Err((RefuseCode::PoolExhausted, e.to_string())),
         }
     }
 
-    /// Writes the session's addresses to its cluster slot; `false` if another
-    /// node took the slot meanwhile.
+    /// Writes the session's addresses to its cluster slot (`grant` says
+    /// whether the IPv4 one is static or leased from the pool); `false` if
+    /// another node took the slot meanwhile.
     pub(crate) async fn register_in_cluster(
         &self,
         claim: Option<&Claim>,
         assignment: &Assignment,
+        grant: &Grant,
     ) -> bool {
         let (Some(cluster), Some(claim)) = (self.cluster.get(), claim) else {
             return true;
@@ -124,8 +134,9 @@ impl Server {
         cluster
             .register(
                 claim,
-                assignment.address.ip().to_string(),
+                assignment.address.ip(),
                 assignment.address6.map(|a| a.ip().to_string()),
+                grant.address.is_none(),
             )
             .await
     }

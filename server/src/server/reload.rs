@@ -90,8 +90,7 @@ pub(crate) fn review(loaded: &Loaded, e: &mut Entry) -> Review {
         ));
     };
     if e.extra_device {
-        // Extra devices of one identity never get its static address.
-        (new.address, new.address6) = (None, None);
+        new.for_extra_device();
     }
     match change(&e.grant, &new, e.update.is_some()) {
         Change::None => return Review::Same,

@@ -64,8 +64,7 @@ pub(super) async fn assign(
 ) -> Result<Offer, SessionError> {
     let client = &claimed.granted.client;
     if claimed.lease_key() != client.identity {
-        let grant = &mut claimed.granted.grant;
-        (grant.address, grant.address6) = (None, None);
+        claimed.granted.grant.for_extra_device();
     }
     let offload = inside_offload && client.offers(FEATURE_OFFLOAD);
     let leased = server

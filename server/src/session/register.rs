@@ -74,7 +74,11 @@ pub(super) struct Link {
 /// if another node took the slot meanwhile (a newer session of the identity).
 pub(super) async fn announce(server: &Server, offer: Offer) -> Result<Offer, SessionError> {
     let claim = offer.claimed.cluster.as_ref();
-    if server.register_in_cluster(claim, &offer.assignment).await {
+    let grant = &offer.claimed.granted.grant;
+    if server
+        .register_in_cluster(claim, &offer.assignment, grant)
+        .await
+    {
         return Ok(offer);
     }
     let message = "a newer session of this identity took over".to_owned();

@@ -17,8 +17,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{protocol_error, tls_error, MAX_RECORD};
 
-/// Receive room: many records per read.
+/// Receive room while busy: many records per read.
 const RX_ROOM: usize = 256 * 1024;
+/// Receive room at the start and again once idle: one whole record. An idle
+/// session (most of a server's) holds this much, not [`RX_ROOM`].
+const RX_IDLE: usize = MAX_RECORD;
+/// Reads in a row this small (with nothing left over) shrink a grown room.
+const SMALL_READ: usize = RX_IDLE / 4;
+const SMALL_READS_TO_SHRINK: u8 = 8;
 /// Sealed bytes we hold before a write waits for the socket.
 const TX_HIGH: usize = 256 * 1024;
 /// Pieces of a write shorter than this are staged and sealed together.
@@ -236,9 +242,13 @@ fn step<D>(
 pub struct SecureStream<T> {
     io: T,
     conn: Conn,
-    /// Received bytes not yet given to rustls: rx[..rx_end].
+    /// Received bytes not yet given to rustls: rx[..rx_end]. The room
+    /// grows (to [`RX_ROOM`]) while reads fill it and shrinks back to
+    /// [`RX_IDLE`] after a run of small reads.
     rx: Vec<u8>,
     rx_end: usize,
+    /// Small reads in a row (see [`SMALL_READ`]).
+    small_reads: u8,
     /// Opened content not yet delivered: plain[plain_start..].
     plain: Vec<u8>,
     plain_start: usize,
@@ -271,12 +281,13 @@ impl<T> SecureStream<T> {
         peer_closed: bool,
     ) -> Self {
         let rx_end = rx.len();
-        rx.resize(rx_end.max(RX_ROOM), 0);
+        rx.resize(rx_end.max(RX_IDLE), 0);
         Self {
             io,
             conn,
             rx,
             rx_end,
+            small_reads: 0,
             plain: early,
             plain_start: 0,
             tx: SendBuf::default(),
@@ -285,6 +296,37 @@ impl<T> SecureStream<T> {
             failed: false,
             closing: false,
         }
+    }
+
+    /// Doubles the receive room, up to [`RX_ROOM`].
+    fn grow_rx(&mut self) {
+        let len = (2 * self.rx.len()).clamp(RX_IDLE, RX_ROOM);
+        self.rx.resize(len, 0);
+    }
+
+    /// After a read of `n` bytes into `room`: a read that filled the room
+    /// (the socket had more) grows it; a run of small reads with nothing
+    /// left over gives a grown room back.
+    fn size_rx(&mut self, n: usize, room: usize) {
+        if n == room && self.rx.len() < RX_ROOM {
+            self.small_reads = 0;
+            self.grow_rx();
+        } else if n < SMALL_READ && self.rx.len() > RX_IDLE {
+            self.small_reads = self.small_reads.saturating_add(1);
+            if self.small_reads >= SMALL_READS_TO_SHRINK && self.rx_end <= RX_IDLE {
+                self.small_reads = 0;
+                self.rx.truncate(RX_IDLE);
+                self.rx.shrink_to_fit();
+            }
+        } else {
+            self.small_reads = 0;
+        }
+    }
+
+    /// The receive room it holds now (for tests of its sizing).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn receive_room(&self) -> usize {
+        self.rx.len()
     }
 
     /// The transport underneath.
@@ -441,11 +483,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SecureStream<T> {
                 return Poll::Ready(Ok(()));
             }
             if self.rx_end == self.rx.len() {
-                // A record larger than the room: TLS allows none.
-                return Poll::Ready(Err(tls_error(rustls::Error::General(
-                    "record larger than the receive buffer".into(),
-                ))));
+                if self.rx.len() >= RX_ROOM {
+                    // A record larger than the room: TLS allows none.
+                    return Poll::Ready(Err(tls_error(rustls::Error::General(
+                        "record larger than the receive buffer".into(),
+                    ))));
+                }
+                self.grow_rx();
             }
+            let room = self.rx.len() - self.rx_end;
             let mut read = ReadBuf::new(&mut self.rx[self.rx_end..]);
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
             let n = read.filled().len();
@@ -454,6 +500,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SecureStream<T> {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
             self.rx_end += n;
+            self.size_rx(n, room);
         }
     }
 }
