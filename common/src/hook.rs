@@ -122,8 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_kills_what_the_hook_started_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
+        let (_dir, pidfile) = crate::temp_path::temp_path("pid");
         // The shell starts a background sleep and waits: on timeout both must die.
         let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let outcome = run(&cmd, [], Duration::from_millis(300)).await;

@@ -25,5 +25,7 @@ pub mod pem_source;
 pub mod priority;
 pub mod queue;
 pub mod relay;
+#[cfg(any(test, feature = "test-util"))]
+pub mod temp_path;
 pub mod tls;
 pub mod tuning;
