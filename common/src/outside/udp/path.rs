@@ -505,14 +505,15 @@ mod audit3 {
         (back, ch, recheck)
     }
 
-    /// A path validated at `a` (reached at our address `ours`): the peer's
-    /// first datagram came from there and the echo of its challenge moved
-    /// the path.
-    fn path_validated_at(a: SocketAddr, ours: Option<IpAddr>) -> UdpPath {
+    /// A path validated at the peer's first address (reached at our address
+    /// `ours`), which it returns: the peer's first datagram came from there
+    /// and the echo of its challenge moved the path.
+    fn validated_path(ours: Option<IpAddr>) -> (UdpPath, SocketAddr) {
+        let a = addr("192.0.2.1:4000");
         let p = path();
         let c = p.received_from(a, ours, true).unwrap();
         assert_eq!(p.validated(a, &c), Validation::Moved, "the first address");
-        p
+        (p, a)
     }
 
     /// Finding: a re-challenge draws NEW bytes, so with a round trip over
@@ -520,9 +521,8 @@ mod audit3 {
     /// every echo answers a challenge that was already replaced.
     #[tokio::test]
     async fn audit3_rtt_over_200ms_never_validates_with_steady_traffic() {
-        let a = addr("192.0.2.1:4000");
+        let (p, _) = validated_path(None);
         let n = addr("192.0.2.1:5000");
-        let p = path_validated_at(a, None);
         // Client rebinds to n; 300 ms RTT; it sends a datagram every 50 ms.
         let mut in_flight = std::collections::VecDeque::new();
         let t0 = Instant::now();
@@ -554,9 +554,8 @@ mod audit3 {
     /// to where the client no longer is.
     #[tokio::test]
     async fn audit3_stale_candidate_moves_path_after_client_returned() {
-        let a = addr("192.0.2.1:4000");
+        let (p, a) = validated_path(None);
         let n = addr("192.0.2.1:5000");
-        let p = path_validated_at(a, None);
         let stale = p.received_from(n, None, true).unwrap();
         // The client is back at a; many newest datagrams from there.
         for _ in 0..10 {
@@ -578,9 +577,8 @@ mod audit3 {
     /// 9000 9.3.3 says for QUIC; PROTOCOL.md.)
     #[tokio::test]
     async fn audit3_on_path_attacker_redirects_with_forwarded_challenge() {
-        let a = addr("192.0.2.1:4000");
+        let (p, a) = validated_path(None);
         let x = addr("203.0.113.66:666");
-        let p = path_validated_at(a, None);
         let (back, _, recheck) = move_with_recheck(&p, x);
         assert_eq!((back, p.peer()), (a, Some(x)));
         // The attacker keeps racing copies from x: the recheck stays.
@@ -605,10 +603,9 @@ mod audit3 {
     /// does not push the recheck out.
     #[tokio::test]
     async fn a_recheck_counts_after_the_peer_spoke_there_and_keeps_its_slot() {
-        let a = addr("192.0.2.1:4000");
+        let (p, a) = validated_path(None);
         let x = addr("203.0.113.66:666");
         let y = addr("203.0.113.66:667");
-        let p = path_validated_at(a, None);
         let (_, cx, recheck) = move_with_recheck(&p, x);
         // An echo forwarded and raced from a (spoofed) before the peer spoke there.
         assert_eq!(p.validated(a, &recheck), Validation::Ignored);
@@ -637,10 +634,9 @@ mod audit3 {
     /// our addresses does not change the address we send from.
     #[tokio::test]
     async fn our_source_address_changes_only_with_the_path() {
-        let a = addr("192.0.2.1:4000");
         let ours: IpAddr = "198.18.0.1".parse().unwrap();
         let other: IpAddr = "198.18.0.2".parse().unwrap();
-        let p = path_validated_at(a, Some(ours));
+        let (p, a) = validated_path(Some(ours));
         assert_eq!(p.route(), Some((a, Some(ours))));
         assert_eq!(p.received_from(a, Some(other), true), None);
         assert_eq!(p.route(), Some((a, Some(ours))));
@@ -651,9 +647,8 @@ mod audit3 {
     /// neither moves the path back.
     #[tokio::test]
     async fn a_real_move_stays() {
-        let a = addr("192.0.2.1:4000");
+        let (p, _) = validated_path(None);
         let n = addr("192.0.2.1:5000");
-        let p = path_validated_at(a, None);
         let (_, _, recheck) = move_with_recheck(&p, n);
         assert_eq!(p.validated(n, &recheck), Validation::Ignored);
         assert_eq!(p.peer(), Some(n));
