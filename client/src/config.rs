@@ -403,18 +403,10 @@ mod tests {
 
     pub(super) fn parse(text: &str) -> Result<ClientConfig, String> {
         let path = Path::new("/etc/twoway/alice.toml");
-        let mut c: ClientConfig = config_file::parse(path, text).map_err(|e| e.to_string())?;
-        c.path = path.to_owned();
-        let e = c.validate();
-        if e.is_empty() {
-            Ok(c)
-        } else {
-            Err(e
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"))
-        }
+        config_file::parse_and_validate(path, text, |c: &mut ClientConfig| {
+            c.path = path.to_owned();
+            c.validate()
+        })
     }
 
     pub(super) const GOOD: &str = r#"

@@ -88,8 +88,7 @@ fn a_pem_text_that_holds_nothing_usable_names_its_key() {
 fn a_profile_holding_the_key_must_be_its_owners_alone() {
     use std::os::unix::fs::PermissionsExt;
     let (ca, cert, key) = pems();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("alice.toml");
+    let (dir, path) = twoway_common::temp_path::temp_path("alice.toml");
     std::fs::write(&path, inline(&ca, &cert, &key)).unwrap();
     let chmod =
         |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -81,8 +81,7 @@ mod tests {
 
     #[tokio::test]
     async fn hook_sees_its_environment_and_failure_is_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
+        let (_dir, out) = twoway_common::temp_path::temp_path("out");
         let env = vec![("TWOWAY_DEVICE".to_string(), "tw-x".to_string())];
         run(
             "up",

@@ -95,12 +95,12 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::temp_path::temp_path;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn replaces_content_and_sets_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("leases.json");
+        let (dir, path) = temp_path("leases.json");
         write_atomic(&path, b"old", 0o600).unwrap();
         write_atomic(&path, b"new", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
@@ -112,8 +112,7 @@ mod tests {
 
     #[test]
     fn failed_write_keeps_old_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
+        let (_dir, path) = temp_path("state");
         write_atomic(&path, b"old", 0o600).unwrap();
         // A path whose parent is a file cannot be written: the old file stays.
         let bad = path.join("child");
@@ -123,8 +122,7 @@ mod tests {
 
     #[test]
     fn write_new_atomic_publishes_whole_files_and_never_clobbers() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alice.toml");
+        let (dir, path) = temp_path("alice.toml");
         write_new_atomic(&path, b"key", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"key");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -138,8 +136,7 @@ mod tests {
 
     #[test]
     fn write_new_refuses_existing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.key");
+        let (_dir, path) = temp_path("ca.key");
         write_new(&path, b"k", 0o600).unwrap();
         assert!(write_new(&path, b"k2", 0o600).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"k");

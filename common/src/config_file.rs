@@ -113,6 +113,28 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     })
 }
 
+/// Test helper (feature `test-util`): [`parse`] `text` as the file `path`,
+/// then `validate` the value (which may first fill in what loading would);
+/// the value, or its problems one per line.
+#[cfg(any(test, feature = "test-util"))]
+pub fn parse_and_validate<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    validate: impl FnOnce(&mut T) -> Vec<ConfigError>,
+) -> Result<T, String> {
+    let mut value: T = parse(path, text).map_err(|e| e.to_string())?;
+    let problems = validate(&mut value);
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
 /// Resolves `p` against the folder of the config file `config`.
 pub fn resolve(config: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {

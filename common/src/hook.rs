@@ -111,15 +111,15 @@ async fn kept_start(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eventually::eventually;
 
     #[tokio::test]
     async fn a_hook_sees_its_environment_and_its_failure_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let cmd = format!("echo \"$A\" > {}", out.display());
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let cmd = format!("echo \"$A\" > {}", out.path().display());
         let ok = run(&cmd, [("A", "one")], Duration::from_secs(5)).await;
         assert!(matches!(ok, Outcome::Succeeded), "{ok:?}");
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(out.path()).unwrap(), "one\n");
 
         let failed = run("echo oops >&2; exit 3", [], Duration::from_secs(5)).await;
         match failed {
@@ -133,8 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_kills_what_the_hook_started_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
+        let (_dir, pidfile) = crate::temp_path::temp_path("pid");
         // The shell starts a background sleep and waits: on timeout both must die.
         let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let outcome = run(&cmd, [], Duration::from_millis(300)).await;
@@ -145,18 +144,22 @@ mod tests {
             .parse()
             .unwrap();
         // Killed at once; reaped by init (or us) shortly after.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie_or_gone = state.is_empty() || state.split(' ').nth(2) == Some("Z");
-            if zombie_or_gone {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the hook's background sleep {pid} still runs: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async {
+                let state =
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let zombie_or_gone = state.is_empty() || state.split(' ').nth(2) == Some("Z");
+                if zombie_or_gone {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the hook's background sleep {pid} still runs: {state}"
+                    ))
+                }
+            },
+        )
+        .await;
     }
 }

@@ -209,8 +209,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("missing.key");
+        let (_dir, path) = crate::temp_path::temp_path("missing.key");
         let e = read(&path).unwrap_err();
         assert!(matches!(e, KeyFileError::Read { .. }), "{e:?}");
         assert!(e.to_string().contains("missing.key"), "{e}");

@@ -10,6 +10,8 @@ pub mod atomic_file;
 pub mod capability;
 pub mod config_file;
 pub mod control;
+#[cfg(any(test, feature = "test-util"))]
+pub mod eventually;
 pub mod hook;
 pub mod identity;
 pub mod inside;
@@ -23,5 +25,7 @@ pub mod pem_source;
 pub mod priority;
 pub mod queue;
 pub mod relay;
+#[cfg(any(test, feature = "test-util"))]
+pub mod temp_path;
 pub mod tls;
 pub mod tuning;

@@ -204,8 +204,7 @@ mod tests {
     #[test]
     fn a_file_source_keeps_the_key_file_rule() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.key");
+        let (_dir, path) = crate::temp_path::temp_path("k.key");
         std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = PemSource::File(path).private_key().unwrap_err();

@@ -194,18 +194,18 @@ async fn run(which: &str, command: &str, env: &[(&'static str, String)], limit: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use twoway_common::eventually::eventually;
 
     #[tokio::test]
     async fn hooks_of_one_address_run_in_order_with_the_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
+        let log = tempfile::NamedTempFile::new().unwrap();
         let section = HooksSection {
             // The first up sleeps: the down queued after it must still wait.
             session_up: Some(format!(
                 "[ \"$TWOWAY_IDENTITY\" = slow ] && sleep 0.3; echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY $TWOWAY_ADDRESS $TWOWAY_ADDRESS6 $TWOWAY_NODE\" >> {}",
-                log.display()
+                log.path().display()
             )),
-            session_down: Some(format!("echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY\" >> {}", log.display())),
+            session_down: Some(format!("echo \"$TWOWAY_HOOK $TWOWAY_IDENTITY\" >> {}", log.path().display())),
             timeout_secs: 5,
         };
         let hooks = SessionHooks::new(section, "vpn-a".into());
@@ -216,15 +216,19 @@ mod tests {
         let next = hooks.session("alice", &a[..1]).unwrap();
         next.up();
         let want = "session_up slow 10.77.0.130 fd77::82 vpn-a\nsession_down slow\nsession_up alice 10.77.0.130  vpn-a\n";
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let got = std::fs::read_to_string(&log).unwrap_or_default();
-            if got == want {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{got:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async {
+                let got = std::fs::read_to_string(log.path()).unwrap_or_default();
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            },
+        )
+        .await;
     }
 
     #[tokio::test]

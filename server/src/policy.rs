@@ -342,17 +342,7 @@ mod tests {
 
     fn check(text: &str) -> Result<Policy, String> {
         let path = Path::new("/etc/twoway/policy.toml");
-        let p: Policy = config_file::parse(path, text).map_err(|e| e.to_string())?;
-        let errors = p.validate(path, &tunnel());
-        if errors.is_empty() {
-            Ok(p)
-        } else {
-            Err(errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"))
-        }
+        config_file::parse_and_validate(path, text, |p: &mut Policy| p.validate(path, &tunnel()))
     }
 
     const EXAMPLE: &str = r#"

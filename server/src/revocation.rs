@@ -58,8 +58,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_crl_is_an_error_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let not_a_crl = dir.path().join("garbage.pem");
+        let (dir, not_a_crl) = twoway_common::temp_path::temp_path("garbage.pem");
         let pem = "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
         std::fs::write(&not_a_crl, pem).unwrap();
         for (path, unparsable) in [(dir.path().join("missing.pem"), false), (not_a_crl, true)] {

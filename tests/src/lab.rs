@@ -73,14 +73,6 @@ pub struct Lab {
     logs: tempfile::TempDir,
 }
 
-impl std::fmt::Debug for Lab {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lab")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Lab {
     /// Build the topology. Panics (after cleaning up) if any step fails.
     pub fn new() -> Lab {

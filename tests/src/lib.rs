@@ -24,6 +24,15 @@ pub use netstate::{IfAddr, Route};
 pub use proc::CmdOutput;
 pub use wait::{eventually, in_netns, tcp_connects, wait_for, wait_for_tcp, wait_until};
 
+/// A new temporary folder whose name starts with `prefix`, removed when
+/// dropped.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir")
+}
+
 /// Whether we are running under CI (`CI=true`, as GitHub Actions and .ci/run set).
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")

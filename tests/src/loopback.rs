@@ -22,7 +22,7 @@ use twoway_client::tunnel::OpenDevice;
 use twoway_common::inside::memory::{self, MemoryInside, MemoryPeer};
 use twoway_common::inside::tun::TunSettings;
 use twoway_common::message::Assignment;
-use twoway_common::outside::tcp::record::secure::{self, SecureStream};
+use twoway_common::outside::tcp::record::secure::{self, PeerInfo, SecureStream};
 use twoway_common::tls::{self, ServerTlsFiles};
 use twoway_server::pki;
 
@@ -150,12 +150,25 @@ impl TlsPki {
     /// one connection, each with this PKI's config.
     pub async fn ours_client<T>(
         &self,
+        ends: (T, T),
+    ) -> (SecureStream<T>, tokio_rustls::server::TlsStream<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.ours_client_against(self.server.clone(), ends).await
+    }
+
+    /// [`TlsPki::ours_client`] against a server config of the test's own
+    /// (tickets, secret extraction).
+    pub async fn ours_client_against<T>(
+        &self,
+        server: Arc<rustls::ServerConfig>,
         (ours, theirs): (T, T),
     ) -> (SecureStream<T>, tokio_rustls::server::TlsStream<T>)
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let (ours, theirs) = tokio::join!(
             secure::connect(self.client.clone(), Self::server_name(), ours),
             acceptor.accept(theirs)
@@ -168,20 +181,38 @@ impl TlsPki {
     /// and alice's leaf.
     pub async fn ours_server<T>(
         &self,
-        (ours, theirs): (T, T),
+        ends: (T, T),
     ) -> (SecureStream<T>, tokio_rustls::client::TlsStream<T>)
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let (ours, peer, theirs) = self.ours_server_against(self.client.clone(), ends).await;
+        assert_eq!(peer.alpn.as_deref(), Some(tls::ALPN));
+        assert_eq!(peer.certificates.len(), 1, "the client's leaf");
+        (ours, theirs)
+    }
+
+    /// twoway's server handshake against a client config of the test's own
+    /// (secret extraction), with what ours learnt of the peer, unchecked.
+    pub async fn ours_server_against<T>(
+        &self,
+        client: Arc<rustls::ClientConfig>,
+        (ours, theirs): (T, T),
+    ) -> (
+        SecureStream<T>,
+        PeerInfo,
+        tokio_rustls::client::TlsStream<T>,
+    )
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let connector = tokio_rustls::TlsConnector::from(client);
         let (ours, theirs) = tokio::join!(
             secure::accept(self.server.clone(), ours),
             connector.connect(Self::server_name(), theirs)
         );
         let (ours, peer) = ours.unwrap();
-        assert_eq!(peer.alpn.as_deref(), Some(tls::ALPN));
-        assert_eq!(peer.certificates.len(), 1, "the client's leaf");
-        (ours, theirs.unwrap())
+        (ours, peer, theirs.unwrap())
     }
 
     /// The name the server certificate carries, as a client dials it.
@@ -239,6 +270,11 @@ impl Setup {
             .send(bytes::Bytes::copy_from_slice(packet))
             .await
             .expect("the server's device is open");
+    }
+
+    /// Replaces policy.toml (the server reads it at its next reload).
+    pub fn write_policy(&self, policy: &str) {
+        std::fs::write(self.pki.join("policy.toml"), policy).expect("write policy.toml");
     }
 }
 

@@ -36,23 +36,7 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
     found
 }
 
-/// Awaits `probe` every `every` until it gives `Ok`, and returns that value.
-/// Once `timeout` has passed, panics with the last `Err` (what the probe saw).
-/// The probe always runs at least once.
-pub async fn eventually<T, F, Fut>(timeout: Duration, every: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) => assert!(Instant::now() < deadline, "{seen}"),
-        }
-        tokio::time::sleep(every).await;
-    }
-}
+pub use twoway_common::eventually::eventually;
 
 /// Run `f` on a fresh thread that has joined the network namespace `ns`
 /// (a name under /run/netns). Sockets made by `f` live in that namespace;

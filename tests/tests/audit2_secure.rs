@@ -5,12 +5,14 @@
 //! (dangerous_extract_secrets, enabled on the peer's copy of the config) and seals the
 //! records itself, as any authenticated peer with its own TLS stack can.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMessage};
 use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::error::Elapsed;
 use twoway_common::outside::tcp::record::secure::{self, SecureStream};
 use twoway_tests::loopback::{is_bad_record_mac_alert, unsealed_record, TlsPki as Pki};
 
@@ -51,38 +53,45 @@ impl Forger {
     }
 }
 
+/// Our end of the tests' connections.
+type Ours = SecureStream<DuplexStream>;
+
 /// Ours as the server; the peer (a rustls client) hands over its raw
 /// transport and its send keys.
-async fn ours_server_forging_client(p: &Pki) -> (SecureStream<DuplexStream>, DuplexStream, Forger) {
-    let (a, b) = tokio::io::duplex(1 << 20);
+async fn ours_server_forging_client(p: &Pki) -> (Ours, DuplexStream, Forger) {
     let mut peer = (*p.client).clone();
     peer.enable_secret_extraction = true;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(peer));
-    let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), a),
-        connector.connect(Pki::server_name(), b)
-    );
-    let (ours, _) = ours.unwrap();
-    let (io, conn) = theirs.unwrap().into_inner();
+    let (ours, _, theirs) = p
+        .ours_server_against(Arc::new(peer), tokio::io::duplex(1 << 20))
+        .await;
+    let (io, conn) = theirs.into_inner();
     let secrets = conn.dangerous_extract_secrets().unwrap();
     (ours, io, Forger::new(secrets.tx))
 }
 
 /// Ours as the client; the peer (a rustls server) hands over its raw
 /// transport and its send keys.
-async fn ours_client_forging_server(p: &Pki) -> (SecureStream<DuplexStream>, DuplexStream, Forger) {
-    let (a, b) = tokio::io::duplex(1 << 20);
+async fn ours_client_forging_server(p: &Pki) -> (Ours, DuplexStream, Forger) {
     let mut peer = (*p.server).clone();
     peer.enable_secret_extraction = true;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(peer));
-    let (ours, theirs) = tokio::join!(
-        secure::connect(p.client.clone(), Pki::server_name(), a),
-        acceptor.accept(b)
-    );
-    let ours = ours.unwrap();
-    let (io, conn) = theirs.unwrap().into_inner();
+    let (ours, theirs) = p
+        .ours_client_against(Arc::new(peer), tokio::io::duplex(1 << 20))
+        .await;
+    let (io, conn) = theirs.into_inner();
     let secrets = conn.dangerous_extract_secrets().unwrap();
     (ours, io, Forger::new(secrets.tx))
+}
+
+/// Ours as the server, the peer a plain rustls client, over a pipe that
+/// holds `pipe` bytes.
+async fn ours_server(
+    p: &Pki,
+    pipe: usize,
+) -> (Ours, tokio_rustls::client::TlsStream<DuplexStream>) {
+    let (ours, _, theirs) = p
+        .ours_server_against(p.client.clone(), tokio::io::duplex(pipe))
+        .await;
+    (ours, theirs)
 }
 
 /// The first record of a KeyUpdate split over two records: its 4-byte
@@ -90,39 +99,111 @@ async fn ours_client_forging_server(p: &Pki) -> (SecureStream<DuplexStream>, Dup
 /// allows a handshake message to span records.
 const KEY_UPDATE_HEADER: [u8; 4] = [24, 0, 0, 1];
 
+/// A read of ours that must find nothing within 100 ms.
+async fn read_briefly(ours: &mut Ours) -> Result<std::io::Result<usize>, Elapsed> {
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(Duration::from_millis(100), ours.read(&mut buf)).await
+}
+
+/// The peer sends the first record of a split KeyUpdate; in a task of its
+/// own, our read takes it and waits for the rest, then `next` runs (the
+/// relay's next step, named `what`). Fails the test if the task panicked.
+async fn split_key_update_then<F, Fut>(
+    mut ours: Ours,
+    raw: &mut DuplexStream,
+    forge: &mut Forger,
+    what: &str,
+    next: F,
+) -> Ours
+where
+    F: FnOnce(Ours) -> Fut + Send + 'static,
+    Fut: Future<Output = Ours> + Send,
+{
+    raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
+        .await
+        .unwrap();
+    let end = tokio::spawn(async move {
+        let read = read_briefly(&mut ours).await;
+        assert!(read.is_err(), "nothing to read yet");
+        next(ours).await
+    })
+    .await;
+    assert!(
+        !matches!(&end, Err(e) if e.is_panic()),
+        "{what} panicked: {end:?}"
+    );
+    end.unwrap()
+}
+
+/// A write and flush of ours whose errors do not matter (the relay's
+/// keepalive), giving the stream back.
+async fn write_ignoring_errors(mut ours: Ours, bytes: &'static [u8]) -> Ours {
+    let _ = ours.write_all(bytes).await;
+    let _ = ours.flush().await;
+    ours
+}
+
+/// The peer sends `bytes`; our read of them in a task of its own. A panic
+/// in our read fails the test.
+async fn our_read_of(mut ours: Ours, raw: &mut DuplexStream, bytes: &[u8]) -> std::io::Result<()> {
+    raw.write_all(bytes).await.unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        ours.read(&mut buf).await.map(|_| ())
+    });
+    match task.await {
+        Ok(read) => read,
+        Err(e) => panic!("our read panicked: {e:?}"),
+    }
+}
+
+/// `records` application-data records of 1 byte each (22 bytes on the wire).
+fn tiny_records(forge: &mut Forger, records: usize) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(records * 22);
+    for i in 0..records {
+        wire.extend(forge.record(ContentType::ApplicationData, &[i as u8]));
+    }
+    wire
+}
+
+/// How long our read of `payload` bytes takes while a task of its own
+/// writes `wire` to the transport.
+async fn timed_read(
+    ours: &mut Ours,
+    mut raw: DuplexStream,
+    wire: Vec<u8>,
+    payload: usize,
+) -> Duration {
+    let writer = tokio::spawn(async move {
+        raw.write_all(&wire).await.unwrap();
+        raw
+    });
+    let start = Instant::now();
+    let mut got = vec![0u8; payload];
+    ours.read_exact(&mut got).await.unwrap();
+    let took = start.elapsed();
+    let _raw = writer.await.unwrap();
+    took
+}
+
 /// Finding 1a: after the peer's first fragment of a handshake message, our
 /// next write panics inside rustls (process_tls_records(&mut []) while the
 /// handshake deframer points into the receive buffer).
 #[tokio::test]
 async fn a_split_handshake_message_then_our_write_does_not_panic() {
     let p = Pki::new();
-    let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
-    raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
-        .await
-        .unwrap();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        // The read takes the fragment and waits for the rest.
-        let read = tokio::time::timeout(Duration::from_millis(100), ours.read(&mut buf)).await;
-        assert!(read.is_err(), "nothing to read yet");
-        // The relay's next keepalive or packet:
-        let _ = ours.write_all(b"ping").await;
-        let _ = ours.flush().await;
-        ours
-    });
-    let end = task.await;
-    assert!(
-        !matches!(&end, Err(e) if e.is_panic()),
-        "our write panicked: {end:?}"
-    );
+    let (ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
+    // The relay's next keepalive or packet:
+    let mut ours = split_key_update_then(ours, &mut raw, &mut forge, "our write", |ours| {
+        write_ignoring_errors(ours, b"ping")
+    })
+    .await;
     // The rest of the KeyUpdate (update_not_requested) completes the message:
     // the stream takes it and stays usable.
-    let mut ours = end.unwrap();
     raw.write_all(&forge.record(ContentType::Handshake, &[0]))
         .await
         .unwrap();
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_millis(100), ours.read(&mut buf)).await;
+    let read = read_briefly(&mut ours).await;
     assert!(
         read.is_err(),
         "the completed KeyUpdate is no error: {read:?}"
@@ -136,22 +217,11 @@ async fn a_split_handshake_message_then_our_write_does_not_panic() {
 #[tokio::test]
 async fn a_split_handshake_message_from_the_server_then_our_write_does_not_panic() {
     let p = Pki::new();
-    let (mut ours, mut raw, mut forge) = ours_client_forging_server(&p).await;
-    raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
-        .await
-        .unwrap();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_millis(100), ours.read(&mut buf)).await;
-        assert!(read.is_err(), "nothing to read yet");
-        let _ = ours.write_all(b"hello").await;
-        let _ = ours.flush().await;
-    });
-    let end = task.await;
-    assert!(
-        !matches!(&end, Err(e) if e.is_panic()),
-        "our write panicked: {end:?}"
-    );
+    let (ours, mut raw, mut forge) = ours_client_forging_server(&p).await;
+    split_key_update_then(ours, &mut raw, &mut forge, "our write", |ours| {
+        write_ignoring_errors(ours, b"hello")
+    })
+    .await;
 }
 
 /// Finding 1b: a handshake fragment followed by application data is a
@@ -161,18 +231,11 @@ async fn a_split_handshake_message_from_the_server_then_our_write_does_not_panic
 #[tokio::test]
 async fn a_split_handshake_message_interleaved_with_data_is_an_error_not_a_panic() {
     let p = Pki::new();
-    let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
+    let (ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     let mut bytes = forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER);
     bytes.extend(forge.record(ContentType::ApplicationData, b"x"));
-    raw.write_all(&bytes).await.unwrap();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        ours.read(&mut buf).await.map(|_| ())
-    });
-    match task.await {
-        Ok(read) => assert!(read.is_err(), "interleaving must fail the read"),
-        Err(e) => panic!("our read panicked: {e:?}"),
-    }
+    let read = our_read_of(ours, &mut raw, &bytes).await;
+    assert!(read.is_err(), "interleaving must fail the read");
 }
 
 /// Finding 1c: a handshake fragment, then a record that does not
@@ -181,18 +244,11 @@ async fn a_split_handshake_message_interleaved_with_data_is_an_error_not_a_panic
 #[tokio::test]
 async fn a_split_handshake_message_then_a_forged_record_is_an_error_not_a_panic() {
     let p = Pki::new();
-    let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
+    let (ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
     let mut bytes = forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER);
     bytes.extend(unsealed_record());
-    raw.write_all(&bytes).await.unwrap();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        ours.read(&mut buf).await.map(|_| ())
-    });
-    match task.await {
-        Ok(read) => assert!(read.is_err(), "a forged record must fail the read"),
-        Err(e) => panic!("our read panicked: {e:?}"),
-    }
+    let read = our_read_of(ours, &mut raw, &bytes).await;
+    assert!(read.is_err(), "a forged record must fail the read");
 }
 
 /// Finding 2: rustls's unbuffered connection returns after every record
@@ -206,24 +262,13 @@ async fn tiny_records_do_not_cost_quadratic_time() {
     let p = Pki::new();
     // Tiny records: 1 byte of data each (22 bytes on the wire).
     let records = 120_000usize;
-    let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
-    let mut wire = Vec::with_capacity(records * 22);
-    for i in 0..records {
-        wire.extend(forge.record(ContentType::ApplicationData, &[i as u8]));
-    }
+    let (mut ours, raw, mut forge) = ours_server_forging_client(&p).await;
+    let wire = tiny_records(&mut forge, records);
     let tiny_wire = wire.len();
-    let writer = tokio::spawn(async move {
-        raw.write_all(&wire).await.unwrap();
-        raw
-    });
-    let start = Instant::now();
-    let mut got = vec![0u8; records];
-    ours.read_exact(&mut got).await.unwrap();
-    let tiny = start.elapsed();
-    let _raw = writer.await.unwrap();
+    let tiny = timed_read(&mut ours, raw, wire, records).await;
 
     // Full records: the same number of wire bytes.
-    let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
+    let (mut ours, raw, mut forge) = ours_server_forging_client(&p).await;
     let mut wire = Vec::new();
     let chunk = vec![5u8; 16 * 1024];
     let mut payload = 0;
@@ -232,15 +277,7 @@ async fn tiny_records_do_not_cost_quadratic_time() {
         payload += chunk.len();
     }
     let full_wire = wire.len();
-    let writer = tokio::spawn(async move {
-        raw.write_all(&wire).await.unwrap();
-        raw
-    });
-    let start = Instant::now();
-    let mut got = vec![0u8; payload];
-    ours.read_exact(&mut got).await.unwrap();
-    let full = start.elapsed();
-    let _raw = writer.await.unwrap();
+    let full = timed_read(&mut ours, raw, wire, payload).await;
     eprintln!(
         "tiny records: {records} records, {tiny_wire} wire bytes in {tiny:?} ({:.1} MB/s of wire); \
          full records: {full_wire} wire bytes in {full:?} ({:.1} MB/s of wire)",
@@ -263,14 +300,7 @@ async fn tiny_records_do_not_cost_quadratic_time() {
 #[tokio::test]
 async fn a_writer_in_its_own_task_is_woken_when_the_reader_drains() {
     let p = Pki::new();
-    let (a, b) = tokio::io::duplex(4096);
-    let connector = tokio_rustls::TlsConnector::from(p.client.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), a),
-        connector.connect(Pki::server_name(), b)
-    );
-    let (ours, _) = ours.unwrap();
-    let mut theirs = theirs.unwrap();
+    let (ours, mut theirs) = ours_server(&p, 4096).await;
     let (mut r, mut w) = tokio::io::split(ours);
     let data = vec![7u8; 200_000];
     let writer = tokio::spawn(async move {
@@ -326,10 +356,7 @@ async fn tiny_record_cost_by_fill() {
     let p = Pki::new();
     for records in [1_000usize, 4_000, 11_000] {
         let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
-        let mut wire = Vec::new();
-        for i in 0..records {
-            wire.extend(forge.record(ContentType::ApplicationData, &[i as u8]));
-        }
+        let wire = tiny_records(&mut forge, records);
         raw.write_all(&wire).await.unwrap(); // fits the 1 MiB pipe: one fill
         let start = Instant::now();
         let mut got = vec![0u8; records];
@@ -353,16 +380,12 @@ async fn the_client_does_not_keep_tickets() {
     let mut cfg = (*p.server).clone();
     cfg.send_tls13_tickets = 1;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let cfg = Arc::new(cfg);
     let mut kinds = Vec::new();
     for _ in 0..2 {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let (ours, theirs) = tokio::join!(
-            secure::connect(p.client.clone(), Pki::server_name(), a),
-            acceptor.accept(b)
-        );
-        let mut ours = ours.unwrap();
-        let mut theirs = theirs.unwrap();
+        let (mut ours, mut theirs) = p
+            .ours_client_against(cfg.clone(), tokio::io::duplex(1 << 20))
+            .await;
         kinds.push(theirs.get_ref().1.handshake_kind());
         theirs.write_all(b"x").await.unwrap();
         theirs.flush().await.unwrap();
@@ -381,21 +404,18 @@ async fn the_client_does_not_keep_tickets() {
 #[tokio::test]
 async fn a_split_handshake_message_then_refresh_traffic_keys_does_not_panic() {
     let p = Pki::new();
-    let (mut ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
-    raw.write_all(&forge.record(ContentType::Handshake, &KEY_UPDATE_HEADER))
-        .await
-        .unwrap();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_millis(100), ours.read(&mut buf)).await;
-        assert!(read.is_err(), "nothing to read yet");
-        let _ = ours.refresh_traffic_keys();
-    });
-    let end = task.await;
-    assert!(
-        !matches!(&end, Err(e) if e.is_panic()),
-        "refresh_traffic_keys panicked: {end:?}"
-    );
+    let (ours, mut raw, mut forge) = ours_server_forging_client(&p).await;
+    split_key_update_then(
+        ours,
+        &mut raw,
+        &mut forge,
+        "refresh_traffic_keys",
+        |mut ours| async move {
+            let _ = ours.refresh_traffic_keys();
+            ours
+        },
+    )
+    .await;
 }
 
 /// Docs check (stream.rs refresh_traffic_keys: "it goes out with the next
@@ -420,14 +440,7 @@ async fn refresh_traffic_keys_goes_out_with_a_flush() {
 #[tokio::test]
 async fn the_fatal_alert_goes_out_when_a_key_update_answer_is_pending() {
     let p = Pki::new();
-    let (a, b) = tokio::io::duplex(1 << 20);
-    let connector = tokio_rustls::TlsConnector::from(p.client.clone());
-    let (ours, theirs) = tokio::join!(
-        secure::accept(p.server.clone(), a),
-        connector.connect(Pki::server_name(), b)
-    );
-    let (mut ours, _) = ours.unwrap();
-    let mut theirs = theirs.unwrap();
+    let (mut ours, mut theirs) = ours_server(&p, 1 << 20).await;
     theirs.get_mut().1.refresh_traffic_keys().unwrap();
     theirs.write_all(b"x").await.unwrap();
     theirs.flush().await.unwrap();

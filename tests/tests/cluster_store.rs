@@ -77,6 +77,26 @@ fn pool_of(range: &str) -> Pool {
     Pool::new(range.parse().unwrap(), reserved)
 }
 
+/// A claim that only the store could grant, made while it is away: refused
+/// as unreachable.
+async fn claim_is_unreachable(
+    node: &Node,
+    identity: &str,
+    id: u64,
+    mode: Duplicate,
+    max: usize,
+    static_address: bool,
+) {
+    let claim = node
+        .cluster
+        .claim(identity, id, remote(), mode, max, static_address)
+        .await;
+    assert!(
+        matches!(claim, Err(ClaimError::Unreachable(_))),
+        "{claim:?}"
+    );
+}
+
 fn remote() -> SocketAddr {
     "198.51.100.7:40000".parse().unwrap()
 }
@@ -111,6 +131,22 @@ async fn next_stop(node: &mut Node, within: Duration) -> Option<Stop> {
         .await
         .ok()
         .flatten()
+}
+
+/// The next stop on `node` comes within `within` and ends session `id` of
+/// `identity` for `reason`.
+async fn expect_stop(
+    node: &mut Node,
+    within: Duration,
+    (id, identity, reason): (u64, &str, StopReason),
+) {
+    let stop = next_stop(node, within).await.unwrap_or_else(|| {
+        panic!("no stop within {within:?}; expected {reason:?} of {identity}'s session {id}")
+    });
+    assert_eq!(
+        (stop.id, stop.identity.as_str(), stop.reason),
+        (id, identity, reason)
+    );
 }
 
 async fn wait_sessions(
@@ -219,13 +255,12 @@ async fn nodes_share_leases_sessions_and_kicks() {
     // Kick on b ends the session on a within 3 s; kicking nobody counts 0.
     let started = Instant::now();
     assert_eq!(b.cluster.kick("bob").await.unwrap(), 1);
-    let stop = next_stop(&mut a, Duration::from_secs(3))
-        .await
-        .expect("kick arrives on a");
-    assert_eq!(
-        (stop.id, stop.identity.as_str(), stop.reason),
-        (1, "bob", StopReason::Kicked)
-    );
+    expect_stop(
+        &mut a,
+        Duration::from_secs(3),
+        (1, "bob", StopReason::Kicked),
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(b.cluster.kick("nobody").await.unwrap(), 0);
     drop(held);
@@ -297,26 +332,12 @@ async fn etcd_away_then_back() {
 
     etcd.kill();
     // A pool client is refused: the store is unreachable.
-    let refused = a
-        .cluster
-        .claim("frank", 2, remote(), Duplicate::Replace, 1, false)
-        .await;
-    assert!(
-        matches!(refused, Err(ClaimError::Unreachable(_))),
-        "{refused:?}"
-    );
+    claim_is_unreachable(&a, "frank", 2, Duplicate::Replace, 1, false).await;
     assert!(a.cluster.address("frank", &pool).await.is_err());
     // A static address goes ahead on this node's word.
     let fixed = registered(&a, "gina", 3, Duplicate::Replace, true, "10.77.0.10").await;
     // But only one session of hers: a second device would need a pool address.
-    let second = a
-        .cluster
-        .claim("gina", 4, remote(), Duplicate::Allow, 2, true)
-        .await;
-    assert!(
-        matches!(second, Err(ClaimError::Unreachable(_))),
-        "{second:?}"
-    );
+    claim_is_unreachable(&a, "gina", 4, Duplicate::Allow, 2, true).await;
 
     etcd.restart();
     // The node catches up: gina is registered, erin still there, once each.
@@ -445,13 +466,12 @@ async fn a_node_cut_off_past_its_lease_gives_up_a_reclaimed_address() {
     // vpn-a is back: it must not write erin's session again at zed's
     // address, but end it (her client reconnects for another address).
     cut.mend();
-    let stop = next_stop(&mut a, Duration::from_secs(20))
-        .await
-        .expect("erin's session on vpn-a is stopped");
-    assert_eq!(
-        (stop.id, stop.identity.as_str(), stop.reason),
-        (1, "erin", StopReason::AddressLost)
-    );
+    expect_stop(
+        &mut a,
+        Duration::from_secs(20),
+        (1, "erin", StopReason::AddressLost),
+    )
+    .await;
     // Give vpn-a's catch-up a moment more: erin must stay out of etcd.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sessions = b.cluster.sessions().await.unwrap();

@@ -633,27 +633,36 @@ fn strings<E: ToString>(errors: Vec<E>) -> Vec<String> {
     errors.iter().map(ToString::to_string).collect()
 }
 
-#[test]
-fn config_md_documents_every_key_of_server_toml() {
+/// CONFIG.md's table of the `section` file against the type `T` the
+/// code loads it into; `what` names the pair in the failure.
+fn config_md_agrees<T: DeserializeOwned + std::fmt::Debug>(
+    section: &str,
+    kind: Kind<T>,
+    what: &str,
+) {
     let files = config_doc();
     let mut problems = Vec::new();
-    check_file::<ServerConfig>(
-        &Kind {
+    check_file(&kind, &files[section], &mut problems);
+    report(what, problems);
+}
+
+#[test]
+fn config_md_documents_every_key_of_server_toml() {
+    config_md_agrees::<ServerConfig>(
+        "server",
+        Kind {
             name: "server.toml",
             validate: |c| strings(c.validate()),
         },
-        &files["server"],
-        &mut problems,
+        "docs/CONFIG.md (server.toml)",
     );
-    report("docs/CONFIG.md (server.toml)", problems);
 }
 
 #[test]
 fn config_md_documents_every_key_of_policy_toml() {
-    let files = config_doc();
-    let mut problems = Vec::new();
-    check_file::<Policy>(
-        &Kind {
+    config_md_agrees::<Policy>(
+        "policy",
+        Kind {
             name: "policy.toml",
             validate: |p| {
                 let tunnel = TunnelSection {
@@ -663,25 +672,20 @@ fn config_md_documents_every_key_of_policy_toml() {
                 strings(p.validate(Path::new("policy.toml"), &tunnel))
             },
         },
-        &files["policy"],
-        &mut problems,
+        "docs/CONFIG.md (policy.toml)",
     );
-    report("docs/CONFIG.md (policy.toml)", problems);
 }
 
 #[test]
 fn config_md_documents_every_key_of_the_client_config() {
-    let files = config_doc();
-    let mut problems = Vec::new();
-    check_file::<ClientConfig>(
-        &Kind {
+    config_md_agrees::<ClientConfig>(
+        "client",
+        Kind {
             name: "client config",
             validate: |c| strings(c.validate()),
         },
-        &files["client"],
-        &mut problems,
+        "docs/CONFIG.md (client configuration)",
     );
-    report("docs/CONFIG.md (client configuration)", problems);
 }
 
 /// The probe finds what it must, so that the checks above cannot pass by

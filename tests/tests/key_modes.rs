@@ -23,12 +23,14 @@ use twoway_tests::{bins, proc, require_root_or_skip, toml_files, CmdOutput};
 /// A temporary folder, and in it (`pki/`) a PKI made by the real `pki init`
 /// and `pki issue alice`.
 fn pki() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-keymode-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-keymode-");
     let pki = pki_in(dir.path(), &["alice"]);
     (dir, pki)
+}
+
+/// [`pki`] for a test that needs root: `None` when it is skipped.
+fn pki_as_root(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    require_root_or_skip(test).then(pki)
 }
 
 /// server.toml of the PKI, listening on 127.0.0.1 with its socket and state
@@ -104,10 +106,9 @@ fn check_reports_a_world_readable_server_key() {
 
 #[test]
 fn run_refuses_a_world_readable_server_key() {
-    if !require_root_or_skip("run_refuses_a_world_readable_server_key") {
+    let Some((dir, pki)) = pki_as_root("run_refuses_a_world_readable_server_key") else {
         return;
-    }
-    let (dir, pki) = pki();
+    };
     let key = pki.join("server.key");
     let config = server_config(dir.path(), &pki);
     chmod(&key, 0o644);
@@ -130,10 +131,9 @@ fn client_config(dir: &Path, pki: &Path) -> PathBuf {
 
 #[test]
 fn up_refuses_a_world_readable_client_key() {
-    if !require_root_or_skip("up_refuses_a_world_readable_client_key") {
+    let Some((dir, pki)) = pki_as_root("up_refuses_a_world_readable_client_key") else {
         return;
-    }
-    let (dir, pki) = pki();
+    };
     let config = client_config(dir.path(), &pki);
     let key = pki.join("alice.key");
     chmod(&key, 0o644);
@@ -154,10 +154,10 @@ fn up_refuses_a_world_readable_client_key() {
 /// world-readable: privilege is checked before any key file is opened.
 #[test]
 fn up_without_privilege_exits_5_before_looking_at_the_key() {
-    if !require_root_or_skip("up_without_privilege_exits_5_before_looking_at_the_key") {
+    let Some((dir, pki)) = pki_as_root("up_without_privilege_exits_5_before_looking_at_the_key")
+    else {
         return;
-    }
-    let (dir, pki) = pki();
+    };
     let config = client_config(dir.path(), &pki);
     // nobody must reach the config (and the binary, whose build folder it may
     // not be able to enter); the key is 0644, so it could read it too.
@@ -175,10 +175,9 @@ fn up_without_privilege_exits_5_before_looking_at_the_key() {
 /// an internal one (1), which systemd would restart every 2 s forever.
 #[test]
 fn run_with_its_port_taken_exits_2() {
-    if !require_root_or_skip("run_with_its_port_taken_exits_2") {
+    let Some((dir, pki)) = pki_as_root("run_with_its_port_taken_exits_2") else {
         return;
-    }
-    let (dir, pki) = pki();
+    };
     let config = server_config(dir.path(), &pki);
     // In a namespace of its own: loopback up, a listener on the port, then
     // the server.
@@ -204,10 +203,9 @@ fn run_with_its_port_taken_exits_2() {
 /// device: no "Operation not permitted" twice, no key or config error.
 #[test]
 fn run_without_cap_net_admin_says_what_to_do_once() {
-    if !require_root_or_skip("run_without_cap_net_admin_says_what_to_do_once") {
+    let Some((dir, pki)) = pki_as_root("run_without_cap_net_admin_says_what_to_do_once") else {
         return;
-    }
-    let (dir, pki) = pki();
+    };
     let config = pki.join("server.toml");
     let server = nobodys_copy(bins().server_str(), dir.path());
     let out = as_nobody(&server, &["run", "--config", path_str(&config)]);

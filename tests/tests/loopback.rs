@@ -98,6 +98,35 @@ async fn client(s: &Setup, identity: &str) -> TestClient {
     }
 }
 
+impl TestClient {
+    /// Puts `packet` into the client's device, as the laptop would.
+    async fn send(&self, packet: &[u8]) {
+        self.device
+            .inject
+            .send(Bytes::copy_from_slice(packet))
+            .await
+            .unwrap();
+    }
+}
+
+/// The relay ends, within [`WAIT`], with the server's Bye for `reason`.
+async fn expect_bye(end: tokio::task::JoinHandle<RelayEnd>, reason: ByeReason) {
+    match tokio::time::timeout(WAIT, end).await.unwrap().unwrap() {
+        RelayEnd::PeerBye(b) => assert_eq!(b.reason, reason),
+        other => panic!("expected a Bye, got {other:?}"),
+    }
+}
+
+/// `c` sends a packet to `dst`; the server's device gets it as sent.
+async fn reaches_the_server(c: &TestClient, s: &mut Setup, dst: Ipv4Addr, payload: &[u8]) {
+    let packet = build::ipv4(c.address, dst, payload);
+    c.send(&packet).await;
+    assert_eq!(
+        recv(&mut s.server_inside.written).await.as_deref(),
+        Some(&packet[..])
+    );
+}
+
 async fn recv(rx: &mut mpsc::Receiver<Bytes>) -> Option<Bytes> {
     tokio::time::timeout(WAIT, rx.recv()).await.ok().flatten()
 }
@@ -117,17 +146,7 @@ async fn packets_cross_both_ways_with_static_and_pool_addresses() {
     );
 
     // Client → corporate network: arrives on the server's device.
-    let up = build::ipv4(alice.address, Ipv4Addr::new(198, 19, 0, 2), b"hello corp");
-    alice
-        .device
-        .inject
-        .send(Bytes::from(up.clone()))
-        .await
-        .unwrap();
-    assert_eq!(
-        recv(&mut s.server_inside.written).await.as_deref(),
-        Some(&up[..])
-    );
+    reaches_the_server(&alice, &mut s, Ipv4Addr::new(198, 19, 0, 2), b"hello corp").await;
 
     // Corporate network → client: the router picks alice's session.
     let down = build::ipv4(Ipv4Addr::new(198, 19, 0, 2), alice.address, b"hello alice");
@@ -144,19 +163,9 @@ async fn packets_cross_both_ways_with_static_and_pool_addresses() {
         b"forged",
     );
     let to_bob = build::ipv4(alice.address, bob.address, b"psst");
-    alice.device.inject.send(Bytes::from(forged)).await.unwrap();
-    alice.device.inject.send(Bytes::from(to_bob)).await.unwrap();
-    let marker = build::ipv4(alice.address, Ipv4Addr::new(198, 19, 0, 2), b"marker");
-    alice
-        .device
-        .inject
-        .send(Bytes::from(marker.clone()))
-        .await
-        .unwrap();
-    assert_eq!(
-        recv(&mut s.server_inside.written).await.as_deref(),
-        Some(&marker[..])
-    );
+    alice.send(&forged).await;
+    alice.send(&to_bob).await;
+    reaches_the_server(&alice, &mut s, Ipv4Addr::new(198, 19, 0, 2), b"marker").await;
 
     let status = s.server.sessions();
     assert_eq!(status.len(), 2);
@@ -166,14 +175,7 @@ async fn packets_cross_both_ways_with_static_and_pool_addresses() {
 
     // A server stop says Bye to every client.
     s.shutdown.cancel();
-    match tokio::time::timeout(WAIT, alice.end)
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        RelayEnd::PeerBye(b) => assert_eq!(b.reason, ByeReason::Shutdown),
-        other => panic!("expected a Bye, got {other:?}"),
-    }
+    expect_bye(alice.end, ByeReason::Shutdown).await;
     bob.stop.cancel();
 }
 
@@ -295,14 +297,7 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
     let alice = client(&s, "alice").await;
     pki::revoke(&s.pki, "alice").unwrap();
     assert_eq!(s.server.reload().unwrap().closed.len(), 1);
-    match tokio::time::timeout(WAIT, alice.end)
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        RelayEnd::PeerBye(b) => assert_eq!(b.reason, ByeReason::Revoked),
-        other => panic!("expected a Bye, got {other:?}"),
-    }
+    expect_bye(alice.end, ByeReason::Revoked).await;
     let c = client_config(&s, "alice");
     let err = connect(&c, tls(&c)).await.unwrap_err();
     assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
@@ -493,7 +488,7 @@ async fn frames_until_close(
 /// another Update. A new static address still ends the session with a Bye.
 #[tokio::test]
 async fn reload_pushes_a_changed_grant_to_the_live_session() {
-    let s = start(&eng_policy("", "198.18.77.10", "")).await;
+    let mut s = start(&eng_policy("", "198.18.77.10", "")).await;
     issue(&s.pki, "alice");
     let mut alice = client(&s, "alice").await;
     assert!(
@@ -504,15 +499,11 @@ async fn reload_pushes_a_changed_grant_to_the_live_session() {
     let id = s.server.sessions()[0].id;
     let since = s.server.sessions()[0].since.clone();
 
-    std::fs::write(
-        s.pki.join("policy.toml"),
-        eng_policy(
-            "\"198.19.1.0/24\"",
-            "198.18.77.10",
-            "dns = [\"198.19.1.53\"]\n",
-        ),
-    )
-    .unwrap();
+    s.write_policy(&eng_policy(
+        "\"198.19.1.0/24\"",
+        "198.18.77.10",
+        "dns = [\"198.19.1.53\"]\n",
+    ));
     let done = s.server.reload().unwrap();
     assert_eq!((done.closed, done.updated), (vec![], vec![id]));
     let u = next_update(&mut alice).await;
@@ -531,15 +522,7 @@ async fn reload_pushes_a_changed_grant_to_the_live_session() {
         ]
     );
     // The same session carries on.
-    let up = build::ipv4(alice.address, Ipv4Addr::new(198, 19, 1, 2), b"new route");
-    alice
-        .device
-        .inject
-        .send(Bytes::from(up.clone()))
-        .await
-        .unwrap();
-    let mut inside = s.server_inside;
-    assert_eq!(recv(&mut inside.written).await.as_deref(), Some(&up[..]));
+    reaches_the_server(&alice, &mut s, Ipv4Addr::new(198, 19, 1, 2), b"new route").await;
     let now = s.server.sessions();
     assert_eq!((now.len(), now[0].id, &now[0].since), (1, id, &since));
     assert!(!alice.end.is_finished());
@@ -549,11 +532,7 @@ async fn reload_pushes_a_changed_grant_to_the_live_session() {
     assert_eq!((done.closed.len(), done.updated.len()), (0, 0));
 
     // The route taken away again.
-    std::fs::write(
-        s.pki.join("policy.toml"),
-        eng_policy("", "198.18.77.10", "dns = [\"198.19.1.53\"]\n"),
-    )
-    .unwrap();
+    s.write_policy(&eng_policy("", "198.18.77.10", "dns = [\"198.19.1.53\"]\n"));
     assert_eq!(s.server.reload().unwrap().updated, vec![id]);
     assert_eq!(
         next_update(&mut alice).await.routes,
@@ -561,20 +540,9 @@ async fn reload_pushes_a_changed_grant_to_the_live_session() {
     );
 
     // Another address cannot be pushed: the client is told to reconnect.
-    std::fs::write(
-        s.pki.join("policy.toml"),
-        eng_policy("", "198.18.77.11", ""),
-    )
-    .unwrap();
+    s.write_policy(&eng_policy("", "198.18.77.11", ""));
     assert_eq!(s.server.reload().unwrap().closed, vec![id]);
-    match tokio::time::timeout(WAIT, alice.end)
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        RelayEnd::PeerBye(b) => assert_eq!(b.reason, ByeReason::PolicyChanged),
-        other => panic!("expected a Bye, got {other:?}"),
-    }
+    expect_bye(alice.end, ByeReason::PolicyChanged).await;
 }
 
 /// A client that did not announce `update` (an older one) is never sent an
@@ -594,14 +562,10 @@ async fn a_client_without_update_is_sent_a_bye_instead() {
     let (mut new, features) = hand_made_session_with(&s, "bob", &[FEATURE_UPDATE]).await;
     assert!(features.iter().any(|f| f == FEATURE_UPDATE), "{features:?}");
 
-    std::fs::write(
-        s.pki.join("policy.toml"),
-        eng_policy("", "198.18.77.10", "").replace(
-            "[defaults]\nroutes = [\"198.19.0.0/24\"]",
-            "[defaults]\nroutes = [\"198.19.0.0/24\", \"198.19.2.0/24\"]",
-        ),
-    )
-    .unwrap();
+    s.write_policy(&eng_policy("", "198.18.77.10", "").replace(
+        "[defaults]\nroutes = [\"198.19.0.0/24\"]",
+        "[defaults]\nroutes = [\"198.19.0.0/24\", \"198.19.2.0/24\"]",
+    ));
     let done = s.server.reload().unwrap();
     assert_eq!((done.closed.len(), done.updated.len()), (1, 1));
     let frames = frames_until_close(&mut old).await;
@@ -651,22 +615,12 @@ async fn client_to_client_changes_on_the_live_session() {
     let alice = client(&s, "alice").await;
     let bob = client(&s, "bob").await;
     let to_bob = build::ipv4(alice.address, bob.address, b"psst");
-    let inside = &mut s.server_inside.written;
     for (c2c, passes) in [(false, false), (true, true), (false, false)] {
-        std::fs::write(
-            s.pki.join("policy.toml"),
-            format!("client_to_client = {c2c}\n"),
-        )
-        .unwrap();
+        s.write_policy(&format!("client_to_client = {c2c}\n"));
         let done = s.server.reload().unwrap();
         assert_eq!(done.closed.len(), 0);
-        alice
-            .device
-            .inject
-            .send(Bytes::from(to_bob.clone()))
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(500), inside.recv())
+        alice.send(&to_bob).await;
+        let got = tokio::time::timeout(Duration::from_millis(500), s.server_inside.written.recv())
             .await
             .ok()
             .flatten();

@@ -248,10 +248,7 @@ fn up_by_name_status_and_list() {
     );
 
     // A user who may not open the socket: missing privilege, not "is it running?".
-    let nobody_dir = tempfile::Builder::new()
-        .prefix("twoway-cli-nobody-")
-        .tempdir()
-        .expect("tempdir");
+    let nobody_dir = twoway_tests::temp_dir("twoway-cli-nobody-");
     let client = copy_into(Path::new(vpn.bins_client()), nobody_dir.path());
     let copy = copy_into(&etc.0, nobody_dir.path());
     let out = proc::run(

@@ -60,6 +60,22 @@ fn full_tunnel_lab(test: &str, allow_lan: bool) -> Option<(Vpn, String)> {
 }
 
 /// Nothing of the client remains and the laptop's own paths work again.
+/// alice's `twoway down` in `ns`, then nothing of the client remains.
+fn alice_down_and_clean(vpn: &Vpn, ns: &str) {
+    let out = vpn.twoway_down(ns, "alice");
+    vpn.check(out.success(), "`twoway down`", &out);
+    expect_clean(vpn, ns, "after `down` nothing of the client remains");
+}
+
+/// `twoway down` for `name` in `ns` (the step `down`), then `gone` holds
+/// within 10 s (the step `step`; a failure shows the IPv6 view of `ns`).
+fn down_until(vpn: &Vpn, ns: &str, name: &str, down: &str, step: &str, gone: impl FnMut() -> bool) {
+    let out = vpn.twoway_down(ns, name);
+    vpn.check(out.success(), down, &out);
+    let gone = wait_until(Duration::from_secs(10), gone);
+    vpn.check(gone, step, vpn.describe6(ns));
+}
+
 fn expect_clean(vpn: &Vpn, ns: &str, step: &str) {
     let clean = wait_until(Duration::from_secs(10), || {
         vpn.installed_routes(ns).is_empty()
@@ -212,9 +228,7 @@ fn full_tunnel_keeps_the_server_path_and_leaks_nothing() {
         INTERNET_HOST,
         "after a restart the tunnel carries internet traffic",
     );
-    let out = vpn.twoway_down(&cli1, "alice");
-    vpn.check(out.success(), "`twoway down`", &out);
-    expect_clean(&vpn, &cli1, "after `down` nothing of the client remains");
+    alice_down_and_clean(&vpn, &cli1);
 
     // Killed again, then `down` without a running client cleans up.
     vpn.bring_up(&cli1, "alice", alice_net());
@@ -264,9 +278,7 @@ fn allow_lan_keeps_the_local_subnet_reachable() {
         INTERNET_HOST,
         "the internet host answers through the tunnel",
     );
-    let out = vpn.twoway_down(&cli1, "alice");
-    vpn.check(out.success(), "`twoway down`", &out);
-    expect_clean(&vpn, &cli1, "after `down` nothing of the client remains");
+    alice_down_and_clean(&vpn, &cli1);
 }
 
 /// network6 on the server: alice gets an IPv6 address, the pushed v6 route
@@ -333,15 +345,13 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
         "`status --json` shows address6",
         &out,
     );
-    let out = vpn.twoway_down(&cli1, "alice");
-    vpn.check(out.success(), "`twoway down`", &out);
-    let gone = wait_until(Duration::from_secs(10), || {
-        vpn.lab.route_get(&cli1, LAN_HOST6).is_none() && vpn.installed_routes(&cli1).is_empty()
-    });
-    vpn.check(
-        gone,
+    down_until(
+        &vpn,
+        &cli1,
+        "alice",
+        "`twoway down`",
         "after `down` no IPv6 route remains",
-        vpn.describe6(&cli1),
+        || vpn.lab.route_get(&cli1, LAN_HOST6).is_none() && vpn.installed_routes(&cli1).is_empty(),
     );
 
     // bob: an IPv6 full tunnel (::/0); IPv4 must not leak around it.
@@ -376,16 +386,16 @@ fn ipv6_inside_the_tunnel_reaches_a_corporate_host() {
         LAN_HOST,
         "the corporate IPv4 route still goes through the tunnel",
     );
-    let out = vpn.twoway_down(&cli2, "bob");
-    vpn.check(out.success(), "`twoway down` for bob", &out);
-    let clean = wait_until(Duration::from_secs(10), || {
-        vpn.installed_routes(&cli2).is_empty()
-            && vpn.route_dev(&cli2, INTERNET_HOST).as_deref() == Some("eth0")
-    });
-    vpn.check(
-        clean,
+    down_until(
+        &vpn,
+        &cli2,
+        "bob",
+        "`twoway down` for bob",
         "after bob's `down` IPv4 goes out directly again",
-        vpn.describe6(&cli2),
+        || {
+            vpn.installed_routes(&cli2).is_empty()
+                && vpn.route_dev(&cli2, INTERNET_HOST).as_deref() == Some("eth0")
+        },
     );
 }
 
@@ -440,15 +450,13 @@ fn split_tunnel_hands_dns_to_the_hook_and_drops_ipv6_without_network6() {
         LAN_HOST6,
         "a pushed IPv6 route without network6 is unreachable",
     );
-    let out = vpn.twoway_down(&cli2, "bob");
-    vpn.check(out.success(), "`twoway down`", &out);
-    let clean = wait_until(Duration::from_secs(10), || {
-        vpn.installed_routes(&cli2).is_empty()
-    });
-    vpn.check(
-        clean,
+    down_until(
+        &vpn,
+        &cli2,
+        "bob",
+        "`twoway down`",
         "after `down` no route of the client remains",
-        vpn.describe6(&cli2),
+        || vpn.installed_routes(&cli2).is_empty(),
     );
 }
 
@@ -575,7 +583,5 @@ fn link_down_and_up_reconnects_without_leaking() {
         &cli1,
         &[&["ip", "route", "replace", "default", "via", GATEWAY]],
     );
-    let out = vpn.twoway_down(&cli1, "alice");
-    vpn.check(out.success(), "`twoway down`", &out);
-    expect_clean(&vpn, &cli1, "after `down` nothing of the client remains");
+    alice_down_and_clean(&vpn, &cli1);
 }

@@ -140,9 +140,7 @@ fn tunnel_lifecycle_two_clients_and_restart() {
         ),
     );
 
-    vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
-    vpn.stop_server();
+    vpn.take_both_down_and_stop();
 }
 
 /// `openssl s_client` as a misbehaving client: TLS 1.2 gets no handshake;

@@ -44,7 +44,7 @@ fn status(vpn: &Vpn, ns: &str, config: &Path) -> Value {
 
 /// The `not_after` of the newest certificate of `identity` in `pki list --json`.
 fn not_after(vpn: &Vpn, identity: &str) -> (String, Vec<Value>) {
-    let out = vpn.pki(&["list", "--dir", path_str(&vpn.pki), "--json"]);
+    let out = vpn.pki_on_lab("list", &["--json"]);
     let list = vpn.parse_json("`pki list --json`", &out);
     let mine: Vec<Value> = list
         .as_array()
@@ -107,17 +107,10 @@ fn inline_profile_connects_as_written_and_warns_of_its_expiry() {
     let id = format!("{}-carol", vpn.lab.id);
     let _run = RunFiles(id.clone());
     let out_dir = vpn.tmp("inline");
-    let out = vpn.pki(&[
+    let out = vpn.pki_on_lab(
         "issue",
-        "--dir",
-        path_str(&vpn.pki),
-        &id,
-        "--inline",
-        "--days",
-        "7",
-        "--out",
-        path_str(&out_dir),
-    ]);
+        &[&id, "--inline", "--days", "7", "--out", path_str(&out_dir)],
+    );
     vpn.check(out.success(), "`pki issue --inline --days 7`", &out);
     let profile = out_dir.join(format!("{id}.toml"));
     let files = twoway_tests::vpn::list_dir(&out_dir);
@@ -225,14 +218,7 @@ fn request_sign_and_renew_keep_the_key_on_the_laptop() {
 
     let sent = copy_into(&csr, &inbox);
     let signed = inbox.join("signed");
-    let out = vpn.pki(&[
-        "sign",
-        "--dir",
-        path_str(&vpn.pki),
-        path_str(&sent),
-        "--out",
-        path_str(&signed),
-    ]);
+    let out = vpn.pki_on_lab("sign", &[path_str(&sent), "--out", path_str(&signed)]);
     vpn.check(out.success(), "`pki sign` of the request", &out);
     let config = signed.join(format!("{id}.toml"));
     let key_ref = twoway_tests::vpn::toml_str(&config, "tls.key");
@@ -273,16 +259,7 @@ fn request_sign_and_renew_keep_the_key_on_the_laptop() {
         &v,
     );
 
-    let out = vpn.pki(&[
-        "renew",
-        "--dir",
-        path_str(&vpn.pki),
-        &id,
-        "--days",
-        "5",
-        "--out",
-        path_str(&signed),
-    ]);
+    let out = vpn.pki_on_lab("renew", &[&id, "--days", "5", "--out", path_str(&signed)]);
     vpn.check(out.success(), "`pki renew --days 5`", &out);
     let config_after = proc::read_lossy(&signed.join(format!("{id}.toml")));
     vpn.check(
@@ -305,7 +282,7 @@ fn request_sign_and_renew_keep_the_key_on_the_laptop() {
         format_args!("pki list: {certs:?}\nstatus: {v}"),
     );
 
-    let out = vpn.pki(&["revoke", "--dir", path_str(&vpn.pki), &id]);
+    let out = vpn.pki_on_lab("revoke", &[&id]);
     vpn.check(
         out.success() && out.stdout.contains("2 certificates"),
         "`pki revoke` revokes the renewed and the old certificate",

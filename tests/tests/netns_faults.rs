@@ -69,10 +69,7 @@ fn server_killed_and_restarted_clients_come_back() {
         return;
     };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
-    let alice = vpn.bring_up(&cli1, "alice", alice_net());
-    let bob = vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
-    vpn.expect_ping(&cli2, LAN_HOST, "bob pings the lan host");
+    let (alice, bob) = vpn.alice_and_bob_up();
     let device = vpn.client_device(&cli1, "alice");
 
     vpn.signal_server(Signal::SIGKILL);
@@ -430,9 +427,7 @@ fn client_to_client_blocked_by_default_allowed_after_reload() {
         "the server counts the blocked packet again",
         "dropped.client_to_client did not rise",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
-    vpn.stop_server();
+    vpn.take_both_down_and_stop();
 }
 
 /// Waits until (nearly) all 300 flood connections are open, then checks that

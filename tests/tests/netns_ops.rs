@@ -43,10 +43,7 @@ fn reload_keeps_unaffected_sessions() {
         return;
     };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
-    vpn.bring_up(&cli1, "alice", alice_net());
-    vpn.bring_up(&cli2, "bob", net(TUNNEL_POOL));
-    vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
-    vpn.expect_ping(&cli2, LAN_HOST, "bob pings the lan host");
+    vpn.alice_and_bob_up();
     let before = [fingerprint(&vpn, "alice"), fingerprint(&vpn, "bob")];
 
     let pinger = vpn.lab.spawn(
@@ -80,9 +77,7 @@ fn reload_keeps_unaffected_sessions() {
         format_args!("before {before:?}\nafter  {after:?}"),
     );
     vpn.expect_ping(&cli2, LAN_HOST, "bob pings the lan host after the reload");
-    vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
-    vpn.stop_server();
+    vpn.take_both_down_and_stop();
 }
 
 /// `pki revoke alice` + `reload`: alice's live session is cut within 5 s (her
@@ -99,8 +94,7 @@ fn revoked_client_is_cut_within_5s_and_refused() {
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings the lan host");
     let bob_before = fingerprint(&vpn, "bob");
 
-    let out = vpn.pki(&["revoke", "--dir", path_str(&vpn.pki), "alice"]);
-    vpn.check(out.success(), "`pki revoke alice`", &out);
+    vpn.pki_revoke("alice");
     let start = Instant::now();
     vpn.reload("`twoway-server reload` after the revocation");
     let exit = vpn.wait_exit(&alice, Duration::from_secs(5));
@@ -219,9 +213,7 @@ fn broken_policy_reload_changes_nothing() {
         LAN_HOST,
         "alice pings the lan host at her old address",
     );
-    vpn.take_down(&cli1, "alice");
-    vpn.take_down(&cli2, "bob");
-    vpn.stop_server();
+    vpn.take_both_down_and_stop();
 }
 
 /// `kick alice`: her session closes, her foreground `up` exits 0 and does not
@@ -435,10 +427,7 @@ fn up_without_privilege_exits_5() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-nobody-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-nobody-");
     let config = vpn.client_config("alice");
     let own = |p: &Path| {
         nix::unistd::chown(
@@ -570,10 +559,7 @@ fn server_drops_privilege_and_keeps_working() {
 #[test]
 fn client_config_errors_exit_2() {
     let bins = bins();
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-client-config-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-client-config-");
     let config = dir.path().join("alice.toml");
     std::fs::write(
         &config,
@@ -713,10 +699,7 @@ fn metrics_and_systemd_notifications() {
 #[test]
 fn check_names_file_and_key() {
     let bins = bins();
-    let dir = tempfile::Builder::new()
-        .prefix("twoway-check-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = twoway_tests::temp_dir("twoway-check-");
     let pki = dir.path().join("pki");
     let server = |args: &[&str]| {
         let mut full = vec![bins.server_str()];

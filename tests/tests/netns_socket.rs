@@ -119,10 +119,7 @@ struct NobodyBins {
 
 impl NobodyBins {
     fn new(vpn: &Vpn) -> NobodyBins {
-        let dir = tempfile::Builder::new()
-            .prefix("twoway-sok-bins-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = twoway_tests::temp_dir("twoway-sok-bins-");
         let client = copy_into(Path::new(vpn.bins_client()), dir.path());
         let server = copy_into(Path::new(twoway_tests::bins().server_str()), dir.path());
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -154,6 +151,42 @@ fn as_nobody(group: &TwowayGroup, member: bool, bin: &Path, args: &[&str]) -> Cm
     proc::run_with_env(&full, &[("RUST_LOG", "off")], T)
 }
 
+/// The prologue of the tests: [`Vpn::prepared`], then the group held for
+/// the test and the prefix of the files it leaves in /run and /etc.
+fn prepared_with_group(test: &str) -> Option<(Vpn, String, TwowayGroup)> {
+    let vpn = Vpn::prepared(test)?;
+    let prefix = format!("{}-sok", vpn.lab.id);
+    let group = TwowayGroup::take(&prefix);
+    Some((vpn, prefix, group))
+}
+
+/// `what` (a control socket) is 0660 with group twoway.
+fn check_socket_mode(vpn: &Vpn, group: &TwowayGroup, socket: &Path, what: &str) {
+    let (mode, gid) = mode_and_group(socket);
+    vpn.check(
+        mode == 0o660 && gid == group.gid,
+        &format!("{what} is 0660 with group twoway"),
+        format_args!(
+            "{}: mode {mode:o}, group {gid} (twoway is {})",
+            socket.display(),
+            group.gid
+        ),
+    );
+}
+
+/// A user outside the group is refused by the socket: exit 5, with a hint
+/// at the group rather than at a stopped daemon.
+fn check_outsider_refused(vpn: &Vpn, out: &CmdOutput, step: &str) {
+    vpn.check(
+        out.code() == Some(5)
+            && out.stderr.contains("permission denied")
+            && out.stderr.contains("group `twoway`")
+            && !out.stderr.contains("is it running"),
+        step,
+        out,
+    );
+}
+
 /// Mode bits and group of a file.
 fn mode_and_group(path: &Path) -> (u32, u32) {
     let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -182,13 +215,11 @@ fn private_config(vpn: &Vpn, name: &str) -> PathBuf {
 
 #[test]
 fn a_group_member_reads_client_status_but_only_root_takes_it_down() {
-    let Some(mut vpn) =
-        Vpn::prepared("a_group_member_reads_client_status_but_only_root_takes_it_down")
+    let Some((mut vpn, name, group)) =
+        prepared_with_group("a_group_member_reads_client_status_but_only_root_takes_it_down")
     else {
         return;
     };
-    let name = format!("{}-sok", vpn.lab.id);
-    let group = TwowayGroup::take(&name);
     vpn.start_server();
     let bins = NobodyBins::new(&vpn);
     let cli1 = vpn.lab.cli1.clone();
@@ -204,16 +235,7 @@ fn a_group_member_reads_client_status_but_only_root_takes_it_down() {
         "root: `twoway up NAME --detach`",
         &out,
     );
-    let (mode, gid) = mode_and_group(&socket);
-    vpn.check(
-        mode == 0o660 && gid == group.gid,
-        "the control socket is 0660 with group twoway",
-        format_args!(
-            "{}: mode {mode:o}, group {gid} (twoway is {})",
-            socket.display(),
-            group.gid
-        ),
-    );
+    check_socket_mode(&vpn, &group, &socket, "the control socket");
     let (mode, gid) = mode_and_group(Path::new(RUN_DIR));
     vpn.check(
         (gid == group.gid && mode & 0o050 == 0o050) || mode & 0o005 == 0o005,
@@ -263,14 +285,10 @@ fn a_group_member_reads_client_status_but_only_root_takes_it_down() {
         &out,
     );
 
-    let out = outsider(&["status", "--json", &name]);
-    vpn.check(
-        out.code() == Some(5)
-            && out.stderr.contains("permission denied")
-            && out.stderr.contains("group `twoway`")
-            && !out.stderr.contains("is it running"),
+    check_outsider_refused(
+        &vpn,
+        &outsider(&["status", "--json", &name]),
         "outside the group: `twoway status NAME` exits 5 with a hint",
-        &out,
     );
 
     let out = root(&["down", &name]);
@@ -286,13 +304,11 @@ fn a_group_member_reads_client_status_but_only_root_takes_it_down() {
 
 #[test]
 fn a_group_member_reads_server_status_but_only_root_kicks_and_reloads() {
-    let Some(mut vpn) =
-        Vpn::prepared("a_group_member_reads_server_status_but_only_root_kicks_and_reloads")
+    let Some((mut vpn, prefix, group)) =
+        prepared_with_group("a_group_member_reads_server_status_but_only_root_kicks_and_reloads")
     else {
         return;
     };
-    let prefix = format!("{}-sok", vpn.lab.id);
-    let group = TwowayGroup::take(&prefix);
     let socket = Path::new(RUN_DIR).join(format!("{prefix}-server.sock"));
     vpn.edit_server_config(|t| toml_files::set(t, "control.socket", path_str(&socket)));
     // As deployed: the config readable by the group (the folders on the way
@@ -315,12 +331,7 @@ fn a_group_member_reads_server_status_but_only_root_kicks_and_reloads() {
     let member = |args: &[&str]| as_nobody(&group, true, &bins.server, args);
     let outsider = |args: &[&str]| as_nobody(&group, false, &bins.server, args);
 
-    let (mode, gid) = mode_and_group(&socket);
-    vpn.check(
-        mode == 0o660 && gid == group.gid,
-        "the server's control socket is 0660 with group twoway",
-        format_args!("{}: mode {mode:o}, group {gid}", socket.display()),
-    );
+    check_socket_mode(&vpn, &group, &socket, "the server's control socket");
     let out = member(&["status", "--json", "--config", c]);
     let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
     let alice = v["sessions"]
@@ -368,14 +379,10 @@ fn a_group_member_reads_server_status_but_only_root_kicks_and_reloads() {
     let public = vpn.pki.join(format!("{prefix}-public.toml"));
     std::fs::copy(&config, &public).expect("copy server.toml");
     std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let out = outsider(&["status", "--config", path_str(&public)]);
-    vpn.check(
-        out.code() == Some(5)
-            && out.stderr.contains("permission denied")
-            && out.stderr.contains("group `twoway`")
-            && !out.stderr.contains("is it running"),
+    check_outsider_refused(
+        &vpn,
+        &outsider(&["status", "--config", path_str(&public)]),
         "outside the group: `twoway-server status` exits 5 with a hint",
-        &out,
     );
 
     let out = vpn.server_ctl(&["kick", "alice"]);

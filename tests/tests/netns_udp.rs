@@ -40,6 +40,15 @@ fn wait_transport(vpn: &Vpn, ns: &str, want: &str, limit: Duration, step: &str) 
     );
 }
 
+/// alice up in `ns`, then data on UDP within `limit`.
+fn alice_up_on_udp(vpn: &Vpn, ns: &str, limit: Duration, step: &str) {
+    vpn.bring_up(ns, "alice", alice_net());
+    wait_transport(vpn, ns, "udp", limit, step);
+}
+
+/// Drops the laptop's UDP to the server (`nft` table `twblock`).
+const BLOCK_UDP: &str = "table inet twblock {\n chain out {\n  type filter hook output priority 0;\n  udp dport 4433 drop\n }\n}";
+
 fn server_session(vpn: &Vpn) -> Value {
     vpn.session_of("alice")
         .unwrap_or_else(|| vpn.fail("the server lists alice", "no session"))
@@ -52,11 +61,9 @@ fn data_moves_to_udp_after_the_assignment() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(
+    alice_up_on_udp(
         &vpn,
         &cli1,
-        "udp",
         Duration::from_secs(5),
         "the client's status says transport udp within 5 s",
     );
@@ -106,8 +113,12 @@ fn blocked_udp_falls_back_to_tcp_and_comes_back() {
         return;
     };
     let cli1 = vpn.lab.cli1.clone();
-    let block = "table inet twblock {\n chain out {\n  type filter hook output priority 0;\n  udp dport 4433 drop\n }\n}";
-    nft(&vpn, &cli1, block, "block UDP to the server on the laptop");
+    nft(
+        &vpn,
+        &cli1,
+        BLOCK_UDP,
+        "block UDP to the server on the laptop",
+    );
     vpn.bring_up(&cli1, "alice", alice_net());
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings over TCP while UDP is blocked");
     wait_transport(
@@ -132,7 +143,7 @@ fn blocked_udp_falls_back_to_tcp_and_comes_back() {
         "after unblocking, data moves to udp within 5 s",
     );
     vpn.expect_ping(&cli1, LAN_HOST, "alice pings over UDP");
-    nft(&vpn, &cli1, block, "block UDP again, mid-session");
+    nft(&vpn, &cli1, BLOCK_UDP, "block UDP again, mid-session");
     let ping = vpn.lab.spawn(
         &cli1,
         "ping",
@@ -176,14 +187,7 @@ fn udp_blocked_one_way_falls_back_to_tcp() {
     };
     let cli1 = vpn.lab.cli1.clone();
     let lan = vpn.lab.lan.clone();
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(
-        &vpn,
-        &cli1,
-        "udp",
-        Duration::from_secs(10),
-        "data moves to udp",
-    );
+    alice_up_on_udp(&vpn, &cli1, Duration::from_secs(10), "data moves to udp");
     // The server sends to the laptop over UDP all along: the LAN host pings it.
     let inbound = vpn.lab.spawn(
         &lan,
@@ -192,11 +196,10 @@ fn udp_blocked_one_way_falls_back_to_tcp() {
             "ping", "-n", "-i", "0.05", "-c", "400", "-W", "1", ALICE_ADDR,
         ],
     );
-    let block = "table inet twblock {\n chain out {\n  type filter hook output priority 0;\n  udp dport 4433 drop\n }\n}";
     nft(
         &vpn,
         &cli1,
-        block,
+        BLOCK_UDP,
         "block UDP from the laptop to the server only",
     );
     wait_transport(
@@ -230,8 +233,7 @@ fn a_new_source_port_keeps_data_on_udp() {
         &snat(40001),
         "the laptop's NAT maps its UDP flow to port 40001",
     );
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
+    alice_up_on_udp(&vpn, &cli1, Duration::from_secs(5), "data on udp");
     let s = server_session(&vpn);
     vpn.check(
         s["udp_remote"] == "198.18.1.1:40001",
@@ -296,6 +298,36 @@ fn capture_datagram(vpn: &Vpn) -> Vec<u8> {
     ip[ihl + 8..].to_vec()
 }
 
+/// alice's pings to the LAN host go on while [`capture_datagram`] takes
+/// one of her datagrams.
+fn capture_while_pinging(vpn: &Vpn, cli1: &str) -> Vec<u8> {
+    let ping = vpn.lab.spawn(
+        cli1,
+        "ping",
+        &[
+            "ping", "-n", "-i", "0.05", "-s", "400", "-c", "200", LAN_HOST,
+        ],
+    );
+    let d = capture_datagram(vpn);
+    vpn.lab.stop(&ping, Duration::from_secs(1));
+    d
+}
+
+/// The attacker on cli2 sends `datagrams`, in order, `rounds` times to the
+/// server.
+fn send_from_cli2(vpn: &Vpn, cli2: &str, datagrams: Vec<Vec<u8>>, rounds: usize, step: &str) {
+    let sent = in_netns(cli2, move || -> std::io::Result<()> {
+        let sock = UdpSocket::bind("198.18.2.1:0")?;
+        for _ in 0..rounds {
+            for d in &datagrams {
+                sock.send_to(d, SERVER_ADDR_CLI2)?;
+            }
+        }
+        Ok(())
+    });
+    vpn.check(matches!(sent, Ok(Ok(()))), step, format_args!("{sent:?}"));
+}
+
 /// Another host replays a captured datagram of alice's and sends forged
 /// ones under her session number: the server counts them, delivers none,
 /// and keeps alice's UDP address.
@@ -305,17 +337,8 @@ fn replayed_and_forged_datagrams_change_nothing() {
         return;
     };
     let (cli1, cli2) = (vpn.lab.cli1.clone(), vpn.lab.cli2.clone());
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
-    let ping = vpn.lab.spawn(
-        &cli1,
-        "ping",
-        &[
-            "ping", "-n", "-i", "0.05", "-s", "400", "-c", "200", LAN_HOST,
-        ],
-    );
-    let datagram = capture_datagram(&vpn);
-    vpn.lab.stop(&ping, Duration::from_secs(1));
+    alice_up_on_udp(&vpn, &cli1, Duration::from_secs(5), "data on udp");
+    let datagram = capture_while_pinging(&vpn, &cli1);
     vpn.check(
         datagram.len() > 16 && datagram[0] == 1,
         "the capture holds a twoway datagram",
@@ -333,19 +356,12 @@ fn replayed_and_forged_datagrams_change_nothing() {
     fresh[8..16].copy_from_slice(&(counter + 1_000).to_be_bytes());
     let mut far = datagram.clone();
     far[8..16].copy_from_slice(&(u64::MAX - 5).to_be_bytes());
-    let sent = in_netns(&cli2, move || -> std::io::Result<()> {
-        let sock = UdpSocket::bind("198.18.2.1:0")?;
-        for _ in 0..5 {
-            for d in [&datagram, &tampered, &fresh, &far] {
-                sock.send_to(d, SERVER_ADDR_CLI2)?;
-            }
-        }
-        Ok(())
-    });
-    vpn.check(
-        matches!(sent, Ok(Ok(()))),
+    send_from_cli2(
+        &vpn,
+        &cli2,
+        vec![datagram, tampered, fresh, far],
+        5,
         "the attacker on cli2 sends 5 replays, 5 tampered copies and 10 forgeries",
-        format_args!("{sent:?}"),
     );
     let counted = wait_until(Duration::from_secs(5), || {
         vpn.dropped("replayed") >= replayed + 10 && vpn.dropped("forged") >= forged + 10
@@ -383,9 +399,9 @@ fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
         vpn.lab.lan.clone(),
         vpn.lab.srv.clone(),
     );
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
-    let upload = |secs: &str| {
+    alice_up_on_udp(&vpn, &cli1, Duration::from_secs(5), "data on udp");
+    // An 8 s upload to the LAN host, during which data moves to `want`.
+    let upload_until = |want: &str, step: &str| {
         let server = vpn
             .lab
             .spawn(&lan, "iperf3-server", &["iperf3", "-s", "-1"]);
@@ -393,36 +409,20 @@ fn auto_takes_tcp_on_a_clean_busy_path_and_udp_on_loss() {
         let client = vpn.lab.spawn(
             &cli1,
             "iperf3",
-            &["iperf3", "-c", LAN_HOST, "-t", secs, "-b", "400M"],
+            &["iperf3", "-c", LAN_HOST, "-t", "8", "-b", "400M"],
         );
-        (server, client)
+        wait_transport(&vpn, &cli1, want, Duration::from_secs(8), step);
+        vpn.lab.stop(&client, Duration::from_secs(1));
+        vpn.lab.stop(&server, Duration::from_secs(1));
     };
-    let (s1, c1) = upload("8");
-    wait_transport(
-        &vpn,
-        &cli1,
-        "tcp",
-        Duration::from_secs(8),
-        "a clean, busy path moves data to tcp",
-    );
-    vpn.lab.stop(&c1, Duration::from_secs(1));
-    vpn.lab.stop(&s1, Duration::from_secs(1));
+    upload_until("tcp", "a clean, busy path moves data to tcp");
     nft(
         &vpn,
         &srv,
         "table netdev twloss {\n chain in {\n  type filter hook ingress device cli1 priority 0;\n  numgen random mod 100 < 3 drop\n }\n}",
         "3 % of alice's packets are lost on the way to the server",
     );
-    let (s2, c2) = upload("8");
-    wait_transport(
-        &vpn,
-        &cli1,
-        "udp",
-        Duration::from_secs(8),
-        "loss on the TLS connection moves data back to udp",
-    );
-    vpn.lab.stop(&c2, Duration::from_secs(1));
-    vpn.lab.stop(&s2, Duration::from_secs(1));
+    upload_until("udp", "loss on the TLS connection moves data back to udp");
     nft(&vpn, &srv, "delete table netdev twloss", "no more loss");
     vpn.take_down_and_stop(&cli1, "alice");
 }
@@ -443,14 +443,12 @@ fn kick_and_revocation_end_the_udp_path() {
     };
     let replay = |vpn: &Vpn, datagram: Vec<u8>, step: &str| {
         let before = unknown(vpn);
-        let sent = in_netns(&cli2, move || -> std::io::Result<()> {
-            let sock = UdpSocket::bind("198.18.2.1:0")?;
-            sock.send_to(&datagram, SERVER_ADDR_CLI2).map(drop)
-        });
-        vpn.check(
-            matches!(sent, Ok(Ok(()))),
+        send_from_cli2(
+            vpn,
+            &cli2,
+            vec![datagram],
+            1,
             "replay the captured datagram",
-            format_args!("{sent:?}"),
         );
         let dropped = wait_until(Duration::from_secs(5), || unknown(vpn) > before);
         vpn.check(
@@ -459,61 +457,32 @@ fn kick_and_revocation_end_the_udp_path() {
             format_args!("unknown_batches stayed at {before}"),
         );
     };
-    let capture_while_pinging = |vpn: &Vpn| {
-        let ping = vpn.lab.spawn(
-            &cli1,
-            "ping",
-            &[
-                "ping", "-n", "-i", "0.05", "-s", "400", "-c", "200", LAN_HOST,
-            ],
-        );
-        let d = capture_datagram(vpn);
-        vpn.lab.stop(&ping, Duration::from_secs(1));
-        d
-    };
-
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(&vpn, &cli1, "udp", Duration::from_secs(5), "data on udp");
-    let datagram = capture_while_pinging(&vpn);
-    let out = vpn.server_ctl(&["kick", "alice"]);
-    vpn.check(out.success(), "`twoway-server kick alice`", &out);
-    vpn.wait_session_gone(
-        "alice",
-        Duration::from_secs(5),
-        "the kicked session is gone",
-    );
-    replay(
-        &vpn,
-        datagram,
-        "after the kick her datagrams name no session",
-    );
-
-    vpn.bring_up(&cli1, "alice", alice_net());
-    wait_transport(
-        &vpn,
-        &cli1,
-        "udp",
-        Duration::from_secs(5),
-        "alice is back on udp",
-    );
-    let datagram = capture_while_pinging(&vpn);
-    let out = vpn.pki(&[
-        "revoke",
-        "--dir",
-        twoway_tests::vpn::path_str(&vpn.pki),
-        "alice",
-    ]);
-    vpn.check(out.success(), "`pki revoke alice`", &out);
-    vpn.reload("`twoway-server reload` with alice revoked");
-    vpn.wait_session_gone(
-        "alice",
-        Duration::from_secs(5),
-        "the revoked session is gone",
-    );
-    replay(
-        &vpn,
-        datagram,
-        "after the revocation her datagrams name no session",
-    );
+    // First kicked, then (back up) revoked.
+    for (up, revoke, gone, replayed) in [
+        (
+            "data on udp",
+            false,
+            "the kicked session is gone",
+            "after the kick her datagrams name no session",
+        ),
+        (
+            "alice is back on udp",
+            true,
+            "the revoked session is gone",
+            "after the revocation her datagrams name no session",
+        ),
+    ] {
+        alice_up_on_udp(&vpn, &cli1, Duration::from_secs(5), up);
+        let datagram = capture_while_pinging(&vpn, &cli1);
+        if revoke {
+            vpn.pki_revoke("alice");
+            vpn.reload("`twoway-server reload` with alice revoked");
+        } else {
+            let out = vpn.server_ctl(&["kick", "alice"]);
+            vpn.check(out.success(), "`twoway-server kick alice`", &out);
+        }
+        vpn.wait_session_gone("alice", Duration::from_secs(5), gone);
+        replay(&vpn, datagram, replayed);
+    }
     vpn.stop_server();
 }

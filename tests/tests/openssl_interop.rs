@@ -447,8 +447,36 @@ impl Session<'_> {
         self.peer.wait_key_updates(&self.key_updates).await;
     }
 
-    /// The data phase, the same whichever end OpenSSL is.
-    async fn exercise(&mut self) {
+    /// After OpenSSL's KeyUpdate: `len` bytes from it (`in-N`), then `len`
+    /// from us (`out-N`); with `answered`, OpenSSL logs our one KeyUpdate
+    /// in answer, not asking for its own.
+    async fn both_ways_after_its_key_update(&mut self, n: &str, len: usize, answered: bool) {
+        self.receive(&payload(&format!("in-{n}"), len)).await;
+        self.send(&payload(&format!("out-{n}"), len)).await;
+        if answered {
+            self.key_updates
+                .push(KeyUpdate::Received { requested: false });
+        }
+        self.peer.wait_key_updates(&self.key_updates).await;
+    }
+
+    /// The data phase, the same whichever end OpenSSL is, over `ours` with
+    /// OpenSSL as `peer`. Returns what we sent and the start of our first
+    /// payload, to compare with all OpenSSL printed.
+    async fn exercise(ours: &mut SecureStream<TcpStream>, peer: &OpenSsl) -> (Vec<u8>, Vec<u8>) {
+        let mut session = Session {
+            ours,
+            peer,
+            sent: Vec::new(),
+            first: Vec::new(),
+            key_updates: Vec::new(),
+        };
+        session.data_phase().await;
+        (session.sent, session.first)
+    }
+
+    /// See [`Session::exercise`].
+    async fn data_phase(&mut self) {
         // Data both ways, in one record and in several.
         self.send(&payload("out-1", 100)).await;
         self.receive(&payload("in-1", 200)).await;
@@ -460,26 +488,16 @@ impl Session<'_> {
         // after the KeyUpdate opens), answer once, and OpenSSL opens our data
         // under our new key.
         self.openssl_key_update(true).await;
-        self.receive(&payload("in-3", 300)).await;
-        self.send(&payload("out-3", 300)).await;
-        self.key_updates
-            .push(KeyUpdate::Received { requested: false });
-        self.peer.wait_key_updates(&self.key_updates).await;
+        self.both_ways_after_its_key_update("3", 300, true).await;
 
         // OpenSSL updates its key without asking for ours: no answer.
         self.openssl_key_update(false).await;
-        self.receive(&payload("in-4", 5000)).await;
-        self.send(&payload("out-4", 5000)).await;
-        self.peer.wait_key_updates(&self.key_updates).await;
+        self.both_ways_after_its_key_update("4", 5000, false).await;
 
         // Asked twice before we write: one answer covers both (RFC 8446 4.6.3).
         self.openssl_key_update(true).await;
         self.openssl_key_update(true).await;
-        self.receive(&payload("in-5", 700)).await;
-        self.send(&payload("out-5", 700)).await;
-        self.key_updates
-            .push(KeyUpdate::Received { requested: false });
-        self.peer.wait_key_updates(&self.key_updates).await;
+        self.both_ways_after_its_key_update("5", 700, true).await;
 
         // Our own KeyUpdates (rustls asks the peer to update too): OpenSSL
         // follows each one and answers with its own.
@@ -519,38 +537,64 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `openssl TOOL` (the first of `role`, which then says where it
+/// listens or connects) for TLS 1.3 with `suite`, `leaf`'s certificate and
+/// key from the PKI and its CA, the `verify` options, our ALPN, its
+/// handshake messages logged to TOOL.msg, and `extra`.
+fn spawn_openssl<const N: usize>(
+    pki: &Pki,
+    role: [&str; N],
+    suite: &str,
+    leaf: &str,
+    verify: &[&str],
+    extra: &[&str],
+) -> OpenSsl {
+    let file = |name: String| pki.file(&name).display().to_string();
+    let msgfile = format!("{}.msg", role[0]);
+    let tls = [
+        "-tls1_3",
+        "-ciphersuites",
+        suite,
+        "-cert",
+        &file(format!("{leaf}.pem")),
+        "-key",
+        &file(format!("{leaf}.key")),
+        "-CAfile",
+        &file("ca.pem".into()),
+    ]
+    .map(String::from);
+    let log = [
+        "-alpn",
+        alpn_text(),
+        "-msg",
+        "-msgfile",
+        &file(msgfile.clone()),
+    ]
+    .map(String::from);
+    let args: Vec<String> = role
+        .iter()
+        .map(|a| a.to_string())
+        .chain(tls)
+        .chain(verify.iter().map(|a| a.to_string()))
+        .chain(log)
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect();
+    OpenSsl::spawn(&args, pki.file(&msgfile))
+}
+
 /// Starts `openssl s_server` for one connection on a free port.
 async fn start_s_server(pki: &Pki, suite: &str, extra: &[&str]) -> (OpenSsl, u16) {
     for _ in 0..5 {
         let port = free_port();
-        let mut args: Vec<String> = [
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-naccept",
-            "1",
-            "-tls1_3",
-            "-ciphersuites",
+        let accept = format!("127.0.0.1:{port}");
+        let server = spawn_openssl(
+            pki,
+            ["s_server", "-accept", &accept, "-naccept", "1"],
             suite,
-            "-cert",
-            &pki.file("server.pem").display().to_string(),
-            "-key",
-            &pki.file("server.key").display().to_string(),
-            "-CAfile",
-            &pki.file("ca.pem").display().to_string(),
-            "-Verify",
-            "1",
-            "-verify_return_error",
-            "-alpn",
-            alpn_text(),
-            "-msg",
-            "-msgfile",
-            &pki.file("s_server.msg").display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let server = OpenSsl::spawn(&args, pki.file("s_server.msg"));
+            "server",
+            &["-Verify", "1", "-verify_return_error"],
+            extra,
+        );
         let deadline = Instant::now() + STEP;
         loop {
             if server.stdout_text().contains("ACCEPT\n") {
@@ -636,15 +680,7 @@ async fn ours_as_client(suite: &str, extra: &[&str]) {
             .await;
     }
 
-    let mut session = Session {
-        ours: &mut ours,
-        peer: &server,
-        sent: Vec::new(),
-        first: Vec::new(),
-        key_updates: Vec::new(),
-    };
-    session.exercise().await;
-    let (sent, first) = (session.sent, session.first);
+    let (sent, first) = Session::exercise(&mut ours, &server).await;
 
     // We close: s_server sees close_notify, answers with its own and exits.
     step("our close_notify", ours.shutdown()).await.unwrap();
@@ -670,35 +706,22 @@ async fn ours_as_server(suite: &str, extra: &[&str]) {
     let pki = Pki::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut args: Vec<String> = [
-        "s_client",
-        "-connect",
-        &format!("127.0.0.1:{port}"),
-        "-tls1_3",
-        "-ciphersuites",
-        suite,
-        "-cert",
-        &pki.file("alice.pem").display().to_string(),
-        "-key",
-        &pki.file("alice.key").display().to_string(),
-        "-CAfile",
-        &pki.file("ca.pem").display().to_string(),
-        "-servername",
-        SERVER_NAME,
-        "-verify_hostname",
-        SERVER_NAME,
-        "-verify_return_error",
-        "-alpn",
-        alpn_text(),
-        "-msg",
-        "-msgfile",
-        &pki.file("s_client.msg").display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().map(|a| a.to_string()));
+    let connect = format!("127.0.0.1:{port}");
     // Neither -quiet nor -ign_eof: they would turn the `k`/`K` commands off.
-    let mut client = OpenSsl::spawn(&args, pki.file("s_client.msg"));
+    let mut client = spawn_openssl(
+        &pki,
+        ["s_client", "-connect", &connect],
+        suite,
+        "alice",
+        &[
+            "-servername",
+            SERVER_NAME,
+            "-verify_hostname",
+            SERVER_NAME,
+            "-verify_return_error",
+        ],
+        extra,
+    );
 
     let (tcp, _) = step("s_client to connect", listener.accept())
         .await
@@ -749,15 +772,7 @@ async fn ours_as_server(suite: &str, extra: &[&str]) {
         "the server certificate s_client received"
     );
 
-    let mut session = Session {
-        ours: &mut ours,
-        peer: &client,
-        sent: Vec::new(),
-        first: Vec::new(),
-        key_updates: Vec::new(),
-    };
-    session.exercise().await;
-    let (sent, first) = (session.sent, session.first);
+    let (sent, first) = Session::exercise(&mut ours, &client).await;
 
     // s_client closes at the end of its input: we read a clean end of
     // stream, with nothing more before it, and close too.
@@ -786,72 +801,47 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
         .expect("the whole test took too long");
 }
 
-#[tokio::test]
-async fn ours_as_client_with_openssl_aes_128_gcm() {
-    bounded(ours_as_client(SUITE_AES_128, &[])).await;
+/// One `#[tokio::test]` per line: `NAME: ROLE(SUITE, EXTRA)`, bounded by
+/// [`WHOLE_TEST`]; comments and doc comments go with the tests.
+macro_rules! interop_tests {
+    ($($(#[$doc:meta])* $name:ident: $role:ident($suite:expr, $extra:expr);)*) => {
+        $(
+            $(#[$doc])*
+            #[tokio::test]
+            async fn $name() {
+                bounded($role($suite, $extra)).await;
+            }
+        )*
+    };
 }
 
-#[tokio::test]
-async fn ours_as_client_with_openssl_aes_256_gcm() {
-    bounded(ours_as_client(SUITE_AES_256, &[])).await;
-}
+interop_tests! {
+    ours_as_client_with_openssl_aes_128_gcm: ours_as_client(SUITE_AES_128, &[]);
+    ours_as_client_with_openssl_aes_256_gcm: ours_as_client(SUITE_AES_256, &[]);
+    ours_as_client_with_openssl_chacha20_poly1305: ours_as_client(SUITE_CHACHA, &[]);
+    ours_as_server_with_openssl_aes_128_gcm: ours_as_server(SUITE_AES_128, &[]);
+    ours_as_server_with_openssl_aes_256_gcm: ours_as_server(SUITE_AES_256, &[]);
+    ours_as_server_with_openssl_chacha20_poly1305: ours_as_server(SUITE_CHACHA, &[]);
 
-#[tokio::test]
-async fn ours_as_client_with_openssl_chacha20_poly1305() {
-    bounded(ours_as_client(SUITE_CHACHA, &[])).await;
-}
+    // OpenSSL pads every record it sends (data, KeyUpdate, tickets, alerts)
+    // to a multiple of 4096 bytes, up to the largest a record may be: we
+    // strip the padding to find the content type.
+    ours_as_client_with_openssl_padding_its_records:
+        ours_as_client(SUITE_AES_256, &["-record_padding", "4096"]);
+    ours_as_server_with_openssl_padding_its_records:
+        ours_as_server(SUITE_CHACHA, &["-record_padding", "4096"]);
 
-#[tokio::test]
-async fn ours_as_server_with_openssl_aes_128_gcm() {
-    bounded(ours_as_server(SUITE_AES_128, &[])).await;
-}
+    // OpenSSL sends records of at most 512 bytes: a read spans many records.
+    // (s_server sends no session tickets here: see the next test.)
+    ours_as_client_with_openssl_sending_small_records:
+        ours_as_client(SUITE_CHACHA, &["-max_send_frag", "512", "-num_tickets", "0"]);
+    ours_as_server_with_openssl_sending_small_records:
+        ours_as_server(SUITE_AES_128, &["-max_send_frag", "512"]);
 
-#[tokio::test]
-async fn ours_as_server_with_openssl_aes_256_gcm() {
-    bounded(ours_as_server(SUITE_AES_256, &[])).await;
-}
-
-#[tokio::test]
-async fn ours_as_server_with_openssl_chacha20_poly1305() {
-    bounded(ours_as_server(SUITE_CHACHA, &[])).await;
-}
-
-// OpenSSL pads every record it sends (data, KeyUpdate, tickets, alerts) to
-// a multiple of 4096 bytes, up to the largest a record may be: we strip the
-// padding to find the content type.
-
-#[tokio::test]
-async fn ours_as_client_with_openssl_padding_its_records() {
-    bounded(ours_as_client(SUITE_AES_256, &["-record_padding", "4096"])).await;
-}
-
-#[tokio::test]
-async fn ours_as_server_with_openssl_padding_its_records() {
-    bounded(ours_as_server(SUITE_CHACHA, &["-record_padding", "4096"])).await;
-}
-
-// OpenSSL sends records of at most 512 bytes: a read spans many records.
-// (s_server sends no session tickets here: see the next test.)
-
-#[tokio::test]
-async fn ours_as_client_with_openssl_sending_small_records() {
-    bounded(ours_as_client(
-        SUITE_CHACHA,
-        &["-max_send_frag", "512", "-num_tickets", "0"],
-    ))
-    .await;
-}
-
-#[tokio::test]
-async fn ours_as_server_with_openssl_sending_small_records() {
-    bounded(ours_as_server(SUITE_AES_128, &["-max_send_frag", "512"])).await;
-}
-
-/// With records of at most 512 bytes, s_server's NewSessionTicket messages
-/// (about 650 bytes each) arrive split across two records, which RFC 8446
-/// 5.1 allows ("Handshake messages MAY be ... fragmented across several
-/// records"). twoway's former record layer refused them; rustls joins them.
-#[tokio::test]
-async fn ours_as_client_reads_session_tickets_split_across_records() {
-    bounded(ours_as_client(SUITE_AES_128, &["-max_send_frag", "512"])).await;
+    /// With records of at most 512 bytes, s_server's NewSessionTicket messages
+    /// (about 650 bytes each) arrive split across two records, which RFC 8446
+    /// 5.1 allows ("Handshake messages MAY be ... fragmented across several
+    /// records"). twoway's former record layer refused them; rustls joins them.
+    ours_as_client_reads_session_tickets_split_across_records:
+        ours_as_client(SUITE_AES_128, &["-max_send_frag", "512"]);
 }

@@ -666,6 +666,28 @@ fn sc(name: &str, steps: Vec<Step>) -> Scenario {
     (name.to_string(), steps)
 }
 
+/// [`Step::OwnKeyUpdate`].
+fn own_key_update(requested: bool, split: bool) -> Step {
+    Step::OwnKeyUpdate { requested, split }
+}
+
+/// An alert record (`level`, `description`) after `before` bytes of data,
+/// then 4 more bytes.
+fn alert_amid_data(before: usize, level: u8, description: u8) -> Vec<Step> {
+    use Step::*;
+    vec![
+        Data(before),
+        Records(vec![alert(level, description)]),
+        Data(4),
+    ]
+}
+
+/// `middle` between a byte of data and 8 more, then close_notify.
+fn between_data(middle: Vec<Step>) -> Vec<Step> {
+    use Step::*;
+    [vec![Data(1)], middle, vec![Data(8), CloseNotify]].concat()
+}
+
 #[tokio::test]
 async fn streams_data_of_many_sizes() {
     let sizes = [
@@ -714,29 +736,16 @@ async fn streams_key_updates() {
             "KeyUpdate not requested",
             vec![
                 Data(10),
-                OwnKeyUpdate {
-                    requested: false,
-                    split: false,
-                },
+                own_key_update(false, false),
                 Data(20_000),
-                OwnKeyUpdate {
-                    requested: false,
-                    split: false,
-                },
+                own_key_update(false, false),
                 Data(5),
                 CloseNotify,
             ],
         ),
         sc(
             "KeyUpdate requested, sealed by the client",
-            vec![
-                OwnKeyUpdate {
-                    requested: true,
-                    split: false,
-                },
-                Data(100),
-                CloseNotify,
-            ],
+            vec![own_key_update(true, false), Data(100), CloseNotify],
         ),
         sc(
             "rustls's KeyUpdate, then the client's",
@@ -744,46 +753,19 @@ async fn streams_key_updates() {
                 Data(100),
                 KeyUpdate,
                 KeyUpdate,
-                OwnKeyUpdate {
-                    requested: false,
-                    split: false,
-                },
+                own_key_update(false, false),
                 Data(100),
                 CloseNotify,
             ],
         ),
         sc(
             "32 KeyUpdates in a row, then data",
-            [
-                vec![Data(1)],
-                vec![KeyUpdate; 32],
-                vec![Data(8), CloseNotify],
-            ]
-            .concat(),
+            between_data(vec![KeyUpdate; 32]),
         ),
-        sc(
-            "33 KeyUpdates in a row",
-            [
-                vec![Data(1)],
-                vec![KeyUpdate; 33],
-                vec![Data(8), CloseNotify],
-            ]
-            .concat(),
-        ),
+        sc("33 KeyUpdates in a row", between_data(vec![KeyUpdate; 33])),
         sc(
             "33 KeyUpdates, not requested",
-            [
-                vec![Data(1)],
-                vec![
-                    OwnKeyUpdate {
-                        requested: false,
-                        split: false
-                    };
-                    33
-                ],
-                vec![Data(8), CloseNotify],
-            ]
-            .concat(),
+            between_data(vec![own_key_update(false, false); 33]),
         ),
         sc(
             "32 KeyUpdates, 1 byte, 32 KeyUpdates",
@@ -853,17 +835,11 @@ async fn streams_close_notify_and_alerts() {
             "user_canceled warning, then data",
             vec![Data(4), Records(vec![alert(1, 90)]), Data(4), CloseNotify],
         ),
-        sc(
-            "fatal alert",
-            vec![Data(4), Records(vec![alert(2, 40)]), Data(4)],
-        ),
-        sc(
-            "fatal user_canceled",
-            vec![Data(4), Records(vec![alert(2, 90)]), Data(4)],
-        ),
+        sc("fatal alert", alert_amid_data(4, 2, 40)),
+        sc("fatal user_canceled", alert_amid_data(4, 2, 90)),
         sc(
             "warning other than user_canceled",
-            vec![Data(4), Records(vec![alert(1, 10)]), Data(4)],
+            alert_amid_data(4, 1, 10),
         ),
         sc(
             "alert of one byte",
@@ -1078,17 +1054,14 @@ async fn streams_limits_and_fragments() {
             "32 empty records, KeyUpdate, 32 empty records, then data",
             vec![
                 Records(vec![app(b""); 32]),
-                OwnKeyUpdate {
-                    requested: false,
-                    split: false,
-                },
+                own_key_update(false, false),
                 Records(vec![app(b""); 32]),
                 Data(5),
             ],
         ),
         sc(
             "alert of unknown level with description user_canceled",
-            vec![Data(1), Records(vec![alert(3, 90)]), Data(4)],
+            alert_amid_data(1, 3, 90),
         ),
     ])
     .await;
@@ -1110,25 +1083,12 @@ async fn streams_limits_rustls_enforces() {
         ),
         // An alert level other than warning or fatal is refused, close_notify
         // or not.
-        sc(
-            "close_notify with alert level 3",
-            vec![Data(1), Records(vec![alert(3, 0)]), Data(4)],
-        ),
-        sc(
-            "close_notify with alert level 0",
-            vec![Data(1), Records(vec![alert(0, 0)]), Data(4)],
-        ),
+        sc("close_notify with alert level 3", alert_amid_data(1, 3, 0)),
+        sc("close_notify with alert level 0", alert_amid_data(1, 0, 0)),
         // RFC 8446 5.1 lets handshake messages span records.
         sc(
             "KeyUpdate split over two records",
-            vec![
-                Data(1),
-                OwnKeyUpdate {
-                    requested: false,
-                    split: true,
-                },
-                Data(4),
-            ],
+            vec![Data(1), own_key_update(false, true), Data(4)],
         ),
         // An empty application data record counts as data: the KeyUpdate
         // limit (32 in a row) starts again after it.
@@ -1137,13 +1097,7 @@ async fn streams_limits_rustls_enforces() {
             [
                 vec![KeyUpdate; 32],
                 vec![Records(vec![app(b"")])],
-                vec![
-                    OwnKeyUpdate {
-                        requested: true,
-                        split: false
-                    };
-                    32
-                ],
+                vec![own_key_update(true, false); 32],
                 vec![Data(8)],
             ]
             .concat(),
@@ -1263,30 +1217,14 @@ async fn the_stream_comparison_sees_a_difference() {
     // Outcomes are compared byte for byte and by ending: one byte more, a
     // different ending, or another error kind all count.
     let p = pki();
-    let a = run(
-        &p,
-        0,
-        Server::Ours,
-        &[Step::Data(1000), Step::CloseNotify],
-        SETTLE,
-    )
-    .await;
-    let b = run(
-        &p,
-        0,
-        Server::Rustls,
-        &[Step::Data(1001), Step::CloseNotify],
-        SETTLE,
-    )
-    .await;
+    let run = async |server, steps: &[Step]| run(&p, 0, server, steps, SETTLE).await;
+    let a = run(Server::Ours, &[Step::Data(1000), Step::CloseNotify]).await;
+    let b = run(Server::Rustls, &[Step::Data(1001), Step::CloseNotify]).await;
     assert_eq!(a.end, End::Clean);
     assert_ne!(a, b);
     let c = run(
-        &p,
-        0,
         Server::Rustls,
         &[Step::Data(1000), Step::Garbage(vec![0x80; 5])],
-        SETTLE,
     )
     .await;
     assert!(matches!(c.end, End::Error(..)), "{c:?}");

@@ -203,8 +203,7 @@ mod tests {
 
     #[test]
     fn backup_restores_files_links_and_absence() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("resolv.conf");
+        let (dir, file) = twoway_common::temp_path::temp_path("resolv.conf");
         std::fs::write(&file, "nameserver 192.0.2.1\n").unwrap();
         let mut b = ResolvConfBackup::take(&file).unwrap();
         b.write("nameserver 10.99.0.53\n").unwrap();

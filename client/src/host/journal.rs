@@ -326,8 +326,7 @@ mod tests {
     #[tokio::test]
     async fn a_state_file_not_ours_is_not_undone() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let resolv = dir.path().join("resolv.conf");
+        let (dir, resolv) = twoway_common::temp_path::temp_path("resolv.conf");
         std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
         let planted = serde_json::json!({
             "pid": 999_999_999u32,

@@ -43,6 +43,22 @@ fn input<'a>(a: &'a Assignment, snap: &'a Snapshot, allow_lan: bool) -> PlanInpu
     }
 }
 
+/// The plan for an assignment of `routes` (with an IPv6 address if `v6`)
+/// on the [`laptop`].
+fn laptop_plan(routes: &[&str], v6: bool, allow_lan: bool) -> Plan {
+    plan(input(&assignment(routes, v6), &laptop(), allow_lan))
+}
+
+/// A route into the tunnel.
+fn tun(dst: &str) -> RouteSpec {
+    RouteSpec::dev(net(dst), "tw-alice")
+}
+
+/// A route that makes `dst` unreachable.
+fn un(dst: &str) -> RouteSpec {
+    RouteSpec::unreachable(net(dst))
+}
+
 fn via(dst: &str, gw: &str, dev: &str) -> RouteSpec {
     RouteSpec::via(net(dst), ip(gw), dev)
 }
@@ -50,7 +66,7 @@ fn via(dst: &str, gw: &str, dev: &str) -> RouteSpec {
 fn backstop(dst: &str) -> RouteSpec {
     RouteSpec {
         metric: Some(BACKSTOP_METRIC),
-        ..RouteSpec::unreachable(net(dst))
+        ..un(dst)
     }
 }
 
@@ -89,36 +105,22 @@ fn outer_path_ignores_our_routes_the_tunnel_and_dead_links() {
 
 #[test]
 fn split_tunnel_only_adds_its_routes() {
-    let a = assignment(&["10.99.0.0/24", "fd99::/64"], true);
-    let snap = laptop();
-    let p = plan(input(&a, &snap, false));
+    let p = laptop_plan(&["10.99.0.0/24", "fd99::/64"], true, false);
     assert!(!p.full_tunnel);
-    assert_eq!(
-        p.routes,
-        [
-            RouteSpec::dev(net("10.99.0.0/24"), "tw-alice"),
-            RouteSpec::dev(net("fd99::/64"), "tw-alice")
-        ]
-    );
+    assert_eq!(p.routes, [tun("10.99.0.0/24"), tun("fd99::/64")]);
     assert!(p.outer.is_some());
 }
 
 #[test]
 fn ipv6_routes_without_an_ipv6_address_are_unreachable() {
-    let a = assignment(&["10.99.0.0/24", "fd99::/64"], false);
-    let snap = laptop();
-    let p = plan(input(&a, &snap, false));
-    assert_eq!(p.routes[1], RouteSpec::unreachable(net("fd99::/64")));
+    let p = laptop_plan(&["10.99.0.0/24", "fd99::/64"], false, false);
+    assert_eq!(p.routes[1], un("fd99::/64"));
 }
 
 #[test]
 fn full_tunnel_v4_pins_the_server_splits_the_lan_and_blocks_v6() {
-    let a = assignment(&["0.0.0.0/0"], false);
-    let snap = laptop();
-    let p = plan(input(&a, &snap, false));
+    let p = laptop_plan(&["0.0.0.0/0"], false, false);
     assert!(p.full_tunnel);
-    let tun = |d: &str| RouteSpec::dev(net(d), "tw-alice");
-    let un = |d: &str| RouteSpec::unreachable(net(d));
     assert_eq!(
         p.routes,
         [
@@ -140,10 +142,7 @@ fn full_tunnel_v4_pins_the_server_splits_the_lan_and_blocks_v6() {
 
 #[test]
 fn allow_lan_leaves_the_local_subnets_alone() {
-    let a = assignment(&["0.0.0.0/0", "::/0"], true);
-    let snap = laptop();
-    let p = plan(input(&a, &snap, true));
-    let tun = |d: &str| RouteSpec::dev(net(d), "tw-alice");
+    let p = laptop_plan(&["0.0.0.0/0", "::/0"], true, true);
     assert_eq!(
         p.routes,
         [
@@ -166,19 +165,17 @@ fn a_server_without_a_path_is_made_unreachable() {
     let snap = Snapshot::default();
     let p = plan(input(&a, &snap, true));
     assert_eq!(p.outer, None);
-    assert_eq!(p.routes[0], RouteSpec::unreachable(net("203.0.113.10/32")));
+    assert_eq!(p.routes[0], un("203.0.113.10/32"));
 }
 
 #[test]
 fn a_split_route_covering_the_server_pins_it_too() {
-    let a = assignment(&["203.0.113.0/24"], false);
-    let snap = laptop();
-    let p = plan(input(&a, &snap, false));
+    let p = laptop_plan(&["203.0.113.0/24"], false, false);
     assert_eq!(
         p.routes,
         [
             via("203.0.113.10/32", "192.168.1.1", "wlan0"),
-            RouteSpec::dev(net("203.0.113.0/24"), "tw-alice")
+            tun("203.0.113.0/24")
         ]
     );
 }

@@ -135,13 +135,18 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A table of `max` places, the time `t` it starts at, and `N`
+    /// handshakes started in it 1 ms apart from `t`.
+    fn started<const N: usize>(max: usize) -> (Handshakes, Instant, [Slot; N]) {
+        let h = Handshakes::new(max);
+        let t = Instant::now();
+        let slots = std::array::from_fn(|i| h.start(t + MS * i as u32).unwrap());
+        (h, t, slots)
+    }
+
     #[test]
     fn a_new_connection_replaces_the_oldest_idle_one() {
-        let h = Handshakes::new(2);
-        let t = Instant::now();
-        let a = h.start(t).unwrap();
-        let b = h.start(t + MS).unwrap();
-        let c = h.start(t + 2 * MS).unwrap();
+        let (h, _, [a, b, c]) = started(2);
         assert!(a.is_evicted());
         assert!(!b.is_evicted() && !c.is_evicted());
         assert_eq!(h.running(), 2);
@@ -153,10 +158,7 @@ mod tests {
 
     #[test]
     fn young_handshakes_whose_peer_spoke_are_kept() {
-        let h = Handshakes::new(2);
-        let t = Instant::now();
-        let a = h.start(t).unwrap();
-        let b = h.start(t + MS).unwrap();
+        let (h, t, [a, b]) = started(2);
         a.spoke();
         b.spoke();
         assert!(h.start(t + Duration::from_secs(1)).is_none());
@@ -168,20 +170,15 @@ mod tests {
 
     #[test]
     fn idle_ones_go_before_stale_ones() {
-        let h = Handshakes::new(2);
-        let t = Instant::now();
-        let a = h.start(t).unwrap();
+        let (h, t, [a, b]) = started(2);
         a.spoke();
-        let b = h.start(t + MS).unwrap();
         let _c = h.start(t + 3 * STALE_AFTER).unwrap();
         assert!(b.is_evicted() && !a.is_evicted());
     }
 
     #[test]
     fn a_finished_handshake_frees_its_place() {
-        let h = Handshakes::new(1);
-        let t = Instant::now();
-        let a = h.start(t).unwrap();
+        let (h, t, [a]) = started(1);
         a.spoke();
         drop(a);
         let b = h.start(t + MS).unwrap();

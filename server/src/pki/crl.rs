@@ -110,11 +110,11 @@ fn to_u64(bytes: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::pki::index::now;
+    use twoway_common::temp_path::temp_path;
 
     #[test]
     fn writes_and_reads_back_entries_and_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("crl.pem");
+        let (_dir, path) = temp_path("crl.pem");
         let t = now();
         let (ca, _) = Ca::create("vpn", t).unwrap();
 
@@ -144,8 +144,7 @@ mod tests {
 
     #[test]
     fn refuses_a_certificate_as_crl() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("crl.pem");
+        let (_dir, path) = temp_path("crl.pem");
         let (_, issued) = Ca::create("vpn", now()).unwrap();
         std::fs::write(&path, issued.cert_pem).unwrap();
         assert!(matches!(read(&path), Err(PkiError::Parse { .. })));

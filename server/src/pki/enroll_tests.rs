@@ -7,7 +7,7 @@ use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
 use x509_parser::prelude::*;
 
 use super::index::hex;
-use super::tests::{fresh, issue_opts, mode, pem_of, toml_of};
+use super::tests::{fresh, issue_opts, mode, pem_of, stray_file_is_kept, toml_of};
 use super::*;
 
 /// A request for `cn` made with `key`, written to `dir/NAME.csr`.
@@ -86,14 +86,7 @@ fn inline_issue_writes_one_owner_only_profile_with_everything_inside() {
 
 #[test]
 fn inline_issue_never_overwrites_a_stray_profile() {
-    let (_tmp, dir) = fresh(&[]);
-    fs::write(dir.join("carol.toml"), "# mine").unwrap();
-    let err = issue_inline(&issue_opts(&dir, "carol")).unwrap_err();
-    assert!(matches!(err, PkiError::KeyExists { .. }), "{err}");
-    assert_eq!(
-        fs::read_to_string(dir.join("carol.toml")).unwrap(),
-        "# mine"
-    );
+    stray_file_is_kept(issue_inline, "carol.toml", "# mine");
 }
 
 #[test]

@@ -253,16 +253,25 @@ fn issue_refuses_invalid_identities() {
     assert!(list(&dir).unwrap().is_empty());
 }
 
-#[test]
-fn issue_refuses_a_stray_key() {
-    let (_tmp, dir) = fresh(&[]);
-    fs::write(dir.join("carol.key"), "not ours").unwrap();
+/// `issue` (plain or inline) of carol into a fresh PKI where `stray`, a
+/// file we did not write, holds `text`: refused with KeyExists, the file
+/// left as it was.
+pub(super) fn stray_file_is_kept(
+    issue: fn(&IssueOptions) -> Result<Vec<PathBuf>, PkiError>,
+    stray: &str,
+    text: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let (tmp, dir) = fresh(&[]);
+    fs::write(dir.join(stray), text).unwrap();
     let err = issue(&issue_opts(&dir, "carol")).unwrap_err();
     assert!(matches!(err, PkiError::KeyExists { .. }), "{err}");
-    assert_eq!(
-        fs::read_to_string(dir.join("carol.key")).unwrap(),
-        "not ours"
-    );
+    assert_eq!(fs::read_to_string(dir.join(stray)).unwrap(), text);
+    (tmp, dir)
+}
+
+#[test]
+fn issue_refuses_a_stray_key() {
+    let (_tmp, dir) = stray_file_is_kept(issue, "carol.key", "not ours");
     assert!(list(&dir).unwrap().is_empty());
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::vpn::path_str;
 use crate::{proc, wait_for, wait_until, CmdOutput, ProcHandle};
 
-use super::{alice_net, bare_ip, net, Vpn, CORP_NET, LAN_HOST, RUST_LOG, TUNNEL_NET};
+use super::{alice_net, bare_ip, net, Vpn, CORP_NET, LAN_HOST, RUST_LOG, TUNNEL_NET, TUNNEL_POOL};
 
 impl Vpn {
     /// The path of the client binary under test.
@@ -73,10 +73,31 @@ impl Vpn {
         addr
     }
 
+    /// alice up in cli1 at her static address and bob in cli2 from the pool,
+    /// each pinging the LAN host: where the two-client tests begin. Returns
+    /// their addresses.
+    pub fn alice_and_bob_up(&self) -> (IpAddr, IpAddr) {
+        let (cli1, cli2) = (&self.lab.cli1, &self.lab.cli2);
+        let alice = self.bring_up(cli1, "alice", alice_net());
+        let bob = self.bring_up(cli2, "bob", net(TUNNEL_POOL));
+        self.expect_ping(cli1, LAN_HOST, "alice pings the lan host");
+        self.expect_ping(cli2, LAN_HOST, "bob pings the lan host");
+        (alice, bob)
+    }
+
     /// [`Vpn::take_down`], then [`Vpn::stop_server`]: the clean end that
     /// most tests check.
     pub fn take_down_and_stop(&mut self, ns: &str, name: &str) {
         self.take_down(ns, name);
+        self.stop_server();
+    }
+
+    /// The clean end of the two-client tests: alice down in cli1, bob in
+    /// cli2, then [`Vpn::stop_server`].
+    pub fn take_both_down_and_stop(&mut self) {
+        let (cli1, cli2) = (self.lab.cli1.clone(), self.lab.cli2.clone());
+        self.take_down(&cli1, "alice");
+        self.take_down(&cli2, "bob");
         self.stop_server();
     }
 

@@ -20,6 +20,18 @@ impl Vpn {
         self.server_cmd(&full)
     }
 
+    /// `twoway-server pki VERB --dir D ARGS` on the fixture's PKI folder D.
+    pub fn pki_on_lab(&self, verb: &str, args: &[&str]) -> CmdOutput {
+        self.pki(&[&[verb, "--dir", path_str(&self.pki)], args].concat())
+    }
+
+    /// `pki revoke NAME`, which must succeed (the server learns of it at its
+    /// next reload).
+    pub fn pki_revoke(&self, name: &str) {
+        let out = self.pki_on_lab("revoke", &[name]);
+        self.check(out.success(), &format!("`pki revoke {name}`"), &out);
+    }
+
     pub fn pki_init(&self, dir: &Path, step: &str) {
         let out = self.server_cmd(&[
             "pki",

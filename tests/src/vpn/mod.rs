@@ -139,10 +139,7 @@ impl Vpn {
         require_tools(&["ip", "ping", "openssl"]);
         let bins = bins();
         let lab = Lab::new();
-        let tmp = tempfile::Builder::new()
-            .prefix("twoway-e2e-")
-            .tempdir()
-            .expect("tempdir");
+        let tmp = crate::temp_dir("twoway-e2e-");
         for dir in ["run", "state"] {
             std::fs::create_dir_all(tmp.path().join(dir)).expect("create dir");
         }

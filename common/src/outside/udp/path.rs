@@ -485,16 +485,44 @@ mod audit3 {
         UdpPath::new(Arc::new(socket), None)
     }
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A datagram from `to` and the echo of its challenge move the path
+    /// there, away from a validated address, which the move rechecks.
+    /// Returns that address, the challenge and the recheck.
+    fn move_with_recheck(
+        p: &UdpPath,
+        to: SocketAddr,
+    ) -> (SocketAddr, [u8; CHALLENGE_LEN], [u8; CHALLENGE_LEN]) {
+        let ch = p
+            .received_from(to, None, true)
+            .expect("a challenge to the new address");
+        let Validation::MovedFrom(back, _, recheck) = p.validated(to, &ch) else {
+            panic!("a move away from a validated address rechecks it");
+        };
+        (back, ch, recheck)
+    }
+
+    /// A path validated at the peer's first address (reached at our address
+    /// `ours`), which it returns: the peer's first datagram came from there
+    /// and the echo of its challenge moved the path.
+    fn validated_path(ours: Option<IpAddr>) -> (UdpPath, SocketAddr) {
+        let a = addr("192.0.2.1:4000");
+        let p = path();
+        let c = p.received_from(a, ours, true).unwrap();
+        assert_eq!(p.validated(a, &c), Validation::Moved, "the first address");
+        (p, a)
+    }
+
     /// Finding: a re-challenge draws NEW bytes, so with a round trip over
     /// CHALLENGE_AGAIN (200 ms) and steady traffic from the new address,
     /// every echo answers a challenge that was already replaced.
     #[tokio::test]
     async fn audit3_rtt_over_200ms_never_validates_with_steady_traffic() {
-        let p = path();
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c).moved());
+        let (p, _) = validated_path(None);
+        let n = addr("192.0.2.1:5000");
         // Client rebinds to n; 300 ms RTT; it sends a datagram every 50 ms.
         let mut in_flight = std::collections::VecDeque::new();
         let t0 = Instant::now();
@@ -526,11 +554,8 @@ mod audit3 {
     /// to where the client no longer is.
     #[tokio::test]
     async fn audit3_stale_candidate_moves_path_after_client_returned() {
-        let p = path();
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c).moved());
+        let (p, a) = validated_path(None);
+        let n = addr("192.0.2.1:5000");
         let stale = p.received_from(n, None, true).unwrap();
         // The client is back at a; many newest datagrams from there.
         for _ in 0..10 {
@@ -552,15 +577,9 @@ mod audit3 {
     /// 9000 9.3.3 says for QUIC; PROTOCOL.md.)
     #[tokio::test]
     async fn audit3_on_path_attacker_redirects_with_forwarded_challenge() {
-        let p = path();
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let x: SocketAddr = "203.0.113.66:666".parse().unwrap();
-        let c = p.received_from(a, None, true).unwrap();
-        assert_eq!(p.validated(a, &c), Validation::Moved, "the first address");
-        let ch = p.received_from(x, None, true).expect("challenge to x");
-        let Validation::MovedFrom(back, _, recheck) = p.validated(x, &ch) else {
-            panic!("a move away from a validated address rechecks it");
-        };
+        let (p, a) = validated_path(None);
+        let x = addr("203.0.113.66:666");
+        let (back, _, recheck) = move_with_recheck(&p, x);
         assert_eq!((back, p.peer()), (a, Some(x)));
         // The attacker keeps racing copies from x: the recheck stays.
         assert_eq!(p.received_from(x, None, true), None);
@@ -584,16 +603,10 @@ mod audit3 {
     /// does not push the recheck out.
     #[tokio::test]
     async fn a_recheck_counts_after_the_peer_spoke_there_and_keeps_its_slot() {
-        let p = path();
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let x: SocketAddr = "203.0.113.66:666".parse().unwrap();
-        let y: SocketAddr = "203.0.113.66:667".parse().unwrap();
-        let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c).moved());
-        let cx = p.received_from(x, None, true).unwrap();
-        let Validation::MovedFrom(_, _, recheck) = p.validated(x, &cx) else {
-            panic!("recheck of a");
-        };
+        let (p, a) = validated_path(None);
+        let x = addr("203.0.113.66:666");
+        let y = addr("203.0.113.66:667");
+        let (_, cx, recheck) = move_with_recheck(&p, x);
         // An echo forwarded and raced from a (spoofed) before the peer spoke there.
         assert_eq!(p.validated(a, &recheck), Validation::Ignored);
         assert_eq!(p.peer(), Some(x));
@@ -621,12 +634,9 @@ mod audit3 {
     /// our addresses does not change the address we send from.
     #[tokio::test]
     async fn our_source_address_changes_only_with_the_path() {
-        let p = path();
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let ours: IpAddr = "198.18.0.1".parse().unwrap();
         let other: IpAddr = "198.18.0.2".parse().unwrap();
-        let c = p.received_from(a, Some(ours), true).unwrap();
-        assert!(p.validated(a, &c).moved());
+        let (p, a) = validated_path(Some(ours));
         assert_eq!(p.route(), Some((a, Some(ours))));
         assert_eq!(p.received_from(a, Some(other), true), None);
         assert_eq!(p.route(), Some((a, Some(ours))));
@@ -637,15 +647,9 @@ mod audit3 {
     /// neither moves the path back.
     #[tokio::test]
     async fn a_real_move_stays() {
-        let p = path();
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let n: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let c = p.received_from(a, None, true).unwrap();
-        assert!(p.validated(a, &c).moved());
-        let ch = p.received_from(n, None, true).unwrap();
-        let Validation::MovedFrom(_, _, recheck) = p.validated(n, &ch) else {
-            panic!("recheck of a");
-        };
+        let (p, _) = validated_path(None);
+        let n = addr("192.0.2.1:5000");
+        let (_, _, recheck) = move_with_recheck(&p, n);
         assert_eq!(p.validated(n, &recheck), Validation::Ignored);
         assert_eq!(p.peer(), Some(n));
     }
