@@ -270,7 +270,6 @@ impl Cluster {
     /// the session's lease key; another node may have reclaimed it once this
     /// node's sessions had expired.
     async fn rewrite(&self, key: &str, l: &Local, lease: i64) -> Result<Rewritten, Unreachable> {
-        let value = serde_json::to_vec(&l.record).unwrap_or_default();
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         if let Some(a) = l.leased {
             let slot = l.record.slot.as_str();
@@ -280,15 +279,7 @@ impl Cluster {
                 slot,
             ));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::put(
-                key,
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key, None)]);
-        let r = self.store.txn(txn).await?;
+        let r = self.put_session_if(key, &l.record, lease, when).await?;
         if r.succeeded() {
             return Ok(Rewritten::Written(r.header().map_or(0, |h| h.revision())));
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
-    Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use twoway_common::control::timestamp::rfc3339;
 
@@ -198,16 +198,8 @@ impl Cluster {
         record: &SessionRecord,
         lease: i64,
     ) -> Result<Result<i64, (SessionRecord, i64)>, Unreachable> {
-        let value = serde_json::to_vec(record).unwrap_or_default();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key, None)]);
-        let r = self.store.txn(txn).await?;
+        let absent = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
+        let r = self.put_session_if(key, record, lease, absent).await?;
         if r.succeeded() {
             return Ok(Ok(r.header().map_or(0, |h| h.revision())));
         }
@@ -230,6 +222,27 @@ impl Cluster {
         }
         // Deleted between the compare and the get: the caller tries again.
         Ok(Err((record.clone(), -1)))
+    }
+
+    /// Writes `record` at `key` under etcd lease `lease` if `when` holds;
+    /// otherwise the response holds a read of `key`.
+    pub(super) async fn put_session_if(
+        &self,
+        key: &str,
+        record: &SessionRecord,
+        lease: i64,
+        when: Vec<Compare>,
+    ) -> Result<TxnResponse, Unreachable> {
+        let value = serde_json::to_vec(record).unwrap_or_default();
+        let txn = Txn::new()
+            .when(when)
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        self.store.txn(txn).await
     }
 
     /// Ends the session that holds `key` (wherever it runs) and takes the
