@@ -1,16 +1,17 @@
 //! The node's etcd lease and catch-up: keeps the lease alive, and, beside
-//! it, whenever etcd answers writes what it missed: sessions claimed while it was
-//! unreachable, and deletions of sessions that ended meanwhile. A lease that
-//! expired (etcd away longer than its TTL) is replaced by a new one and every
-//! live session of this node is written again under it; a slot that another
-//! node took meanwhile ends this node's session instead (never two holders).
+//! it, whenever etcd answers writes what it missed: sessions claimed while it
+//! was unreachable, and deletions of sessions that ended meanwhile. A lease
+//! that expired (etcd away longer than its TTL) is replaced by a new one and
+//! every live session of this node is written again under it; a slot that
+//! another node took meanwhile, or a pool address that another node gave to
+//! another identity meanwhile, ends this node's session instead.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp, TxnOpResponse,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -196,18 +197,9 @@ impl Cluster {
                 Rewritten::Ours(seen) => {
                     // Ours already (the lease survived): refresh it under this
                     // lease, unless it changed since (then the next round looks again).
-                    let value = serde_json::to_vec(&l.record).unwrap_or_default();
-                    let put = TxnOp::put(
-                        key.as_str(),
-                        value,
-                        Some(PutOptions::new().with_lease(lease)),
-                    );
-                    let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, seen);
-                    match self
-                        .store
-                        .txn(Txn::new().when([unchanged]).and_then([put]))
-                        .await
-                    {
+                    let unchanged =
+                        vec![Compare::mod_revision(key.as_str(), CompareOp::Equal, seen)];
+                    match self.put_session_if(&key, &l.record, lease, unchanged).await {
                         Ok(r) if r.succeeded() => r.header().map_or(0, |h| h.revision()),
                         Ok(_) => continue,
                         Err(_) => return,
