@@ -26,8 +26,9 @@ const RX_IDLE: usize = 4 * 1024;
 /// Send room first tried for a record: enough for control messages and
 /// small packets; rustls says when a record needs more.
 const TX_FIRST: usize = 1024;
-/// Reads in a row this small (with nothing left over) shrink a grown room.
+/// A read this small counts towards giving a grown receive room back ...
 const SMALL_READ: usize = 2 * 1024;
+/// ... once this many come in a row (with what is left over fitting).
 const SMALL_READS_TO_SHRINK: u8 = 8;
 /// Sealed bytes we hold before a write waits for the socket.
 const TX_HIGH: usize = 256 * 1024;
