@@ -297,6 +297,14 @@ impl Policy {
         self.clients.iter().filter_map(|c| c.address)
     }
 
+    /// Whether `a` is some identity's static address (IPv4 or IPv6).
+    pub fn is_static(&self, a: IpAddr) -> bool {
+        self.clients.iter().any(|c| match a {
+            IpAddr::V4(v4) => c.address == Some(v4),
+            IpAddr::V6(v6) => c.address6 == Some(v6),
+        })
+    }
+
     /// What `identity` gets, or `None` if it may not connect.
     pub fn grant(&self, identity: &str) -> Option<Grant> {
         let entry = self.clients.iter().find(|c| c.identity == identity);

@@ -303,6 +303,28 @@ async fn revoked_certificate_is_refused_and_reload_cuts_the_live_session() {
     assert_eq!(err.exit_code(), EXIT_AUTH, "{err:?}");
 }
 
+/// A reload that makes a live session's pool address another identity's
+/// static address ends that session (its client reconnects for another
+/// address), so the two never share it; the owner then gets it.
+#[tokio::test]
+async fn a_pool_address_that_a_reload_makes_static_is_given_up() {
+    let s = start("").await;
+    issue(&s.pki, "alice");
+    issue(&s.pki, "bob");
+    let alice = client(&s, "alice").await;
+    let taken = alice.address;
+    s.write_policy(&format!(
+        "[[client]]\nidentity = \"bob\"\naddress = \"{taken}\"\n"
+    ));
+    let reloaded = s.server.reload().unwrap();
+    assert_eq!(reloaded.closed.len(), 1, "{reloaded:?}");
+    expect_bye(alice.end, ByeReason::PolicyChanged).await;
+    let bob = client(&s, "bob").await;
+    assert_eq!(bob.address, taken);
+    let alice = client(&s, "alice").await;
+    assert_ne!(alice.address, taken);
+}
+
 /// A reload that revokes the certificate after the TLS handshake checked it
 /// and before the Hello arrives: the grant checks the CRL in force again and
 /// refuses, rather than registering a session under the new snapshot.

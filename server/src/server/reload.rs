@@ -75,7 +75,8 @@ impl Server {
 
 /// Brings a live session in line with the policy and CRL of `loaded`. A
 /// revoked certificate or an identity the policy no longer admits ends it;
-/// so does another address (the device must change). Other routes or DNS go
+/// so does another address (the device must change), or a pool address that
+/// became someone's static address. Other routes or DNS go
 /// to the client in an Update when it announced `update` (else the session
 /// ends, and the client reconnects to get them); `client_to_client` changes
 /// in the session's filter.
@@ -91,6 +92,21 @@ pub(crate) fn review(loaded: &Loaded, e: &mut Entry) -> Review {
     };
     if e.extra_device {
         new.for_extra_device();
+    }
+    // A pool address that the new policy makes someone's static address:
+    // its owner may connect now, so this session must move.
+    let own_static = |a: &std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v4) => e.grant.address == Some(*v4),
+        std::net::IpAddr::V6(v6) => e.grant.address6 == Some(*v6),
+    };
+    if e.addresses
+        .iter()
+        .any(|a| !own_static(a) && loaded.policy.is_static(*a))
+    {
+        return Review::End(Bye::new(
+            ByeReason::PolicyChanged,
+            "this session's address is now reserved; reconnect for another",
+        ));
     }
     match change(&e.grant, &new, e.update.is_some()) {
         Change::None => return Review::Same,
