@@ -485,3 +485,36 @@ async fn a_node_cut_off_past_its_lease_gives_up_a_reclaimed_address() {
     a.cancel.cancel();
     let _ = a.task.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kick_before_registration_is_not_lost() {
+    if skip() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut a = node(&etcd, "vpn-a").await;
+    let b = node(&etcd, "vpn-b").await;
+    // Claimed on a, still setting up (no registration yet), kicked from b.
+    let claim = a
+        .cluster
+        .claim("hank", 5, remote(), Duplicate::Replace, 1, false)
+        .await
+        .unwrap();
+    assert_eq!(a.cluster.stopped(&claim), None);
+    assert_eq!(b.cluster.kick("hank").await.unwrap(), 1);
+    expect_stop(
+        &mut a,
+        Duration::from_secs(3),
+        (5, "hank", StopReason::Kicked),
+    )
+    .await;
+    // The server found no session to stop; registration learns of it.
+    assert_eq!(a.cluster.stopped(&claim), Some(StopReason::Kicked));
+    assert!(
+        !a.cluster
+            .register(&claim, "10.77.0.20".parse().unwrap(), None, true)
+            .await,
+        "a kicked session registered"
+    );
+    drop(claim);
+}

@@ -65,6 +65,9 @@ struct Local {
     /// Its pool address leased in etcd (none for a static address): the
     /// address key must still name the slot when the session is written again.
     leased: Option<std::net::Ipv4Addr>,
+    /// Asked to end (a kick, a replace) perhaps before the server registered
+    /// it, when a stop finds no session to act on: registration checks this.
+    stopped: Option<StopReason>,
 }
 
 /// This node's part of the cluster.
@@ -141,7 +144,25 @@ impl Cluster {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Marks session `stop.id` as stopped and tells the server to end it.
     fn stop(&self, stop: Stop) {
+        if let Some(l) = self
+            .local()
+            .values_mut()
+            .find(|l| l.record.id == stop.id && l.record.identity == stop.identity)
+        {
+            l.stopped.get_or_insert(stop.reason);
+        }
         let _ = self.stops.send(stop);
+    }
+
+    /// Whether the session of `claim` has been asked to end (or lost its
+    /// slot), and why: for a session that registered while the stop was on
+    /// its way, so that no stop is lost between claim and registration.
+    pub fn stopped(&self, claim: &Claim) -> Option<StopReason> {
+        match self.local().get(claim.key()) {
+            Some(l) if l.record.id == claim.id() => l.stopped,
+            _ => Some(StopReason::Replaced),
+        }
     }
 }

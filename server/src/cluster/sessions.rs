@@ -35,6 +35,14 @@ impl Claim {
     pub fn slot(&self) -> &str {
         &self.slot
     }
+
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for Claim {
@@ -178,6 +186,7 @@ impl Cluster {
             revision,
             // The address, and whether it is leased, come with `register`.
             leased: None,
+            stopped: None,
         }
     }
 
@@ -323,7 +332,7 @@ impl Cluster {
     ) -> bool {
         let (record, revision) = {
             let mut local = self.local();
-            let Some(l) = local.get_mut(&claim.key) else {
+            let Some(l) = local.get_mut(&claim.key).filter(|l| l.stopped.is_none()) else {
                 return false;
             };
             l.record.address = address.to_string();

@@ -46,18 +46,18 @@ impl Server {
     }
 
     fn stop_for_cluster(&self, stop: &Stop) {
-        let bye = match stop.reason {
-            StopReason::Kicked => Bye::new(ByeReason::Kicked, "kicked by the operator"),
-            StopReason::Replaced => Bye::new(
-                ByeReason::Replaced,
-                "a newer session of this identity connected",
-            ),
-            StopReason::AddressLost => Bye::new(
-                ByeReason::PolicyChanged,
-                "this session's address went to another client while the cluster store was unreachable; reconnect for a new one",
-            ),
+        self.registry
+            .stop_one(stop.id, &stop.identity, bye_for(stop.reason));
+    }
+
+    /// In a cluster, whether session `claim` was asked to end before it was
+    /// registered (a kick or replace that found no session yet): the Bye to
+    /// end it with.
+    pub(crate) fn stopped_in_cluster(&self, claim: Option<&Claim>) -> Option<Bye> {
+        let (Some(cluster), Some(claim)) = (self.cluster.get(), claim) else {
+            return None;
         };
-        self.registry.stop_one(stop.id, &stop.identity, bye);
+        cluster.stopped(claim).map(bye_for)
     }
 
     /// Claims session `id`'s slot across the cluster under the policy's
@@ -198,5 +198,20 @@ fn remote_status(r: SessionRecord) -> SessionStatus {
         transport: Carrier::Tcp,
         udp_remote: None,
         node: Some(r.node),
+    }
+}
+
+/// The Bye that ends a session the cluster stops.
+fn bye_for(reason: StopReason) -> Bye {
+    match reason {
+        StopReason::Kicked => Bye::new(ByeReason::Kicked, "kicked by the operator"),
+        StopReason::Replaced => Bye::new(
+            ByeReason::Replaced,
+            "a newer session of this identity connected",
+        ),
+        StopReason::AddressLost => Bye::new(
+            ByeReason::PolicyChanged,
+            "this session's address went to another client while the cluster store was unreachable; reconnect for a new one",
+        ),
     }
 }

@@ -138,6 +138,10 @@ pub(super) fn register(server: &Server, offer: Offer) -> (Registered, Link) {
                 let _ = e.stop.try_send(bye);
             }
         }
+        // A kick or replace from the cluster that came before this entry did.
+        if let Some(bye) = server.stopped_in_cluster(claimed.cluster.as_ref()) {
+            let _ = e.stop.try_send(bye);
+        }
     });
     let registered = Registered {
         entered: Entered {
