@@ -103,6 +103,25 @@ impl Etcd {
         panic!("etcd did not become healthy:\n{log}");
     }
 
+    /// Compacts etcd's history up to now (as an operator's auto-compaction
+    /// does): a watch from an older revision is then refused.
+    pub fn compact(&self) {
+        let etcdctl = |args: &[&str]| {
+            let out = Command::new("etcdctl")
+                .args(["--endpoints", &self.endpoint()])
+                .args(args)
+                .env("ETCDCTL_API", "3")
+                .output()
+                .expect("etcdctl runs");
+            assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+            out.stdout
+        };
+        let put = etcdctl(&["put", "/test/compact", "x", "-w", "json"]);
+        let reply: serde_json::Value = serde_json::from_slice(&put).expect("etcdctl's JSON");
+        let revision = reply["header"]["revision"].as_i64().expect("a revision");
+        etcdctl(&["compact", &revision.to_string()]);
+    }
+
     /// Kills etcd (SIGKILL, by PID), keeping its data.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

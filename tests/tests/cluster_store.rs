@@ -518,3 +518,54 @@ async fn a_kick_before_registration_is_not_lost() {
     );
     drop(claim);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replace_waits_for_the_old_session_also_after_compaction() {
+    if skip() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut a = node(&etcd, "vpn-a").await;
+    let b = node(&etcd, "vpn-b").await;
+    let old = a
+        .cluster
+        .claim("ivy", 6, remote(), Duplicate::Replace, 1, false)
+        .await
+        .unwrap();
+    // The revision of ivy's session key is history now: no watch can start there.
+    etcd.compact();
+    let newer = tokio::spawn({
+        let cluster = b.cluster.clone();
+        async move {
+            cluster
+                .claim("ivy", 60, remote(), Duplicate::Replace, 1, false)
+                .await
+        }
+    });
+    expect_stop(
+        &mut a,
+        Duration::from_secs(3),
+        (6, "ivy", StopReason::Replaced),
+    )
+    .await;
+    // The old session takes a moment to end; until it lets go of the slot
+    // (or 3 s pass), the new one waits: never both at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !newer.is_finished(),
+        "b took the slot while the old session still held it"
+    );
+    drop(old);
+    let newer = newer
+        .await
+        .unwrap()
+        .expect("b takes the slot once a let go");
+    assert_eq!(newer.slot(), "ivy");
+    let sessions = b.cluster.sessions().await.unwrap();
+    let ivy: Vec<&str> = sessions
+        .iter()
+        .filter(|s| s.identity == "ivy")
+        .map(|s| s.node.as_str())
+        .collect();
+    assert_eq!(ivy, ["vpn-b"], "{sessions:?}");
+}

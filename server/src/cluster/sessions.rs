@@ -20,6 +20,9 @@ use crate::policy::Duplicate;
 /// before it takes the slot over.
 pub const REPLACE_WAIT: Duration = Duration::from_secs(3);
 
+/// How often a replace that cannot watch reads the replaced session's key.
+const POLL: Duration = Duration::from_millis(200);
+
 /// A session's slot in the cluster; dropping it lets go of the slot.
 #[derive(Debug)]
 pub struct Claim {
@@ -298,24 +301,46 @@ impl Cluster {
     }
 
     /// Waits, by a watch, until `key` is deleted or changed after
-    /// `revision`, for at most [`REPLACE_WAIT`].
+    /// `revision`, for at most [`REPLACE_WAIT`]. If the watch cannot run
+    /// (etcd compacted that revision away, or the stream broke), it reads the
+    /// key every [`POLL`] instead until then.
     async fn wait_gone(&self, key: &str, revision: i64) {
+        let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
         let mut client = self.store.client();
         let watch = async {
             let options = WatchOptions::new().with_start_revision(revision + 1);
             let Ok(mut stream) = client.watch(key, Some(options)).await else {
-                return;
+                return false;
             };
             while let Ok(Some(r)) = stream.message().await {
                 if r.events()
                     .iter()
                     .any(|e| e.event_type() == EventType::Delete)
                 {
-                    return;
+                    return true;
+                }
+                if r.canceled() {
+                    return false;
                 }
             }
+            false
         };
-        let _ = tokio::time::timeout(REPLACE_WAIT, watch).await;
+        if tokio::time::timeout_at(deadline, watch)
+            .await
+            .unwrap_or(true)
+        {
+            return;
+        }
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, self.store.get(key)).await {
+                Ok(Ok(Some((_, now)))) if now == revision => {}
+                // Gone or rewritten.
+                Ok(Ok(_)) => return,
+                // etcd away: waiting is all there is.
+                Ok(Err(_)) | Err(_) => {}
+            }
+            tokio::time::sleep_until((tokio::time::Instant::now() + POLL).min(deadline)).await;
+        }
     }
 
     /// Fills in the addresses of a claimed session, for status on every
