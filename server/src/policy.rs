@@ -207,7 +207,8 @@ impl Policy {
         for (i, c) in self.clients.iter().enumerate() {
             access_ok(format!("client[{i}]"), &c.access());
         }
-        if self.duplicate == Duplicate::Allow && self.max_per_identity < 1 {
+        // Read only under "allow", but 0 is never meant: refused in any mode.
+        if self.max_per_identity < 1 {
             errors.push(ConfigError::invalid(
                 path,
                 "max_per_identity",
