@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use twoway_common::config_file::{ConfigError, ConfigErrors};
+use twoway_common::config_file::ConfigErrors;
 use twoway_common::tls;
 
 use crate::config::ServerConfig;
@@ -19,12 +19,9 @@ pub fn check(config_path: &Path) -> Vec<String> {
     };
     let mut problems: Vec<String> = invalid.iter().map(ToString::to_string).collect();
     let at = |key: &str| format!("key `{key}` in {}", config_path.display());
-    if let Err(ConfigErrors(errors)) = Policy::load(&config.policy, &config.tunnel) {
+    if let Err(errors) = Policy::load(&config.policy, &config.tunnel) {
         // A policy file that cannot be read is named by server.toml's `policy`.
-        problems.extend(errors.iter().map(|e| match e {
-            ConfigError::Read { .. } => format!("{e} ({})", at("policy")),
-            _ => e.to_string(),
-        }));
+        problems.extend(crate::loaded::policy_problems(&errors, config_path));
     }
     let t = &config.tls;
     let each = [

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use twoway_common::config_file::ConfigErrors;
+use std::path::{Path, PathBuf};
+
+use twoway_common::config_file::{ConfigError, ConfigErrors};
 use twoway_common::tls::{self, TlsError};
 
 use crate::config::ServerConfig;
@@ -26,9 +28,15 @@ pub struct Loaded {
 /// Why the reloadable configuration could not be read; each names its file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The policy file.
-    #[error("{0}")]
-    Policy(#[from] ConfigErrors),
+    /// The policy file; one that cannot be read is named by the key
+    /// `policy` of the server config at `config`.
+    #[error("{}", policy_problems(.errors, .config).join("\n"))]
+    Policy {
+        /// Its problems.
+        errors: ConfigErrors,
+        /// The server config that names it.
+        config: PathBuf,
+    },
     /// Certificates, key or CRL unusable for TLS.
     #[error("{0}")]
     Tls(#[from] TlsError),
@@ -42,8 +50,28 @@ impl Loaded {
     pub fn read(config: &ServerConfig) -> Result<Self, LoadError> {
         Ok(Self {
             tls: tls::server_config(&config.tls_files())?,
-            policy: Policy::load(&config.policy, &config.tunnel)?,
+            policy: Policy::load(&config.policy, &config.tunnel).map_err(|errors| {
+                LoadError::Policy {
+                    errors,
+                    config: config.path.clone(),
+                }
+            })?,
             revoked: revocation::revoked_serials(&config.tls.crl)?,
         })
     }
+}
+
+/// The policy file's problems; a file that cannot be read with the key that
+/// names it in the server config at `config`.
+pub fn policy_problems(errors: &ConfigErrors, config: &Path) -> Vec<String> {
+    errors
+        .0
+        .iter()
+        .map(|e| match e {
+            ConfigError::Read { .. } => {
+                format!("{e} (key `policy` in {})", config.display())
+            }
+            _ => e.to_string(),
+        })
+        .collect()
 }

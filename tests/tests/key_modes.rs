@@ -118,6 +118,23 @@ fn run_refuses_a_world_readable_server_key() {
     assert!(out.stderr.contains(&refusal(&key)), "{out}");
 }
 
+#[test]
+fn run_names_the_key_of_a_policy_file_it_cannot_read() {
+    let Some((dir, pki)) = pki_as_root("run_names_the_key_of_a_policy_file_it_cannot_read") else {
+        return;
+    };
+    let config = server_config(dir.path(), &pki);
+    let missing = dir.path().join("no-such-policy.toml");
+    toml_files::edit_toml(&config, |t| {
+        toml_files::set(t, "policy", path_str(&missing));
+    });
+    let run = [bins().server_str(), "run", "--config", path_str(&config)];
+    let out = proc::run(&[&OWN_NETNS[..], &run].concat(), secs(30));
+    assert_eq!(out.code(), Some(2), "run without its policy file:\n{out}");
+    assert!(out.stderr.contains(path_str(&missing)), "{out}");
+    assert!(out.stderr.contains("key `policy` in "), "{out}");
+}
+
 /// alice.toml from `pki issue`, pointed at a loopback port with nothing
 /// behind it and a control socket inside the test's folder.
 fn client_config(dir: &Path, pki: &Path) -> PathBuf {
