@@ -179,10 +179,27 @@ async fn nodes_share_leases_sessions_and_kicks() {
     let pool = pool();
 
     // One identity, one address, whichever node asks.
-    let on_a = a.cluster.address("alice", &pool).await.unwrap();
-    let on_b = b.cluster.address("alice", &pool).await.unwrap();
+    let on_a = a.cluster.address("alice", &pool, None).await.unwrap();
+    let on_b = b.cluster.address("alice", &pool, None).await.unwrap();
     assert_eq!(on_a, on_b);
     assert!(pool.usable(on_a));
+    // A returning identity: the claim read its lease, the address costs no
+    // further round trip to etcd.
+    let returning = a
+        .cluster
+        .claim("alice", 90, remote(), Duplicate::Replace, 1, false)
+        .await
+        .unwrap();
+    let seen = returning.lease_seen().cloned().expect("read by the claim");
+    assert_eq!(
+        seen.as_ref().map(|(v, _)| v.as_slice()),
+        Some(on_a.to_string().as_bytes())
+    );
+    let before = a.cluster.store().round_trips();
+    let again = a.cluster.address("alice", &pool, Some(seen)).await.unwrap();
+    assert_eq!(again, on_a);
+    assert_eq!(a.cluster.store().round_trips(), before);
+    drop(returning);
 
     // Twenty identities, asked for on both nodes at once: all distinct, and
     // each the same on both.
@@ -194,7 +211,10 @@ async fn nodes_share_leases_sessions_and_kicks() {
             tasks.push(tokio::spawn(async move {
                 (
                     i,
-                    cluster.address(&format!("user{i}"), &pool).await.unwrap(),
+                    cluster
+                        .address(&format!("user{i}"), &pool, None)
+                        .await
+                        .unwrap(),
                 )
             }));
         }
@@ -327,13 +347,13 @@ async fn etcd_away_then_back() {
     let mut a = node(&etcd, "vpn-a").await;
     let b = node(&etcd, "vpn-b").await;
     let pool = pool();
-    let erin = a.cluster.address("erin", &pool).await.unwrap();
+    let erin = a.cluster.address("erin", &pool, None).await.unwrap();
     let live = registered(&a, "erin", 1, Duplicate::Replace, false, &erin.to_string()).await;
 
     etcd.kill();
     // A pool client is refused: the store is unreachable.
     claim_is_unreachable(&a, "frank", 2, Duplicate::Replace, 1, false).await;
-    assert!(a.cluster.address("frank", &pool).await.is_err());
+    assert!(a.cluster.address("frank", &pool, None).await.is_err());
     // A static address goes ahead on this node's word.
     let fixed = registered(&a, "gina", 3, Duplicate::Replace, true, "10.77.0.10").await;
     // But only one session of hers: a second device would need a pool address.
@@ -357,8 +377,8 @@ async fn etcd_away_then_back() {
     .await;
     assert_eq!(sessions.len(), 2, "{sessions:?}");
     // No lease lost or doubled: erin keeps her address; a new identity gets another.
-    assert_eq!(b.cluster.address("erin", &pool).await.unwrap(), erin);
-    let frank = b.cluster.address("frank", &pool).await.unwrap();
+    assert_eq!(b.cluster.address("erin", &pool, None).await.unwrap(), erin);
+    let frank = b.cluster.address("frank", &pool, None).await.unwrap();
     assert_ne!(frank, erin);
     assert!(next_stop(&mut a, Duration::from_millis(100))
         .await
@@ -376,7 +396,11 @@ async fn pool_session(node: &Node, identity: &str, id: u64, pool: &Pool) -> (Cla
         .claim(identity, id, remote(), Duplicate::Replace, 1, false)
         .await
         .unwrap();
-    let address = node.cluster.address(identity, pool).await.unwrap();
+    let address = node
+        .cluster
+        .address(identity, pool, claim.lease_seen().cloned())
+        .await
+        .unwrap();
     assert!(
         node.cluster
             .register(&claim, address.into(), None, true)
@@ -405,7 +429,7 @@ async fn a_full_pool_reclaims_only_leases_without_a_live_session() {
 
     // The oldest lease has no session; every other address is held by a live
     // session, on one node or the other.
-    let old = a.cluster.address("old", &pool).await.unwrap();
+    let old = a.cluster.address("old", &pool, None).await.unwrap();
     let mut live = Vec::new();
     for i in 1..usable.len() {
         let n = if i % 2 == 0 { &a } else { &b };
@@ -418,7 +442,7 @@ async fn a_full_pool_reclaims_only_leases_without_a_live_session() {
     let (newer, reclaimed) = pool_session(&b, "new", 100, &pool).await;
     assert_eq!(reclaimed, old);
     // Its old holder, back without a session: nothing is free to take.
-    match a.cluster.address("old", &pool).await {
+    match a.cluster.address("old", &pool, None).await {
         Err(twoway_server::cluster::AddressError::Exhausted(_)) => {}
         other => panic!("expected an exhausted pool, got {other:?}"),
     }
@@ -426,13 +450,16 @@ async fn a_full_pool_reclaims_only_leases_without_a_live_session() {
     for (i, (_, address)) in live.iter().enumerate() {
         let n = if (i + 1) % 2 == 0 { &a } else { &b };
         let who = format!("live{}", i + 1);
-        assert_eq!(n.cluster.address(&who, &pool).await.unwrap(), *address);
+        assert_eq!(
+            n.cluster.address(&who, &pool, None).await.unwrap(),
+            *address
+        );
     }
 
     // Once "new" has gone, its lease is the one to take again.
     drop(newer);
     wait_sessions(&b, |s| !s.iter().any(|s| s.identity == "new")).await;
-    assert_eq!(a.cluster.address("old", &pool).await.unwrap(), old);
+    assert_eq!(a.cluster.address("old", &pool, None).await.unwrap(), old);
     drop(live);
 }
 

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::keys;
+use super::sessions::LeaseSeen;
 use super::{Cluster, Unreachable};
 use crate::pool::Pool;
 
@@ -47,12 +48,22 @@ fn parse_address(value: &[u8]) -> Option<Ipv4Addr> {
 impl Cluster {
     /// The pool address of lease key `slot`: its lease if it has a usable
     /// one, else a free address, else the address of an identity with no
-    /// live session anywhere (the oldest such lease).
-    pub async fn address(&self, slot: &str, pool: &Pool) -> Result<Ipv4Addr, AddressError> {
+    /// live session anywhere (the oldest such lease). `seen` is the lease
+    /// record as the claim of the slot read it, if it did (the slot's
+    /// session key, held since, keeps any other node from reclaiming it).
+    pub async fn address(
+        &self,
+        slot: &str,
+        pool: &Pool,
+        mut seen: Option<LeaseSeen>,
+    ) -> Result<Ipv4Addr, AddressError> {
         let id_key = keys::lease_identity(slot);
         for attempt in 0..ATTEMPTS {
-            // The common case, a returning client: one read.
-            let own = self.store.get(&id_key).await?;
+            // The common case, a returning client: one read, or none.
+            let own = match seen.take() {
+                Some(own) => own,
+                None => self.store.get(&id_key).await?,
+            };
             if let Some((value, revision)) = &own {
                 match parse_address(value) {
                     Some(a) if pool.usable(a) => return Ok(a),

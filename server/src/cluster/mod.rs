@@ -29,7 +29,7 @@ use twoway_common::config_file::ConfigError;
 pub use config::ClusterSection;
 pub use keys::SessionRecord;
 pub use leases::AddressError;
-pub use sessions::{Claim, ClaimError};
+pub use sessions::{Claim, ClaimError, LeaseSeen};
 pub use store::{Store, Unreachable};
 
 /// Why the cluster asks this node to end one of its sessions.

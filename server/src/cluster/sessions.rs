@@ -30,13 +30,25 @@ pub struct Claim {
     key: String,
     slot: String,
     id: u64,
+    /// The slot's pool lease as the claiming transaction read it (saves
+    /// [`Cluster::address`] a round trip); `None` if not read.
+    lease_seen: Option<LeaseSeen>,
 }
+
+/// A pool lease record as read: its value and modification revision, or
+/// `None` when there is none.
+pub type LeaseSeen = Option<(Vec<u8>, i64)>;
 
 impl Claim {
     /// The lease key of the slot: the identity, or identity U+0001 N for an
     /// extra device.
     pub fn slot(&self) -> &str {
         &self.slot
+    }
+
+    /// The slot's pool lease as read when the slot was claimed.
+    pub fn lease_seen(&self) -> Option<&LeaseSeen> {
+        self.lease_seen.as_ref()
     }
 
     pub(super) fn key(&self) -> &str {
@@ -124,7 +136,11 @@ impl Cluster {
                 lease => self.create(&key, &mine, lease).await,
             };
             let held = match outcome {
-                Ok(Ok(revision)) => return Ok(self.claimed(key, mine, revision, lease)),
+                Ok(Ok((revision, seen))) => {
+                    let mut claim = self.claimed(key, mine, revision, lease);
+                    claim.lease_seen = Some(seen);
+                    return Ok(claim);
+                }
                 Ok(Err(held)) => held,
                 // Only slot 1 (the static address) may go ahead so, once on
                 // this node: another slot gets a pool address, which needs etcd.
@@ -199,21 +215,31 @@ impl Cluster {
             key: key.to_owned(),
             slot: record.slot.clone(),
             id: record.id,
+            lease_seen: None,
         }
     }
 
-    /// Writes `record` at `key` if the key is absent: `Ok(revision)`, or the
-    /// record that holds it and its revision.
+    /// Writes `record` at `key` if the key is absent: `Ok` with its revision
+    /// and the slot's pool lease read with it, or the record that holds it
+    /// and its revision.
     pub(super) async fn create(
         &self,
         key: &str,
         record: &SessionRecord,
         lease: i64,
-    ) -> Result<Result<i64, (SessionRecord, i64)>, Unreachable> {
+    ) -> Result<Result<(i64, LeaseSeen), (SessionRecord, i64)>, Unreachable> {
         let absent = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let r = self.put_session_if(key, record, lease, absent).await?;
         if r.succeeded() {
-            return Ok(Ok(r.header().map_or(0, |h| h.revision())));
+            let seen = r.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(g) => Some(
+                    g.kvs()
+                        .first()
+                        .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+                ),
+                _ => None,
+            });
+            return Ok(Ok((r.header().map_or(0, |h| h.revision()), seen.flatten())));
         }
         for op in r.op_responses() {
             if let TxnOpResponse::Get(g) = op {
@@ -236,8 +262,9 @@ impl Cluster {
         Ok(Err((record.clone(), -1)))
     }
 
-    /// Writes `record` at `key` under etcd lease `lease` if `when` holds;
-    /// otherwise the response holds a read of `key`.
+    /// Writes `record` at `key` under etcd lease `lease` if `when` holds,
+    /// reading the slot's pool lease in the same round trip; otherwise the
+    /// response holds a read of `key`.
     pub(super) async fn put_session_if(
         &self,
         key: &str,
@@ -248,11 +275,10 @@ impl Cluster {
         let value = serde_json::to_vec(record).unwrap_or_default();
         let txn = Txn::new()
             .when(when)
-            .and_then([TxnOp::put(
-                key,
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
+            .and_then([
+                TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::get(keys::lease_identity(&record.slot), None),
+            ])
             .or_else([TxnOp::get(key, None)]);
         self.store.txn(txn).await
     }
@@ -291,7 +317,7 @@ impl Cluster {
             return Ok(r.header().map_or(0, |h| h.revision()));
         }
         match self.create(key, mine, lease).await? {
-            Ok(revision) => Ok(revision),
+            Ok((revision, _)) => Ok(revision),
             Err((holder, _)) => Err(ClaimError::Held {
                 identity: mine.identity.clone(),
                 slots: 1,

@@ -93,18 +93,22 @@ impl Server {
         }
     }
 
-    /// The pool address leased in etcd for `lease_key`, when the server is a
-    /// node of a cluster and `grant` has no static address.
+    /// The pool address leased in etcd for the slot of `claim`, when the
+    /// server is a node of a cluster and `grant` has no static address.
     pub(crate) async fn cluster_address(
         &self,
-        lease_key: &str,
+        claim: Option<&Claim>,
         grant: &Grant,
     ) -> Result<Option<std::net::Ipv4Addr>, (RefuseCode, String)> {
-        let Some(cluster) = self.cluster.get().filter(|_| grant.address.is_none()) else {
+        let (Some(cluster), Some(claim)) = (self.cluster.get(), claim) else {
             return Ok(None);
         };
+        if grant.address.is_some() {
+            return Ok(None);
+        }
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match cluster.address(lease_key, &pool).await {
+        let seen = claim.lease_seen().cloned();
+        match cluster.address(claim.slot(), &pool, seen).await {
             Ok(a) => Ok(Some(a)),
             Err(AddressError::Unreachable(e)) => {
                 self.stats.refused(RefusalReason::ClusterUnreachable);

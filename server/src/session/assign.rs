@@ -68,7 +68,7 @@ pub(super) async fn assign(
     }
     let offload = inside_offload && client.offers(FEATURE_OFFLOAD);
     let leased = server
-        .cluster_address(claimed.lease_key(), &claimed.granted.grant)
+        .cluster_address(claimed.cluster.as_ref(), &claimed.granted.grant)
         .await;
     let leased = match leased {
         Ok(a) => a,
