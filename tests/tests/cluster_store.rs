@@ -596,3 +596,49 @@ async fn a_replace_waits_for_the_old_session_also_after_compaction() {
         .collect();
     assert_eq!(ivy, ["vpn-b"], "{sessions:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ended_sessions_leave_etcd_together_but_never_take_anothers_slot() {
+    if skip() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut a = node(&etcd, "vpn-a").await;
+    let b = node(&etcd, "vpn-b").await;
+    let mut on_a = Vec::new();
+    for (i, who) in ["jo", "kim", "lee"].into_iter().enumerate() {
+        let claim = a
+            .cluster
+            .claim(who, 70 + i as u64, remote(), Duplicate::Replace, 1, false)
+            .await
+            .unwrap();
+        on_a.push(claim);
+    }
+    // kim's slot goes to vpn-b while her old session on a still holds it
+    // (it does not answer the kick: b takes over after the wait).
+    let taken = b
+        .cluster
+        .claim("kim", 80, remote(), Duplicate::Replace, 1, false)
+        .await
+        .unwrap();
+    expect_stop(
+        &mut a,
+        Duration::from_secs(1),
+        (71, "kim", StopReason::Replaced),
+    )
+    .await;
+    // All three end on a at once: jo and lee leave etcd, kim's slot stays b's.
+    drop(on_a);
+    wait_sessions(&b, |s| {
+        !s.iter().any(|s| s.identity == "jo" || s.identity == "lee")
+    })
+    .await;
+    let sessions = b.cluster.sessions().await.unwrap();
+    let kim: Vec<(&str, u64)> = sessions
+        .iter()
+        .filter(|s| s.identity == "kim")
+        .map(|s| (s.node.as_str(), s.id))
+        .collect();
+    assert_eq!(kim, [("vpn-b", 80)], "{sessions:?}");
+    drop(taken);
+}

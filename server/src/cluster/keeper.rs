@@ -23,6 +23,10 @@ use super::{Cluster, Local, Stop, StopReason, Unreachable};
 /// Pause between attempts while etcd does not answer.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// Ended sessions' keys deleted in one transaction at most (etcd allows
+/// 128 operations in one by default).
+const DELETE_BATCH: usize = 64;
+
 /// A lease's keep-alive stream.
 type KeepAlive = (LeaseKeeper, LeaseKeepAliveStream);
 
@@ -165,20 +169,12 @@ impl Cluster {
     /// Deletes the keys of ended sessions and writes the sessions etcd lacks.
     async fn catch_up(&self, lease: i64) {
         let gone = std::mem::take(&mut *self.gone.lock().unwrap_or_else(|e| e.into_inner()));
-        for (i, (key, revision)) in gone.iter().enumerate() {
-            // Only if it is still ours: another node may have replaced it.
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    key.as_str(),
-                    CompareOp::Equal,
-                    *revision,
-                )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
-            if self.store.txn(txn).await.is_err() {
+        for (n, chunk) in gone.chunks(DELETE_BATCH).enumerate() {
+            if self.delete_ours(chunk).await.is_err() {
                 self.gone
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .extend(gone[i..].iter().cloned());
+                    .extend(gone[n * DELETE_BATCH..].iter().cloned());
                 return;
             }
         }
@@ -240,6 +236,31 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Deletes the session keys of `gone` that still hold what this node
+    /// wrote (another node may have replaced one since): all in one
+    /// transaction, or, when one of them changed, each in its own.
+    async fn delete_ours(&self, gone: &[(String, i64)]) -> Result<(), Unreachable> {
+        let txn = |keys: &[(String, i64)]| {
+            let (when, ops): (Vec<Compare>, Vec<TxnOp>) = keys
+                .iter()
+                .map(|(key, revision)| {
+                    (
+                        Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision),
+                        TxnOp::delete(key.as_str(), None),
+                    )
+                })
+                .unzip();
+            Txn::new().when(when).and_then(ops)
+        };
+        if self.store.txn(txn(gone)).await?.succeeded() || gone.len() == 1 {
+            return Ok(());
+        }
+        for one in gone.chunks(1) {
+            self.store.txn(txn(one)).await?;
+        }
+        Ok(())
     }
 
     /// Forgets session `l` at `key` (if it is still there) and has it end.
