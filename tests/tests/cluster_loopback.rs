@@ -167,6 +167,8 @@ async fn two_nodes_share_addresses_status_and_survive_etcd_restarts() {
         a.server.stats.refusals().get("cluster-unreachable"),
         Some(&1)
     );
+    // Counted once: not also as a busy refusal.
+    assert_eq!(a.server.stats.refusals().get("refused-busy"), None);
     let fixed = connect_to(&pki_dir, &a, "static").await.unwrap();
     assert_eq!(address(&fixed).to_string(), "198.18.77.10");
     // alice's session on b lives on.

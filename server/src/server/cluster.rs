@@ -20,6 +20,34 @@ use crate::session::Identified;
 /// What a refused session is told when etcd does not answer.
 const UNREACHABLE: &str = "cluster store unreachable";
 
+/// A refusal the cluster decided: what the client is told, and how metrics
+/// count it.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub reason: RefusalReason,
+    pub code: RefuseCode,
+    pub message: String,
+}
+
+impl Refused {
+    fn code(code: RefuseCode, e: impl std::fmt::Display) -> Self {
+        Self {
+            reason: RefusalReason::Refused(code),
+            code,
+            message: e.to_string(),
+        }
+    }
+
+    /// etcd did not answer: counted as `cluster-unreachable`.
+    fn unreachable() -> Self {
+        Self {
+            reason: RefusalReason::ClusterUnreachable,
+            code: RefuseCode::Busy,
+            message: UNREACHABLE.into(),
+        }
+    }
+}
+
 impl Server {
     /// Makes this server a node of `cluster` and acts on the stops it sends
     /// until the channel closes.
@@ -68,7 +96,7 @@ impl Server {
         id: u64,
         policy: &Policy,
         grant: &Grant,
-    ) -> Result<Option<Claim>, (RefuseCode, String)> {
+    ) -> Result<Option<Claim>, Refused> {
         let Some(cluster) = self.cluster.get() else {
             return Ok(None);
         };
@@ -85,11 +113,10 @@ impl Server {
         match claimed {
             Ok(claim) => Ok(Some(claim)),
             Err(ClaimError::Unreachable(e)) => {
-                self.stats.refused(RefusalReason::ClusterUnreachable);
                 warn!(error = %e, "refusing a pool client: {UNREACHABLE}");
-                Err((RefuseCode::Busy, UNREACHABLE.into()))
+                Err(Refused::unreachable())
             }
-            Err(e @ ClaimError::Held { .. }) => Err((RefuseCode::Duplicate, e.to_string())),
+            Err(e @ ClaimError::Held { .. }) => Err(Refused::code(RefuseCode::Duplicate, e)),
         }
     }
 
@@ -99,7 +126,7 @@ impl Server {
         &self,
         claim: Option<&Claim>,
         grant: &Grant,
-    ) -> Result<Option<std::net::Ipv4Addr>, (RefuseCode, String)> {
+    ) -> Result<Option<std::net::Ipv4Addr>, Refused> {
         let (Some(cluster), Some(claim)) = (self.cluster.get(), claim) else {
             return Ok(None);
         };
@@ -111,15 +138,14 @@ impl Server {
         match cluster.address(claim.slot(), &pool, seen).await {
             Ok(a) => Ok(Some(a)),
             Err(AddressError::Unreachable(e)) => {
-                self.stats.refused(RefusalReason::ClusterUnreachable);
                 warn!(error = %e, "refusing a pool client: {UNREACHABLE}");
-                Err((RefuseCode::Busy, UNREACHABLE.into()))
+                Err(Refused::unreachable())
             }
             Err(e @ AddressError::Contended(_)) => {
                 warn!(error = %e, "refusing a pool client; it will try again");
-                Err((RefuseCode::Busy, e.to_string()))
+                Err(Refused::code(RefuseCode::Busy, e))
             }
-            Err(e @ AddressError::Exhausted(_)) => Err((RefuseCode::PoolExhausted, e.to_string())),
+            Err(e @ AddressError::Exhausted(_)) => Err(Refused::code(RefuseCode::PoolExhausted, e)),
         }
     }
 

@@ -72,7 +72,10 @@ pub(super) async fn assign(
         .await;
     let leased = match leased {
         Ok(a) => a,
-        Err((code, message)) => return Err(claimed.granted.client.refuse(code, message).await),
+        Err(r) => {
+            let client = claimed.granted.client;
+            return Err(client.refuse_as(r.reason, r.code, r.message).await);
+        }
     };
     let made = assignment(
         server,

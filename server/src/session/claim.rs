@@ -76,7 +76,7 @@ pub(super) async fn claim(server: &Server, granted: Granted) -> Result<Claimed, 
                     id,
                     cluster,
                 }),
-                Err((code, message)) => Err(granted.client.refuse(code, message).await),
+                Err(r) => Err(granted.client.refuse_as(r.reason, r.code, r.message).await),
             };
         }
         Err(Unclaimed::AtLimit) => (RefuseCode::Busy, "server is at its session limit".into()),

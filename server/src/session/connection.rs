@@ -46,6 +46,9 @@ pub enum SessionError {
         code: RefuseCode,
         /// The explanation sent.
         message: String,
+        /// How metrics count it: by its code, unless the server knows
+        /// better (the cluster store did not answer).
+        reason: RefusalReason,
     },
     /// Sending the assignment failed.
     #[error("sending assignment: {0}")]
@@ -61,7 +64,7 @@ impl SessionError {
             Self::Timeout(_) => RefusalReason::Timeout,
             Self::Alpn => RefusalReason::Alpn,
             Self::Hello(_) => RefusalReason::Hello,
-            Self::Refused { code, .. } => RefusalReason::Refused(*code),
+            Self::Refused { reason, .. } => *reason,
             Self::Assign(_) => RefusalReason::Assign,
         }
     }
@@ -116,12 +119,9 @@ impl Connected {
                     "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
                     connected.hello.version
                 );
-                return Err(refuse(
-                    &mut connected.outside,
-                    RefuseCode::VersionUnsupported,
-                    message,
-                )
-                .await);
+                let code = RefuseCode::VersionUnsupported;
+                let reason = RefusalReason::Refused(code);
+                return Err(refuse(&mut connected.outside, code, message, reason).await);
             }
             Ok(connected)
         })
@@ -148,7 +148,11 @@ impl Connected {
                 remote: self.remote,
                 identity,
             }),
-            Err(e) => Err(refuse(&mut self.outside, RefuseCode::NoIdentity, e.to_string()).await),
+            Err(e) => {
+                let code = RefuseCode::NoIdentity;
+                let reason = RefusalReason::Refused(code);
+                Err(refuse(&mut self.outside, code, e.to_string(), reason).await)
+            }
         }
     }
 }
@@ -182,8 +186,19 @@ impl Identified {
     }
 
     /// Tells the client why it is refused and closes.
-    pub async fn refuse(mut self, code: RefuseCode, message: String) -> SessionError {
-        refuse(&mut self.outside, code, message).await
+    pub async fn refuse(self, code: RefuseCode, message: String) -> SessionError {
+        self.refuse_as(RefusalReason::Refused(code), code, message)
+            .await
+    }
+
+    /// Like [`Self::refuse`], counted in metrics as `reason`.
+    pub async fn refuse_as(
+        mut self,
+        reason: RefusalReason,
+        code: RefuseCode,
+        message: String,
+    ) -> SessionError {
+        refuse(&mut self.outside, code, message, reason).await
     }
 
     /// Sends the assignment; the session may relay from now on.
@@ -245,7 +260,12 @@ impl Assigned {
     }
 }
 
-async fn refuse(outside: &mut Outside<Stream>, code: RefuseCode, message: String) -> SessionError {
+async fn refuse(
+    outside: &mut Outside<Stream>,
+    code: RefuseCode,
+    message: String,
+    reason: RefusalReason,
+) -> SessionError {
     let refusal = Refusal {
         code,
         message: message.clone(),
@@ -257,5 +277,9 @@ async fn refuse(outside: &mut Outside<Stream>, code: RefuseCode, message: String
     {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut outside.stream).await;
     }
-    SessionError::Refused { code, message }
+    SessionError::Refused {
+        code,
+        message,
+        reason,
+    }
 }
