@@ -68,6 +68,23 @@ async fn node_at(endpoint: String, name: &str) -> Node {
     }
 }
 
+/// A fresh etcd with nodes vpn-a and vpn-b on it (etcd lives as long as
+/// the first value: bind it to a name, not `_`).
+async fn two_nodes() -> (Etcd, Node, Node) {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "vpn-a").await;
+    let b = node(&etcd, "vpn-b").await;
+    (etcd, a, b)
+}
+
+/// Session `id` of `identity` claimed on `node` under `replace`.
+async fn replacing(node: &Node, identity: &str, id: u64) -> Claim {
+    node.cluster
+        .claim(identity, id, remote(), Duplicate::Replace, 1, false)
+        .await
+        .unwrap()
+}
+
 fn pool() -> Pool {
     pool_of("10.77.0.0/26")
 }
@@ -173,9 +190,7 @@ async fn nodes_share_leases_sessions_and_kicks() {
     if skip() {
         return;
     }
-    let etcd = Etcd::start();
-    let mut a = node(&etcd, "vpn-a").await;
-    let b = node(&etcd, "vpn-b").await;
+    let (_etcd, mut a, b) = two_nodes().await;
     let pool = pool();
 
     // One identity, one address, whichever node asks.
@@ -185,11 +200,7 @@ async fn nodes_share_leases_sessions_and_kicks() {
     assert!(pool.usable(on_a));
     // A returning identity: the claim read its lease, the address costs no
     // further round trip to etcd.
-    let returning = a
-        .cluster
-        .claim("alice", 90, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let returning = replacing(&a, "alice", 90).await;
     let seen = returning.lease_seen().cloned().expect("read by the claim");
     assert_eq!(
         seen.as_ref().map(|(v, _)| v.as_slice()),
@@ -286,11 +297,7 @@ async fn nodes_share_leases_sessions_and_kicks() {
     drop(held);
 
     // Replace: a newer session on b ends the one on a and takes the slot.
-    let old = a
-        .cluster
-        .claim("carol", 2, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let old = replacing(&a, "carol", 2).await;
     let cluster_a = a.cluster.clone();
     let newer = tokio::spawn({
         let cluster = b.cluster.clone();
@@ -313,11 +320,7 @@ async fn nodes_share_leases_sessions_and_kicks() {
     assert_eq!(carol[0].node, "vpn-b");
 
     // A node that dies without a word: its sessions vanish with its lease.
-    let dave = a
-        .cluster
-        .claim("dave", 3, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let dave = replacing(&a, "dave", 3).await;
     std::mem::forget(dave);
     a.task.abort();
     eventually(
@@ -391,11 +394,7 @@ async fn etcd_away_then_back() {
 /// Session `id` of `identity` claimed on `node`, leased a pool address there
 /// and registered with it, as a server does for a pool client.
 async fn pool_session(node: &Node, identity: &str, id: u64, pool: &Pool) -> (Claim, Ipv4Addr) {
-    let claim = node
-        .cluster
-        .claim(identity, id, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let claim = replacing(node, identity, id).await;
     let address = node
         .cluster
         .address(identity, pool, claim.lease_seen().cloned())
@@ -420,9 +419,7 @@ async fn a_full_pool_reclaims_only_leases_without_a_live_session() {
     if skip() {
         return;
     }
-    let etcd = Etcd::start();
-    let a = node(&etcd, "vpn-a").await;
-    let b = node(&etcd, "vpn-b").await;
+    let (_etcd, a, b) = two_nodes().await;
     let pool = pool_of("10.77.0.0/29");
     let usable = usable(&pool);
     assert!(usable.len() >= 3, "{usable:?}");
@@ -518,15 +515,9 @@ async fn a_kick_before_registration_is_not_lost() {
     if skip() {
         return;
     }
-    let etcd = Etcd::start();
-    let mut a = node(&etcd, "vpn-a").await;
-    let b = node(&etcd, "vpn-b").await;
+    let (_etcd, mut a, b) = two_nodes().await;
     // Claimed on a, still setting up (no registration yet), kicked from b.
-    let claim = a
-        .cluster
-        .claim("hank", 5, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let claim = replacing(&a, "hank", 5).await;
     assert_eq!(a.cluster.stopped(&claim), None);
     assert_eq!(b.cluster.kick("hank").await.unwrap(), 1);
     expect_stop(
@@ -551,14 +542,8 @@ async fn a_replace_waits_for_the_old_session_also_after_compaction() {
     if skip() {
         return;
     }
-    let etcd = Etcd::start();
-    let mut a = node(&etcd, "vpn-a").await;
-    let b = node(&etcd, "vpn-b").await;
-    let old = a
-        .cluster
-        .claim("ivy", 6, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let (etcd, mut a, b) = two_nodes().await;
+    let old = replacing(&a, "ivy", 6).await;
     // The revision of ivy's session key is history now: no watch can start there.
     etcd.compact();
     let newer = tokio::spawn({
@@ -602,25 +587,15 @@ async fn ended_sessions_leave_etcd_together_but_never_take_anothers_slot() {
     if skip() {
         return;
     }
-    let etcd = Etcd::start();
-    let mut a = node(&etcd, "vpn-a").await;
-    let b = node(&etcd, "vpn-b").await;
+    let (_etcd, mut a, b) = two_nodes().await;
     let mut on_a = Vec::new();
     for (i, who) in ["jo", "kim", "lee"].into_iter().enumerate() {
-        let claim = a
-            .cluster
-            .claim(who, 70 + i as u64, remote(), Duplicate::Replace, 1, false)
-            .await
-            .unwrap();
+        let claim = replacing(&a, who, 70 + i as u64).await;
         on_a.push(claim);
     }
     // kim's slot goes to vpn-b while her old session on a still holds it
     // (it does not answer the kick: b takes over after the wait).
-    let taken = b
-        .cluster
-        .claim("kim", 80, remote(), Duplicate::Replace, 1, false)
-        .await
-        .unwrap();
+    let taken = replacing(&b, "kim", 80).await;
     expect_stop(
         &mut a,
         Duration::from_secs(1),
