@@ -617,3 +617,15 @@ async fn ended_sessions_leave_etcd_together_but_never_take_anothers_slot() {
     assert_eq!(kim, [("vpn-b", 80)], "{sessions:?}");
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_node_of_the_same_name_is_noticed() {
+    if skip() {
+        return;
+    }
+    let (etcd, a, b) = two_nodes().await;
+    assert!(!a.cluster.name_taken() && !b.cluster.name_taken());
+    let twin = node(&etcd, "vpn-a").await;
+    assert!(twin.cluster.name_taken(), "a second vpn-a went unnoticed");
+    assert!(!a.cluster.name_taken());
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,7 @@ impl Cluster {
                         tracing::info!(lease = id, node = %self.node, "cluster lease granted");
                         keepalive = None;
                         self.take_lease(id);
+                        self.take_name(id).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "no cluster lease; retrying");
@@ -164,6 +165,30 @@ impl Cluster {
         drop(local);
         // The old lease took the ended sessions' keys with it, or will.
         self.gone.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Holds this node's name under lease `id`; another live node holding it
+    /// is a configuration error (kicks and sessions would be mixed up): logged
+    /// as one, and reported by [`Cluster::name_taken`].
+    async fn take_name(&self, id: i64) {
+        let key = keys::node(&self.node);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                id.to_string(),
+                Some(PutOptions::new().with_lease(id)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let Ok(r) = self.store.txn(txn).await else {
+            return; // etcd away again: the next lease tries again
+        };
+        let taken = !r.succeeded();
+        self.name_taken.store(taken, Ordering::Relaxed);
+        if taken {
+            tracing::error!(node = %self.node,
+                "another live node has this name ([cluster] node must be unique); kicks and status will mix the two up");
+        }
     }
 
     /// Deletes the keys of ended sessions and writes the sessions etcd lacks.

@@ -10,6 +10,8 @@
 //! - `/twoway/sessions/<identity>/<N>`: slot N of an identity, held by one
 //!   live session (a [`SessionRecord`]) under its node's etcd lease.
 //! - `/twoway/kicks/<node>/<session id>`: asks that node to end that session.
+//! - `/twoway/nodes/<node>`: the etcd lease of the live node of that name
+//!   (held under that lease), so that a second node of the same name is noticed.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -83,6 +85,11 @@ pub fn sessions_of(identity: &str) -> String {
 /// Slot `n` of `identity`.
 pub fn session(identity: &str, n: usize) -> String {
     format!("{}{n}", sessions_of(identity))
+}
+
+/// The key a live node holds under its etcd lease: its name is taken.
+pub fn node(node: &str) -> String {
+    format!("{ROOT}nodes/{}", escape(node))
 }
 
 /// The kicks addressed to `node`.

@@ -19,7 +19,7 @@ mod sessions;
 mod store;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +84,8 @@ pub struct Cluster {
     gone: Mutex<Vec<(String, i64)>>,
     /// Wakes the keeper when `local` or `gone` need etcd.
     dirty: Notify,
+    /// Another live node held this node's name when it took its lease.
+    name_taken: AtomicBool,
     stops: mpsc::UnboundedSender<Stop>,
 }
 
@@ -106,6 +108,7 @@ impl Cluster {
             local: Mutex::new(BTreeMap::new()),
             gone: Mutex::new(Vec::new()),
             dirty: Notify::new(),
+            name_taken: AtomicBool::new(false),
             stops,
         });
         Ok((cluster, rx))
@@ -129,6 +132,12 @@ impl Cluster {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Whether another live node had this node's name when this one took its
+    /// etcd lease (a configuration error, also logged).
+    pub fn name_taken(&self) -> bool {
+        self.name_taken.load(Ordering::Relaxed)
     }
 
     /// The etcd connection (round trips, reachability).
