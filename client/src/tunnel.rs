@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 use twoway_common::inside::tun::{TunError, TunSettings};
 use twoway_common::inside::Inside;
@@ -38,6 +39,9 @@ pub struct Tunnel<I> {
     pub dns_method: DnsMethod,
     reader: JoinHandle<()>,
     down_hook: Option<(String, Vec<(String, String)>)>,
+    /// The last update hook started (each waits for the one before it);
+    /// dropping it ends it, with the ones before.
+    update_hook: Option<AbortOnDropHandle<()>>,
 }
 
 impl<I> Drop for Tunnel<I> {
@@ -53,6 +57,12 @@ impl<I: Inside> Tunnel<I> {
     pub async fn close(mut self) {
         self.reader.abort();
         let _ = (&mut self.reader).await;
+        // An update hook still running is moot now, and must not run after
+        // (or beside) the down hook: ended first, with what it started.
+        if let Some(update) = self.update_hook.take() {
+            update.abort();
+            let _ = update.await;
+        }
         if let Some((cmd, env)) = self.down_hook.take() {
             hooks::run("down", &cmd, &env).await;
         }
@@ -100,6 +110,7 @@ impl<I: Inside> Tunnel<I> {
             dns_method: DnsMethod::None,
             reader,
             down_hook: None,
+            update_hook: None,
         };
         host.routes(&tunnel.name, a, Change::New).await?;
         tunnel.dns_method = host.dns(&tunnel.name, a, Change::New).await;
@@ -116,8 +127,9 @@ impl<I: Inside> Tunnel<I> {
     /// routes added and removed (through the journal of host changes, so
     /// that `down` or crash recovery removes exactly what is installed),
     /// DNS replaced, status updated (its `since` stays), the up hook run
-    /// again with the new environment (in the background: it may take up to
-    /// [`hooks::HOOK_TIMEOUT`]). Returns what changed, for the caller's log line.
+    /// again with the new environment (in the background, after any update
+    /// hook still running: each may take up to [`hooks::HOOK_TIMEOUT`]).
+    /// Returns what changed, for the caller's log line.
     pub async fn update(
         &mut self,
         config: &ClientConfig,
@@ -145,7 +157,14 @@ impl<I: Inside> Tunnel<I> {
         let env = hooks::environment(&next, &self.name, &config.server);
         if let Some(cmd) = config.hooks.up.clone() {
             let env = env.clone();
-            tokio::spawn(async move { hooks::run("update", &cmd, &env).await });
+            // One update hook at a time, in the order the updates came.
+            let before = self.update_hook.take();
+            self.update_hook = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                hooks::run("update", &cmd, &env).await
+            })));
         }
         if let Some((_, old)) = &mut self.down_hook {
             *old = env;
