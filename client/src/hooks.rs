@@ -47,7 +47,10 @@ pub async fn run(kind: &str, command: &str, env: &[(String, String)]) {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain([("TWOWAY_HOOK", kind)]);
     match hook::run(command, env, HOOK_TIMEOUT).await {
-        Outcome::Succeeded => tracing::info!(hook = kind, "hook ran"),
+        Outcome::Succeeded { stderr } if stderr.is_empty() => {
+            tracing::info!(hook = kind, "hook ran")
+        }
+        Outcome::Succeeded { stderr } => tracing::info!(hook = kind, %stderr, "hook ran"),
         Outcome::Failed { status, stderr } => {
             tracing::warn!(hook = kind, %status, %stderr, "hook failed")
         }

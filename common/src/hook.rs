@@ -2,9 +2,8 @@
 //! hooks and the server's session hooks: a child process through tokio, in a
 //! process group of its own, with a time limit.
 //!
-//! The group is why: a terminal's Ctrl-C (or a service manager's signal to
-//! the whole unit) must reach twoway, which then runs its down hooks, not the
-//! hooks themselves; and on timeout the whole group is killed, not only the
+//! The group is why: a terminal's Ctrl-C must reach twoway, which then runs
+//! its down hooks, not the hooks themselves; and on timeout the whole group is killed, not only the
 //! shell, so a `sleep` a hook started does not outlive it. (A hook that
 //! exits in time may leave a background process running, as a shell would.)
 
@@ -18,17 +17,19 @@ use tokio::process::Command;
 
 /// At most this much of a hook's standard error is kept for the log.
 const STDERR_KEPT: usize = 4096;
-/// How long, after a failed hook exited, its standard error is still read.
+/// How long, after a hook exited, its standard error is still read.
 const STDERR_GRACE: Duration = Duration::from_millis(200);
 
 /// How a hook ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// It exited 0.
-    Succeeded,
-    /// It exited otherwise; `stderr` is the start of what it wrote there.
+    /// It exited 0; `stderr` is the start of what it wrote there, if anything.
+    Succeeded { stderr: String },
+    /// It exited otherwise.
     Failed {
+        /// How it exited.
         status: std::process::ExitStatus,
+        /// The start of what it wrote to its standard error.
         stderr: String,
     },
     /// It ran longer than its limit; its process group was killed.
@@ -70,9 +71,6 @@ pub async fn run<'a>(
     };
     // Reaped: what the hook left running in the background is its own.
     group.0 = None;
-    if status.success() {
-        return Outcome::Succeeded;
-    }
     // A background child of the hook may hold its stderr open: wait only briefly.
     let stderr = match reader {
         Some(r) => match tokio::time::timeout(STDERR_GRACE, r).await {
@@ -81,7 +79,11 @@ pub async fn run<'a>(
         },
         None => String::new(),
     };
-    Outcome::Failed { status, stderr }
+    if status.success() {
+        Outcome::Succeeded { stderr }
+    } else {
+        Outcome::Failed { status, stderr }
+    }
 }
 
 /// A hook's process group, killed when dropped while it holds one.
@@ -118,8 +120,14 @@ mod tests {
         let out = tempfile::NamedTempFile::new().unwrap();
         let cmd = format!("echo \"$A\" > {}", out.path().display());
         let ok = run(&cmd, [("A", "one")], Duration::from_secs(5)).await;
-        assert!(matches!(ok, Outcome::Succeeded), "{ok:?}");
+        assert!(matches!(ok, Outcome::Succeeded { .. }), "{ok:?}");
         assert_eq!(std::fs::read_to_string(out.path()).unwrap(), "one\n");
+
+        let noted = run("echo note >&2", [], Duration::from_secs(5)).await;
+        assert!(
+            matches!(&noted, Outcome::Succeeded { stderr } if stderr == "note"),
+            "{noted:?}"
+        );
 
         let failed = run("echo oops >&2; exit 3", [], Duration::from_secs(5)).await;
         match failed {

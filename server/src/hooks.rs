@@ -178,7 +178,10 @@ async fn run(which: &str, command: &str, env: &[(&'static str, String)], limit: 
         .map(|(k, v)| (*k, v.as_str()))
         .chain([("TWOWAY_HOOK", which)]);
     match hook::run(command, env, limit).await {
-        Outcome::Succeeded => tracing::debug!(hook = which, "hook done"),
+        Outcome::Succeeded { stderr } if stderr.is_empty() => {
+            tracing::debug!(hook = which, "hook done")
+        }
+        Outcome::Succeeded { stderr } => tracing::info!(hook = which, %stderr, "hook done"),
         Outcome::Failed { status, stderr } => {
             tracing::warn!(hook = which, %status, %stderr, "hook failed")
         }
