@@ -57,7 +57,7 @@ impl Cluster {
 
     /// Keeps the node's etcd lease alive; takes a new one when it expired.
     async fn keep_lease(self: Arc<Self>, shutdown: CancellationToken) {
-        let period = self.period();
+        let period = (self.ttl / 3).max(Duration::from_millis(500));
         let mut keepalive = None;
         loop {
             if self.lease() == 0 {
@@ -131,10 +131,10 @@ impl Cluster {
         }
     }
 
-    /// Writes what etcd missed whenever something changed, and once a
-    /// keep-alive period in any case.
+    /// Writes what etcd missed whenever something changed, and after every
+    /// renewal of the lease (which is also how a catch-up that etcd cut
+    /// short is tried again).
     async fn write_back(self: Arc<Self>, shutdown: CancellationToken) {
-        let period = self.period();
         loop {
             let lease = self.lease();
             if lease != 0 {
@@ -142,14 +142,9 @@ impl Cluster {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(period) => {}
                 () = self.dirty.notified() => {}
             }
         }
-    }
-
-    fn period(&self) -> Duration {
-        (self.ttl / 3).max(Duration::from_millis(500))
     }
 
     /// Makes `id` the node's lease: every local session must be written again.

@@ -30,7 +30,7 @@ pub(crate) struct Refused {
 }
 
 impl Refused {
-    fn code(code: RefuseCode, e: impl std::fmt::Display) -> Self {
+    fn with_code(code: RefuseCode, e: impl std::fmt::Display) -> Self {
         Self {
             reason: RefusalReason::Refused(code),
             code,
@@ -116,7 +116,7 @@ impl Server {
                 warn!(error = %e, "refusing a pool client: {UNREACHABLE}");
                 Err(Refused::unreachable())
             }
-            Err(e @ ClaimError::Held { .. }) => Err(Refused::code(RefuseCode::Duplicate, e)),
+            Err(e @ ClaimError::Held { .. }) => Err(Refused::with_code(RefuseCode::Duplicate, e)),
         }
     }
 
@@ -143,9 +143,11 @@ impl Server {
             }
             Err(e @ AddressError::Contended(_)) => {
                 warn!(error = %e, "refusing a pool client; it will try again");
-                Err(Refused::code(RefuseCode::Busy, e))
+                Err(Refused::with_code(RefuseCode::Busy, e))
             }
-            Err(e @ AddressError::Exhausted(_)) => Err(Refused::code(RefuseCode::PoolExhausted, e)),
+            Err(e @ AddressError::Exhausted(_)) => {
+                Err(Refused::with_code(RefuseCode::PoolExhausted, e))
+            }
         }
     }
 
